@@ -1,0 +1,1 @@
+"""Benchmark drivers (make bench); results under bench/results/."""

@@ -1,0 +1,183 @@
+"""Composition root: build every part from the settings, start, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import pathlib
+import signal
+from typing import Protocol
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from sessiongate.api.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    billing_pb2,
+    session_control_pb2,
+    session_control_pb2_grpc,
+)
+from sessiongate.config import Settings
+from sessiongate.domain.clock import Clock, SystemClock
+from sessiongate.service.accounts import AccountsServicer
+from sessiongate.service.auth import ROLES, Authenticator
+from sessiongate.service.rpc import Observer
+from sessiongate.service.runtime import Runtime
+from sessiongate.service.session_control import SessionControlServicer
+from sessiongate.store.accounts import AccountStore
+from sessiongate.store.embedded import EmbeddedRedis
+from sessiongate.store.nearcache import NearCache
+from sessiongate.store.scripts import Scripts
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = (
+    session_control_pb2.DESCRIPTOR.services_by_name["SessionControl"].full_name,
+    accounts_pb2.DESCRIPTOR.services_by_name["Accounts"].full_name,
+    billing_pb2.DESCRIPTOR.services_by_name["Billing"].full_name,
+)
+
+
+class Component(Protocol):
+    """A long-running part (scheduler, consumer, batch writer): started after the server."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def is_loopback(addr: str) -> bool:
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Application:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.embedded: EmbeddedRedis | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.components: list[Component] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.rt: Runtime | None = None
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        s = self.settings
+        if not s.tls_cert:
+            return None
+        key = pathlib.Path(s.tls_key).read_bytes()
+        cert = pathlib.Path(s.tls_cert).read_bytes()
+        if s.tls_client_ca:
+            ca = pathlib.Path(s.tls_client_ca).read_bytes()
+            return grpc.ssl_server_credentials([(key, cert)], ca, require_client_auth=True)
+        return grpc.ssl_server_credentials([(key, cert)])
+
+    async def start(self) -> int:
+        s = self.settings
+        auth = Authenticator({role: s.tokens(role) for role in ROLES})
+        if not auth.enabled and not is_loopback(s.grpc_addr):
+            raise SystemExit(
+                f"refusing to listen on {s.grpc_addr} without tokens: set"
+                " SESSIONGATE_APP_TOKENS, SESSIONGATE_BILLING_TOKENS and"
+                " SESSIONGATE_ADMIN_TOKENS, or use a loopback address"
+            )
+        if not auth.enabled:
+            log.warning("no tokens configured: every caller is trusted (loopback only)")
+        url = s.redis_url
+        if not url:
+            self.embedded = EmbeddedRedis(s.data_dir)
+            await asyncio.to_thread(self.embedded.start)
+            url = self.embedded.url
+        redis = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0,
+                               health_check_interval=10)
+        scripts = Scripts(redis)
+        store = AccountStore(redis, scripts)
+        cache = NearCache(
+            store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age
+        )
+        rt = self.rt = Runtime(
+            settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,
+            cache=cache, auth=auth, observer=Observer(access_log=s.access_log),
+        )
+        server = self.server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
+        )
+        session_control_pb2_grpc.add_SessionControlServicer_to_server(
+            SessionControlServicer(rt),  # type: ignore[abstract]  # TODO(#4): sessions, usage
+            server,
+        )
+        accounts_pb2_grpc.add_AccountsServicer_to_server(
+            AccountsServicer(rt),  # type: ignore[abstract]  # TODO(#3, #4): policies, plans
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        creds = self._credentials()
+        if creds is None:
+            self.port = server.add_insecure_port(s.grpc_addr)
+        else:
+            self.port = server.add_secure_port(s.grpc_addr, creds)
+        await server.start()
+        ready = asyncio.Event()
+        self.tasks.append(asyncio.create_task(cache.listen(redis, ready)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), 5.0)
+        for component in self.components:
+            await component.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, redis=url,
+                 auth=auth.enabled, tls=creds is not None)
+        return self.port
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING first (so probes route away), let in-flight calls finish, close."""
+        log.info("draining", grace_s=self.settings.drain_timeout)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.server is not None:
+            await self.server.stop(self.settings.drain_timeout)
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("component stop failed", component=type(component).__name__)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.rt is not None:
+            await self.rt.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain and return (exit status 0)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

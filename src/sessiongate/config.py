@@ -1,0 +1,150 @@
+"""One frozen settings object; the only reader of the environment.
+
+Each field carries its environment variable and help text; `sessiongate serve --help` is
+generated from them, so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessiongate.domain.errors import InvalidArgument
+
+FAILURE_MODES = ("closed", "open", "static")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def _setting(default: Any, env: str, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_addr: str = _setting("127.0.0.1:50051", "SESSIONGATE_GRPC_ADDR", "gRPC listen address")
+    redis_url: str = _setting(
+        "", "SESSIONGATE_REDIS_URL",
+        "Redis URL (redis:// or rediss://); empty: start an embedded redis-server",
+    )
+    data_dir: str = _setting(
+        "./.sessiongate", "SESSIONGATE_DATA_DIR", "data directory of the embedded Redis"
+    )
+    log_level: str = _setting("info", "SESSIONGATE_LOG_LEVEL", "debug, info, warning, error")
+    log_format: str = _setting(
+        "auto", "SESSIONGATE_LOG_FORMAT", "json, console, or auto (console on a terminal)",
+        choices=LOG_FORMATS,
+    )
+    access_log: bool = _setting(True, "SESSIONGATE_ACCESS_LOG", "one log line per RPC")
+    near_cache: bool = _setting(True, "SESSIONGATE_NEAR_CACHE", "serve account state from memory")
+    near_cache_ttl: float = _setting(
+        2.0, "SESSIONGATE_NEAR_CACHE_TTL", "seconds a cached account stays fresh without news"
+    )
+    failure_mode: str = _setting(
+        "closed", "SESSIONGATE_FAILURE_MODE",
+        "when Redis is unreachable: closed (deny), open (allow), static (last known state)",
+        choices=FAILURE_MODES,
+    )
+    static_max_age: float = _setting(
+        300.0, "SESSIONGATE_STATIC_MAX_AGE", "failure mode static: oldest usable state, seconds"
+    )
+    session_ttl: float = _setting(
+        300.0, "SESSIONGATE_SESSION_TTL", "seconds a session lives without a heartbeat"
+    )
+    drain_timeout: float = _setting(
+        10.0, "SESSIONGATE_DRAIN_TIMEOUT", "seconds in-flight calls get to finish on SIGTERM"
+    )
+    metrics_addr: str = _setting(
+        "127.0.0.1:9464", "SESSIONGATE_METRICS_ADDR", "Prometheus metrics address; empty: off"
+    )
+    scheduler: bool = _setting(
+        True, "SESSIONGATE_SCHEDULER", "run the dunning scheduler and payment consumer"
+    )
+    sweep_interval: float = _setting(
+        1.0, "SESSIONGATE_SWEEP_INTERVAL", "seconds between sweeps of accounts due for evaluation"
+    )
+    consumer_name: str = _setting(
+        "", "SESSIONGATE_CONSUMER_NAME", "payment-stream consumer name (default: host-pid)"
+    )
+    webhook_url: str = _setting("", "SESSIONGATE_WEBHOOK_URL", "notification webhook URL")
+    webhook_secret: str = _setting(
+        "", "SESSIONGATE_WEBHOOK_SECRET", "HMAC-SHA256 key of the webhook signature header"
+    )
+    smtp_url: str = _setting(
+        "", "SESSIONGATE_SMTP_URL", "SMTP server for admin emails, smtp://[user:pass@]host:port"
+    )
+    smtp_from: str = _setting(
+        "sessiongate@localhost", "SESSIONGATE_SMTP_FROM", "sender address of emails"
+    )
+    app_tokens: str = _setting(
+        "", "SESSIONGATE_APP_TOKENS", "comma-separated bearer tokens of the app role", secret=True
+    )
+    billing_tokens: str = _setting(
+        "", "SESSIONGATE_BILLING_TOKENS", "bearer tokens of the billing role", secret=True
+    )
+    admin_tokens: str = _setting(
+        "", "SESSIONGATE_ADMIN_TOKENS", "bearer tokens of the admin role", secret=True
+    )
+    tls_cert: str = _setting("", "SESSIONGATE_TLS_CERT", "server certificate (PEM) for gRPC TLS")
+    tls_key: str = _setting("", "SESSIONGATE_TLS_KEY", "server private key (PEM)")
+    tls_client_ca: str = _setting(
+        "", "SESSIONGATE_TLS_CLIENT_CA", "CA bundle (PEM): require client certificates (mTLS)"
+    )
+    token: str = _setting(
+        "", "SESSIONGATE_TOKEN", "bearer token that the CLI's client commands send", secret=True
+    )
+    workers: int = _setting(1, "SESSIONGATE_WORKERS", "server processes sharing the port")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise InvalidArgument(f.metadata["env"], f"must be one of {', '.join(choices)}")
+        for name in ("near_cache_ttl", "static_max_age", "session_ttl", "sweep_interval"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(name, "must be positive")
+        if self.workers < 1:
+            raise InvalidArgument("workers", "must be at least 1")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Environment first (with `<VAR>_FILE` for secrets mounted as files), then overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            var = f.metadata["env"]
+            raw = env.get(var)
+            if raw is None and f"{var}_FILE" in env:
+                raw = pathlib.Path(env[f"{var}_FILE"]).read_text().strip()
+            if raw is not None:
+                values[f.name] = parse_value(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def tokens(self, role: str) -> tuple[str, ...]:
+        raw = {"app": self.app_tokens, "billing": self.billing_tokens, "admin": self.admin_tokens}
+        return tuple(t.strip() for t in raw[role].split(",") if t.strip())
+
+
+def parse_value(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    try:
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise InvalidArgument(f.metadata["env"], f"cannot parse {raw!r} as {kind}") from None
+    return raw

@@ -1,0 +1,1 @@
+"""The pure domain: accounts, decisions, ledgers, dunning. No grpc, no redis, no I/O."""

@@ -1,0 +1,40 @@
+"""One exception hierarchy; the service layer maps each class to one gRPC status."""
+
+from __future__ import annotations
+
+
+class SessionGateError(Exception):
+    """Base of every error sessiongate raises on purpose."""
+
+
+class InvalidArgument(SessionGateError):
+    """Bad input. `field` names the offending request field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(SessionGateError):
+    """The named thing does not exist."""
+
+
+class FailedPrecondition(SessionGateError):
+    """The request is well-formed but the current state forbids it."""
+
+
+class Conflict(SessionGateError):
+    """A concurrent writer changed the record; the caller may retry."""
+
+
+class BackendUnavailable(SessionGateError):
+    """Redis (or another backend) cannot be reached."""
+
+
+class Unauthenticated(SessionGateError):
+    """No credentials, or credentials that match nothing."""
+
+
+class PermissionDenied(SessionGateError):
+    """Valid credentials of a role that may not call this method."""

@@ -1,0 +1,38 @@
+"""Input rules shared by every entry point (gRPC, payment stream, CLI)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from sessiongate.domain.errors import InvalidArgument
+
+MAX_ID_LENGTH = 128
+
+
+def check_id(field: str, value: str, *, required: bool = True) -> str:
+    """An identifier: 1..128 characters, no control characters, no surrounding whitespace."""
+    if not value:
+        if required:
+            raise InvalidArgument(field, "must not be empty")
+        return value
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_ID_LENGTH} characters")
+    if value != value.strip():
+        raise InvalidArgument(field, "has leading or trailing whitespace")
+    if not value.isprintable():  # C-speed check first: this runs on every login
+        bad = next(ch for ch in value if not ch.isprintable())
+        kind = "control" if unicodedata.category(bad).startswith("C") else "non-printable"
+        raise InvalidArgument(field, f"contains {kind} character U+{ord(bad):04X}")
+    return value
+
+
+def check_ids(field: str, values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    for i, v in enumerate(values):
+        check_id(f"{field}[{i}]", v)
+    return tuple(values)
+
+
+def check_non_negative(field: str, value: int) -> int:
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return value

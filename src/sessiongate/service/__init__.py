@@ -1,0 +1,1 @@
+"""gRPC adapters: servicers, the per-RPC wrapper (auth, access log, status mapping), conversion."""

@@ -1,0 +1,122 @@
+"""Accounts: admin management of accounts (and, later, policies, plans, history)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sessiongate.api.v1 import accounts_pb2 as pb
+from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
+from sessiongate.domain.errors import InvalidArgument, NotFound
+from sessiongate.domain.model import Account, AccountKind, StateOverride
+from sessiongate.domain.validation import check_id, check_ids, check_non_negative
+from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
+from sessiongate.service.rpc import Servicer, rpc
+from sessiongate.service.runtime import Runtime
+from sessiongate.store.accounts import Change
+
+
+def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverride | None]:
+    """Validate an upsert; return the admin-managed fields and the override it asks for."""
+    f = "account."
+    aid = check_id(f + "account_id", msg.account_id)
+    users = check_ids(f + "users", list(msg.users))
+    kind = kind_from_pb(f + "kind", msg.kind)
+    if kind is AccountKind.CONSUMER and len(set(users)) > 1:
+        raise InvalidArgument(f + "users", "a consumer account has one user")
+    check_id(f + "policy_id", msg.policy_id, required=False)
+    check_id(f + "plan_id", msg.plan_id, required=False)
+    check_id(f + "parent_id", msg.parent_id, required=False)
+    if msg.parent_id == aid:
+        raise InvalidArgument(f + "parent_id", "an account cannot be its own parent")
+    check_non_negative(f + "seat_limit", msg.seat_limit)
+    emails = check_ids(f + "admin_emails", list(msg.admin_emails))
+    for i, e in enumerate(emails):
+        if "@" not in e or " " in e:
+            raise InvalidArgument(f"{f}admin_emails[{i}]", "not an email address")
+    currency = msg.currency or "USD"
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidArgument(f + "currency", "must be a 3-letter ISO 4217 code")
+    tz = msg.time_zone or "UTC"
+    check_id(f + "time_zone", tz)
+    state = state_from_pb(f + "state", msg.state)
+    override = None
+    if state is not None:
+        override = StateOverride(state, "set by UpsertAccount", "admin", now)
+    account = Account(
+        account_id=aid,
+        kind=kind,
+        users=frozenset(users),
+        policy_id=msg.policy_id,
+        plan_id=msg.plan_id,
+        exempt=msg.exempt,
+        seat_limit=msg.seat_limit,
+        parent_id=msg.parent_id,
+        admin_emails=emails,
+        time_zone=tz,
+        currency=currency.upper(),
+    )
+    return account, override
+
+
+def merge(current: Account | None, wanted: Account, override: StateOverride | None,
+          now: datetime) -> Account:
+    """Admin-managed fields from the request; derived ones (state, ledger summary) kept."""
+    if current is None:
+        return replace(wanted, state_since=now, override=override)
+    return replace(
+        current,
+        kind=wanted.kind,
+        users=wanted.users,
+        policy_id=wanted.policy_id,
+        plan_id=wanted.plan_id,
+        exempt=wanted.exempt,
+        seat_limit=wanted.seat_limit,
+        parent_id=wanted.parent_id,
+        admin_emails=wanted.admin_emails,
+        time_zone=wanted.time_zone,
+        currency=wanted.currency,
+        override=override if override is not None else current.override,
+    )
+
+
+class AccountsServicer(Servicer, pb_grpc.AccountsServicer):
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt.auth, rt.observer)
+        self.rt = rt
+
+    @rpc("admin")
+    async def UpsertAccount(self, request: pb.UpsertAccountRequest, context: Any) -> pb.Account:
+        now = self.rt.clock.now()
+        wanted, override = parse_account(request.account, now)
+
+        def mutate(current: Account | None, ledger: str | None) -> Change:
+            account = merge(current, wanted, override, now)
+            entry = None
+            before = None if current is None else current.state_at(now)
+            after = account.state_at(now)
+            if before != after:
+                entry = {
+                    "at": now.isoformat(),
+                    "from": None if before is None else before.value,
+                    "to": after.value,
+                    "cause": "account created" if current is None else "set by UpsertAccount",
+                    "actor": "admin",
+                }
+            return Change(account, history_entry=entry)
+
+        result, change = await self.rt.accounts.update(wanted.account_id, mutate, self.rt.clock.now)
+        assert change is not None
+        saved = replace(change.account, version=result.version)
+        self.rt.cache.put(saved)
+        return account_to_pb(saved, now)
+
+    @rpc("admin")
+    async def GetAccount(self, request: pb.GetAccountRequest, context: Any) -> pb.Account:
+        aid = check_id("account_id", request.account_id)
+        account = await self.rt.accounts.get(aid)
+        if account is None:
+            raise NotFound(f"account_id: no account {aid!r}")
+        return account_to_pb(account, self.rt.clock.now())
+

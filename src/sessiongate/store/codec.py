@@ -1,0 +1,97 @@
+"""Account <-> JSON, as stored in Redis. Times are integer Unix milliseconds."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
+
+
+def to_ms(when: datetime | None) -> int | None:
+    return None if when is None else int(when.timestamp() * 1000)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _override_to_dict(o: StateOverride | None) -> dict[str, Any] | None:
+    if o is None:
+        return None
+    return {
+        "state": o.state.value,
+        "reason": o.reason,
+        "actor": o.actor,
+        "set_at": to_ms(o.set_at),
+        "expires_at": to_ms(o.expires_at),
+    }
+
+
+def _override_from_dict(d: dict[str, Any] | None) -> StateOverride | None:
+    if not d:
+        return None
+    set_at = from_ms(d["set_at"])
+    assert set_at is not None
+    return StateOverride(
+        state=AccountState(d["state"]),
+        reason=d.get("reason", ""),
+        actor=d.get("actor", ""),
+        set_at=set_at,
+        expires_at=from_ms(d.get("expires_at")),
+    )
+
+
+def encode_account(a: Account) -> str:
+    """JSON without the version: the version lives beside it and is bumped by Lua."""
+    return json.dumps(
+        {
+            "id": a.account_id,
+            "kind": a.kind.value,
+            "users": sorted(a.users),
+            "policy": a.policy_id,
+            "plan": a.plan_id,
+            "exempt": a.exempt,
+            "seats": a.seat_limit,
+            "parent": a.parent_id,
+            "admins": list(a.admin_emails),
+            "tz": a.time_zone,
+            "cur": a.currency,
+            "state": a.derived_state.value,
+            "since": to_ms(a.state_since),
+            "override": _override_to_dict(a.override),
+            "balance": a.balance_minor,
+            "due": to_ms(a.oldest_due_at),
+            "suspends": to_ms(a.suspends_at),
+            "next_eval": to_ms(a.next_evaluation_at),
+            "extra": a.extra,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_account(data: str | bytes, version: int) -> Account:
+    d = json.loads(data)
+    return Account(
+        account_id=d["id"],
+        kind=AccountKind(d.get("kind", "ENTERPRISE")),
+        users=frozenset(d.get("users", ())),
+        policy_id=d.get("policy", ""),
+        plan_id=d.get("plan", ""),
+        exempt=bool(d.get("exempt", False)),
+        seat_limit=int(d.get("seats", 0)),
+        parent_id=d.get("parent", ""),
+        admin_emails=tuple(d.get("admins", ())),
+        time_zone=d.get("tz", "UTC"),
+        currency=d.get("cur", "USD"),
+        derived_state=AccountState(d.get("state", "ACTIVE")),
+        state_since=from_ms(d.get("since")),
+        override=_override_from_dict(d.get("override")),
+        balance_minor=int(d.get("balance", 0)),
+        oldest_due_at=from_ms(d.get("due")),
+        suspends_at=from_ms(d.get("suspends")),
+        next_evaluation_at=from_ms(d.get("next_eval")),
+        version=version,
+        extra=dict(d.get("extra", {})),
+    )

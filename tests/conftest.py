@@ -1,0 +1,53 @@
+"""Shared fixtures: a real redis-server on a free port (or SESSIONGATE_TEST_REDIS_URL)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sessiongate.logs import configure
+from sessiongate.store.embedded import EmbeddedRedis
+from tests.support import ServerThread, make_settings
+
+configure("warning", "json")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SESSIONGATE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync client on a Redis flushed before the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def server(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
+    srv = ServerThread(make_settings(redis_url)).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

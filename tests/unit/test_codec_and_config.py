@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from sessiongate.config import Settings
+from sessiongate.domain.errors import InvalidArgument
+from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
+from sessiongate.store.codec import decode_account, encode_account
+
+
+def test_account_round_trips_through_json() -> None:
+    now = datetime(2026, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    a = Account(
+        account_id="acme", kind=AccountKind.CONSUMER, users=frozenset({"u1"}), policy_id="p",
+        plan_id="pro", exempt=True, seat_limit=3, parent_id="reseller",
+        admin_emails=("ops@acme.test",), currency="EUR", derived_state=AccountState.GRACE,
+        state_since=now, override=StateOverride(AccountState.ACTIVE, "promise", "bob", now, now),
+        balance_minor=990, oldest_due_at=now, suspends_at=now, next_evaluation_at=now,
+        version=7,
+    )
+    assert decode_account(encode_account(a), 7) == a
+
+
+def test_settings_from_env_and_overrides(tmp_path: object) -> None:
+    s = Settings.from_env(
+        {"SESSIONGATE_GRPC_ADDR": "0.0.0.0:1", "SESSIONGATE_NEAR_CACHE": "off",
+         "SESSIONGATE_NEAR_CACHE_TTL": "0.5"},
+        failure_mode="static",
+    )
+    assert (s.grpc_addr, s.near_cache, s.near_cache_ttl, s.failure_mode) == (
+        "0.0.0.0:1", False, 0.5, "static")
+
+
+def test_secret_from_file(tmp_path: pytest.TempPathFactory) -> None:
+    import pathlib
+
+    p = pathlib.Path(str(tmp_path)) / "tokens"
+    p.write_text("a1, b2\n")
+    s = Settings.from_env({"SESSIONGATE_APP_TOKENS_FILE": str(p)})
+    assert s.tokens("app") == ("a1", "b2")
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [({"SESSIONGATE_FAILURE_MODE": "maybe"}, "SESSIONGATE_FAILURE_MODE"),
+     ({"SESSIONGATE_NEAR_CACHE_TTL": "soon"}, "SESSIONGATE_NEAR_CACHE_TTL"),
+     ({"SESSIONGATE_ACCESS_LOG": "perhaps"}, "SESSIONGATE_ACCESS_LOG")],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(InvalidArgument, match=name):
+        Settings.from_env(env)
