@@ -12,6 +12,8 @@ from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
 from sessiongate.domain.validation import check_id, check_ids, check_non_negative
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
+from sessiongate.service.plans import PlanMethods
+from sessiongate.service.policies import PolicyMethods
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.accounts import Change
@@ -81,7 +83,9 @@ def merge(current: Account | None, wanted: Account, override: StateOverride | No
     )
 
 
-class AccountsServicer(Servicer, pb_grpc.AccountsServicer):
+class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsServicer):
+    """Account CRUD here; policy methods in policies.py, plan/usage methods in plans.py."""
+
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
