@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.store import keys
 from tests.support import ServerThread
 
 
@@ -145,6 +146,6 @@ def test_health_serving_and_reflection_lists_services(server: ServerThread) -> N
 def test_history_records_creation(server: ServerThread, redis_client: redis.Redis) -> None:
     upsert(server, account_id="acme")
     upsert(server, account_id="acme", state=cpb.ACCOUNT_STATE_CLOSED)
-    entries = redis_client.lrange("sg:{acme}:history", 0, -1)
+    entries = redis_client.lrange(keys.history("acme"), 0, -1)
     assert len(entries) == 2
     assert b'"to":"CLOSED"' in entries[1]

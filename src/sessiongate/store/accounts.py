@@ -94,8 +94,8 @@ class AccountStore:
                 keys.ledger(aid),
                 keys.history(aid),
                 keys.applied_events(aid),
-                keys.DUE_INDEX,
-                keys.OUTBOX_STREAM,
+                keys.due_index_of(aid),
+                keys.outbox_of(aid),
             ],
             args=[
                 expected_version,

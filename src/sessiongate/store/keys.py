@@ -1,17 +1,19 @@
 """Every Redis key name, in one place.
 
-Per-account keys share the hash tag `{<account>}` so that each Lua script touches one slot
-and the same code runs on Redis Cluster. Global keys (streams, indexes) are named here too.
+Per-account keys carry their bucket's hash tag (see `slots.py`): an account's keys, its
+bucket's due index and its bucket's outbox share one slot, so each Lua script touches one
+slot and the same code runs on Redis Cluster. Indexes and the outbox are sharded by bucket,
+so no single key is a hot spot.
 """
 
 from __future__ import annotations
+
+from sessiongate.store.slots import BUCKETS, bucket_of, bucket_tag
 
 PREFIX = "sg"
 
 # Global keys.
 INVALIDATION_CHANNEL = f"{PREFIX}:invalidate"
-DUE_INDEX = f"{PREFIX}:due"  # zset: account id -> next evaluation time (ms)
-OUTBOX_STREAM = f"{PREFIX}:outbox"  # notifications to deliver
 POLICY_PREFIX = f"{PREFIX}:policy:"
 PLAN_PREFIX = f"{PREFIX}:plan:"
 PAYMENT_STREAM = "sessiongate:payments"  # public name: the billing system XADDs here
@@ -20,7 +22,28 @@ USAGE_STREAM = "sessiongate:usage"  # public name: the billing system reads usag
 
 
 def _tag(account_id: str) -> str:
-    return f"{PREFIX}:{{{account_id}}}"
+    return f"{PREFIX}:{bucket_tag(bucket_of(account_id))}:{account_id}"
+
+
+def due_index(bucket: int) -> str:
+    """Zset: account id -> next evaluation time (ms), for the accounts of one bucket."""
+    return f"{PREFIX}:{bucket_tag(bucket)}:due"
+
+
+def outbox(bucket: int) -> str:
+    """Stream: notifications to deliver, for the accounts of one bucket."""
+    return f"{PREFIX}:{bucket_tag(bucket)}:outbox"
+
+
+def due_index_of(account_id: str) -> str:
+    return due_index(bucket_of(account_id))
+
+
+def outbox_of(account_id: str) -> str:
+    return outbox(bucket_of(account_id))
+
+
+ALL_BUCKETS = range(BUCKETS)
 
 
 def account(account_id: str) -> str:

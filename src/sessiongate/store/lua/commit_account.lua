@@ -5,7 +5,8 @@
 --
 -- KEYS[1] account hash (fields: data, v)     KEYS[2] ledger string
 -- KEYS[3] history list                       KEYS[4] applied-events zset
--- KEYS[5] due index zset (global)            KEYS[6] outbox stream (global)
+-- KEYS[5] bucket's due index zset            KEYS[6] bucket's outbox stream
+-- (all six keys carry the account's bucket hash tag: one slot)
 -- ARGV[1] expected version (0: must not exist)
 -- ARGV[2] account JSON        ARGV[3] ledger JSON, or "" to leave it
 -- ARGV[4] event id, or ""     ARGV[5] now (ms)
