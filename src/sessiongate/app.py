@@ -11,6 +11,7 @@ from typing import Protocol
 
 import grpc
 import structlog
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
@@ -26,6 +27,8 @@ from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
+from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
+from sessiongate.service.envoy_authz import EnvoyAuthzServicer
 from sessiongate.service.rpc import Observer
 from sessiongate.service.runtime import Runtime
 from sessiongate.service.session_control import SessionControlServicer
@@ -40,6 +43,7 @@ SERVICE_NAMES = (
     session_control_pb2.DESCRIPTOR.services_by_name["SessionControl"].full_name,
     accounts_pb2.DESCRIPTOR.services_by_name["Accounts"].full_name,
     billing_pb2.DESCRIPTOR.services_by_name["Billing"].full_name,
+    ENVOY_AUTHZ,
 )
 
 
@@ -122,6 +126,7 @@ class Application:
             AccountsServicer(rt),  # type: ignore[abstract]  # TODO(#3, #4): policies, plans
             server,
         )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EnvoyAuthzServicer(rt), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

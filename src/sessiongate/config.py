@@ -97,6 +97,39 @@ class Settings:
         "", "SESSIONGATE_TOKEN", "bearer token that the CLI's client commands send", secret=True
     )
     workers: int = _setting(1, "SESSIONGATE_WORKERS", "server processes sharing the port")
+    envoy_account_header: str = _setting(
+        "x-account-id", "SESSIONGATE_ENVOY_ACCOUNT_HEADER",
+        "Envoy ext_authz: request header naming the account; empty: none (see docs/envoy.md)",
+    )
+    envoy_user_header: str = _setting(
+        "x-user-id", "SESSIONGATE_ENVOY_USER_HEADER",
+        "Envoy ext_authz: request header naming the user; empty: none",
+    )
+    envoy_feature_pattern: str = _setting(
+        r"^/features/(?P<feature>[^/]+)", "SESSIONGATE_ENVOY_FEATURE_PATTERN",
+        "Envoy ext_authz: regex on the request path whose group `feature` (or first group)"
+        " names the feature; empty: none",
+    )
+    envoy_jwt_metadata_key: str = _setting(
+        "", "SESSIONGATE_ENVOY_JWT_METADATA_KEY",
+        "Envoy ext_authz: jwt_authn payload_in_metadata key to read claims from; empty: off",
+    )
+    envoy_jwt_payload_header: str = _setting(
+        "", "SESSIONGATE_ENVOY_JWT_PAYLOAD_HEADER",
+        "Envoy ext_authz: header with the verified JWT payload (base64url JSON); empty: off",
+    )
+    envoy_account_claim: str = _setting(
+        "account_id", "SESSIONGATE_ENVOY_ACCOUNT_CLAIM",
+        "Envoy ext_authz: JWT claim (dotted path) naming the account; empty: use the header",
+    )
+    envoy_user_claim: str = _setting(
+        "sub", "SESSIONGATE_ENVOY_USER_CLAIM",
+        "Envoy ext_authz: JWT claim (dotted path) naming the user; empty: use the header",
+    )
+    envoy_payment_url: str = _setting(
+        "", "SESSIONGATE_ENVOY_PAYMENT_URL",
+        "Envoy ext_authz: where a suspended account pays, quoted in the HTTP 402 body",
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
