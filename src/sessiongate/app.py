@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import pathlib
 import signal
+import urllib.parse
 from typing import Protocol
 
 import grpc
@@ -63,6 +64,15 @@ def is_loopback(addr: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 class Application:
@@ -145,7 +155,7 @@ class Application:
         for component in self.components:
             await component.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, redis=url,
+        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, redis=redacted(url),
                  auth=auth.enabled, tls=creds is not None)
         return self.port
 

@@ -141,6 +141,10 @@ class Settings:
                 raise InvalidArgument(name, "must be positive")
         if self.workers < 1:
             raise InvalidArgument("workers", "must be at least 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise InvalidArgument("SESSIONGATE_TLS_KEY", "TLS needs both a certificate and a key")
+        if self.tls_client_ca and not self.tls_cert:
+            raise InvalidArgument("SESSIONGATE_TLS_CLIENT_CA", "mTLS needs TLS_CERT and TLS_KEY")
 
     @classmethod
     def from_env(
