@@ -698,6 +698,7 @@ class UsageSummary(_message.Message):
     SEAT_CHARGES_FIELD_NUMBER: _builtins.int
     LOGINS_FIELD_NUMBER: _builtins.int
     ACTIVE_USERS_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     period: _builtins.str
     peak_concurrent_seats: _builtins.int
@@ -708,6 +709,10 @@ class UsageSummary(_message.Message):
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureUsage]: ...
     @_builtins.property
     def seat_charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Charge]: ...
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyActivity]:
+        """One entry per day of the period up to today (UTC), for reports and charts."""
+
     def __init__(
         self,
         *,
@@ -719,11 +724,64 @@ class UsageSummary(_message.Message):
         seat_charges: _abc.Iterable[Global___Charge] | None = ...,
         logins: _builtins.int = ...,
         active_users: _builtins.int = ...,
+        days: _abc.Iterable[Global___DailyActivity] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "active_users", b"active_users", "features", b"features", "logins", b"logins", "peak_concurrent_seats", b"peak_concurrent_seats", "period", b"period", "seat_charges", b"seat_charges", "seat_seconds", b"seat_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "active_users", b"active_users", "days", b"days", "features", b"features", "logins", b"logins", "peak_concurrent_seats", b"peak_concurrent_seats", "period", b"period", "seat_charges", b"seat_charges", "seat_seconds", b"seat_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageSummary: _TypeAlias = UsageSummary  # noqa: Y015
+
+@_typing.final
+class DailyActivity(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class UsageEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DAY_FIELD_NUMBER: _builtins.int
+    LOGINS_FIELD_NUMBER: _builtins.int
+    ACTIVE_USERS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """"YYYY-MM-DD" (UTC)."""
+    logins: _builtins.int
+    active_users: _builtins.int
+    @_builtins.property
+    def usage(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Feature -> quantity recorded on that day."""
+
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        logins: _builtins.int = ...,
+        active_users: _builtins.int = ...,
+        usage: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_users", b"active_users", "day", b"day", "logins", b"logins", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailyActivity: _TypeAlias = DailyActivity  # noqa: Y015
