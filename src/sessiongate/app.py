@@ -21,13 +21,16 @@ from sessiongate.api.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
     billing_pb2,
+    billing_pb2_grpc,
     session_control_pb2,
     session_control_pb2_grpc,
 )
+from sessiongate.billing.components import billing_components
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
+from sessiongate.service.billing import BillingServicer
 from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
 from sessiongate.service.envoy_authz import EnvoyAuthzServicer
 from sessiongate.service.rpc import Observer
@@ -136,6 +139,7 @@ class Application:
             AccountsServicer(rt),  # type: ignore[abstract]  # TODO(#3, #4): policies, plans
             server,
         )
+        billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(rt), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EnvoyAuthzServicer(rt), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -152,6 +156,8 @@ class Application:
         self.tasks.append(asyncio.create_task(cache.listen(redis, ready)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
+        if s.scheduler:
+            self.components.extend(billing_components(rt))
         for component in self.components:
             await component.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

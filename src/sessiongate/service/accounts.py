@@ -11,6 +11,7 @@ from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
 from sessiongate.domain.validation import check_id, check_ids, check_non_negative
+from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
 from sessiongate.service.plans import PlanMethods
 from sessiongate.service.policies import PolicyMethods
@@ -95,7 +96,7 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
         now = self.rt.clock.now()
         wanted, override = parse_account(request.account, now)
 
-        def mutate(current: Account | None, ledger: str | None) -> Change:
+        async def mutate(current: Account | None, ledger: str | None) -> Change:
             account = merge(current, wanted, override, now)
             entry = None
             before = None if current is None else current.state_at(now)
@@ -108,8 +109,10 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
                     "cause": "account created" if current is None else "set by UpsertAccount",
                     "actor": "admin",
                 }
-            return Change(account, history_entry=entry)
+            # Re-evaluated by the dunning engine when the policy or the exemption changed.
+            return await engine.upsert_change(current, account, ledger, now, entry)
 
+        engine = engine_for(self.rt)
         result, change = await self.rt.accounts.update(wanted.account_id, mutate, self.rt.clock.now)
         assert change is not None
         saved = replace(change.account, version=result.version)

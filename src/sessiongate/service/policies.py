@@ -2,10 +2,135 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+
+from sessiongate.api.v1 import accounts_pb2 as pb
+from sessiongate.domain.dunning import preview
+from sessiongate.domain.errors import InvalidArgument, NotFound
+from sessiongate.domain.model import AccountState
+from sessiongate.domain.policy import DunningPolicy, DunningStage, new_policy
+from sessiongate.domain.validation import check_id
+from sessiongate.service.billing import engine_for, timestamp_field
+from sessiongate.service.convert import STATE_TO_PB, account_to_pb, duration, state_from_pb, ts
+from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.store.ledger_codec import decode_ledger
+from sessiongate.store.policies import PolicyStore
+
+MAX_REASON = 500
+MAX_DURATION_SECONDS = 315_576_000_000  # the proto Duration range
+
+
+def _duration(field: str, d: Duration) -> timedelta:
+    if abs(d.seconds) > MAX_DURATION_SECONDS or abs(d.nanos) >= 10**9:
+        raise InvalidArgument(field, "out of the Duration range")
+    if d.seconds < 0 or d.nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
+
+
+def policy_from_pb(msg: pb.DunningPolicy) -> DunningPolicy:
+    stages = []
+    for i, s in enumerate(msg.stages):
+        state = state_from_pb(f"stages[{i}].state", s.state)
+        if state is None:
+            raise InvalidArgument(f"stages[{i}].state", "must be set")
+        after = _duration(f"stages[{i}].after", s.after)
+        stages.append(DunningStage(state, after, s.min_balance_minor))
+    interval = None
+    if msg.HasField("reminder_interval"):
+        interval = _duration("reminder_interval", msg.reminder_interval)
+        if interval == timedelta(0):
+            raise InvalidArgument("reminder_interval", "must be at least one second")
+    return new_policy(msg.policy_id, stages, interval, msg.tolerance_minor)
+
+
+def policy_to_pb(p: DunningPolicy) -> pb.DunningPolicy:
+    return pb.DunningPolicy(
+        policy_id=p.policy_id,
+        stages=[pb.DunningStage(state=STATE_TO_PB[s.state], after=duration(s.after),
+                                min_balance_minor=s.min_balance_minor) for s in p.stages],
+        reminder_interval=duration(p.reminder_interval),
+        tolerance_minor=p.tolerance_minor,
+    )
+
+
+def _history_to_pb(e: dict[str, Any]) -> pb.Transition:
+    t = pb.Transition(cause=e.get("cause", ""), actor=e.get("actor", ""),
+                      event_id=e.get("event_id") or "")
+    for name, key in (("from_state", "from"), ("to_state", "to")):
+        if e.get(key):
+            setattr(t, name, STATE_TO_PB[AccountState(e[key])])
+    if e.get("at"):
+        t.at.CopyFrom(ts(datetime.fromisoformat(e["at"]).astimezone(UTC)))
+    return t
 
 
 class PolicyMethods:
     """Mixed into AccountsServicer; `self.rt` is the shared runtime."""
 
     rt: Runtime
+
+    @rpc("admin")
+    async def UpsertPolicy(self, request: pb.DunningPolicy, context: Any) -> pb.DunningPolicy:
+        policy = policy_from_pb(request)
+        await PolicyStore(self.rt.redis).put(policy)
+        return policy_to_pb(policy)
+
+    @rpc("admin")
+    async def GetPolicy(self, request: pb.GetPolicyRequest, context: Any) -> pb.DunningPolicy:
+        pid = check_id("policy_id", request.policy_id)
+        policy = await PolicyStore(self.rt.redis).get(pid)
+        if policy is None:
+            raise NotFound(f"policy_id: no policy {pid!r}")
+        return policy_to_pb(policy)
+
+    @rpc("admin")
+    async def OverrideState(self, request: pb.OverrideStateRequest, context: Any) -> pb.Account:
+        aid = check_id("account_id", request.account_id)
+        state = state_from_pb("state", request.state)
+        reason = request.reason.strip()
+        if state is not None and not reason:
+            raise InvalidArgument("reason", "must not be empty when setting an override")
+        if len(reason) > MAX_REASON or not reason.isprintable():
+            raise InvalidArgument("reason", f"at most {MAX_REASON} printable characters")
+        actor = check_id("actor", request.actor, required=False) or "admin"
+        expires_at = timestamp_field(request, "expires_at")
+        now = self.rt.clock.now()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidArgument("expires_at", "must be in the future")
+        saved = await engine_for(self.rt).override(aid, state, reason, expires_at, actor)
+        self.rt.cache.put(saved)
+        return account_to_pb(saved, now)
+
+    @rpc("admin")
+    async def GetAccountHistory(
+        self, request: pb.GetAccountHistoryRequest, context: Any
+    ) -> pb.GetAccountHistoryResponse:
+        aid = check_id("account_id", request.account_id)
+        if request.limit < 0:
+            raise InvalidArgument("limit", "must not be negative")
+        if await self.rt.accounts.get(aid) is None:
+            raise NotFound(f"account_id: no account {aid!r}")
+        entries = await self.rt.accounts.history(aid, request.limit)
+        return pb.GetAccountHistoryResponse(transitions=[_history_to_pb(e) for e in entries])
+
+    @rpc("admin")
+    async def PreviewDunning(
+        self, request: pb.PreviewDunningRequest, context: Any
+    ) -> pb.PreviewDunningResponse:
+        aid = check_id("account_id", request.account_id)
+        account, raw = await self.rt.accounts.read(aid)
+        if account is None:
+            raise NotFound(f"account_id: no account {aid!r}")
+        policy = await PolicyStore(self.rt.redis).for_account(account.policy_id)
+        snapshot = decode_ledger(raw, aid).snapshot()
+        now = self.rt.clock.now()
+        timeline = preview(snapshot, policy, now, exempt=account.exempt)
+        return pb.PreviewDunningResponse(
+            timeline=[pb.TimelineEntry(state=STATE_TO_PB[s], at=ts(at)) for s, at in timeline],
+            balance_minor=snapshot.balance_minor,
+        )

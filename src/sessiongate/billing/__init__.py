@@ -1,0 +1,1 @@
+"""The billing loop: payment events in, dunning evaluations, the scheduler, notifications."""

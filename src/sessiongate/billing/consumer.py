@@ -1,0 +1,174 @@
+"""The payment stream consumer: `XADD`-ed payment events in, at least once, never stuck.
+
+One consumer group (`sessiongate`) shared by every replica. An entry is acknowledged only
+after its state change is committed (or it was found a duplicate), so a crash between the
+two means a redelivery that the event-id idempotency turns into a no-op. Entries left
+pending by a crashed consumer are taken over with `XAUTOCLAIM` once idle long enough.
+An entry that can never apply (malformed, unknown account, wrong currency) is copied to the
+dead-letter stream with the reason and acknowledged, so it never blocks the queue. Only
+backend trouble (Redis unreachable, too many concurrent writers) leaves an entry pending
+for a later retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from sessiongate.billing.engine import DunningEngine
+from sessiongate.domain.errors import Conflict, SessionGateError
+from sessiongate.domain.payment_event import event_from_fields
+from sessiongate.store import keys
+
+log = structlog.get_logger(__name__)
+
+GROUP = "sessiongate"
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class PaymentConsumer:
+    def __init__(
+        self,
+        redis: Redis,
+        engine: DunningEngine,
+        *,
+        consumer: str = "",
+        batch: int = 100,
+        block_ms: int = 500,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.consumer = consumer or default_consumer_name()
+        self.batch = batch
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.applied = 0
+        self.duplicates = 0
+        self.dead = 0
+        self._task: asyncio.Task[None] | None = None
+        self._group_ready = False
+
+    async def ensure_group(self) -> bool:
+        """Create the group (reading from the stream's start) once the stream exists.
+
+        The stream is not created here (no MKSTREAM): a replica starting up writes nothing.
+        The group starts at id 0, so entries added before it existed are read too.
+        """
+        if self._group_ready:
+            return True
+        try:
+            await self.redis.xgroup_create(keys.PAYMENT_STREAM, GROUP, id="0")
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                return False  # no stream yet: nothing to consume
+        self._group_ready = True
+        return True
+
+    async def process_once(self, block_ms: int | None = None) -> int:
+        """Reclaim idle entries of crashed consumers, then read new ones; handle each.
+
+        Returns how many entries were handled (acknowledged).
+        """
+        block = self.block_ms if block_ms is None else block_ms
+        if not await self.ensure_group():
+            await asyncio.sleep(block / 1000)
+            return 0
+        handled = 0
+        claimed = await self.redis.xautoclaim(
+            keys.PAYMENT_STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms,
+            start_id="0-0", count=self.batch,
+        )
+        for entry_id, fields in claimed[1]:
+            if entry_id is not None:
+                handled += await self.handle(entry_id, fields)
+        resp: Any = await self.redis.xreadgroup(
+            GROUP, self.consumer, {keys.PAYMENT_STREAM: ">"}, count=self.batch,
+            block=block or None,
+        )
+        for _stream, entries in resp or ():
+            for entry_id, fields in entries:
+                handled += await self.handle(entry_id, fields)
+        return handled
+
+    async def handle(self, entry_id: Any, raw: dict[Any, Any] | None) -> int:
+        """Apply one entry; 1 if it was acknowledged, 0 if left pending for a retry."""
+        eid = _text(entry_id)
+        try:
+            fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        except UnicodeDecodeError:
+            return await self._dead(eid, {}, "fields are not UTF-8")
+        if raw is None:  # deleted from the stream while pending: nothing to apply
+            await self._ack(eid)
+            return 1
+        try:
+            event = event_from_fields(fields)
+            applied = await self.engine.apply_event(event)
+        except (Conflict, RedisError, OSError) as exc:
+            log.warning("payment entry left pending for a retry", entry=eid, error=repr(exc))
+            return 0
+        except SessionGateError as exc:
+            return await self._dead(eid, fields, str(exc))
+        except Exception as exc:  # a bug must not block the queue either
+            log.exception("payment entry failed", entry=eid)
+            return await self._dead(eid, fields, f"internal error: {exc!r}")
+        if applied.duplicate:
+            self.duplicates += 1
+        else:
+            self.applied += 1
+        await self._ack(eid)
+        return 1
+
+    async def _ack(self, eid: str) -> None:
+        await self.redis.xack(keys.PAYMENT_STREAM, GROUP, eid)
+
+    async def _dead(self, eid: str, fields: dict[str, str], reason: str) -> int:
+        log.warning("payment entry dead-lettered", entry=eid, reason=reason)
+        await self.redis.xadd(keys.PAYMENT_DEAD_LETTER, {
+            "reason": reason, "source_id": eid, "consumer": self.consumer,
+            "fields": json.dumps(fields, separators=(",", ":")),
+        })
+        await self._ack(eid)
+        self.dead += 1
+        return 1
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                while True:
+                    await self.process_once()
+                    backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if "NOGROUP" in str(exc):  # the stream was deleted: recreate the group
+                    self._group_ready = False
+                log.warning("payment consumer error", error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="payment-consumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,184 @@
+"""Dunning: the account state derived from the ledger by the policy at a time. Pure.
+
+`evaluate` is the rule: the most severe stage whose condition holds wins; nothing holds (the
+balance is at or under the tolerance) -> ACTIVE. `reconsider` applies it to an account: the
+new derived fields, the history entry of a transition, and the notifications (each
+transition, and each reminder). Reminders are numbered by time since the account first
+became overdue (`ordinal`), and the last one sent is stored with the ledger, so re-running
+an evaluation (a replay, a second replica, a retried compare-and-set) never reminds twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sessiongate.domain.ledger import Ledger, Snapshot
+from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.money import format_money
+from sessiongate.domain.policy import REMINDER_STATES, DunningPolicy
+
+ACTIVE = AccountState.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    state: AccountState
+    balance_minor: int
+    oldest_due_at: datetime | None
+    suspends_at: datetime | None  # when SUSPENDED holds if nothing is paid (may be past)
+    next_evaluation_at: datetime | None  # the next time the outcome can change by time alone
+    reminder: tuple[datetime, int] | None  # (due date, ordinal) of the current reminder slot
+    reason: str
+
+
+def evaluate(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
+             exempt: bool = False) -> Evaluation:
+    balance = snapshot.balance_minor
+    inv = snapshot.oldest_open
+    if exempt:
+        return Evaluation(ACTIVE, balance, snapshot.oldest_due_at, None, None, None,
+                          "exempt account")
+    if inv is None or balance <= policy.tolerance_minor:
+        why = "settled" if balance == 0 else "balance within the settlement tolerance"
+        return Evaluation(ACTIVE, balance, snapshot.oldest_due_at, None, None, None, why)
+    due = inv.due_at
+    holding = [s for s in policy.stages if balance >= s.min_balance_minor]
+    state = ACTIVE
+    for s in holding:  # ordered by severity: the last that holds wins
+        if now >= due + s.after:
+            state = s.state
+    future = [due + s.after for s in holding if due + s.after > now]
+    suspend = next((s for s in holding if s.state is AccountState.SUSPENDED), None)
+    suspends_at = None if suspend is None else due + suspend.after
+    reminder = None
+    if state in REMINDER_STATES:
+        anchor = min(due + s.after for s in holding if s.state in REMINDER_STATES)
+        ordinal = (now - anchor) // policy.reminder_interval + 1
+        reminder = (due, ordinal)
+        future.append(anchor + ordinal * policy.reminder_interval)
+    overdue = now - due
+    if overdue >= timedelta(0):
+        why = f"invoice {inv.invoice_id} is {_span(overdue)} overdue"
+    else:
+        why = f"invoice {inv.invoice_id} is due in {_span(-overdue)}"
+    why += f"; {format_money(balance, snapshot.currency or 'USD')} owed"
+    return Evaluation(state, balance, due, suspends_at, min(future, default=None), reminder, why)
+
+
+def _span(d: timedelta) -> str:
+    if d >= timedelta(days=1):
+        n = d.days
+        return f"{n} day" + ("s" if n != 1 else "")
+    secs = int(d.total_seconds())
+    if secs >= 3600:
+        return f"{secs // 3600} h"
+    return f"{secs} s"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    account: Account
+    ledger: Ledger
+    history_entry: dict[str, Any] | None
+    notifications: tuple[dict[str, Any], ...]
+    next_evaluation_at: datetime | None
+    evaluation: Evaluation
+
+    def changed_from(self, account: Account, ledger: Ledger) -> bool:
+        return (self.account != account or self.ledger != ledger or bool(self.notifications)
+                or self.history_entry is not None)
+
+
+def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: datetime, *,
+               cause: str = "", actor: str = "scheduler", event_id: str = "") -> Outcome:
+    """Re-derive the account from its ledger; `account.version + 1` is the version it commits as."""
+    ev = evaluate(ledger.snapshot(), policy, now, exempt=account.exempt)
+    version = account.version + 1
+    prev = account.derived_state
+    override = account.override
+    entry: dict[str, Any] | None = None
+    if override is not None and not override.active(now):
+        override = None
+        entry = _entry(now, account.override.state if account.override else prev,
+                       ev.state, "override expired", actor, event_id)
+    notes: list[dict[str, Any]] = []
+    since = account.state_since
+    if ev.state is not prev:
+        since = now
+        why = f"{cause}: {ev.reason}" if cause else ev.reason
+        entry = _entry(now, prev, ev.state, why, actor, event_id)
+        if not account.exempt:
+            notes.append(_note(account, version, "transition", ev, prev, now, ledger.currency))
+    mark = ledger.last_reminder
+    if ev.reminder is not None:
+        due, ordinal = ev.reminder
+        fresh = mark is None or mark[0] != due or mark[1] < ordinal
+        if ev.state is prev and fresh:
+            notes.append(_note(account, version, "reminder", ev, prev, now, ledger.currency,
+                               ordinal=ordinal))
+        if fresh:
+            mark = ev.reminder
+    nxt = ev.next_evaluation_at
+    if override is not None and override.expires_at is not None:
+        nxt = override.expires_at if nxt is None else min(nxt, override.expires_at)
+    new = replace(
+        account,
+        derived_state=ev.state,
+        state_since=since,
+        override=override,
+        balance_minor=ev.balance_minor,
+        oldest_due_at=ev.oldest_due_at,
+        suspends_at=ev.suspends_at,
+        next_evaluation_at=nxt,
+    )
+    return Outcome(new, ledger.with_reminder(mark), entry, tuple(notes), nxt, ev)
+
+
+def _entry(now: datetime, frm: AccountState | None, to: AccountState, cause: str, actor: str,
+           event_id: str) -> dict[str, Any]:
+    return {"at": now.isoformat(), "from": None if frm is None else frm.value, "to": to.value,
+            "cause": cause, "actor": actor, "event_id": event_id}
+
+
+def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: AccountState,
+          now: datetime, currency: str, ordinal: int = 0) -> dict[str, Any]:
+    """One outbox notification (schema: docs/architecture.md, "Outbox notification schema")."""
+    body: dict[str, Any] = {
+        "id": f"{account.account_id}:{version}:{kind}",
+        "kind": kind,
+        "account_id": account.account_id,
+        "state": ev.state.value,
+        "previous_state": prev.value,
+        "amount_due_minor": ev.balance_minor,
+        "currency": currency or account.currency,
+        "suspends_at": None if ev.suspends_at is None else ev.suspends_at.isoformat(),
+        "reason": ev.reason,
+        "at": now.isoformat(),
+        "admin_emails": list(account.admin_emails),
+    }
+    if ordinal:
+        body["ordinal"] = ordinal
+    return body
+
+
+def preview(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
+            exempt: bool = False) -> list[tuple[AccountState, datetime]]:
+    """The timeline if nothing is paid: each state with the moment it begins (the current
+    state first, dated when it began if the policy says so, else now)."""
+    ev = evaluate(snapshot, policy, now, exempt=exempt)
+    if ev.state is ACTIVE and (ev.oldest_due_at is None or ev.next_evaluation_at is None):
+        return [(ACTIVE, now)]
+    due = ev.oldest_due_at
+    assert due is not None
+    starts = {s.state: due + s.after for s in policy.stages
+              if snapshot.balance_minor >= s.min_balance_minor}
+    timeline = [(ev.state, starts.get(ev.state, now))]
+    for t in sorted(set(starts.values())):
+        if t <= now:
+            continue
+        state = evaluate(snapshot, policy, t, exempt=exempt).state
+        if state is not timeline[-1][0]:
+            timeline.append((state, t))
+    return timeline

@@ -1,0 +1,65 @@
+"""Dunning policies in Redis: one JSON string per policy at `keys.policy(id)`."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from sessiongate.domain.model import AccountState
+from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy, DunningStage
+from sessiongate.store import keys
+
+
+def encode_policy(p: DunningPolicy) -> str:
+    return json.dumps(
+        {
+            "id": p.policy_id,
+            "stages": [{"state": s.state.value, "after_s": s.after.total_seconds(),
+                        "min": s.min_balance_minor} for s in p.stages],
+            "interval_s": p.reminder_interval.total_seconds(),
+            "tolerance": p.tolerance_minor,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_policy(raw: str | bytes) -> DunningPolicy:
+    d: dict[str, Any] = json.loads(raw)
+    return DunningPolicy(
+        policy_id=d["id"],
+        stages=tuple(
+            DunningStage(AccountState(s["state"]), timedelta(seconds=s["after_s"]),
+                         int(s.get("min", 0)))
+            for s in d["stages"]
+        ),
+        reminder_interval=timedelta(seconds=d["interval_s"]),
+        tolerance_minor=int(d.get("tolerance", 0)),
+    )
+
+
+class PolicyStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, policy_id: str) -> DunningPolicy | None:
+        """The stored policy; the built-in default for `"default"` unless one was stored."""
+        raw = await self._redis.get(keys.policy(policy_id))
+        if raw is None:
+            return DEFAULT_POLICY if policy_id == DEFAULT_POLICY.policy_id else None
+        return decode_policy(raw)
+
+    async def for_account(self, policy_id: str) -> DunningPolicy:
+        """What an account with this `policy_id` is dunned by: its policy, else the default
+        (an account naming a policy not (yet) stored is dunned by the default rather than
+        never)."""
+        found = await self.get(policy_id or DEFAULT_POLICY.policy_id)
+        if found is None:
+            found = await self.get(DEFAULT_POLICY.policy_id)
+        assert found is not None
+        return found
+
+    async def put(self, policy: DunningPolicy) -> None:
+        await self._redis.set(keys.policy(policy.policy_id), encode_policy(policy))
