@@ -15,7 +15,6 @@ import structlog
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
 
 from sessiongate.api.v1 import (
     accounts_pb2,
@@ -37,6 +36,7 @@ from sessiongate.service.rpc import Observer
 from sessiongate.service.runtime import Runtime
 from sessiongate.service.session_control import SessionControlServicer
 from sessiongate.store.accounts import AccountStore
+from sessiongate.store.client import connect
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.scripts import Scripts
@@ -117,8 +117,7 @@ class Application:
             self.embedded = EmbeddedRedis(s.data_dir)
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
-        redis = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                               health_check_interval=10)
+        redis = connect(url, cluster=s.redis_cluster)
         scripts = Scripts(redis)
         store = AccountStore(redis, scripts)
         cache = NearCache(

@@ -28,7 +28,12 @@ class Settings:
     grpc_addr: str = _setting("127.0.0.1:50051", "SESSIONGATE_GRPC_ADDR", "gRPC listen address")
     redis_url: str = _setting(
         "", "SESSIONGATE_REDIS_URL",
-        "Redis URL (redis:// or rediss://); empty: start an embedded redis-server",
+        "Redis URL (redis:// or rediss://; redis+cluster:// for a Redis Cluster);"
+        " empty: start an embedded redis-server",
+    )
+    redis_cluster: bool = _setting(
+        False, "SESSIONGATE_REDIS_CLUSTER",
+        "the Redis URL names one node of a Redis Cluster (same as a redis+cluster:// URL)",
     )
     data_dir: str = _setting(
         "./.sessiongate", "SESSIONGATE_DATA_DIR", "data directory of the embedded Redis"

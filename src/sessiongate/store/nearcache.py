@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from sessiongate.domain.model import Account
@@ -125,11 +126,27 @@ class NearCache:
         for aid in list(self._entries):
             self.invalidate(aid)
 
-    async def listen(self, redis: Redis, ready: asyncio.Event | None = None) -> None:
-        """Apply invalidations published by every replica's commits; runs until cancelled."""
+    async def listen(
+        self, redis: Redis | RedisCluster, ready: asyncio.Event | None = None
+    ) -> None:
+        """Apply invalidations published by every replica's commits; runs until cancelled.
+
+        On a Redis Cluster a classic PUBLISH (the commit script's) is broadcast to every node,
+        so one subscription on any node hears all of them: redis-py's ClusterPubSub picks the
+        node serving the channel name's slot, and a reconnect picks it again from a fresh
+        slot map. The cluster client must know its nodes (`initialize`) before that.
+        """
         backoff = 0.05
         while True:
-            pubsub = redis.pubsub()
+            try:
+                if isinstance(redis, RedisCluster):
+                    await redis.initialize()
+                pubsub = redis.pubsub()
+            except (RedisError, OSError) as exc:
+                log.warning("invalidation listener cannot connect", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
             try:
                 await pubsub.subscribe(keys.INVALIDATION_CHANNEL)
                 # Messages may have been missed while unsubscribed: nothing cached is fresh.

@@ -1,0 +1,42 @@
+"""The Redis client: one server, or a Redis Cluster.
+
+Cluster mode is chosen by `SESSIONGATE_REDIS_CLUSTER=1` or by a `redis+cluster://` (or
+`rediss+cluster://`) URL naming any one node; the client discovers the others. The same code
+runs on both because every multi-key command and Lua script touches one slot (`slots.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+OPTIONS: dict[str, Any] = dict(
+    socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
+)
+
+
+def cluster_url(url: str) -> tuple[str, bool]:
+    """(URL with a plain scheme, whether it asked for cluster mode)."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    if sep and plain is not None:
+        return f"{plain}://{rest}", True
+    return url, False
+
+
+def connect(url: str, *, cluster: bool = False) -> Redis:
+    """A client for `url`. A RedisCluster is returned typed as `Redis`: the commands that
+    sessiongate uses (single-slot commands, EVALSHA, non-transactional pipelines, pub/sub)
+    have the same signatures on both, and the servicers need not know which one they hold."""
+    url, by_scheme = cluster_url(url)
+    if cluster or by_scheme:
+        return cast(Redis, RedisCluster.from_url(url, **OPTIONS))
+    return Redis.from_url(url, **OPTIONS)
+
+
+def is_cluster(redis: object) -> bool:
+    return isinstance(redis, RedisCluster)

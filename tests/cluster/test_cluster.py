@@ -1,0 +1,96 @@
+"""The core scenarios on a real 3-master Redis Cluster (keys spread over every master)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.store import keys
+from sessiongate.store.client import cluster_url, is_cluster
+from sessiongate.store.slots import key_slot
+from tests.cluster.cluster import LocalCluster
+from tests.support import ServerThread, make_settings
+
+ACCOUNTS = [f"acct-{i}" for i in range(12)]
+
+
+def upsert(srv: ServerThread, **fields: object) -> apb.Account:
+    return srv.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(**fields)))
+
+
+def check(srv: ServerThread, account: str, user: str) -> spb.CheckSessionResponse:
+    return srv.sessions.CheckSession(spb.CheckSessionRequest(account_id=account, user_id=user))
+
+
+def masters_holding(cluster: LocalCluster, account_ids: list[str]) -> set[int]:
+    """The ports of the masters that store these accounts' hashes."""
+    found = set()
+    for port in cluster.ports:
+        client = redis.Redis(port=port)
+        try:
+            for aid in account_ids:
+                key = keys.account(aid)
+                if client.execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(key)) and (
+                    client.execute_command("CLUSTER", "KEYSLOT", key) == key_slot(key)
+                ) and client.exists(key):
+                    found.add(port)
+        finally:
+            client.close()
+    return found
+
+
+def test_the_cluster_url_scheme_selects_cluster_mode() -> None:
+    assert cluster_url("redis+cluster://h:7000") == ("redis://h:7000", True)
+    assert cluster_url("rediss+cluster://h:7000/0") == ("rediss://h:7000/0", True)
+    assert cluster_url("redis://h:6379/0") == ("redis://h:6379/0", False)
+
+
+def test_the_server_talks_to_the_cluster(cluster_server: ServerThread) -> None:
+    assert cluster_server.app.rt is not None
+    assert is_cluster(cluster_server.app.rt.redis)
+
+
+def test_login_on_every_master(cluster_server: ServerThread, cluster: LocalCluster) -> None:
+    for aid in ACCOUNTS:
+        created = upsert(cluster_server, account_id=aid, users=["alice", "bob"])
+        assert created.version == 1
+    # Twelve accounts over 64 buckets spread over three masters: every master holds some.
+    assert masters_holding(cluster, ACCOUNTS) == set(cluster.ports)
+    for aid in ACCOUNTS:
+        r = check(cluster_server, aid, "alice")
+        assert (r.decision, r.state, r.reason) == (
+            cpb.DECISION_ALLOW, cpb.ACCOUNT_STATE_ACTIVE, cpb.REASON_OK)
+        assert check(cluster_server, aid, "mallory").reason == cpb.REASON_USER_NOT_AUTHORIZED
+    assert check(cluster_server, "nobody", "alice").reason == cpb.REASON_UNKNOWN_ACCOUNT
+    got = cluster_server.accounts.GetAccount(apb.GetAccountRequest(account_id=ACCOUNTS[0]))
+    assert sorted(got.users) == ["alice", "bob"]
+
+
+def test_invalidation_reaches_another_replica(cluster: LocalCluster) -> None:
+    """Two servers on the cluster: a write on one drops the other's near-cache entry."""
+    settings = make_settings(cluster.url, redis_cluster=True, near_cache_ttl=3600.0)
+    cluster.flush()
+    a = ServerThread(settings).start()
+    b = ServerThread(settings).start()
+    try:
+        for aid in ACCOUNTS:
+            upsert(a, account_id=aid, users=["alice"])
+            assert check(b, aid, "alice").decision == cpb.DECISION_ALLOW
+            assert check(b, aid, "alice").source == cpb.STATE_SOURCE_NEAR_CACHE
+        for aid in ACCOUNTS:
+            upsert(a, account_id=aid, state=cpb.ACCOUNT_STATE_SUSPENDED)
+        for aid in ACCOUNTS:
+            deadline = time.monotonic() + 20.0
+            r = check(b, aid, "alice")
+            while r.reason != cpb.REASON_ACCOUNT_SUSPENDED and time.monotonic() < deadline:
+                time.sleep(0.01)
+                r = check(b, aid, "alice")
+            assert (r.decision, r.reason, r.account_version) == (
+                cpb.DECISION_DENY, cpb.REASON_ACCOUNT_SUSPENDED, 2)
+    finally:
+        a.stop()
+        b.stop()
