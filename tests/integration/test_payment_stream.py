@@ -1,0 +1,147 @@
+"""The payment stream: consumer group, dead letters, reclaiming a crashed consumer's entries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.billing.consumer import GROUP, PaymentConsumer
+from sessiongate.domain.payment_event import event_from_fields
+from sessiongate.service.billing import engine_for
+from sessiongate.store import keys
+from tests.integration.dunning_support import DAY, T0, check, eventually, get, start, upsert
+from tests.support import ServerThread
+
+STREAM = keys.PAYMENT_STREAM
+
+
+@pytest.fixture
+def srv(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
+    s = start(redis_url)
+    try:
+        upsert(s, account_id="acme", users=["alice"])
+        yield s
+    finally:
+        s.stop()
+
+
+def consumer(srv: ServerThread, name: str, claim_idle_ms: int = 60_000) -> PaymentConsumer:
+    rt = srv.app.rt
+    assert rt is not None
+    return PaymentConsumer(rt.redis, engine_for(rt), consumer=name, claim_idle_ms=claim_idle_ms)
+
+
+def drain(srv: ServerThread, c: PaymentConsumer) -> int:
+    total = 0
+    while (n := srv.call(c.process_once(block_ms=0))) > 0:
+        total += n
+    return total
+
+
+def pending(client: redis.Redis) -> int:
+    return int(client.xpending(STREAM, GROUP)["pending"])
+
+
+def test_entries_in_every_accepted_spelling_apply_once(srv: ServerThread,
+                                                       redis_client: redis.Redis) -> None:
+    due = int((T0 - 40 * DAY).timestamp())
+    redis_client.xadd(STREAM, {"event_id": "i1", "account_id": "acme", "type": "INVOICE_ISSUED",
+                               "invoice_id": "inv-1", "amount_minor": "10000", "currency": "USD",
+                               "due_at": str(due)})
+    c = consumer(srv, "c1")
+    assert drain(srv, c) == 1
+    assert get(srv).state == cpb.ACCOUNT_STATE_SUSPENDED
+    r = eventually(lambda: check(srv), lambda r: r.decision == cpb.DECISION_DENY)
+    assert r.reason == cpb.REASON_ACCOUNT_SUSPENDED
+    for eid in ("p1", "p1", "p2"):  # p1 redelivered by the billing system
+        redis_client.xadd(STREAM, {"event_id": eid, "account_id": "acme",
+                                   "type": "PAYMENT_EVENT_TYPE_PAYMENT_SUCCEEDED",
+                                   "amount_minor": "5000",
+                                   "occurred_at": "2026-01-01T08:00:00+01:00"})
+    assert drain(srv, c) == 3
+    assert (c.applied, c.duplicates, c.dead) == (3, 1, 0)  # i1, p1, p2; p1 again
+    got = get(srv)
+    assert (got.state, got.balance_minor) == (cpb.ACCOUNT_STATE_ACTIVE, 0)
+    assert pending(redis_client) == 0
+
+
+MALFORMED = [
+    ({"account_id": "acme", "type": "INVOICE_ISSUED"}, "event_id"),
+    ({"event_id": "m2", "account_id": "acme", "type": "REFUND", "amount_minor": "1"}, "type"),
+    ({"event_id": "m3", "account_id": "acme", "type": "PAYMENT_SUCCEEDED",
+      "amount_minor": "12.50"}, "amount_minor"),
+    ({"event_id": "m4", "account_id": "acme", "type": "INVOICE_ISSUED", "invoice_id": "i",
+      "amount_minor": "1", "due_at": "next tuesday"}, "due_at"),
+    ({"event_id": "m5", "account_id": "ghost", "type": "PAYMENT_SUCCEEDED",
+      "amount_minor": "1"}, "account_id"),
+    ({"event_id": "m6", "account_id": "acme", "type": "PAYMENT_SUCCEEDED", "amount_minor": "1",
+      "currency": "EUR"}, "currency"),
+]
+
+
+def test_malformed_entries_are_dead_lettered_and_never_block(
+    srv: ServerThread, redis_client: redis.Redis
+) -> None:
+    for fields, _ in MALFORMED:
+        redis_client.xadd(STREAM, fields)  # type: ignore[arg-type]
+    redis_client.xadd(STREAM, {"event_id": "ok", "account_id": "acme", "type": "2",
+                               "amount_minor": "300"})
+    c = consumer(srv, "c1")
+    assert drain(srv, c) == len(MALFORMED) + 1
+    dead = redis_client.xrange(keys.PAYMENT_DEAD_LETTER)
+    assert len(dead) == len(MALFORMED)
+    for (_, entry), (fields, field) in zip(dead, MALFORMED, strict=True):
+        assert entry[b"reason"].decode().startswith(field), entry
+        assert json.loads(entry[b"fields"]) == fields
+    assert pending(redis_client) == 0
+    assert srv.call(srv.app.rt.accounts.was_applied("acme", "ok"))  # type: ignore[union-attr]
+
+
+def test_a_crashed_consumer_loses_and_doubles_nothing(srv: ServerThread,
+                                                      redis_client: redis.Redis) -> None:
+    upsert(srv, account_id="acme", users=["alice"])
+    redis_client.xadd(STREAM, {"event_id": "inv", "account_id": "acme", "type": "INVOICE_ISSUED",
+                               "invoice_id": "inv-1", "amount_minor": "10000",
+                               "due_at": "2025-11-01T00:00:00Z"})
+    for i in range(10):
+        redis_client.xadd(STREAM, {"event_id": f"p{i}", "account_id": "acme",
+                                   "type": "PAYMENT_SUCCEEDED", "amount_minor": "1000"})
+    # consumer A reads the whole batch, applies the first half, then dies before any XACK
+    crashed = consumer(srv, "A")
+    assert srv.call(crashed.ensure_group())
+    batch = redis_client.xreadgroup(GROUP, "A", {STREAM: ">"}, count=100)[0][1]
+    assert len(batch) == 11
+    engine = crashed.engine
+    for _, fields in batch[:6]:
+        event = event_from_fields({k.decode(): v.decode() for k, v in fields.items()})
+        srv.call(engine.apply_event(event))
+    assert get(srv).balance_minor == 5000
+    assert pending(redis_client) == 11
+    # B does not steal entries still young; once idle long enough it reclaims them all
+    patient = consumer(srv, "B")
+    assert drain(srv, patient) == 0
+    rescuer = consumer(srv, "B", claim_idle_ms=0)
+    assert drain(srv, rescuer) == 11
+    assert (rescuer.applied, rescuer.duplicates, rescuer.dead) == (5, 6, 0)
+    got = get(srv)
+    assert (got.balance_minor, got.state) == (0, cpb.ACCOUNT_STATE_ACTIVE)
+    assert pending(redis_client) == 0
+
+
+def test_the_running_consumer_component(redis_client: redis.Redis, redis_url: str) -> None:
+    srv = start(redis_url, scheduler=True, sweep_interval=0.05)
+    try:
+        upsert(srv, account_id="acme")
+        redis_client.xadd(STREAM, {"event_id": "i1", "account_id": "acme",
+                                   "type": "invoice_issued", "invoice_id": "inv-1",
+                                   "amount_minor": "700", "due_at": "2025-12-20T00:00:00Z"})
+        got = eventually(lambda: get(srv), lambda a: a.balance_minor == 700)
+        assert (got.balance_minor, got.state) == (700, cpb.ACCOUNT_STATE_REMINDER)
+        eventually(lambda: pending(redis_client), lambda n: n == 0)
+        assert pending(redis_client) == 0
+    finally:
+        srv.stop()
