@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import redis
 
@@ -13,6 +14,7 @@ from sessiongate.store import keys
 from sessiongate.store.client import cluster_url, is_cluster
 from sessiongate.store.slots import key_slot
 from tests.cluster.cluster import LocalCluster
+from tests.integration.dunning_support import get, invoice, pay, start, sweeper
 from tests.support import ServerThread, make_settings
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
@@ -94,3 +96,30 @@ def test_invalidation_reaches_another_replica(cluster: LocalCluster) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_payment_suspension_and_reinstatement(cluster: LocalCluster) -> None:
+    """Invoices, 31 days of sweeps over the 64 sharded due indexes, then payments."""
+    cluster.flush()
+    srv = start(cluster.url, redis_cluster=True)
+    try:
+        for aid in ACCOUNTS:
+            upsert(srv, account_id=aid, users=["alice"])
+            assert invoice(srv, account=aid, event_id=f"{aid}-inv").state == (
+                cpb.ACCOUNT_STATE_ACTIVE)
+        sw = sweeper(srv)
+        for _ in range(32):
+            srv.clock.advance(timedelta(days=1))
+            srv.call(sw.sweep_once())
+        for aid in ACCOUNTS:
+            assert get(srv, aid).state == cpb.ACCOUNT_STATE_SUSPENDED
+            r = check(srv, aid, "alice")
+            assert (r.decision, r.reason) == (cpb.DECISION_DENY, cpb.REASON_ACCOUNT_SUSPENDED)
+        for aid in ACCOUNTS:
+            paid = pay(srv, f"{aid}-pay", 12000, account=aid)
+            assert (paid.state, paid.balance_minor) == (cpb.ACCOUNT_STATE_ACTIVE, 0)
+            assert pay(srv, f"{aid}-pay", 12000, account=aid).duplicate
+            r = check(srv, aid, "alice")
+            assert (r.decision, r.reason) == (cpb.DECISION_ALLOW, cpb.REASON_OK)
+    finally:
+        srv.stop()
