@@ -25,6 +25,7 @@ from sessiongate.api.v1 import (
     session_control_pb2_grpc,
 )
 from sessiongate.billing.components import billing_components
+from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
 from sessiongate.service.accounts import AccountsServicer
@@ -157,6 +158,9 @@ class Application:
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
             self.components.extend(billing_components(rt))
+        deliverer = build_deliverer(s, redis)  # None when no sink is configured
+        if deliverer is not None:
+            self.components.append(deliverer)
         for component in self.components:
             await component.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -84,6 +84,20 @@ class Settings:
     smtp_from: str = _setting(
         "sessiongate@localhost", "SESSIONGATE_SMTP_FROM", "sender address of emails"
     )
+    notify_retry_base: float = _setting(
+        1.0, "SESSIONGATE_NOTIFY_RETRY_BASE",
+        "seconds before a failed notification is retried; doubles per attempt",
+    )
+    notify_retry_max: float = _setting(
+        60.0, "SESSIONGATE_NOTIFY_RETRY_MAX", "longest wait between notification retries, seconds"
+    )
+    notify_claim_idle: float = _setting(
+        300.0, "SESSIONGATE_NOTIFY_CLAIM_IDLE",
+        "seconds a notification stays pending at a silent replica before another takes it over",
+    )
+    notify_timeout: float = _setting(
+        10.0, "SESSIONGATE_NOTIFY_TIMEOUT", "seconds one webhook call or SMTP session may take"
+    )
     app_tokens: str = _setting(
         "", "SESSIONGATE_APP_TOKENS", "comma-separated bearer tokens of the app role", secret=True
     )
@@ -141,7 +155,9 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise InvalidArgument(f.metadata["env"], f"must be one of {', '.join(choices)}")
-        for name in ("near_cache_ttl", "static_max_age", "session_ttl", "sweep_interval"):
+        for name in ("near_cache_ttl", "static_max_age", "session_ttl", "sweep_interval",
+                     "notify_retry_base", "notify_retry_max", "notify_claim_idle",
+                     "notify_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(name, "must be positive")
         if self.workers < 1:

@@ -19,6 +19,7 @@ PLAN_PREFIX = f"{PREFIX}:plan:"
 PAYMENT_STREAM = "sessiongate:payments"  # public name: the billing system XADDs here
 PAYMENT_DEAD_LETTER = "sessiongate:payments:dead"
 USAGE_STREAM = "sessiongate:usage"  # public name: the billing system reads usage here
+NOTIFY_DEAD_LETTER = "sessiongate:notifications:dead"  # public: undeliverable notifications
 
 
 def _tag(account_id: str) -> str:
@@ -33,6 +34,11 @@ def due_index(bucket: int) -> str:
 def outbox(bucket: int) -> str:
     """Stream: notifications to deliver, for the accounts of one bucket."""
     return f"{PREFIX}:{bucket_tag(bucket)}:outbox"
+
+
+def notify_done(bucket: int, notification_id: str) -> str:
+    """Set: the sinks done with one notification (delivered or dead-lettered); expires."""
+    return f"{PREFIX}:{bucket_tag(bucket)}:notified:{notification_id}"
 
 
 def due_index_of(account_id: str) -> str:
