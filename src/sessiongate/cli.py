@@ -19,6 +19,7 @@ from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
+from sessiongate.cli_dunning import add_dunning_commands
 from sessiongate.config import Settings
 from sessiongate.domain.errors import InvalidArgument
 
@@ -173,6 +174,7 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
                     help="set an override (closing an account)")
     get = client("get", account, cmd_account_get, "show an account")
     get.add_argument("account_id")
+    add_dunning_commands(account, sub, client)
 
     check = client("check", sub, cmd_check, "ask the login question (exit 0 allow, 3 deny)")
     check.add_argument("account_id")

@@ -335,3 +335,28 @@ def test_bad_policies(srv: ServerThread, redis_client: redis.Redis, policy: apb.
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (err.value.details() or "").startswith(field)
     assert redis_client.keys("sg:policy:*") == []
+
+
+def test_cli_dunning_commands(srv: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    from sessiongate.cli import main
+
+    def run(*argv: str) -> str:
+        assert main([*argv, "--addr", srv.addr]) == 0
+        return capsys.readouterr().out
+
+    upsert(srv, account_id="acme")
+    assert "grace" in run("policy", "set", "fast", "--stage", "reminder=1s", "--stage",
+                          "grace=30s", "--interval", "10s").lower()
+    assert "0:00:30 past due" in run("policy", "get", "fast")
+    upsert(srv, account_id="acme", policy_id="fast")
+    out = run("invoice", "acme", "inv-9", "2500", "--due", "2025-12-31T23:59:00Z",
+              "--event-id", "cli-inv")
+    assert out.strip() == "cli-inv: GRACE, balance 2500"
+    assert "(duplicate" in run("invoice", "acme", "inv-9", "2500", "--due", "2025-12-31",
+                               "--event-id", "cli-inv")
+    assert "SUSPENDED" not in run("account", "preview", "acme")
+    assert "ACTIVE" in run("pay", "acme", "2500")
+    history = run("account", "history", "acme")
+    assert "-> GRACE" in history and "[cli-inv]" in history
+    assert '"transitions"' in run("account", "history", "acme", "--json")
+    assert "override: audit" in run("account", "override", "acme", "closed", "--reason", "audit")

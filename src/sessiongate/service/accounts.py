@@ -117,6 +117,7 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
         assert change is not None
         saved = replace(change.account, version=result.version)
         self.rt.cache.put(saved)
+        await self.log_seats(saved, now)  # roster / seat-limit intervals for proration (#4)
         return account_to_pb(saved, now)
 
     @rpc("admin")

@@ -2,10 +2,142 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sessiongate.api.v1 import accounts_pb2 as pb
+from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan, check_plan
+from sessiongate.domain.errors import InvalidArgument, NotFound
+from sessiongate.domain.model import Account
+from sessiongate.domain.periods import ResetPeriod, day_name, parse_month
+from sessiongate.domain.proration import (
+    ProrationMode,
+    billable_seats,
+    charge,
+    peak_concurrent,
+    seat_intervals,
+    seat_seconds,
+)
+from sessiongate.domain.validation import check_id, check_non_negative
+from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.store.plans import PlanStore
+from sessiongate.store.usage import MonthData, UsageStore
+
+_KIND = {pb.FEATURE_KIND_BOOLEAN: FeatureKind.BOOLEAN, pb.FEATURE_KIND_METERED: FeatureKind.METERED}
+_PERIOD = {pb.RESET_PERIOD_DAY: ResetPeriod.DAY, pb.RESET_PERIOD_WEEK: ResetPeriod.WEEK,
+           pb.RESET_PERIOD_MONTH: ResetPeriod.MONTH, pb.RESET_PERIOD_NEVER: ResetPeriod.NEVER}
+_LIMIT = {pb.LIMIT_MODE_HARD: LimitMode.HARD, pb.LIMIT_MODE_SOFT: LimitMode.SOFT}
+_MODES = {ProrationMode.PRORATA: pb.PRORATION_MODE_PRORATA,
+          ProrationMode.WHOLE_PERIOD: pb.PRORATION_MODE_WHOLE_PERIOD,
+          ProrationMode.NEXT_PERIOD: pb.PRORATION_MODE_NEXT_PERIOD}
+
+
+def _enum(field: str, value: int, table: dict[Any, Any], default: Any) -> Any:
+    if value == 0:
+        return default
+    if value not in table:
+        raise InvalidArgument(field, f"unknown value {value}")
+    return table[value]
+
+
+def plan_from_pb(msg: pb.Plan) -> Plan:
+    """UNSPECIFIED kind is boolean; a metered feature defaults to a monthly hard limit."""
+    features = []
+    for i, f in enumerate(msg.features):
+        name = f"features[{i}]."
+        kind = _enum(name + "kind", f.kind, _KIND, FeatureKind.BOOLEAN)
+        period = _enum(name + "period", f.period, _PERIOD, ResetPeriod.MONTH)
+        limit = _enum(name + "limit", f.limit, _LIMIT, LimitMode.HARD)
+        features.append(Feature(f.name, kind, f.quota, period, limit))
+    return check_plan(Plan(msg.plan_id, tuple(features)))
+
+
+def plan_to_pb(plan: Plan) -> pb.Plan:
+    kinds = {v: k for k, v in _KIND.items()}
+    periods = {v: k for k, v in _PERIOD.items()}
+    limits = {v: k for k, v in _LIMIT.items()}
+    return pb.Plan(plan_id=plan.plan_id, features=[
+        pb.Feature(name=f.name, kind=kinds[f.kind], quota=f.quota if f.metered else 0,
+                   period=periods[f.period] if f.metered else pb.RESET_PERIOD_UNSPECIFIED,
+                   limit=limits[f.limit] if f.metered else pb.LIMIT_MODE_UNSPECIFIED)
+        for f in plan.features])
+
+
+def summarize(account_id: str, month: str, start: datetime, end: datetime, now: datetime,
+              data: MonthData, unit_price_minor: int) -> pb.UsageSummary:
+    """The month's figures; seats charged as if the roster stays as it is to the period's end."""
+    out = pb.UsageSummary(account_id=account_id, period=month)
+    for key in sorted(data.usage):
+        if key.startswith("t:"):
+            feature = key[2:]
+            out.features.append(pb.FeatureUsage(
+                feature=feature, total=data.usage[key], events=data.usage.get(f"n:{feature}", 0)))
+    t0, t1 = int(start.timestamp()), int(end.timestamp())
+    intervals = seat_intervals(data.seat_log, t0, t1)
+    out.peak_concurrent_seats = peak_concurrent(intervals)
+    out.seat_seconds = seat_seconds(intervals)
+    for mode, mode_pb in _MODES.items():
+        out.seat_charges.append(pb.Charge(
+            mode=mode_pb, amount_minor=charge(mode, intervals, unit_price_minor, t0, t1)))
+    out.logins = sum(data.logins.values())
+    out.active_users = len({user for _, user in data.active})
+    per_day: dict[str, set[str]] = defaultdict(set)
+    for day, user in data.active:
+        per_day[day].add(user)
+    cursor = start
+    last = min(end, now)
+    while cursor < last:
+        name = day_name(cursor)
+        entry = pb.DailyActivity(day=name, logins=data.logins.get(name, 0),
+                                 active_users=len(per_day.get(name, ())))
+        prefix = f"d:{name}:"
+        for key, total in data.usage.items():
+            if key.startswith(prefix):
+                entry.usage[key[len(prefix):]] = total
+        out.days.append(entry)
+        cursor += timedelta(days=1)
+    return out
 
 
 class PlanMethods:
     """Mixed into AccountsServicer; `self.rt` is the shared runtime."""
 
     rt: Runtime
+
+    def _plan_store(self) -> PlanStore:
+        return PlanStore.shared(self.rt.redis, self.rt.scripts, self.rt.settings.near_cache_ttl)
+
+    @rpc("admin")
+    async def UpsertPlan(self, request: pb.Plan, context: Any) -> pb.Plan:
+        plan = plan_from_pb(request)
+        await self._plan_store().put(plan)
+        return plan_to_pb(plan)
+
+    @rpc("admin")
+    async def GetPlan(self, request: pb.GetPlanRequest, context: Any) -> pb.Plan:
+        plan_id = check_id("plan_id", request.plan_id)
+        plan = await self._plan_store().get(plan_id)
+        if plan is None:
+            raise NotFound(f"plan_id: no plan {plan_id!r}")
+        return plan_to_pb(plan)
+
+    @rpc("admin")
+    async def GetUsageSummary(self, request: pb.GetUsageSummaryRequest,
+                              context: Any) -> pb.UsageSummary:
+        account_id = check_id("account_id", request.account_id)
+        now = self.rt.clock.now()
+        start, end = parse_month("period", request.period, now)
+        price = check_non_negative("seat_unit_price_minor", request.seat_unit_price_minor)
+        if await self.rt.accounts.get(account_id) is None:
+            raise NotFound(f"account_id: no account {account_id!r}")
+        data = await UsageStore(self.rt.redis, self.rt.scripts).month(
+            account_id, request.period, end)
+        return summarize(account_id, request.period, start, end, now, data, price)
+
+    async def log_seats(self, account: Account, now: datetime) -> None:
+        """Called after every UpsertAccount commit: the seat log behind proration."""
+        seats = billable_seats(account.users, account.seat_limit)
+        await UsageStore(self.rt.redis, self.rt.scripts).log_seats(
+            account.account_id, account.version, sorted(seats), now.astimezone(UTC))

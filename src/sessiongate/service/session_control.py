@@ -1,19 +1,37 @@
-"""SessionControl: the login check (the hot path), sessions, entitlements and usage."""
+"""SessionControl: the login check (the hot path), sessions, entitlements and usage.
+
+CheckSession's costs: an allowed login of an account with no seat limit and no feature asked
+for answers from the near-cache and queues its records on the batch writer (no Redis round
+trip); a seat-limited login adds exactly one Lua call (`take_seat.lua`); a metered feature
+check adds one read of its counter.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
-from sessiongate.domain.decision import Reason, decide
-from sessiongate.domain.model import AccountState
+from sessiongate.domain.decision import Decision, Reason, Verdict, decide
+from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
+from sessiongate.domain.errors import BackendUnavailable, InvalidArgument, NotFound
+from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id
-from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, ts
-from sessiongate.service.lookup import lookup_account
+from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
+from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
+from sessiongate.store.batch import BatchWriter
+from sessiongate.store.plans import PlanStore
+from sessiongate.store.sessions import SessionStore
+from sessiongate.store.usage import UsageRecord, UsageStore
 
 SOURCE_TO_PB = {
     "near_cache": cpb.STATE_SOURCE_NEAR_CACHE,
@@ -23,11 +41,22 @@ SOURCE_TO_PB = {
 }
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 
+# Usage events may be stamped this far ahead of our clock (clock skew between hosts).
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_LENGTH = 256
+MAX_STREAM_EVENTS = 10_000
+
 
 class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
+        self.batch = BatchWriter(rt.redis)  # registered as an app component by app.py
+        self.sessions = SessionStore(rt.redis, rt.scripts)
+        self.plans = PlanStore.shared(rt.redis, rt.scripts, rt.settings.near_cache_ttl)
+        self.usage = UsageStore(rt.redis, rt.scripts)
+        self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
     @rpc("app")
     async def CheckSession(
@@ -41,7 +70,43 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         if found.source == "unavailable":
             return self._failure_mode(found.error)
         now = self.rt.clock.now()
-        verdict = decide(found.account, user_id, now)
+        account = found.account
+        verdict = decide(account, user_id, now)
+        ent: Entitlement | None = None
+        try:
+            if verdict.allowed and request.feature and account is not None:
+                ent = await self._entitlement(account, request.feature, now)
+                if not ent.allowed:
+                    verdict = Verdict(Decision.DENY, ent.reason, verdict.state, ent.message)
+            session_id = expires = None
+            if verdict.allowed and not request.no_session and account is not None:
+                ref = new_session(account_id, user_id)
+                expires = now + self._ttl
+                if account.seat_limit > 0:
+                    seat = await self.sessions.take(ref, now, expires, account.seat_limit)
+                    if not seat.admitted:
+                        verdict = Verdict(
+                            Decision.DENY, Reason.SEAT_LIMIT_REACHED, verdict.state,
+                            f"all {account.seat_limit} seats of account {account_id!r} are in use")
+                    else:
+                        self.batch.login(ref, now, None)
+                else:
+                    self.batch.login(ref, now, expires)  # the hot path: no round trip
+                if verdict.allowed:
+                    session_id = ref.session_id
+        except (RedisError, OSError) as exc:
+            return self._failure_mode(str(exc) or type(exc).__name__)
+        resp = self._response(verdict, found)
+        if session_id is not None and expires is not None:
+            resp.session_id = session_id
+            resp.session_expires_at.CopyFrom(ts(expires))
+        if ent is not None and ent.remaining >= 0:
+            resp.quota_remaining = ent.remaining
+            if ent.resets_at is not None:
+                resp.quota_resets_at.CopyFrom(ts(ent.resets_at))
+        return resp
+
+    def _response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
         resp = pb.CheckSessionResponse(
             decision=DECISION_TO_PB[verdict.decision],
             state=STATE_TO_PB[verdict.state],
@@ -70,3 +135,158 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             f"{self.rt.settings.failure_mode}: {'allowed' if allow else 'denied'}",
             source=cpb.STATE_SOURCE_FAILURE_MODE,
         )
+
+    # Sessions
+
+    @rpc("app")
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
+        """Renew the lease (retaking the seat if it lapsed) and answer the current decision."""
+        ref = parse_session_id("session_id", request.session_id)
+        found = await lookup_account(self.rt, ref.account_id)
+        if found.source == "unavailable":
+            raise BackendUnavailable(f"account state unavailable: {found.error}")
+        now = self.rt.clock.now()
+        account = found.account
+        verdict = decide(account, ref.user_id, now)
+        expires = None
+        if verdict.allowed and account is not None:
+            expires = now + self._ttl
+            seat = await self.sessions.take(ref, now, expires, account.seat_limit)
+            if not seat.admitted:
+                expires = None
+                verdict = Verdict(Decision.DENY, Reason.SEAT_LIMIT_REACHED, verdict.state,
+                                  "the session expired and every seat is taken")
+        elif account is not None:
+            await self.sessions.end(ref, now)  # denied: the seat goes back to the pool
+        resp = pb.HeartbeatResponse(
+            decision=DECISION_TO_PB[verdict.decision], state=STATE_TO_PB[verdict.state],
+            reason=REASON_TO_PB[verdict.reason], message=verdict.message)
+        if expires is not None:
+            resp.expires_at.CopyFrom(ts(expires))
+        if account is not None and account.suspends_at is not None and verdict.state in _OVERDUE:
+            resp.suspends_at.CopyFrom(ts(account.suspends_at))
+        return resp
+
+    @rpc("app")
+    async def EndSession(self, request: pb.EndSessionRequest,
+                         context: Any) -> pb.EndSessionResponse:
+        ref = parse_session_id("session_id", request.session_id)
+        if self.batch.pending:
+            await self.batch.flush()  # the session may still be queued (opened < 100 ms ago)
+        return pb.EndSessionResponse(ended=await self.sessions.end(ref, self.rt.clock.now()))
+
+    # Entitlements
+
+    async def _feature(self, account: Account, feature: str) -> Feature | Entitlement:
+        plan = await self.plans.get(account.plan_id) if account.plan_id else None
+        return resolve(plan, account.plan_id, feature)
+
+    async def _entitlement(self, account: Account, feature: str, now: datetime) -> Entitlement:
+        found = await self._feature(account, feature)
+        if isinstance(found, Entitlement):
+            return found
+        used = await self.plans.used(account.account_id, found, now) if found.metered else 0
+        return evaluate(found, used, now)
+
+    async def _entitlement_call(self, request: pb.EntitlementRequest,
+                                consume: bool) -> pb.EntitlementResponse:
+        account_id = check_id("account_id", request.account_id)
+        user_id = check_id("user_id", request.user_id)
+        feature = check_id("feature", request.feature)
+        if request.quantity < 0:
+            raise InvalidArgument("quantity", "must not be negative")
+        quantity = request.quantity or 1
+        event_id = check_id("event_id", request.event_id, required=False)
+        found = await lookup_account(self.rt, account_id)
+        if found.source == "unavailable":
+            raise BackendUnavailable(f"account state unavailable: {found.error}")
+        now = self.rt.clock.now()
+        verdict = decide(found.account, user_id, now)
+        if not verdict.allowed or found.account is None:
+            return pb.EntitlementResponse(decision=DECISION_TO_PB[verdict.decision],
+                                          reason=REASON_TO_PB[verdict.reason],
+                                          message=verdict.message, remaining=-1)
+        definition = await self._feature(found.account, feature)
+        if isinstance(definition, Entitlement):
+            ent = definition
+        elif not definition.metered:
+            ent = evaluate(definition, 0, now)
+        elif consume:
+            done = await self.plans.consume(account_id, definition, quantity, event_id, now)
+            ent = evaluate(definition, done.used, now, consumed=done.status == "ok",
+                           refused=done.status == "exhausted",
+                           duplicate=done.status == "duplicate")
+        else:
+            ent = evaluate(definition, await self.plans.used(account_id, definition, now), now)
+        resp = pb.EntitlementResponse(
+            decision=DECISION_TO_PB[ent.decision], reason=REASON_TO_PB[ent.reason],
+            message=ent.message, remaining=ent.remaining, quota=ent.quota,
+            over_soft_limit=ent.over_soft_limit, duplicate=ent.duplicate)
+        if ent.resets_at is not None:
+            resp.resets_at.CopyFrom(ts(ent.resets_at))
+        return resp
+
+    @rpc("app")
+    async def CheckEntitlement(self, request: pb.EntitlementRequest,
+                               context: Any) -> pb.EntitlementResponse:
+        return await self._entitlement_call(request, consume=False)
+
+    @rpc("app")
+    async def ConsumeEntitlement(self, request: pb.EntitlementRequest,
+                                 context: Any) -> pb.EntitlementResponse:
+        return await self._entitlement_call(request, consume=True)
+
+    # Usage
+
+    async def _usage_record(self, e: pb.UsageEvent, now: datetime, f: str = "") -> UsageRecord:
+        """Validate one event; nothing is written until every event of a call is valid."""
+        event_id = check_id(f + "event_id", e.event_id)
+        account_id = check_id(f + "account_id", e.account_id)
+        user_id = check_id(f + "user_id", e.user_id, required=False)
+        feature = check_id(f + "feature", e.feature)
+        if e.quantity < 0:
+            raise InvalidArgument(f + "quantity", "must not be negative")
+        occurred = from_ts(e.occurred_at) if e.HasField("occurred_at") else now
+        if occurred > now + MAX_FUTURE_SKEW:
+            raise InvalidArgument(f + "occurred_at", f"{occurred.isoformat()} is in the future")
+        if occurred < now - timedelta(milliseconds=IDEMPOTENCY_RETENTION_MS):
+            raise InvalidArgument(f + "occurred_at", "older than the deduplication window")
+        if len(e.attributes) > MAX_ATTRIBUTES:
+            raise InvalidArgument(f + "attributes", f"more than {MAX_ATTRIBUTES} entries")
+        for k, v in e.attributes.items():
+            check_id(f + "attributes", k)
+            if len(v) > MAX_ATTRIBUTE_LENGTH or not v.isprintable():
+                raise InvalidArgument(f"{f}attributes[{k}]", "too long or not printable")
+        found = await lookup_account(self.rt, account_id)
+        if found.source == "unavailable":
+            raise BackendUnavailable(f"account state unavailable: {found.error}")
+        account = found.account
+        if account is None:
+            raise NotFound(f"{f}account_id: no account {account_id!r}")
+        if account.plan_id:
+            definition = await self._feature(account, feature)
+            if isinstance(definition, Entitlement):
+                raise InvalidArgument(f + "feature", definition.message)
+        return UsageRecord(event_id, account_id, user_id, feature, e.quantity, occurred,
+                           dict(e.attributes))
+
+    @rpc("app")
+    async def RecordUsage(self, request: pb.UsageEvent, context: Any) -> pb.RecordUsageResponse:
+        now = self.rt.clock.now()
+        record = await self._usage_record(request, now)
+        (recorded,) = await self.usage.record([record], now)
+        return pb.RecordUsageResponse(duplicate=not recorded)
+
+    @rpc("app")
+    async def RecordUsageStream(self, request: AsyncIterator[pb.UsageEvent],
+                                context: Any) -> pb.RecordUsageBatchResponse:
+        """All or nothing on validation: one bad event rejects the batch before any write."""
+        now = self.rt.clock.now()
+        records: list[UsageRecord] = []
+        async for event in request:
+            if len(records) >= MAX_STREAM_EVENTS:
+                raise InvalidArgument("events", f"more than {MAX_STREAM_EVENTS} in one stream")
+            records.append(await self._usage_record(event, now, f"events[{len(records)}]."))
+        recorded = await self.usage.record(records, now) if records else []
+        accepted = sum(recorded)
+        return pb.RecordUsageBatchResponse(accepted=accepted, duplicates=len(recorded) - accepted)

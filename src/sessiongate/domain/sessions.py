@@ -1,0 +1,60 @@
+"""Session ids: opaque to callers, but they carry the account and user they belong to.
+
+A Heartbeat or EndSession names only the session; embedding the account id lets the server find
+the account's keys (one slot) without an index lookup. The random nonce makes ids unguessable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from dataclasses import dataclass
+
+from sessiongate.domain.errors import InvalidArgument
+from sessiongate.domain.validation import check_id
+
+_SEP = "\x1f"  # unit separator: check_id forbids control characters in ids, so it cannot clash
+MAX_SESSION_ID_LENGTH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    account_id: str
+    user_id: str
+    nonce: str
+
+    @property
+    def member(self) -> str:
+        """How the session is stored in the account's session set: the user, then the nonce."""
+        return f"{self.user_id}{_SEP}{self.nonce}"
+
+    @property
+    def session_id(self) -> str:
+        raw = f"{self.account_id}{_SEP}{self.user_id}{_SEP}{self.nonce}".encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def new_session(account_id: str, user_id: str) -> SessionRef:
+    return SessionRef(account_id, user_id, secrets.token_urlsafe(12))
+
+
+def parse_session_id(field: str, value: str) -> SessionRef:
+    """Decode and validate; anything malformed is INVALID_ARGUMENT naming `field`."""
+    if not value:
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > MAX_SESSION_ID_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_SESSION_ID_LENGTH} characters")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(field, "is not a session id") from None
+    parts = raw.split(_SEP)
+    if len(parts) != 3 or not parts[2] or not parts[2].isascii():
+        raise InvalidArgument(field, "is not a session id")
+    try:
+        check_id(field, parts[0])
+        check_id(field, parts[1])
+    except InvalidArgument:
+        raise InvalidArgument(field, "is not a session id") from None
+    return SessionRef(parts[0], parts[1], parts[2])

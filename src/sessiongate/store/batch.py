@@ -1,0 +1,106 @@
+"""The batch writer: session and login records of hot-path logins, written off the hot path.
+
+A login that needs no atomic write (no seat limit, no metered feature) must not wait for
+Redis. Its records are queued in memory and written by this component in pipelined batches,
+at least every `interval` seconds (default 50 ms; the hot path never awaits it). The price is
+a loss window: records queued when the process dies are lost (at most `interval` plus one
+round trip of logins; see docs/billing.md). A write that fails is retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from sessiongate.domain.periods import day_name, month_name
+from sessiongate.domain.sessions import SessionRef
+from sessiongate.store import keys
+
+log = structlog.get_logger(__name__)
+
+MAX_QUEUED = 200_000  # beyond this (Redis down for long), the oldest records are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRecord:
+    ref: SessionRef
+    at: datetime
+    expires: datetime | None  # None: the session itself was written already (seat Lua)
+
+
+SEP = "\x1f"  # between day and user in the active-users set (ids hold no control characters)
+
+
+class BatchWriter:
+    """An app component (start/stop); `login()` is synchronous and never touches Redis."""
+
+    def __init__(self, redis: Redis, interval: float = 0.05) -> None:
+        self._redis = redis
+        self._interval = interval
+        self._queue: list[LoginRecord] = []
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def login(self, ref: SessionRef, at: datetime, expires: datetime | None) -> None:
+        """Queue a login record, and the session lease unless `expires` is None."""
+        if len(self._queue) >= MAX_QUEUED:
+            self._queue.pop(0)
+            self.dropped += 1
+        self._queue.append(LoginRecord(ref, at, expires))
+
+    async def flush(self) -> int:
+        """Write everything queued, in one pipeline; on failure the records stay queued."""
+        async with self._lock:
+            batch, self._queue = self._queue, []
+            if not batch:
+                return 0
+            pipe = self._redis.pipeline(transaction=False)
+            for rec in batch:
+                aid, uid = rec.ref.account_id, rec.ref.user_id
+                if rec.expires is not None:
+                    exp = int(rec.expires.timestamp() * 1000)
+                    pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
+                    pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
+                month, day = month_name(rec.at), day_name(rec.at)
+                pipe.hincrby(keys.logins(aid, month), day, 1)
+                pipe.sadd(keys.active_users(aid, month), f"{day}{SEP}{uid}")
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._queue[:0] = batch
+                del self._queue[: max(len(self._queue) - MAX_QUEUED, 0)]
+                log.warning("batch write failed; will retry", records=len(batch), error=str(exc))
+                return 0
+            self.written += len(batch)
+            return len(batch)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if self._queue:
+                await self.flush()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Final flush after the server drained: nothing queued is lost on a clean stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

@@ -1,0 +1,25 @@
+-- Open or renew a session, taking a seat for its user if needed: atomic, so that with N seats
+-- M > N racing logins admit exactly N, on any number of replicas. A user holds at most one
+-- seat, whatever the number of live sessions. Leases expire by their score compared with the
+-- caller's clock (ARGV[1]), never by Redis TTLs, so that tests can move time.
+--
+-- KEYS[1] seats zset (user -> lease expiry ms)
+-- KEYS[2] sessions zset (session member -> lease expiry ms)
+-- (both carry the account's bucket hash tag: one slot)
+-- ARGV[1] now (ms)   ARGV[2] lease expiry (ms)   ARGV[3] user id
+-- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)
+-- Returns {admitted (1 or 0), seats held afterwards}.
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local limit = tonumber(ARGV[5])
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  local held = redis.call('ZCARD', KEYS[1])
+  if held >= limit then
+    return {0, held}
+  end
+end
+-- GT: a renewal never shortens a lease; new members are added all the same.
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
+return {1, redis.call('ZCARD', KEYS[1])}

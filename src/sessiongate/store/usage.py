@@ -1,0 +1,106 @@
+"""Usage events (idempotent append to the billing stream), seat log, and what summaries read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from redis.asyncio import Redis
+
+from sessiongate.domain.periods import day_name, month_name
+from sessiongate.store import keys
+from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
+from sessiongate.store.batch import SEP
+from sessiongate.store.codec import to_ms
+from sessiongate.store.scripts import Scripts
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    event_id: str
+    account_id: str
+    user_id: str
+    feature: str
+    quantity: int
+    occurred_at: datetime
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MonthData:
+    """Raw records of one account and month, as the summary and report need them."""
+
+    usage: dict[str, int]  # hash fields of keys.usage
+    logins: dict[str, int]  # day -> logins
+    active: list[tuple[str, str]]  # (day, user)
+    seat_log: list[tuple[int, frozenset[str]]]  # (Unix seconds, billable seats from then on)
+
+
+def _text(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, frozenset[str]]]:
+    """Ordered by time, then by account version (two changes within one millisecond)."""
+    entries = []
+    for member, score in raw:
+        d = json.loads(member)
+        entries.append((int(score), int(d["v"]), frozenset(d["seats"])))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    return [(ms // 1000, seats) for ms, _, seats in entries]
+
+
+class UsageStore:
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self._redis = redis
+        self._scripts = scripts
+
+    async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
+        """Record each event once (`record_usage.lua`), all in one pipeline; True: recorded.
+
+        Each event is its own atomic step: when the pipeline fails midway the events already
+        recorded stay recorded and a retry of the batch counts them as duplicates.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        script = self._scripts["record_usage"]
+        for e in events:
+            entry = [
+                "event_id", e.event_id, "account_id", e.account_id, "user_id", e.user_id,
+                "feature", e.feature, "quantity", str(e.quantity),
+                "occurred_at", e.occurred_at.isoformat(), "recorded_at", now.isoformat(),
+                "attributes", json.dumps(e.attributes, sort_keys=True, separators=(",", ":")),
+            ]
+            await script(
+                keys=[keys.usage_events(e.account_id),
+                      keys.usage(e.account_id, month_name(e.occurred_at)), keys.USAGE_STREAM],
+                args=[f"u:{e.event_id}", to_ms(now), IDEMPOTENCY_RETENTION_MS, e.feature,
+                      e.quantity, day_name(e.occurred_at), *entry],
+                client=pipe,
+            )
+        results = await pipe.execute()
+        return [bool(int(r)) for r in results]
+
+    async def log_seats(self, account_id: str, version: int, seats: Sequence[str],
+                        at: datetime) -> None:
+        """Append the account's billable seats as of `at` (after a roster or limit change)."""
+        member = json.dumps({"v": version, "seats": sorted(seats)}, separators=(",", ":"))
+        await self._redis.zadd(keys.seat_log(account_id), {member: to_ms(at) or 0})
+
+    async def month(self, account_id: str, month: str, until: datetime) -> MonthData:
+        """Everything recorded for `month`, and the seat log up to `until`, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.usage(account_id, month))
+        pipe.hgetall(keys.logins(account_id, month))
+        pipe.smembers(keys.active_users(account_id, month))
+        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", to_ms(until) or 0,
+                           withscores=True)
+        usage, logins, active, log = await pipe.execute()
+        pairs = [tuple(_text(m).split(SEP, 1)) for m in active]
+        return MonthData(
+            usage={_text(k): int(v) for k, v in usage.items()},
+            logins={_text(k): int(v) for k, v in logins.items()},
+            active=sorted((p[0], p[1]) for p in pairs if len(p) == 2),
+            seat_log=_seat_log(log),
+        )

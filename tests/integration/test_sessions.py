@@ -1,0 +1,202 @@
+"""Sessions and seats end to end: real servers, a real redis-server, real gRPC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import grpc
+import pytest
+import redis
+
+from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.sessions import parse_session_id
+from sessiongate.store import keys
+from sessiongate.store.batch import BatchWriter
+from tests.support import ServerThread, make_settings
+
+TTL = 300.0  # the default session_ttl
+
+
+def upsert(srv: ServerThread, **fields: object) -> apb.Account:
+    return srv.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(**fields)))
+
+
+def login(srv: ServerThread, account: str, user: str, **kw: object) -> spb.CheckSessionResponse:
+    return srv.sessions.CheckSession(
+        spb.CheckSessionRequest(account_id=account, user_id=user, **kw))  # type: ignore[arg-type]
+
+
+def heartbeat(srv: ServerThread, sid: str) -> spb.HeartbeatResponse:
+    return srv.sessions.Heartbeat(spb.HeartbeatRequest(session_id=sid))
+
+
+def end(srv: ServerThread, sid: str) -> bool:
+    return srv.sessions.EndSession(spb.EndSessionRequest(session_id=sid)).ended
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def commands(r: redis.Redis, name: str) -> int:
+    stats = r.info("commandstats")
+    return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+def test_login_opens_a_session_that_heartbeats_and_ends(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    upsert(server, account_id="acme", users=["alice"])
+    r = login(server, "acme", "alice")
+    assert r.decision == cpb.DECISION_ALLOW and r.session_id
+    now = server.clock.now()
+    assert r.session_expires_at.ToDatetime() == (now + timedelta(seconds=TTL)).replace(tzinfo=None)
+    ref = parse_session_id("session_id", r.session_id)
+    assert (ref.account_id, ref.user_id) == ("acme", "alice")
+    # Written off the hot path, by the batch writer, within its flush interval.
+    wait_for(lambda: redis_client.zscore(keys.sessions("acme"), ref.member) is not None)
+    server.clock.advance(timedelta(seconds=100))
+    hb = heartbeat(server, r.session_id)
+    assert (hb.decision, hb.reason) == (cpb.DECISION_ALLOW, cpb.REASON_OK)
+    assert hb.expires_at.ToDatetime() == (
+        server.clock.now() + timedelta(seconds=TTL)).replace(tzinfo=None)
+    assert end(server, r.session_id) is True
+    assert end(server, r.session_id) is False
+    assert redis_client.zcard(keys.seats("acme")) == 0
+
+
+def test_no_session_and_denied_logins_open_nothing(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    upsert(server, account_id="acme", users=["alice"])
+    assert login(server, "acme", "alice", no_session=True).session_id == ""
+    assert login(server, "acme", "mallory").session_id == ""
+    assert login(server, "ghost", "alice").session_id == ""
+    server.call(next(c for c in server.app.components if isinstance(c, BatchWriter)).flush())
+    assert redis_client.zcard(keys.sessions("acme")) == 0
+
+
+@pytest.fixture
+def long_cache_server(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
+    """A near-cache TTL long enough that a slow machine cannot turn a hit into a miss."""
+    srv = ServerThread(make_settings(redis_url, near_cache_ttl=600.0)).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_hot_path_login_makes_no_redis_round_trip(
+    long_cache_server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """Once the account is in the near-cache, an unlimited login reads and evaluates nothing."""
+    server = long_cache_server
+    upsert(server, account_id="acme")
+    login(server, "acme", "warmup")
+    before = {c: commands(redis_client, c) for c in ("hmget", "get", "evalsha", "eval")}
+    for i in range(20):
+        assert login(server, "acme", f"u{i}").decision == cpb.DECISION_ALLOW
+    after = {c: commands(redis_client, c) for c in before}
+    assert after == before
+    # ... and the records still arrive, in batches.
+    wait_for(lambda: redis_client.zcard(keys.sessions("acme")) == 21)
+
+
+def test_seat_limited_login_costs_one_lua_call(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    upsert(server, account_id="acme", seat_limit=3)
+    login(server, "acme", "warmup")
+    before = commands(redis_client, "evalsha")
+    for user in ("a", "b", "c", "d"):
+        login(server, "acme", user)
+    assert commands(redis_client, "evalsha") - before == 4
+
+
+def test_same_user_takes_one_seat(server: ServerThread) -> None:
+    upsert(server, account_id="acme", seat_limit=1)
+    first = login(server, "acme", "alice")
+    second = login(server, "acme", "alice")
+    assert first.decision == second.decision == cpb.DECISION_ALLOW
+    bob = login(server, "acme", "bob")
+    assert (bob.decision, bob.reason) == (cpb.DECISION_DENY, cpb.REASON_SEAT_LIMIT_REACHED)
+    assert bob.session_id == ""
+    assert end(server, first.session_id)
+    assert login(server, "acme", "bob").reason == cpb.REASON_SEAT_LIMIT_REACHED  # alice's 2nd
+    assert end(server, second.session_id)
+    assert login(server, "acme", "bob").decision == cpb.DECISION_ALLOW
+
+
+def test_expired_session_frees_its_seat_and_heartbeats_keep_it(server: ServerThread) -> None:
+    upsert(server, account_id="acme", seat_limit=1)
+    alice = login(server, "acme", "alice")
+    server.clock.advance(timedelta(seconds=200))
+    assert heartbeat(server, alice.session_id).decision == cpb.DECISION_ALLOW
+    server.clock.advance(timedelta(seconds=200))  # 400 s after login, 200 after the heartbeat
+    assert login(server, "acme", "bob").reason == cpb.REASON_SEAT_LIMIT_REACHED
+    server.clock.advance(timedelta(seconds=101))  # heartbeats stopped: the lease lapsed
+    bob = login(server, "acme", "bob")
+    assert bob.decision == cpb.DECISION_ALLOW
+    # alice comes back: her session expired and the only seat is bob's now.
+    hb = heartbeat(server, alice.session_id)
+    assert (hb.decision, hb.reason) == (cpb.DECISION_DENY, cpb.REASON_SEAT_LIMIT_REACHED)
+    assert end(server, alice.session_id) is False
+
+
+def test_heartbeat_learns_of_a_suspension_and_frees_the_seat(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    upsert(server, account_id="acme", seat_limit=2)
+    s = login(server, "acme", "alice")
+    upsert(server, account_id="acme", seat_limit=2, state=cpb.ACCOUNT_STATE_SUSPENDED)
+    hb = heartbeat(server, s.session_id)
+    assert (hb.decision, hb.reason) == (cpb.DECISION_DENY, cpb.REASON_ACCOUNT_SUSPENDED)
+    assert not hb.HasField("expires_at")
+    assert redis_client.zcard(keys.seats("acme")) == 0
+
+
+@pytest.mark.parametrize("sid", ["", "not a session", "YWJj", "x" * 1000])
+def test_bad_session_ids_are_invalid_argument(server: ServerThread, sid: str) -> None:
+    for call in (heartbeat, end):
+        with pytest.raises(grpc.RpcError) as err:
+            call(server, sid)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.value.details() or "").startswith("session_id")
+
+
+@pytest.fixture
+def second_server(server: ServerThread, redis_url: str) -> Iterator[ServerThread]:
+    srv = ServerThread(make_settings(redis_url), clock=server.clock).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_seat_race_across_two_servers_admits_exactly_the_limit(
+    server: ServerThread, second_server: ServerThread, redis_client: redis.Redis
+) -> None:
+    upsert(server, account_id="race", seat_limit=5)
+    servers = [server, second_server]
+
+    def attempt(i: int) -> spb.CheckSessionResponse:
+        return login(servers[i % 2], "race", f"user-{i}")
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(attempt, range(200)))
+    allowed = [r for r in results if r.decision == cpb.DECISION_ALLOW]
+    assert len(allowed) == 5
+    assert all(r.reason == cpb.REASON_SEAT_LIMIT_REACHED for r in results
+               if r.decision != cpb.DECISION_ALLOW)
+    assert redis_client.zcard(keys.seats("race")) == 5
+    # Any replica renews any replica's session.
+    for r in allowed:
+        assert heartbeat(second_server, r.session_id).decision == cpb.DECISION_ALLOW
