@@ -135,10 +135,7 @@ class Application:
             SessionControlServicer(rt),  # type: ignore[abstract]  # TODO(#4): sessions, usage
             server,
         )
-        accounts_pb2_grpc.add_AccountsServicer_to_server(
-            AccountsServicer(rt),  # type: ignore[abstract]  # TODO(#3, #4): policies, plans
-            server,
-        )
+        accounts_pb2_grpc.add_AccountsServicer_to_server(AccountsServicer(rt), server)
         billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(rt), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EnvoyAuthzServicer(rt), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
