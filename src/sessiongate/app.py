@@ -131,10 +131,9 @@ class Application:
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
-        session_control_pb2_grpc.add_SessionControlServicer_to_server(
-            SessionControlServicer(rt),  # type: ignore[abstract]  # TODO(#4): sessions, usage
-            server,
-        )
+        session_control = SessionControlServicer(rt)
+        self.components.append(session_control.batch)  # session/login records off the hot path
+        session_control_pb2_grpc.add_SessionControlServicer_to_server(session_control, server)
         accounts_pb2_grpc.add_AccountsServicer_to_server(AccountsServicer(rt), server)
         billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(rt), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EnvoyAuthzServicer(rt), server)

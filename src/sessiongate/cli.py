@@ -22,6 +22,7 @@ from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.cli_dunning import add_dunning_commands
 from sessiongate.config import Settings
 from sessiongate.domain.errors import InvalidArgument
+from sessiongate.report import cmd_report
 
 # Each client subcommand registers here: name -> (add_arguments, run(args, channel) -> exit code)
 ClientRun = Callable[[argparse.Namespace, grpc.Channel, list[tuple[str, str]]], int]
@@ -181,6 +182,11 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     check.add_argument("user_id")
     check.add_argument("--feature")
     check.add_argument("--open-session", action="store_true", help="open a session if allowed")
+    report = client("report", sub, cmd_report, "write an account's monthly report: JSON, CSV, PNG")
+    report.add_argument("account_id")
+    report.add_argument("--month", required=True, help="calendar month YYYY-MM (UTC)")
+    report.add_argument("--out", default=".", help="output directory (default: .)")
+    report.add_argument("--seat-price", type=int, default=0, help="seat unit price, minor units")
     for add in extra:
         add(sub)
     return parser

@@ -78,3 +78,46 @@ def policy(policy_id: str) -> str:
 
 def plan(plan_id: str) -> str:
     return f"{PLAN_PREFIX}{plan_id}"
+
+
+# Sessions, seats, entitlements and usage (issue #4). All per account: one slot per account.
+
+
+def sessions(account_id: str) -> str:
+    """Zset: session member (user, unit separator, nonce) -> lease expiry (ms)."""
+    return f"{_tag(account_id)}:sessions"
+
+
+def seats(account_id: str) -> str:
+    """Zset: user holding a seat -> lease expiry (ms): the latest expiry of their sessions."""
+    return f"{_tag(account_id)}:seats"
+
+
+def quota(account_id: str, feature: str, window: str) -> str:
+    """String: units of a metered feature consumed in one reset window."""
+    return f"{_tag(account_id)}:quota:{window}:{feature}"
+
+
+def usage_events(account_id: str) -> str:
+    """Zset: usage / consumption event id -> time recorded (ms); idempotency, trimmed by age."""
+    return f"{_tag(account_id)}:usage-events"
+
+
+def usage(account_id: str, month: str) -> str:
+    """Hash of one month: `t:<feature>` total, `n:<feature>` events, `d:<day>:<feature>` daily."""
+    return f"{_tag(account_id)}:usage:{month}"
+
+
+def logins(account_id: str, month: str) -> str:
+    """Hash of one month: `<YYYY-MM-DD>` -> logins (sessions opened) that day."""
+    return f"{_tag(account_id)}:logins:{month}"
+
+
+def active_users(account_id: str, month: str) -> str:
+    """Set of one month: `<YYYY-MM-DD>` unit separator `<user>`, one per user active that day."""
+    return f"{_tag(account_id)}:active:{month}"
+
+
+def seat_log(account_id: str) -> str:
+    """Zset: JSON {v, seats} of each roster / seat-limit change -> time (ms), for proration."""
+    return f"{_tag(account_id)}:seat-log"
