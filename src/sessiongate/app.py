@@ -28,6 +28,7 @@ from sessiongate.billing.components import billing_components
 from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
+from sessiongate.metrics import Metrics
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
@@ -90,6 +91,7 @@ class Application:
         self.tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.rt: Runtime | None = None
+        self.metrics: Metrics | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -128,6 +130,8 @@ class Application:
             settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,
             cache=cache, auth=auth, observer=Observer(access_log=s.access_log),
         )
+        if s.metrics_addr:
+            self._start_metrics(url, cache)
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
@@ -164,6 +168,20 @@ class Application:
                  auth=auth.enabled, tls=creds is not None)
         return self.port
 
+    def _start_metrics(self, redis_url: str, cache: NearCache) -> None:
+        assert self.rt is not None
+        metrics = Metrics(redis_url, cache, lambda: self.components)
+        try:
+            metrics.serve(self.settings.metrics_addr)
+        except OSError as exc:  # e.g. the port of another worker: logins matter more
+            log.error("metrics endpoint not started", addr=self.settings.metrics_addr,
+                      error=str(exc))
+            metrics.close()
+            return
+        self.metrics = metrics
+        self.rt.observer.hooks.append(metrics.observe_rpc)
+        self.rt.observer.response_hooks.append(metrics.observe_response)
+
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
@@ -184,6 +202,8 @@ class Application:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         if self.rt is not None:
             await self.rt.redis.aclose()
         if self.embedded is not None:

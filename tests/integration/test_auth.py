@@ -30,7 +30,8 @@ def bearer(token: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def secured(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
     # Tokens configured: listening on every address is allowed.
-    srv = ServerThread(make_settings(redis_url, grpc_addr="0.0.0.0:0", **TOKENS)).start()
+    srv = ServerThread(make_settings(
+        redis_url, scheduler=False, grpc_addr="0.0.0.0:0", **TOKENS)).start()
     try:
         yield srv
     finally:
@@ -116,7 +117,8 @@ def test_tokens_from_file_secrets(tmp_path: Path, redis_client: redis.Redis,
         (tmp_path / role).write_text(content)
     settings = Settings.from_env(
         {**files, "SESSIONGATE_GRPC_ADDR": "127.0.0.1:0", "SESSIONGATE_REDIS_URL": redis_url,
-         "SESSIONGATE_METRICS_ADDR": "", "SESSIONGATE_ACCESS_LOG": "0"})
+         "SESSIONGATE_METRICS_ADDR": "", "SESSIONGATE_ACCESS_LOG": "0",
+         "SESSIONGATE_SCHEDULER": "0"})
     assert settings.tokens("admin") == ("f-adm-1", "f-adm-2")
     srv = ServerThread(settings).start()
     try:

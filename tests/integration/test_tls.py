@@ -47,7 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _serve(redis_url: str, **tls: str) -> ServerThread:
-    srv = ServerThread(make_settings(redis_url, **tls))
+    srv = ServerThread(make_settings(redis_url, scheduler=False, **tls))
     srv.thread.start()
     srv.port = srv.call(srv.app.start())
     return srv  # no insecure channel: each test dials its own
@@ -121,9 +121,9 @@ def test_mtls_requires_a_client_certificate_of_the_client_ca(
 
 def test_tls_settings_must_be_complete(pki: dict[str, Path], redis_url: str) -> None:
     with pytest.raises(InvalidArgument, match="TLS_KEY"):
-        make_settings(redis_url, tls_cert=str(pki["server_cert"]))
+        make_settings(redis_url, scheduler=False, tls_cert=str(pki["server_cert"]))
     with pytest.raises(InvalidArgument, match="TLS_CLIENT_CA"):
-        make_settings(redis_url, tls_client_ca=str(pki["client_ca"]))
+        make_settings(redis_url, scheduler=False, tls_client_ca=str(pki["client_ca"]))
 
 
 def test_redis_auth_through_the_url(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_redis_auth_through_the_url(tmp_path: Path) -> None:
             anonymous.sendall(b"DBSIZE\r\n")
             assert anonymous.recv(64).startswith(b"-NOAUTH")
         url = f"redis://:s3cret-pw@127.0.0.1:{embedded.port}/0"
-        srv = ServerThread(make_settings(url)).start()
+        srv = ServerThread(make_settings(url, scheduler=False)).start()
         try:
             srv.accounts.UpsertAccount(apb.UpsertAccountRequest(
                 account=apb.Account(account_id="acme", users=["alice"])))

@@ -7,6 +7,8 @@ the hot path; this adds one function frame.
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -39,18 +41,39 @@ def status_of(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count(1)
+
+
+def request_id(context: Any) -> str:
+    """The caller's `x-request-id` metadata if sane, else a process-unique one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            if 0 < len(text) <= 128 and text.isprintable():
+                return text
+            break
+    return f"{_ID_PREFIX}-{next(_ids)}"
+
+
 class Observer:
-    """What every RPC reports to: the access log, and the metrics hook if one is installed."""
+    """What every RPC reports to: the access log, and the metrics hooks if installed.
+
+    `hooks` get (method, status, seconds) of every call; `response_hooks` get (method,
+    response) of every successful call (the metrics count decisions from them).
+    """
 
     def __init__(self, access_log: bool = True) -> None:
         self.access_log = access_log
         self.hooks: list[Callable[[str, str, float], None]] = []
+        self.response_hooks: list[Callable[[str, Any], None]] = []
 
-    def observe(self, method: str, code: str, seconds: float, peer: str) -> None:
+    def observe(self, method: str, code: str, seconds: float, context: Any) -> None:
         for hook in self.hooks:
             hook(method, code, seconds)
         if self.access_log:
-            log.info("rpc", method=method, code=code, ms=round(seconds * 1000, 3), peer=peer)
+            log.info("rpc", method=method, code=code, ms=round(seconds * 1000, 3),
+                     peer=context.peer(), request_id=request_id(context))
 
 
 class Servicer:
@@ -76,7 +99,10 @@ def rpc(role: str) -> Callable[[H], H]:
             code = "OK"
             try:
                 self.auth.check(context.invocation_metadata(), role)
-                return await fn(self, request, context)
+                response = await fn(self, request, context)
+                for hook in self.observer.response_hooks:
+                    hook(method, response)
+                return response
             except grpc.aio.AbortError:  # the handler aborted with its own status
                 code = getattr(context.code(), "name", "ABORTED")
                 raise
@@ -86,14 +112,15 @@ def rpc(role: str) -> Callable[[H], H]:
                 await context.abort(status, str(exc))
             except (RedisError, OSError) as exc:
                 code = "UNAVAILABLE"
-                log.warning("backend error", method=method, error=repr(exc))
+                log.warning("backend error", method=method, error=repr(exc),
+                            request_id=request_id(context))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"backend unavailable: {exc}")
             except Exception:
                 code = "INTERNAL"
-                log.exception("unhandled error", method=method)
+                log.exception("unhandled error", method=method, request_id=request_id(context))
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
-                self.observer.observe(method, code, time.perf_counter() - start, context.peer())
+                self.observer.observe(method, code, time.perf_counter() - start, context)
 
         return handler  # type: ignore[return-value]
 

@@ -19,6 +19,8 @@ PLAN_PREFIX = f"{PREFIX}:plan:"
 PAYMENT_STREAM = "sessiongate:payments"  # public name: the billing system XADDs here
 PAYMENT_DEAD_LETTER = "sessiongate:payments:dead"
 USAGE_STREAM = "sessiongate:usage"  # public name: the billing system reads usage here
+# SCAN MATCH of every account hash (with TYPE hash): the metrics' accounts-by-state count.
+ACCOUNT_GLOB = f"{PREFIX}:*:account"
 NOTIFY_DEAD_LETTER = "sessiongate:notifications:dead"  # public: undeliverable notifications
 
 

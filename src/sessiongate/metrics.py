@@ -1,0 +1,281 @@
+"""Prometheus metrics on `SESSIONGATE_METRICS_ADDR` (default 127.0.0.1:9464; empty: off).
+
+Two kinds, to keep the login path cheap:
+- per-RPC, updated inline by `Observer` hooks: latency by method and status, decisions by
+  decision/reason/source, the age of the state behind each decision, Redis errors seen by RPCs.
+  A hook costs a dict lookup and one histogram or counter update: label children are cached.
+- read at scrape time by a custom collector, off the hot path (the scrape runs in the HTTP
+  server's thread, with its own short-timeout sync Redis connection): near-cache hits and
+  misses, Redis reachability, the payment stream (length, per-group pending entries, entries
+  not yet delivered, lag in seconds of the oldest undelivered and the oldest pending entry),
+  dead letters, accounts by state, and notifications sent/failed.
+
+Accounts by state is a SCAN of the account hashes, O(accounts), so it is cached and redone at
+most every `ACCOUNTS_SCAN_INTERVAL` seconds: an approximate, slightly old count, which is what a
+dashboard needs. Notifications are read from any component that exposes integer attributes
+`notifications_sent` and `notifications_failed` (duck-typed: the notifier owns its counters).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.store import keys
+from sessiongate.store.codec import decode_account
+from sessiongate.store.nearcache import NearCache
+
+log = structlog.get_logger(__name__)
+
+ACCOUNTS_SCAN_INTERVAL = 60.0
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+AGE_BUCKETS = (0.001, 0.1, 0.5, 1.0, 2.0, 5.0, 30.0, 300.0)
+_DEGRADED = (cpb.STATE_SOURCE_FAILURE_MODE, cpb.STATE_SOURCE_STALE)
+
+
+def _enum_label(enum: Any, value: int, prefix: str) -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)
+    except ValueError:
+        return str(value)
+
+
+def _stream_id_ms(entry_id: Any) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+class Metrics:
+    """The registry, the inline instruments, the scrape-time collector and the HTTP server."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        cache: NearCache,
+        components: Callable[[], Iterable[object]] = tuple,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.rpc_seconds = Histogram(
+            "sessiongate_rpc_duration_seconds", "RPC latency by method and gRPC status",
+            ["method", "code"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.decisions = Counter(
+            "sessiongate_decisions", "CheckSession answers by decision, reason and state source",
+            ["decision", "reason", "source"], registry=self.registry,
+        )
+        self.state_age = Histogram(
+            "sessiongate_decision_state_age_seconds",
+            "age of the account state behind each CheckSession answer",
+            buckets=AGE_BUCKETS, registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "sessiongate_redis_errors",
+            "Redis failures: rpc (UNAVAILABLE answers), lookup (failure-mode or stale answers),"
+            " scrape (this endpoint could not read Redis)",
+            ["where"], registry=self.registry,
+        )
+        self._rpc_children: dict[tuple[str, str], Any] = {}
+        self._decision_children: dict[tuple[int, int, int], Any] = {}
+        self._rpc_errors = self.redis_errors.labels("rpc")
+        self._lookup_errors = self.redis_errors.labels("lookup")
+        self.collector = ScrapeCollector(self, redis_url, cache, components)
+        self.registry.register(self.collector)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- inline hooks (the hot path) -------------------------------------------------------
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        child = self._rpc_children.get((method, code))
+        if child is None:
+            child = self._rpc_children[(method, code)] = self.rpc_seconds.labels(method, code)
+        child.observe(seconds)
+        if code == "UNAVAILABLE":
+            self._rpc_errors.inc()
+
+    def observe_response(self, method: str, response: Any) -> None:
+        if method != "CheckSession":
+            return
+        key = (response.decision, response.reason, response.source)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(
+                _enum_label(cpb.Decision, key[0], "DECISION_"),
+                _enum_label(cpb.Reason, key[1], "REASON_"),
+                _enum_label(cpb.StateSource, key[2], "STATE_SOURCE_"),
+            )
+        child.inc()
+        if key[2] in _DEGRADED:
+            self._lookup_errors.inc()
+        self.state_age.observe(response.state_age_ms / 1000.0)
+
+    # -- HTTP endpoint ---------------------------------------------------------------------
+
+    def serve(self, addr: str) -> int:
+        """Start the scrape endpoint in a daemon thread; return its port (addr may use :0)."""
+        host, _, port = addr.rpartition(":")
+        self._server, self._thread = start_http_server(
+            int(port), host.strip("[]") or "0.0.0.0", registry=self.registry)
+        self.port = int(self._server.server_port)
+        log.info("metrics serving", addr=addr, port=self.port)
+        return self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.collector.close()
+
+
+class ScrapeCollector(Collector):
+    """What is cheaper to read when Prometheus asks than to keep up to date on every call."""
+
+    def __init__(self, metrics: Metrics, redis_url: str, cache: NearCache,
+                 components: Callable[[], Iterable[object]]) -> None:
+        self._metrics = metrics
+        self._cache = cache
+        self._components = components
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=1.0, socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._lock = threading.Lock()
+        self._accounts: dict[str, int] = {}
+        self._accounts_at = float("-inf")
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # dynamic: collected at scrape time only
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:  # concurrent scrapes would only repeat the same Redis reads
+            yield from self._near_cache()
+            yield from self._notifications()
+            up = GaugeMetricFamily("sessiongate_redis_up", "1 if this scrape could read Redis")
+            try:
+                families = list(self._from_redis())
+            except (redis.RedisError, OSError) as exc:
+                log.warning("metrics: redis unreachable", error=str(exc))
+                self._metrics.redis_errors.labels("scrape").inc()
+                up.add_metric([], 0)
+                families = []
+            else:
+                up.add_metric([], 1)
+            yield up
+            yield from families
+
+    def _near_cache(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "sessiongate_near_cache_hits", "lookups served from the near-cache",
+            value=self._cache.hits)
+        yield CounterMetricFamily(
+            "sessiongate_near_cache_misses", "lookups that went to Redis",
+            value=self._cache.misses)
+
+    def _notifications(self) -> Iterator[Metric]:
+        sent = failed = 0
+        found = False
+        for c in self._components():
+            s, f = getattr(c, "notifications_sent", None), getattr(c, "notifications_failed", None)
+            if isinstance(s, int) and isinstance(f, int):
+                found, sent, failed = True, sent + s, failed + f
+        if found:
+            yield CounterMetricFamily(
+                "sessiongate_notifications_sent", "notifications delivered", value=sent)
+            yield CounterMetricFamily(
+                "sessiongate_notifications_failed", "notification deliveries that failed",
+                value=failed)
+
+    def _from_redis(self) -> Iterator[Metric]:
+        r = self._redis
+        now_ms = int(time.time() * 1000)
+        length = GaugeMetricFamily(
+            "sessiongate_payment_stream_length", "entries in the payment stream")
+        length.add_metric([], r.xlen(keys.PAYMENT_STREAM))
+        dead = GaugeMetricFamily(
+            "sessiongate_payment_dead_letters", "payment events moved to the dead-letter stream")
+        dead.add_metric([], r.xlen(keys.PAYMENT_DEAD_LETTER))
+        pending = GaugeMetricFamily(
+            "sessiongate_payment_pending", "entries delivered to a consumer, not yet acknowledged",
+            labels=["group"])
+        undelivered = GaugeMetricFamily(
+            "sessiongate_payment_undelivered",
+            "entries not yet delivered to the group (Redis 7+ reports it; else absent)",
+            labels=["group"])
+        lag = GaugeMetricFamily(
+            "sessiongate_payment_lag_seconds",
+            "age of the oldest entry not yet delivered to the group (0: caught up)",
+            labels=["group"])
+        pending_age = GaugeMetricFamily(
+            "sessiongate_payment_oldest_pending_seconds",
+            "age of the oldest delivered but unacknowledged entry (0: none)", labels=["group"])
+        try:
+            groups = r.xinfo_groups(keys.PAYMENT_STREAM)
+        except redis.ResponseError:  # no stream yet: nothing queued
+            groups = []
+        for g in groups:
+            name = g["name"].decode() if isinstance(g["name"], bytes) else str(g["name"])
+            pending.add_metric([name], g["pending"])
+            if g.get("lag") is not None:
+                undelivered.add_metric([name], g["lag"])
+            last = g["last-delivered-id"]
+            nxt = r.xrange(keys.PAYMENT_STREAM, min=b"(" + (
+                last if isinstance(last, bytes) else str(last).encode()), count=1)
+            lag.add_metric([name], max(0, now_ms - _stream_id_ms(nxt[0][0])) / 1000 if nxt else 0)
+            oldest = 0.0
+            if g["pending"]:
+                summary = r.xpending(keys.PAYMENT_STREAM, name)
+                if summary.get("min"):
+                    oldest = max(0, now_ms - _stream_id_ms(summary["min"])) / 1000
+            pending_age.add_metric([name], oldest)
+        yield from (length, dead, pending, undelivered, lag, pending_age)
+        yield self._accounts_by_state()
+
+    def _accounts_by_state(self) -> Metric:
+        if time.monotonic() - self._accounts_at >= ACCOUNTS_SCAN_INTERVAL:
+            counts: dict[str, int] = {}
+            now = datetime.now(UTC)
+            batch: list[bytes] = []
+            for key in self._redis.scan_iter(match=keys.ACCOUNT_GLOB, count=1000, _type="hash"):
+                batch.append(key)
+                if len(batch) >= 500:
+                    self._count_states(batch, now, counts)
+                    batch = []
+            self._count_states(batch, now, counts)
+            self._accounts, self._accounts_at = counts, time.monotonic()
+        fam = GaugeMetricFamily(
+            "sessiongate_accounts",
+            f"accounts by state (a SCAN, refreshed at most every {ACCOUNTS_SCAN_INTERVAL:.0f} s)",
+            labels=["state"])
+        for state, n in sorted(self._accounts.items()):
+            fam.add_metric([state], n)
+        return fam
+
+    def _count_states(self, batch: list[bytes], now: datetime, counts: dict[str, int]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in batch:
+            pipe.hmget(key, ["data", "v"])
+        for data, version in pipe.execute() if batch else ():
+            if data is None:
+                continue
+            try:
+                state = decode_account(data, int(version or 0)).state_at(now).value
+            except (ValueError, KeyError, TypeError):
+                continue  # not an account hash
+            counts[state] = counts.get(state, 0) + 1

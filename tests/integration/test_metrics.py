@@ -1,0 +1,120 @@
+"""The Prometheus endpoint of a real server: RPC, decision, near-cache and Redis-side metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.store import keys
+from tests.support import ServerThread, make_settings
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def metered(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
+    srv = ServerThread(
+        make_settings(redis_url, scheduler=False, metrics_addr="127.0.0.1:0")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_rpc_decision_and_cache_metrics(metered: ServerThread) -> None:
+    assert metered.app.metrics is not None
+    port = metered.app.metrics.port
+    metered.accounts.UpsertAccount(apb.UpsertAccountRequest(
+        account=apb.Account(account_id="acme", users=["alice"])))
+    for user in ("alice", "alice", "mallory"):
+        metered.sessions.CheckSession(spb.CheckSessionRequest(account_id="acme", user_id=user))
+    metered.sessions.CheckSession(spb.CheckSessionRequest(account_id="ghost", user_id="u"))
+    with pytest.raises(grpc.RpcError):
+        metered.sessions.CheckSession(spb.CheckSessionRequest(account_id="", user_id="u"))
+
+    m = scrape(port)
+    hist = "sessiongate_rpc_duration_seconds_count"
+    assert value(m, hist, method="CheckSession", code="OK") == 4
+    assert value(m, hist, method="CheckSession", code="INVALID_ARGUMENT") == 1
+    assert value(m, hist, method="UpsertAccount", code="OK") == 1
+    assert value(m, "sessiongate_rpc_duration_seconds_bucket",
+                 method="CheckSession", code="OK", le="+Inf") == 4
+    dec = "sessiongate_decisions_total"
+    assert value(m, dec, decision="ALLOW", reason="OK", source="NEAR_CACHE") == 2
+    assert value(m, dec, decision="DENY", reason="USER_NOT_AUTHORIZED", source="NEAR_CACHE") == 1
+    assert value(m, dec, decision="DENY", reason="UNKNOWN_ACCOUNT", source="REDIS") == 1
+    assert value(m, "sessiongate_decision_state_age_seconds_count") == 4
+    assert value(m, "sessiongate_near_cache_hits_total") == 3
+    assert value(m, "sessiongate_near_cache_misses_total") >= 1
+    assert value(m, "sessiongate_redis_up") == 1
+    assert value(m, "sessiongate_redis_errors_total", where="lookup") == 0
+    assert value(m, "sessiongate_accounts", state="ACTIVE") == 1
+
+
+def test_payment_queue_dead_letters_and_accounts_by_state(
+    metered: ServerThread, redis_client: redis.Redis
+) -> None:
+    assert metered.app.metrics is not None
+    m = scrape(metered.app.metrics.port)  # no stream yet: tolerated
+    assert value(m, "sessiongate_payment_stream_length") == 0
+    assert value(m, "sessiongate_redis_up") == 1
+
+    metered.app.metrics.collector._accounts_at = float("-inf")  # force a fresh scan
+    for aid, state in (("a1", cpb.ACCOUNT_STATE_SUSPENDED), ("a2", cpb.ACCOUNT_STATE_SUSPENDED),
+                       ("a3", cpb.ACCOUNT_STATE_CLOSED)):
+        metered.accounts.UpsertAccount(apb.UpsertAccountRequest(
+            account=apb.Account(account_id=aid, state=state)))
+    group = "metrics-test-group"
+    redis_client.xgroup_create(keys.PAYMENT_STREAM, group, id="0", mkstream=True)
+    for i in range(3):
+        redis_client.xadd(keys.PAYMENT_STREAM, {"event_id": f"e{i}"}, id=f"{1000 + i}-0")
+    redis_client.xreadgroup(group, "c1", {keys.PAYMENT_STREAM: ">"}, count=1)  # 1 pending
+    redis_client.xadd(keys.PAYMENT_DEAD_LETTER, {"event_id": "bad"})
+
+    m = scrape(metered.app.metrics.port)
+    assert value(m, "sessiongate_payment_stream_length") == 3
+    assert value(m, "sessiongate_payment_pending", group=group) == 1
+    # Entries at 1970-01-01T00:00:01: very old, so the lag is large and positive.
+    assert value(m, "sessiongate_payment_lag_seconds", group=group) > 1e6
+    assert value(m, "sessiongate_payment_oldest_pending_seconds", group=group) > 1e6
+    assert value(m, "sessiongate_payment_dead_letters") == 1
+    assert value(m, "sessiongate_accounts", state="SUSPENDED") == 2
+    assert value(m, "sessiongate_accounts", state="CLOSED") == 1
+
+    redis_client.xreadgroup(group, "c1", {keys.PAYMENT_STREAM: ">"})
+    redis_client.xack(keys.PAYMENT_STREAM, group, "1000-0", "1001-0", "1002-0")
+    m = scrape(metered.app.metrics.port)
+    assert value(m, "sessiongate_payment_lag_seconds", group=group) == 0
+    assert value(m, "sessiongate_payment_pending", group=group) == 0
+    assert value(m, "sessiongate_payment_oldest_pending_seconds", group=group) == 0
+
+
+def test_metrics_off_when_the_address_is_empty(redis_client: redis.Redis, redis_url: str) -> None:
+    srv = ServerThread(make_settings(redis_url, scheduler=False, metrics_addr="")).start()
+    try:
+        assert srv.app.metrics is None
+        assert srv.app.rt is not None and not srv.app.rt.observer.hooks
+    finally:
+        srv.stop()
