@@ -11,6 +11,7 @@ import email.policy
 import hashlib
 import hmac
 import json
+import pathlib
 import socket
 import threading
 import time
@@ -31,6 +32,8 @@ from sessiongate.billing.notify.webhook import WebhookSink, verify
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account
 from sessiongate.store import keys
+from sessiongate.store.client import connect
+from tests.cluster.cluster import LocalCluster
 from tests.support import ServerThread, make_settings
 
 SECRET = "s3cret"
@@ -343,3 +346,35 @@ def test_email_texts_and_smtp_urls() -> None:
         assert e.value.field == "SESSIONGATE_SMTP_URL"
     with pytest.raises(InvalidArgument):
         WebhookSink("ftp://x.test/", SECRET)
+
+
+def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver) -> None:
+    """The outboxes live on different nodes: per-stream reads, acks and take-over still work."""
+    cluster = LocalCluster(tmp_path).start()
+    try:
+        async def main() -> None:
+            r = connect(cluster.url, cluster=True)
+            try:
+                bodies = [note(f"acct{i}", i) for i in range(12)]  # spread over the nodes
+                for b in bodies:
+                    await r.xadd(keys.outbox_of(b["account_id"]),
+                                 {"account": b["account_id"], "version": 1,
+                                  "body": json.dumps(b)})
+                receiver.script = [503] * 6
+                d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a")
+                await d.start()
+                try:
+                    ids = sorted(b["id"] for b in bodies)
+                    await async_until(lambda: sorted(receiver.delivered()) == ids, "delivery")
+                    await async_until(lambda: d.in_flight == 0, "acks")
+                finally:
+                    await d.stop()
+                assert d.sent["webhook"] == len(bodies) and d.failed["webhook"] == 6
+                for b in bodies:
+                    assert await r.xlen(keys.outbox_of(b["account_id"])) == 0
+            finally:
+                await r.aclose()
+
+        asyncio.run(main())
+    finally:
+        cluster.stop()

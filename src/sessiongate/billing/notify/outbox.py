@@ -199,12 +199,25 @@ class Deliverer:
         """Entries pending under this consumer name (a restart with a fixed name)."""
         cursors: dict[Any, Any] = dict.fromkeys(self._streams, "0")
         while cursors and len(self._work) < self._max_in_flight:
-            res = await self._redis.xreadgroup(GROUP, self.consumer, cursors, count=self._batch)
+            res = await self._read(cursors)
             cursors = {}
-            for stream, entries in _streams_reply(res):
+            for stream, entries in res:
                 if entries:
                     self._take(stream, entries)
                     cursors[_text(stream)] = _text(entries[-1][0])
+
+    async def _read(self, ids: dict[Any, Any], block: int | None = None
+                    ) -> list[tuple[Any, list[Any]]]:
+        """XREADGROUP: one blocking call over all streams on a single Redis; on a cluster
+        (streams on several nodes) one non-blocking call per stream."""
+        if not self._cluster:
+            return _streams_reply(await self._redis.xreadgroup(
+                GROUP, self.consumer, ids, count=self._batch, block=block))
+        replies = await asyncio.gather(*(
+            self._redis.xreadgroup(GROUP, self.consumer, {s: i}, count=self._batch)
+            for s, i in ids.items()
+        ))
+        return [r for reply in replies for r in _streams_reply(reply)]
 
     async def _claim(self) -> None:
         """Take over entries idle at other consumers for `claim_idle` (a crashed replica)."""
@@ -223,17 +236,7 @@ class Deliverer:
             await asyncio.sleep(max(0.0, min(wait, self._block_ms / 1000)))
             return
         block = max(1, min(self._block_ms, int(wait * 1000)))
-        if self._cluster:  # streams live on several nodes: one non-blocking read each
-            replies = await asyncio.gather(*(
-                self._redis.xreadgroup(GROUP, self.consumer, {s: ">"}, count=self._batch)
-                for s in self._streams
-            ))
-            res = [r for reply in replies for r in _streams_reply(reply)]
-        else:  # one blocking read over every outbox
-            res = _streams_reply(await self._redis.xreadgroup(
-                GROUP, self.consumer, dict.fromkeys(self._streams, ">"), count=self._batch,
-                block=block,
-            ))
+        res = await self._read(dict.fromkeys(self._streams, ">"), block)
         fresh: list[_Entry] = []
         for stream, entries in res:
             fresh += self._take(stream, entries)
