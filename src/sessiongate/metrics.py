@@ -12,12 +12,14 @@ Two kinds, to keep the login path cheap:
 
 Accounts by state is a SCAN of the account hashes, O(accounts), so it is cached and redone at
 most every `ACCOUNTS_SCAN_INTERVAL` seconds: an approximate, slightly old count, which is what a
-dashboard needs. Notifications are read from any component that exposes integer attributes
-`notifications_sent` and `notifications_failed` (duck-typed: the notifier owns its counters).
+dashboard needs. Notifications are read from any component (the outbox deliverer) whose
+`sent`, `failed` and `dead` attributes are `collections.Counter`s by sink name: the notifier
+owns its counters, the metrics only read them.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -189,18 +191,26 @@ class ScrapeCollector(Collector):
             value=self._cache.misses)
 
     def _notifications(self) -> Iterator[Metric]:
-        sent = failed = 0
-        found = False
-        for c in self._components():
-            s, f = getattr(c, "notifications_sent", None), getattr(c, "notifications_failed", None)
-            if isinstance(s, int) and isinstance(f, int):
-                found, sent, failed = True, sent + s, failed + f
-        if found:
-            yield CounterMetricFamily(
-                "sessiongate_notifications_sent", "notifications delivered", value=sent)
-            yield CounterMetricFamily(
-                "sessiongate_notifications_failed", "notification deliveries that failed",
-                value=failed)
+        fams = {
+            "sent": CounterMetricFamily(
+                "sessiongate_notifications_sent", "notifications delivered", labels=["sink"]),
+            "failed": CounterMetricFamily(
+                "sessiongate_notifications_failed",
+                "delivery attempts that failed and will be retried", labels=["sink"]),
+            "dead": CounterMetricFamily(
+                "sessiongate_notifications_dead",
+                "notifications refused for good (dead-lettered)", labels=["sink"]),
+        }
+        totals: dict[str, collections.Counter[str]] = {k: collections.Counter() for k in fams}
+        for component in self._components():
+            for attr, total in totals.items():
+                counts = getattr(component, attr, None)
+                if isinstance(counts, collections.Counter):
+                    total.update(counts)
+        for attr, fam in fams.items():
+            for sink, n in sorted(totals[attr].items()):
+                fam.add_metric([sink], n)
+            yield fam
 
     def _from_redis(self) -> Iterator[Metric]:
         r = self._redis

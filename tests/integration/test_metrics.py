@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 
 import grpc
@@ -118,3 +119,25 @@ def test_metrics_off_when_the_address_is_empty(redis_client: redis.Redis, redis_
         assert srv.app.rt is not None and not srv.app.rt.observer.hooks
     finally:
         srv.stop()
+
+
+class _Notifier:
+    """A stand-in component exposing the deliverer's per-sink counters (sent, failed, dead)."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter(webhook=3, email=1)
+        self.failed: Counter[str] = Counter(webhook=2)
+        self.dead: Counter[str] = Counter()
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def test_notification_counters_of_components(metered: ServerThread) -> None:
+    assert metered.app.metrics is not None
+    metered.app.components.append(_Notifier())
+    m = scrape(metered.app.metrics.port)
+    assert value(m, "sessiongate_notifications_sent_total", sink="webhook") == 3
+    assert value(m, "sessiongate_notifications_sent_total", sink="email") == 1
+    assert value(m, "sessiongate_notifications_failed_total", sink="webhook") == 2
