@@ -360,3 +360,25 @@ def test_cli_dunning_commands(srv: ServerThread, capsys: pytest.CaptureFixture[s
     assert "-> GRACE" in history and "[cli-inv]" in history
     assert '"transitions"' in run("account", "history", "acme", "--json")
     assert "override: audit" in run("account", "override", "acme", "closed", "--reason", "audit")
+
+
+def test_a_reminder_already_recorded_as_sent_is_not_sent_again(
+    srv: ServerThread, redis_client: redis.Redis
+) -> None:
+    from sessiongate.store import keys
+
+    upsert(srv, account_id="acme")
+    invoice(srv)
+    sw = sweeper(srv)
+    srv.clock.advance(DAY)
+    srv.call(sw.sweep_once())  # day 1: REMINDER (the transition notice)
+    due_ms = int(T0.timestamp() * 1000)
+    redis_client.zadd(keys.applied_events("acme"), {f"reminder:acme:{due_ms}:2": 1})
+    srv.clock.advance(DAY)
+    srv.call(sw.sweep_once())  # day 2: its reminder counts as sent already
+    assert get(srv).next_evaluation_at.ToDatetime().date() == (T0 + 3 * DAY).date()
+    srv.clock.advance(DAY)
+    srv.call(sw.sweep_once())
+    assert [(n["kind"], n["at"][:10]) for n in outbox(redis_client)] == [
+        ("transition", (T0 + DAY).date().isoformat()),
+        ("reminder", (T0 + 3 * DAY).date().isoformat())]

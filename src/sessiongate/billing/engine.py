@@ -87,7 +87,7 @@ class DunningEngine:
             return Applied(True, None)
         return Applied(False, _saved(res, change))
 
-    async def evaluate_due(self, account_id: str) -> CommitResult:
+    async def evaluate_due(self, account_id: str, *, _quiet: bool = False) -> CommitResult:
         """The scheduled evaluation of an account whose next evaluation time has come.
 
         A replica that lost the race finds the next evaluation moved into the future and
@@ -106,11 +106,17 @@ class DunningEngine:
             event_id = ""
             reminders = [n for n in out.notifications if n["kind"] == "reminder"]
             if reminders and len(reminders) == len(out.notifications):
-                due, ordinal = out.evaluation.reminder or (now, 0)
-                event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
+                if _quiet:  # this reminder's event id is recorded as sent: send it no more
+                    out = replace(out, notifications=())
+                else:
+                    due, ordinal = out.evaluation.reminder or (now, 0)
+                    event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
             return _change(out, ledger, event_id=event_id)
 
         res, _ = await self.accounts.update(account_id, mutate, self.now)
+        if res.status == "duplicate" and not _quiet:
+            # Still move the account's next evaluation on, or it would stay due forever.
+            return await self.evaluate_due(account_id, _quiet=True)
         return res
 
     async def override(self, account_id: str, state: AccountState | None, reason: str,
