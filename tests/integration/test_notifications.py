@@ -34,6 +34,7 @@ from sessiongate.domain.model import Account
 from sessiongate.store import keys
 from sessiongate.store.client import connect
 from tests.cluster.cluster import LocalCluster
+from tests.integration.dunning_support import DAY, T0, invoice, pay, start, upsert
 from tests.support import ServerThread, make_settings
 
 SECRET = "s3cret"
@@ -378,3 +379,61 @@ def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver)
         asyncio.run(main())
     finally:
         cluster.stop()
+
+
+def test_dunning_transitions_reach_the_webhook_and_the_admins(
+    redis_client: redis.Redis, redis_url: str, receiver: Receiver,
+    mailbox: tuple[Mailbox, str],
+) -> None:
+    """The whole path: a backdated invoice (GRACE), then the payment (ACTIVE again)."""
+    box, smtp_url = mailbox
+    srv = start(redis_url, webhook_url=receiver.url, webhook_secret=SECRET, smtp_url=smtp_url,
+                notify_retry_base=0.02, notify_retry_max=0.2)
+    try:
+        upsert(srv, account_id="acme", users=["alice"], admin_emails=["billing@acme.test"])
+        invoice(srv, due=T0 - 20 * DAY)
+        wait_until(lambda: "GRACE" in states(receiver), "the final notice")
+        pay(srv, "pay-1", 12000)
+        wait_until(lambda: "ACTIVE" in states(receiver), "the reinstatement")
+        wait_until(lambda: len(box.ids()) == len(receiver.delivered()), "the emails")
+        wait_until(lambda: pending(redis_client) == 0, "acks")
+    finally:
+        srv.stop()
+    assert len(receiver.delivered()) == len(set(receiver.delivered()))
+    for _, headers, raw in receiver.requests:
+        assert verify(SECRET, raw, headers["X-Sessiongate-Signature"])
+    subjects = {str(m["Subject"]) for _, m in box.messages}
+    assert "Final notice: 120.00 USD overdue, access ends 2026-01-12 00:00 UTC" in subjects
+    assert "Access restored: account acme" in subjects
+    assert {r for rcpts, _ in box.messages for r in rcpts} == {"billing@acme.test"}
+
+
+def states(receiver: Receiver) -> list[str]:
+    with receiver.lock:
+        return [json.loads(raw)["state"] for s, _, raw in receiver.requests if s == 200]
+
+
+def test_consumers_of_departed_replicas_are_forgotten_unless_they_hold_entries(
+    redis_client: redis.Redis, redis_url: str, receiver: Receiver,
+) -> None:
+    stream = keys.outbox(5)
+    redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    redis_client.xreadgroup(GROUP, "ghost", {stream: ">"})  # a consumer with nothing pending
+    redis_client.xadd(stream, {"account": "x", "version": 1, "body": json.dumps(note("x", 1))})
+    redis_client.xreadgroup(GROUP, "holder", {stream: ">"})  # one holding an entry
+
+    def names() -> set[bytes]:
+        return {c["name"] for c in redis_client.xinfo_consumers(stream, GROUP)}
+
+    async def scenario(r: AsyncRedis) -> None:
+        d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a",
+                      forget_after=0.05, claim_idle=3600)
+        await d.start()
+        try:
+            await async_until(lambda: b"ghost" not in names(), "the ghost forgotten")
+        finally:
+            await d.stop()
+
+    run_with(redis_url, scenario)
+    assert b"holder" in names()  # its entry stays claimable
+    assert pending(redis_client) == 1

@@ -80,6 +80,7 @@ class Deliverer:
         max_in_flight: int = 1000,
         concurrency: int = 16,
         block: float = 1.0,
+        forget_after: float = 3600.0,
     ) -> None:
         if not sinks:
             raise ValueError("a deliverer needs at least one sink")
@@ -94,6 +95,8 @@ class Deliverer:
         self._max_in_flight = max_in_flight
         self._limit = asyncio.Semaphore(concurrency)
         self._block_ms = max(1, int(block * 1000))
+        self._forget_after_ms = int(forget_after * 1000)
+        self._prune_every = min(forget_after, 600.0)
         self._streams = {keys.outbox(b): b for b in keys.ALL_BUCKETS}
         self._cluster = isinstance(redis, RedisCluster)
         self._work: dict[tuple[int, str], _Entry] = {}
@@ -135,6 +138,7 @@ class Deliverer:
         ready = False
         failures = 0
         next_claim = 0.0
+        next_prune = 0.0
         while not self._stopping:
             try:
                 if not ready:
@@ -145,6 +149,9 @@ class Deliverer:
                 if now >= next_claim:
                     await self._claim()
                     next_claim = now + self._claim_every
+                if now >= next_prune:
+                    await self._forget_departed()
+                    next_prune = now + self._prune_every
                 due = [e for e in self._work.values() if e.due <= now]
                 if due:
                     await self._attempt_all(due)
@@ -230,6 +237,29 @@ class Deliverer:
             claimed += len(self._take(stream, res[1]))
         if claimed:
             log.info("took over pending notifications", count=claimed)
+
+    async def _forget_departed(self) -> None:
+        """Delete the group's consumers of departed replicas (each process has its own name):
+        those with nothing pending and silent for `forget_after`. A live consumer refreshes
+        its idle time with every read, so it is never silent that long."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self._streams:
+            pipe.xinfo_consumers(stream, GROUP)
+        replies = await pipe.execute(raise_on_error=False)
+        gone = self._redis.pipeline(transaction=False)
+        names = []
+        for stream, consumers in zip(self._streams, replies, strict=True):
+            if isinstance(consumers, Exception):
+                continue
+            for c in consumers:
+                name = _text(c["name"])
+                if (name != self.consumer and int(c["pending"]) == 0
+                        and int(c["idle"]) >= self._forget_after_ms):
+                    gone.xgroup_delconsumer(stream, GROUP, name)
+                    names.append(name)
+        if names:
+            await gone.execute()
+            log.info("forgot departed notification consumers", consumers=sorted(set(names)))
 
     async def _read_new(self, wait: float) -> None:
         if len(self._work) >= self._max_in_flight:  # back-pressure: new entries wait in Redis
