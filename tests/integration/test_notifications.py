@@ -13,6 +13,7 @@ import hmac
 import json
 import pathlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,12 +23,14 @@ from typing import Any
 
 import pytest
 import redis
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from redis.asyncio import Redis as AsyncRedis
 
 from sessiongate.billing.notify.email import EmailSink, SmtpTarget, compose
 from sessiongate.billing.notify.outbox import GROUP, Deliverer
-from sessiongate.billing.notify.sink import Sink
+from sessiongate.billing.notify.sink import Notification, Sink
 from sessiongate.billing.notify.webhook import WebhookSink, verify
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account
@@ -437,3 +440,44 @@ def test_consumers_of_departed_replicas_are_forgotten_unless_they_hold_entries(
     run_with(redis_url, scenario)
     assert b"holder" in names()  # its entry stays claimable
     assert pending(redis_client) == 1
+
+
+@pytest.mark.parametrize("mode", ["starttls", "smtps"])
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+def test_email_over_tls_with_login(mode: str, monkeypatch: pytest.MonkeyPatch,
+                                   tmp_path: pathlib.Path) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the client's default trust store
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
+                      data: Any) -> AuthResult:
+        logins.append((data.login, data.password))
+        return AuthResult(success=(data.login, data.password) == (b"bot", b"p@ss:1"))
+
+    box = Mailbox()
+    port = free_port()
+    tls: dict[str, Any] = ({"tls_context": server_ctx, "require_starttls": True}
+                           if mode == "starttls" else
+                           # aiosmtpd does not see implicit TLS as TLS for AUTH's sake
+                           {"ssl_context": server_ctx, "auth_require_tls": False})
+    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                            auth_required=True, **tls)
+    controller.start()
+    try:
+        url = (f"smtp://bot:p%40ss%3A1@127.0.0.1:{port}?starttls=1" if mode == "starttls"
+               else f"smtps://bot:p%40ss%3A1@127.0.0.1:{port}")
+        body = note("acme", 1, state="SUSPENDED")
+        n = Notification.from_fields({b"account": b"acme", b"version": b"1",
+                                      b"body": json.dumps(body).encode()})
+        asyncio.run(EmailSink(url, "dunning@vendor.test").deliver(n))
+    finally:
+        controller.stop()
+    assert logins == [(b"bot", b"p@ss:1")]
+    [(rcpts, msg)] = box.messages
+    assert sorted(rcpts) == ["billing@acme.test", "cfo@acme.test"]
+    assert msg["Subject"] == "Account suspended: 120.00 USD overdue"

@@ -384,7 +384,11 @@ def build_deliverer(settings: Settings, redis: Redis) -> Deliverer | None:
                                timeout=settings.notify_timeout))
     if not sinks:
         return None
-    consumer = f"{settings.consumer_name}-notify" if settings.consumer_name else default_consumer()
+    consumer = default_consumer()
+    if settings.consumer_name:  # a stable name: a restart resumes its own pending entries
+        consumer = f"{settings.consumer_name}-notify"
+        if settings.workers > 1:  # worker processes share the settings, not a consumer
+            consumer += f"-{os.getpid()}"
     return Deliverer(
         redis, sinks, consumer=consumer, retry_base=settings.notify_retry_base,
         retry_max=settings.notify_retry_max, claim_idle=settings.notify_claim_idle,
