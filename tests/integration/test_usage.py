@@ -221,6 +221,10 @@ def test_bad_usage_events_write_nothing(server: ServerThread, redis_client: redi
     assert invalid(record, event("x", when=now + timedelta(hours=1))).startswith("occurred_at")
     assert invalid(record, event("")).startswith("event_id")
     assert invalid(record, event("x", user="a\x00")).startswith("user_id")
+    assert invalid(record, event("x", 10**13)).startswith("quantity")
+    bad_time = event("x")
+    bad_time.occurred_at.seconds = 2**62
+    assert invalid(record, bad_time).startswith("occurred_at")
     stream = [event("ok1"), event("bad", -5), event("ok2")]
     assert invalid(server.sessions.RecordUsageStream, iter(stream)).startswith(
         "events[1].quantity")
@@ -285,6 +289,7 @@ def test_bad_summary_requests(server: ServerThread) -> None:
     assert invalid(summary, server, "2026-11").startswith("period")
     assert invalid(summary, server, "october").startswith("period")
     assert invalid(summary, server, "2026-10", -1).startswith("seat_unit_price_minor")
+    assert invalid(summary, server, "2026-10", 2**62).startswith("seat_unit_price_minor")
     with pytest.raises(grpc.RpcError) as err:
         server.accounts.GetUsageSummary(apb.GetUsageSummaryRequest(
             account_id="ghost", period="2026-10"))

@@ -25,6 +25,7 @@ from sessiongate.service.runtime import Runtime
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.usage import MonthData, UsageStore
 
+MAX_UNIT_PRICE_MINOR = 10**12
 _KIND = {pb.FEATURE_KIND_BOOLEAN: FeatureKind.BOOLEAN, pb.FEATURE_KIND_METERED: FeatureKind.METERED}
 _PERIOD = {pb.RESET_PERIOD_DAY: ResetPeriod.DAY, pb.RESET_PERIOD_WEEK: ResetPeriod.WEEK,
            pb.RESET_PERIOD_MONTH: ResetPeriod.MONTH, pb.RESET_PERIOD_NEVER: ResetPeriod.NEVER}
@@ -130,6 +131,8 @@ class PlanMethods:
         now = self.rt.clock.now()
         start, end = parse_month("period", request.period, now)
         price = check_non_negative("seat_unit_price_minor", request.seat_unit_price_minor)
+        if price > MAX_UNIT_PRICE_MINOR:  # charges must fit the int64 fields
+            raise InvalidArgument("seat_unit_price_minor", f"larger than {MAX_UNIT_PRICE_MINOR}")
         if await self.rt.accounts.get(account_id) is None:
             raise NotFound(f"account_id: no account {account_id!r}")
         data = await UsageStore(self.rt.redis, self.rt.scripts).month(

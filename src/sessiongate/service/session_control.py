@@ -48,6 +48,18 @@ MAX_ATTRIBUTE_LENGTH = 256
 MAX_STREAM_EVENTS = 10_000
 
 
+# Larger quantities are surely a bug, and would risk overflowing Redis's 64-bit counters.
+MAX_QUANTITY = 10**12
+
+
+def check_quantity(field: str, value: int) -> int:
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value > MAX_QUANTITY:
+        raise InvalidArgument(field, f"larger than {MAX_QUANTITY}")
+    return value
+
+
 class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)
@@ -193,9 +205,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         account_id = check_id("account_id", request.account_id)
         user_id = check_id("user_id", request.user_id)
         feature = check_id("feature", request.feature)
-        if request.quantity < 0:
-            raise InvalidArgument("quantity", "must not be negative")
-        quantity = request.quantity or 1
+        quantity = check_quantity("quantity", request.quantity) or 1
         event_id = check_id("event_id", request.event_id, required=False)
         found = await lookup_account(self.rt, account_id)
         if found.source == "unavailable":
@@ -244,9 +254,11 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         account_id = check_id(f + "account_id", e.account_id)
         user_id = check_id(f + "user_id", e.user_id, required=False)
         feature = check_id(f + "feature", e.feature)
-        if e.quantity < 0:
-            raise InvalidArgument(f + "quantity", "must not be negative")
-        occurred = from_ts(e.occurred_at) if e.HasField("occurred_at") else now
+        check_quantity(f + "quantity", e.quantity)
+        try:
+            occurred = from_ts(e.occurred_at) if e.HasField("occurred_at") else now
+        except ValueError as exc:
+            raise InvalidArgument(f + "occurred_at", str(exc)) from None
         if occurred > now + MAX_FUTURE_SKEW:
             raise InvalidArgument(f + "occurred_at", f"{occurred.isoformat()} is in the future")
         if occurred < now - timedelta(milliseconds=IDEMPOTENCY_RETENTION_MS):
