@@ -1,13 +1,14 @@
 """Deliver the bucket outboxes to the sinks: at least once, normally once, never lost.
 
-One consumer group (`GROUP`) over the 64 bucket outbox streams, read with a single
-XREADGROUP. An entry is acknowledged (and deleted: the outbox is a queue) only when every
-sink is done with it: delivered, or refused for good and dead-lettered. Which sinks are
-done is recorded in Redis per notification id, so a retry after a webhook outage does not
-resend the emails. Failed entries stay pending and are retried with capped exponential
-backoff; entries left pending by a replica that died are taken over with XAUTOCLAIM once
-idle for `claim_idle`. A live replica touches (XCLAIM to itself) each entry it retries, so
-others do not take over its entries while it backs off.
+One consumer group (`GROUP`) over the 64 bucket outbox streams, read with a single blocking
+XREADGROUP (one read per stream on a Redis Cluster, where they live on several nodes). An
+entry is acknowledged (and deleted: the outbox is a queue) only when every sink is done with
+it: delivered, or refused for good and dead-lettered. Which sinks are done is recorded in
+Redis per notification id, so a retry after a webhook outage does not resend the emails.
+Failed entries stay pending and are retried with capped exponential backoff; entries left
+pending by a replica that died are taken over with XAUTOCLAIM once idle for `claim_idle`. A
+live replica touches (XCLAIM to itself) each entry it retries, so others do not take over its
+entries while it backs off.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Deliverer:
         self._streams = {keys.outbox(b): b for b in keys.ALL_BUCKETS}
         self._cluster = isinstance(redis, RedisCluster)
         self._work: dict[tuple[int, str], _Entry] = {}
+        self._claim_from: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = False
@@ -230,10 +232,12 @@ class Deliverer:
         """Take over entries idle at other consumers for `claim_idle` (a crashed replica)."""
         pipe = self._redis.pipeline(transaction=False)
         for stream in self._streams:
-            pipe.xautoclaim(stream, GROUP, self.consumer, self._claim_idle_ms, "0-0",
-                            count=self._batch)
+            pipe.xautoclaim(stream, GROUP, self.consumer, self._claim_idle_ms,
+                            self._claim_from.get(stream, "0-0"), count=self._batch)
         claimed = 0
         for stream, res in zip(self._streams, await pipe.execute(), strict=True):
+            # XAUTOCLAIM scans a bounded part of the pending list: resume where it stopped.
+            self._claim_from[stream] = _text(res[0])
             claimed += len(self._take(stream, res[1]))
         if claimed:
             log.info("took over pending notifications", count=claimed)
