@@ -13,7 +13,6 @@ for a later retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -63,6 +62,7 @@ class PaymentConsumer:
         self.dead = 0
         self._task: asyncio.Task[None] | None = None
         self._group_ready = False
+        self._stopping = False
 
     async def ensure_group(self) -> bool:
         """Create the group (reading from the stream's start) once the stream exists.
@@ -149,9 +149,9 @@ class PaymentConsumer:
 
     async def run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping:
             try:
-                while True:
+                while not self._stopping:
                     await self.process_once()
                     backoff = 0.1
             except asyncio.CancelledError:
@@ -164,11 +164,21 @@ class PaymentConsumer:
                 backoff = min(backoff * 2, 5.0)
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="payment-consumer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Cancel the loop, again if need be: on Python 3.11 a cancellation that meets a
+        Redis call's own timeout can surface as TimeoutError and be lost; the flag ends the
+        loop then."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        for _ in range(100):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=0.1)
+            if done:
+                break
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("payment consumer ended with an error", error=repr(task.exception()))
