@@ -190,6 +190,8 @@ class Application:
         """Drain: NOT_SERVING first (so probes route away), let in-flight calls finish, close."""
         log.info("draining", grace_s=self.settings.drain_timeout)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.drain_delay > 0:
+            await asyncio.sleep(self.settings.drain_delay)  # still serving while routed away
         if self.server is not None:
             await self.server.stop(self.settings.drain_timeout)
         for component in reversed(self.components):

@@ -62,6 +62,11 @@ class Settings:
     drain_timeout: float = _setting(
         10.0, "SESSIONGATE_DRAIN_TIMEOUT", "seconds in-flight calls get to finish on SIGTERM"
     )
+    drain_delay: float = _setting(
+        0.0, "SESSIONGATE_DRAIN_DELAY",
+        "seconds to keep serving after health turns NOT_SERVING on SIGTERM, so that probes and"
+        " balancers route away before new calls are refused (Kubernetes: a few seconds)",
+    )
     metrics_addr: str = _setting(
         "127.0.0.1:9464", "SESSIONGATE_METRICS_ADDR", "Prometheus metrics address; empty: off"
     )
