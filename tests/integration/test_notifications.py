@@ -102,10 +102,22 @@ class Mailbox:
             return [str(m["X-Sessiongate-Notification-Id"]) for _, m in self.messages]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def smtp_server(handler: Mailbox, **kw: Any) -> tuple[Controller, int]:
+    """A started aiosmtpd server on a free port (another port if a neighbour took it)."""
+    for attempt in range(5):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=30,
+                                **kw)
+        try:
+            controller.start()
+        except Exception:
+            if attempt == 4:
+                raise
+            continue
+        return controller, port
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
@@ -120,9 +132,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, str]]:
     box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
+    controller, port = smtp_server(box)
     yield box, f"smtp://127.0.0.1:{port}"
     controller.stop()
 
@@ -354,7 +364,7 @@ def test_email_texts_and_smtp_urls() -> None:
 
 def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver) -> None:
     """The outboxes live on different nodes: per-stream reads, acks and take-over still work."""
-    cluster = LocalCluster(tmp_path).start()
+    cluster = LocalCluster(tmp_path).start(timeout=60)
     try:
         async def main() -> None:
             r = connect(cluster.url, cluster=True)
@@ -460,14 +470,11 @@ def test_email_over_tls_with_login(mode: str, monkeypatch: pytest.MonkeyPatch,
         return AuthResult(success=(data.login, data.password) == (b"bot", b"p@ss:1"))
 
     box = Mailbox()
-    port = free_port()
     tls: dict[str, Any] = ({"tls_context": server_ctx, "require_starttls": True}
                            if mode == "starttls" else
                            # aiosmtpd does not see implicit TLS as TLS for AUTH's sake
                            {"ssl_context": server_ctx, "auth_require_tls": False})
-    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
-                            auth_required=True, **tls)
-    controller.start()
+    controller, port = smtp_server(box, authenticator=authenticator, auth_required=True, **tls)
     try:
         url = (f"smtp://bot:p%40ss%3A1@127.0.0.1:{port}?starttls=1" if mode == "starttls"
                else f"smtps://bot:p%40ss%3A1@127.0.0.1:{port}")
