@@ -9,6 +9,8 @@ next evaluation already moved on).
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
@@ -22,11 +24,12 @@ log = structlog.get_logger(__name__)
 
 class Sweeper:
     def __init__(self, redis: Redis, engine: DunningEngine, clock: Clock, *,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, concurrency: int = 16) -> None:
         self.redis = redis
         self.engine = engine
         self.clock = clock
         self.batch = batch
+        self.concurrency = concurrency
 
     async def due(self) -> list[str]:
         now_ms = int(self.clock.now().timestamp() * 1000)
@@ -39,16 +42,18 @@ class Sweeper:
         return found
 
     async def sweep_once(self) -> int:
-        """Evaluate every due account; returns how many commits it made."""
-        committed = 0
-        for aid in await self.due():
-            try:
-                res = await self.engine.evaluate_due(aid)
-            except Exception:
-                log.exception("evaluation failed", account=aid)
-                continue
-            committed += res.ok
-        return committed
+        """Evaluate every due account, a few at a time; returns how many commits it made."""
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(aid: str) -> bool:
+            async with gate:
+                try:
+                    return (await self.engine.evaluate_due(aid)).ok
+                except Exception:
+                    log.exception("evaluation failed", account=aid)
+                    return False
+
+        return sum(await asyncio.gather(*(one(aid) for aid in await self.due())))
 
 
 class DunningScheduler:
