@@ -382,3 +382,38 @@ def test_a_reminder_already_recorded_as_sent_is_not_sent_again(
     assert [(n["kind"], n["at"][:10]) for n in outbox(redis_client)] == [
         ("transition", (T0 + DAY).date().isoformat()),
         ("reminder", (T0 + 3 * DAY).date().isoformat())]
+
+
+def test_two_replicas_with_running_schedulers_notify_exactly_once(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    from sessiongate.domain.clock import ManualClock
+    from sessiongate.store import keys
+    from tests.support import make_settings
+
+    clock = ManualClock(T0)
+    settings = make_settings(redis_url, scheduler=True, sweep_interval=0.02)
+    one = ServerThread(settings, clock=clock).start()
+    two = ServerThread(settings, clock=clock).start()
+    try:
+        accounts = [f"r-{i}" for i in range(4)]
+        for aid in accounts:
+            upsert(one, account_id=aid)
+            invoice(two, f"{aid}-inv", account=aid)
+
+        def due_now() -> int:
+            now_ms = int(clock.now().timestamp() * 1000)
+            return sum(redis_client.zcount(keys.due_index(b), "-inf", now_ms)
+                       for b in keys.ALL_BUCKETS)
+
+        for _ in range(33 * 2):  # every 12 hours for 33 days; both replicas sweep each step
+            clock.advance(timedelta(hours=12))
+            assert eventually(due_now, lambda n: n == 0) == 0
+        for aid in accounts:
+            kinds = [(n["kind"], n["state"]) for n in outbox(redis_client, aid)]
+            assert kinds == [("transition", "REMINDER"), *[("reminder", "REMINDER")] * 13,
+                             ("transition", "GRACE"), *[("reminder", "GRACE")] * 15,
+                             ("transition", "SUSPENDED")]
+    finally:
+        one.stop()
+        two.stop()
