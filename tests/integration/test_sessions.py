@@ -200,3 +200,20 @@ def test_seat_race_across_two_servers_admits_exactly_the_limit(
     # Any replica renews any replica's session.
     for r in allowed:
         assert heartbeat(second_server, r.session_id).decision == cpb.DECISION_ALLOW
+
+
+def test_a_suspended_parent_suspends_its_children(server: ServerThread) -> None:
+    upsert(server, account_id="partner")
+    upsert(server, account_id="child", parent_id="partner", seat_limit=2)
+    upsert(server, account_id="gov", parent_id="partner", exempt=True)
+    s = login(server, "child", "alice")
+    assert s.decision == cpb.DECISION_ALLOW
+    upsert(server, account_id="partner", state=cpb.ACCOUNT_STATE_SUSPENDED)
+    r = login(server, "child", "bob")
+    assert (r.decision, r.reason, r.state) == (
+        cpb.DECISION_DENY, cpb.REASON_ACCOUNT_SUSPENDED, cpb.ACCOUNT_STATE_ACTIVE)
+    assert "partner" in r.message and r.session_id == ""
+    assert heartbeat(server, s.session_id).reason == cpb.REASON_ACCOUNT_SUSPENDED
+    assert login(server, "gov", "clerk").decision == cpb.DECISION_ALLOW  # exempt child
+    upsert(server, account_id="partner", state=cpb.ACCOUNT_STATE_ACTIVE)
+    assert login(server, "child", "bob").decision == cpb.DECISION_ALLOW

@@ -21,6 +21,7 @@ from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
 from sessiongate.domain.errors import BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.parents import inherit_parent
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id
 from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
@@ -86,6 +87,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         verdict = decide(account, user_id, now)
         ent: Entitlement | None = None
         try:
+            if verdict.allowed and account is not None and account.parent_id:
+                verdict = await self._parent_rule(account, verdict, now)
             if verdict.allowed and request.feature and account is not None:
                 ent = await self._entitlement(account, request.feature, now)
                 if not ent.allowed:
@@ -148,6 +151,14 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             source=cpb.STATE_SOURCE_FAILURE_MODE,
         )
 
+    async def _parent_rule(self, account: Account, verdict: Verdict, now: datetime) -> Verdict:
+        """A channel partner's suspension suspends its children (near-cache: usually free).
+
+        If the parent's state cannot be read, the child's own verdict stands.
+        """
+        parent = await lookup_account(self.rt, account.parent_id)
+        return inherit_parent(verdict, account, parent.account, now)
+
     # Sessions
 
     @rpc("app")
@@ -160,6 +171,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         now = self.rt.clock.now()
         account = found.account
         verdict = decide(account, ref.user_id, now)
+        if verdict.allowed and account is not None and account.parent_id:
+            verdict = await self._parent_rule(account, verdict, now)
         expires = None
         if verdict.allowed and account is not None:
             expires = now + self._ttl
@@ -212,6 +225,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             raise BackendUnavailable(f"account state unavailable: {found.error}")
         now = self.rt.clock.now()
         verdict = decide(found.account, user_id, now)
+        if verdict.allowed and found.account is not None and found.account.parent_id:
+            verdict = await self._parent_rule(found.account, verdict, now)
         if not verdict.allowed or found.account is None:
             return pb.EntitlementResponse(decision=DECISION_TO_PB[verdict.decision],
                                           reason=REASON_TO_PB[verdict.reason],
