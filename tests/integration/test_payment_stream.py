@@ -145,3 +145,16 @@ def test_the_running_consumer_component(redis_client: redis.Redis, redis_url: st
         assert pending(redis_client) == 0
     finally:
         srv.stop()
+
+
+def test_members_of_past_processes_are_forgotten(srv: ServerThread,
+                                                 redis_client: redis.Redis) -> None:
+    redis_client.xadd(STREAM, {"event_id": "p1", "account_id": "acme",
+                               "type": "PAYMENT_SUCCEEDED", "amount_minor": "1"})
+    live = consumer(srv, "live")
+    assert srv.call(live.ensure_group())
+    redis_client.xreadgroup(GROUP, "crashed", {STREAM: ">"}, count=1)  # holds p1 pending
+    redis_client.xgroup_createconsumer(STREAM, GROUP, "restarted")  # nothing pending
+    assert srv.call(live.forget_idle_consumers(idle_ms=0)) == ["restarted"]
+    names = {c["name"] for c in redis_client.xinfo_consumers(STREAM, GROUP)}
+    assert names == {b"crashed"}

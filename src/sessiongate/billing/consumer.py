@@ -30,6 +30,7 @@ from sessiongate.store import keys
 log = structlog.get_logger(__name__)
 
 GROUP = "sessiongate"
+FORGET_AFTER_MS = 24 * 3600 * 1000
 
 
 def default_consumer_name() -> str:
@@ -147,11 +148,28 @@ class PaymentConsumer:
         self.dead += 1
         return 1
 
+    async def forget_idle_consumers(self, idle_ms: int = FORGET_AFTER_MS) -> list[str]:
+        """Delete group members of past processes (restarts get new names): those with
+        nothing pending and idle for `idle_ms`. One with pending entries stays until
+        `XAUTOCLAIM` has taken them over."""
+        gone = []
+        for c in await self.redis.xinfo_consumers(keys.PAYMENT_STREAM, GROUP):
+            name = _text(c["name"])
+            if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms:
+                await self.redis.xgroup_delconsumer(keys.PAYMENT_STREAM, GROUP, name)
+                gone.append(name)
+        return gone
+
     async def run(self) -> None:
         backoff = 0.1
+        loop = asyncio.get_running_loop()
+        tidy_at = loop.time() + 60
         while not self._stopping:
             try:
                 while not self._stopping:
+                    if self._group_ready and loop.time() >= tidy_at:
+                        tidy_at = loop.time() + 3600
+                        await self.forget_idle_consumers()
                     await self.process_once()
                     backoff = 0.1
             except asyncio.CancelledError:

@@ -135,7 +135,7 @@ class DunningEngine:
                                          actor=actor)
             after = out.account.state_at(now)
             entry = None
-            if before is not after or wanted is None:
+            if before is not after or (wanted is None and account.override is not None):
                 cause = f"override: {reason}" if wanted else "override cleared"
                 entry = {"at": now.isoformat(), "from": before.value, "to": after.value,
                          "cause": cause, "actor": actor, "event_id": ""}
