@@ -111,3 +111,13 @@ def test_billable_seats_are_named_users_else_the_seat_limit() -> None:
     assert billable_seats(["bob", "alice"], 10) == {"alice", "bob"}
     assert billable_seats([], 3) == {"#1", "#2", "#3"}
     assert billable_seats([], 0) == frozenset()
+
+
+def test_seat_log_follows_commit_order_not_request_times() -> None:
+    from sessiongate.store.usage import _seat_log
+
+    # version 2 committed last but its request began 1 s before version 1's
+    raw = [(b'{"v":2,"seats":["b"]}', 9_000.0), (b'{"v":1,"seats":["a"]}', 10_000.0)]
+    assert _seat_log(raw) == [(10, frozenset({"a"})), (10, frozenset({"b"}))]
+    iv = seat_intervals(_seat_log(raw), 0, 100)
+    assert iv == [SeatInterval("b", 10, 100)]

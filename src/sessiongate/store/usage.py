@@ -43,13 +43,22 @@ def _text(v: str | bytes) -> str:
 
 
 def _seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, frozenset[str]]]:
-    """Ordered by time, then by account version (two changes within one millisecond)."""
+    """In commit order (account version); a time earlier than its predecessor's is raised to it.
+
+    Each entry is logged after its commit with the time its request began, so two racing
+    upserts may log times out of commit order; the version says which roster won.
+    """
     entries = []
     for member, score in raw:
         d = json.loads(member)
-        entries.append((int(score), int(d["v"]), frozenset(d["seats"])))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    return [(ms // 1000, seats) for ms, _, seats in entries]
+        entries.append((int(d["v"]), int(score), frozenset(d["seats"])))
+    entries.sort(key=lambda e: e[0])
+    out: list[tuple[int, frozenset[str]]] = []
+    last = None
+    for _, ms, seats in entries:
+        last = ms if last is None else max(last, ms)
+        out.append((last // 1000, seats))
+    return out
 
 
 class UsageStore:
