@@ -86,8 +86,9 @@ def test_no_session_and_denied_logins_open_nothing(
 
 @pytest.fixture
 def long_cache_server(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
-    """A near-cache TTL long enough that a slow machine cannot turn a hit into a miss."""
-    srv = ServerThread(make_settings(redis_url, near_cache_ttl=600.0)).start()
+    """Nothing but the calls under test: no scheduler sweeping in the background, and a
+    near-cache TTL long enough that a slow machine cannot turn a hit into a miss."""
+    srv = ServerThread(make_settings(redis_url, near_cache_ttl=600.0, scheduler=False)).start()
     try:
         yield srv
     finally:
@@ -111,8 +112,9 @@ def test_hot_path_login_makes_no_redis_round_trip(
 
 
 def test_seat_limited_login_costs_one_lua_call(
-    server: ServerThread, redis_client: redis.Redis
+    long_cache_server: ServerThread, redis_client: redis.Redis
 ) -> None:
+    server = long_cache_server
     upsert(server, account_id="acme", seat_limit=3)
     login(server, "acme", "warmup")
     before = commands(redis_client, "evalsha")
