@@ -68,7 +68,8 @@ def cmd_history(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> int:
     resp = apb_grpc.AccountsStub(ch).GetAccountHistory(
         apb.GetAccountHistoryRequest(account_id=ns.account_id, limit=ns.limit),
         metadata=md, timeout=10)
-    lines = [f"{_when(t.at)}  {_state(t.from_state):<10} -> {_state(t.to_state):<10} "
+    lines = [f"{_when(t.at)}  {_state(t.from_state) if t.from_state else '(new)':<10} -> "
+             f"{_state(t.to_state):<10} "
              f"{t.actor:<10} {t.cause}" + (f"  [{t.event_id}]" if t.event_id else "")
              for t in resp.transitions]
     _print(ns, resp, "\n".join(lines) or "(no transitions)")
