@@ -66,11 +66,13 @@ def _chart(report: dict[str, Any], features: list[str], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     days = [d["day"][8:] for d in report["days"]]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     top.bar(days, [d["active_users"] for d in report["days"]], color="#4477aa")
     top.set_ylabel("daily active users")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_title(f"{report['account_id']}: {report['month']}")
     for f in features:
         bottom.plot(days, [d["usage"].get(f, 0) for d in report["days"]], marker="o", label=f)
