@@ -46,6 +46,7 @@ class BatchWriter:
         self._queue: list[LoginRecord] = []
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.written = 0
         self.dropped = 0
 
@@ -87,8 +88,11 @@ class BatchWriter:
             return len(batch)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        # A stop flag, not task.cancel(): on Python 3.11 a cancel landing inside the pipeline
+        # can surface as TimeoutError (an OSError, caught by flush) and be lost, hanging stop().
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
             if self._queue:
                 await self.flush()
 
@@ -99,8 +103,10 @@ class BatchWriter:
     async def stop(self) -> None:
         """Final flush after the server drained: nothing queued is lost on a clean stop."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(self._task, 10.0)
+            except TimeoutError:  # a flush stuck on an unreachable Redis: give up on it
+                self._task.cancel()
             self._task = None
         await self.flush()
