@@ -61,8 +61,16 @@ def loads(quick: bool) -> dict[str, h2load.Load]:
     }
 
 
-def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool
-                 ) -> dict[str, Any]:
+def _show(name: str, load: str, res: h2load.Result) -> None:
+    print(f"  {name:18s} {load:10s} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms"
+          f"  p99 {res.p99_ms:6.2f} ms  max {res.max_ms:7.2f} ms  failed {res.failed}",
+          flush=True)
+
+
+def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
+                 floor_port: int | None = None) -> dict[str, Any]:
+    """Each load on the scenario, right after the same load on the floor (`floor_port`):
+    the machine is shared, so each ratio compares two runs seconds apart."""
     if not sc.present():
         return {"title": sc.title, "skipped": "feature absent"}
     proc = sc.start(redis_url, work)
@@ -70,14 +78,18 @@ def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool
         with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as ch:
             sc.verify(ch)
         body = h2load.write_request(work / f"{sc.name}.bin", sc.request())
+        floor_body = h2load.write_request(work / "floor.bin", SCENARIOS[0].request())
         url = f"http://127.0.0.1:{proc.port}{sc.path}"
         out: dict[str, Any] = {"title": sc.title}
         for name, load in loads(quick).items():
+            if floor_port is not None:
+                f = h2load.run(h2, f"http://127.0.0.1:{floor_port}{SCENARIOS[0].path}",
+                               floor_body, load, work, headers=app_md())
+                out.setdefault("paired_floor", {})[name] = f.as_dict()
+                _show("(floor)", name, f)
             res = h2load.run(h2, url, body, load, work, headers=app_md())
             out[name] = res.as_dict()
-            print(f"  {sc.name:12s} {name:10s} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms"
-                  f"  p99 {res.p99_ms:6.2f} ms  max {res.max_ms:7.2f} ms  failed {res.failed}",
-                  flush=True)
+            _show(sc.name, name, res)
         return out
     finally:
         proc.stop()
@@ -90,10 +102,11 @@ def ratios(latency: dict[str, Any]) -> dict[str, Any]:
     for name, res in latency.items():
         if name == "floor" or "skipped" in res or "error" in res:
             continue
-        r: dict[str, Any] = {"throughput": res["saturated"]["rps"] / floor["saturated"]["rps"]}
+        base = res.get("paired_floor", floor)
+        r: dict[str, Any] = {"throughput": res["saturated"]["rps"] / base["saturated"]["rps"]}
         for rate in ("rate_1000", "rate_2000"):
             for q in ("p50_ms", "p99_ms", "max_ms"):
-                r[f"{rate}_{q.removesuffix('_ms')}"] = res[rate][q] / floor[rate][q]
+                r[f"{rate}_{q.removesuffix('_ms')}"] = res[rate][q] / base[rate][q]
         target = TARGETS.get(name)
         if target is not None:
             tput, p99 = target
@@ -145,10 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         redis = EmbeddedRedis(work / "redis", persistent=False)
         redis.start()
         try:
-            for sc in SCENARIOS:
-                if sc.name == "floor" or wanted(sc.name):
-                    result["latency"][sc.name] = guarded(
-                        sc.name, lambda sc=sc: run_scenario(sc, h2, redis.url, work, quick))
+            floor = SCENARIOS[0].start(redis.url, work)
+            try:
+                for sc in SCENARIOS:
+                    if sc.name == "floor" or wanted(sc.name):
+                        paired = None if sc.floor else floor.port
+                        result["latency"][sc.name] = guarded(sc.name, lambda sc=sc, p=paired:
+                            run_scenario(sc, h2, redis.url, work, quick, p))
+            finally:
+                floor.stop()
             if "error" not in result["latency"].get("floor", {"error": ""}):
                 result["ratios"] = ratios(result["latency"])
             for name, fn in extras.parts(redis, work, quick=quick, events=events, sweep=sweep,

@@ -1,0 +1,90 @@
+"""Where a near-cache CheckSession spends its time: py-spy on `sessiongate serve` under load.
+
+    python -m bench.profile [--seconds 15] [--gil]
+
+Loads the server with h2load (8 connections x 8 streams) while py-spy samples it, then prints
+the functions with the most samples, self and inclusive, from the collapsed stacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import grpc
+
+from bench import h2load, procs
+from bench.scenarios import CHECK_PATH, SCENARIOS, app_md, check_request
+from sessiongate.store.embedded import EmbeddedRedis
+
+
+def top(collapsed: str, n: int = 25) -> str:
+    """Self and inclusive sample shares per function, from py-spy's raw (collapsed) output."""
+    self_: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                  + ")" if " (" in f else f for f in stack.split(";")]
+        self_[frames[-1]] += c
+        for f in set(frames):
+            incl[f] += c
+    lines = [f"{total} samples", "", "self %  function"]
+    lines += [f"{100 * c / total:5.1f}  {f}" for f, c in self_.most_common(n)]
+    lines += ["", "incl %  function"]
+    lines += [f"{100 * c / total:5.1f}  {f}" for f, c in incl.most_common(n)]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--gil", action="store_true", help="only samples holding the GIL")
+    p.add_argument("--out", default="", help="also write the collapsed stacks here")
+    args = p.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    h2 = h2load.ensure_h2load()
+    with tempfile.TemporaryDirectory(prefix="sg-prof-") as tmp:
+        work = Path(tmp)
+        redis = EmbeddedRedis(work / "redis", persistent=False)
+        redis.start()
+        srv = procs.serve(redis.url, work, name="profiled")
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                next(s for s in SCENARIOS if s.name == "near_cache").verify(ch)
+            body = h2load.write_request(work / "req.bin", check_request())
+            load = h2load.Load(duration=args.seconds + 4, warmup=1.0)
+            url = f"http://127.0.0.1:{srv.port}{CHECK_PATH}"
+            loader = threading.Thread(
+                target=h2load.run, args=(h2, url, body, load, work, app_md()), daemon=True)
+            loader.start()
+            raw = work / "stacks.txt"
+            cmd = [spy, "record", "--pid", str(srv.pid), "--duration", f"{args.seconds:g}",
+                   "--rate", "250", "--format", "raw", "--output", str(raw)]
+            if args.gil:
+                cmd.append("--gil")
+            subprocess.run(cmd, check=True, capture_output=True)
+            loader.join()
+            text = raw.read_text()
+            if args.out:
+                Path(args.out).write_text(text)
+            print(top(text))
+        finally:
+            srv.stop()
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
