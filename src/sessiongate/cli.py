@@ -139,6 +139,16 @@ def cmd_check(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[str, str]
     return 0 if resp.decision == cpb.DECISION_ALLOW else 3
 
 
+def cmd_health(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[str, str]]) -> int:
+    """The container's HEALTHCHECK and a probe for humans: exit 0 only when SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    resp = health_pb2_grpc.HealthStub(ch).Check(
+        health_pb2.HealthCheckRequest(service=ns.service), timeout=ns.timeout)
+    _print(ns, resp, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessiongate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +192,9 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     check.add_argument("user_id")
     check.add_argument("--feature")
     check.add_argument("--open-session", action="store_true", help="open a session if allowed")
+    health = client("health", sub, cmd_health, "probe gRPC health (exit 0 SERVING, else 1)")
+    health.add_argument("--service", default="", help="one service's health (default: server)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     report = client("report", sub, cmd_report, "write an account's monthly report: JSON, CSV, PNG")
     report.add_argument("account_id")
     report.add_argument("--month", required=True, help="calendar month YYYY-MM (UTC)")

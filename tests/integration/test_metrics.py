@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -127,7 +130,7 @@ class _Notifier:
     def __init__(self) -> None:
         self.sent: Counter[str] = Counter(webhook=3, email=1)
         self.failed: Counter[str] = Counter(webhook=2)
-        self.dead: Counter[str] = Counter()
+        self.dead: Counter[str] = Counter(email=1)
 
     async def start(self) -> None: ...
 
@@ -141,3 +144,21 @@ def test_notification_counters_of_components(metered: ServerThread) -> None:
     assert value(m, "sessiongate_notifications_sent_total", sink="webhook") == 3
     assert value(m, "sessiongate_notifications_sent_total", sink="email") == 1
     assert value(m, "sessiongate_notifications_failed_total", sink="webhook") == 2
+
+
+def test_grafana_dashboard_queries_exported_metrics(metered: ServerThread, repo_root: Path) -> None:
+    """Every metric the dashboard queries is one this server exports (after some traffic)."""
+    assert metered.app.metrics is not None
+    metered.app.components.append(_Notifier())
+    metered.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(account_id="x")))
+    metered.sessions.CheckSession(spb.CheckSessionRequest(account_id="x", user_id="u"))
+    redis.Redis.from_url(metered.app.settings.redis_url).xgroup_create(
+        keys.PAYMENT_STREAM, "g", id="0", mkstream=True)
+    exported = {name for name, _ in scrape(metered.app.metrics.port)}
+    dashboard = json.loads((repo_root / "deploy/grafana/sessiongate.json").read_text())
+    queried = {m for p in dashboard["panels"] for t in p["targets"]
+               for m in re.findall(r"\bsessiongate_[a-z_]+", t["expr"])}
+    assert queried, "no queries found"
+    assert queried <= exported, queried - exported
+    assert {"sessiongate_decisions_total", "sessiongate_payment_lag_seconds",
+            "sessiongate_accounts", "sessiongate_redis_up"} <= queried
