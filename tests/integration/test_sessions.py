@@ -219,3 +219,39 @@ def test_a_suspended_parent_suspends_its_children(server: ServerThread) -> None:
     assert login(server, "gov", "clerk").decision == cpb.DECISION_ALLOW  # exempt child
     upsert(server, account_id="partner", state=cpb.ACCOUNT_STATE_ACTIVE)
     assert login(server, "child", "bob").decision == cpb.DECISION_ALLOW
+
+
+def test_batch_writer_retries_a_failed_flush_without_counting_twice(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """A pipeline fails half-way (one command hits a wrong type): everything is retried."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from sessiongate.domain.sessions import new_session
+
+    at = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    ref = new_session("acme", "alice")
+    redis_client.set(keys.active_users("acme", "2026-10"), "in the way")
+
+    async def run() -> tuple[int, int, int, int]:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            writer = BatchWriter(client)
+            writer.login(ref, at, at + timedelta(seconds=TTL))
+            first = await writer.flush()
+            failures, pending = writer.failures, writer.pending
+            redis_client.delete(keys.active_users("acme", "2026-10"))
+            second = await writer.flush()
+            assert writer.failures == 0 and writer.pending == 0
+            return first, failures, pending, second
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (0, 1, 1, 1)
+    assert redis_client.scard(keys.logins("acme", "2026-10-05")) == 1
+    assert redis_client.smembers(keys.active_users("acme", "2026-10")) == {
+        b"2026-10-05\x1falice"}
+    assert redis_client.zcard(keys.sessions("acme")) == 1

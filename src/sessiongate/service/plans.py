@@ -136,7 +136,7 @@ class PlanMethods:
         if await self.rt.accounts.get(account_id) is None:
             raise NotFound(f"account_id: no account {account_id!r}")
         data = await UsageStore(self.rt.redis, self.rt.scripts).month(
-            account_id, request.period, end)
+            account_id, request.period, start, end)
         return summarize(account_id, request.period, start, end, now, data, price)
 
     async def log_seats(self, account: Account, now: datetime) -> None:

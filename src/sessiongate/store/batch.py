@@ -4,7 +4,8 @@ A login that needs no atomic write (no seat limit, no metered feature) must not 
 Redis. Its records are queued in memory and written by this component in pipelined batches,
 at least every `interval` seconds (default 50 ms; the hot path never awaits it). The price is
 a loss window: records queued when the process dies are lost (at most `interval` plus one
-round trip of logins; see docs/billing.md). A write that fails is retried on the next tick.
+round trip of logins; see docs/billing.md). A write that fails is retried, backing off up to
+2 s while Redis stays unreachable.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class BatchWriter:
         self._stopping = asyncio.Event()
         self.written = 0
         self.dropped = 0
+        self.failures = 0  # consecutive failed flushes
 
     @property
     def pending(self) -> int:
@@ -75,15 +77,25 @@ class BatchWriter:
                     pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
                     pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
                 month, day = month_name(rec.at), day_name(rec.at)
-                pipe.hincrby(keys.logins(aid, month), day, 1)
+                # Sets, not counters: a retried batch (the outcome of a failed pipeline is
+                # unknown) rewrites the same members and counts nothing twice.
+                pipe.sadd(keys.logins(aid, day), rec.ref.nonce)
                 pipe.sadd(keys.active_users(aid, month), f"{day}{SEP}{uid}")
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
                 self._queue[:0] = batch
-                del self._queue[: max(len(self._queue) - MAX_QUEUED, 0)]
-                log.warning("batch write failed; will retry", records=len(batch), error=str(exc))
+                excess = max(len(self._queue) - MAX_QUEUED, 0)
+                del self._queue[:excess]
+                self.dropped += excess
+                self.failures += 1
+                if self.failures == 1 or self.failures % 100 == 0:  # not 20 lines a second
+                    log.warning("batch write failed; will retry", records=len(batch),
+                                failures=self.failures, error=str(exc))
                 return 0
+            if self.failures:
+                log.info("batch writes recovered", failures=self.failures)
+                self.failures = 0
             self.written += len(batch)
             return len(batch)
 
@@ -92,7 +104,9 @@ class BatchWriter:
         # can surface as TimeoutError (an OSError, caught by flush) and be lost, hanging stop().
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
+                # Backs off while Redis fails (up to 2 s), back to the interval once it answers.
+                await asyncio.wait_for(self._stopping.wait(),
+                                       min(self._interval * 2 ** min(self.failures, 6), 2.0))
             if self._queue:
                 await self.flush()
 

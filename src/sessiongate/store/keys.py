@@ -110,9 +110,9 @@ def usage(account_id: str, month: str) -> str:
     return f"{_tag(account_id)}:usage:{month}"
 
 
-def logins(account_id: str, month: str) -> str:
-    """Hash of one month: `<YYYY-MM-DD>` -> logins (sessions opened) that day."""
-    return f"{_tag(account_id)}:logins:{month}"
+def logins(account_id: str, day: str) -> str:
+    """Set of one day `<YYYY-MM-DD>`: the nonce of each session opened (idempotent to rewrite)."""
+    return f"{_tag(account_id)}:logins:{day}"
 
 
 def active_users(account_id: str, month: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -97,19 +97,22 @@ class UsageStore:
         member = json.dumps({"v": version, "seats": sorted(seats)}, separators=(",", ":"))
         await self._redis.zadd(keys.seat_log(account_id), {member: to_ms(at) or 0})
 
-    async def month(self, account_id: str, month: str, until: datetime) -> MonthData:
-        """Everything recorded for `month`, and the seat log up to `until`, in one round trip."""
+    async def month(self, account_id: str, month: str, start: datetime,
+                    end: datetime) -> MonthData:
+        """Everything recorded for `month` [start, end), and the seat log, in one round trip."""
+        days = [day_name(start + timedelta(days=i)) for i in range((end - start).days)]
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.usage(account_id, month))
-        pipe.hgetall(keys.logins(account_id, month))
         pipe.smembers(keys.active_users(account_id, month))
-        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", to_ms(until) or 0,
-                           withscores=True)
-        usage, logins, active, log = await pipe.execute()
+        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", to_ms(end) or 0, withscores=True)
+        for day in days:
+            pipe.scard(keys.logins(account_id, day))
+        usage, active, log, *counts = await pipe.execute()
+        logins = {day: int(n) for day, n in zip(days, counts, strict=True) if n}
         pairs = [tuple(_text(m).split(SEP, 1)) for m in active]
         return MonthData(
             usage={_text(k): int(v) for k, v in usage.items()},
-            logins={_text(k): int(v) for k, v in logins.items()},
+            logins=logins,
             active=sorted((p[0], p[1]) for p in pairs if len(p) == 2),
             seat_log=_seat_log(log),
         )
