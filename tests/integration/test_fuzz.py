@@ -1,4 +1,4 @@
-"""Fuzz every RPC of SessionControl, Billing and Accounts with random and malformed messages.
+"""Fuzz every RPC (SessionControl, Billing, Accounts, Envoy ext_authz) with malformed messages.
 
 Messages are generated from the proto descriptors, so a method or field added later is fuzzed
 too: ids with control characters, huge strings, unknown enum numbers, negative and extreme
@@ -18,6 +18,7 @@ import grpc
 import hypothesis.strategies as st
 import pytest
 import redis
+from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
@@ -33,6 +34,7 @@ SERVICES = [
     session_control_pb2.DESCRIPTOR.services_by_name["SessionControl"],
     billing_pb2.DESCRIPTOR.services_by_name["Billing"],
     apb.DESCRIPTOR.services_by_name["Accounts"],
+    external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"],  # Envoy ext_authz Check
 ]
 METHODS = [m for s in SERVICES for m in s.methods]
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -43,6 +45,7 @@ NASTY_STRINGS = [
     "USD", "usd", "EU", "ACTIVE", "inv-1",
     "P1D", "-1", "1e309", "NaN", "a@b.c", "@", "default", "pro", "seats", "Europe/Paris",
     "Mars/Olympus", "../../etc/passwd", "*", "sg:{b0.x}:account", "\\", "%s%n",
+    "x-account-id", "x-user-id", "/features/api",  # Envoy ext_authz header and path names
 ]
 INT_EDGES = [0, 1, -1, 2, 7, -(2**31), 2**31 - 1, -(2**63), 2**63 - 1]
 
