@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import redis
@@ -29,16 +30,15 @@ def check(srv: ServerThread, account: str, user: str) -> spb.CheckSessionRespons
 
 
 def masters_holding(cluster: LocalCluster, account_ids: list[str]) -> set[int]:
-    """The ports of the masters that store these accounts' hashes."""
+    """The ports of the masters that store these accounts' hashes (a node counts only the
+    keys of the slots it serves)."""
     found = set()
     for port in cluster.ports:
         client = redis.Redis(port=port)
         try:
             for aid in account_ids:
-                key = keys.account(aid)
-                if client.execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(key)) and (
-                    client.execute_command("CLUSTER", "KEYSLOT", key) == key_slot(key)
-                ) and client.exists(key):
+                slot = key_slot(keys.account(aid))
+                if client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
                     found.add(port)
         finally:
             client.close()
@@ -123,3 +123,39 @@ def test_payment_suspension_and_reinstatement(cluster: LocalCluster) -> None:
             assert (r.decision, r.reason) == (cpb.DECISION_ALLOW, cpb.REASON_OK)
     finally:
         srv.stop()
+
+
+def test_seat_race_across_two_servers_admits_exactly_the_limit(cluster: LocalCluster) -> None:
+    """Seats are taken by one Lua call on the account's slot, wherever that slot lives."""
+    cluster.flush()
+    servers = [ServerThread(make_settings(cluster.url, redis_cluster=True)).start()
+               for _ in range(2)]
+    try:
+        races = ACCOUNTS[:3]  # on three different buckets
+        for aid in races:
+            upsert(servers[0], account_id=aid, seat_limit=3)
+
+        def attempt(i: int) -> tuple[str, spb.CheckSessionResponse]:
+            aid = races[i % len(races)]
+            return aid, servers[i % 2].sessions.CheckSession(
+                spb.CheckSessionRequest(account_id=aid, user_id=f"user-{i}"))
+
+        with ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(attempt, range(120)))
+        for aid in races:
+            mine = [r for a, r in results if a == aid]
+            allowed = [r for r in mine if r.decision == cpb.DECISION_ALLOW]
+            assert len(allowed) == 3
+            assert all(r.reason == cpb.REASON_SEAT_LIMIT_REACHED for r in mine
+                       if r.decision != cpb.DECISION_ALLOW)
+            for r in allowed:  # any replica renews any replica's session
+                hb = servers[1].sessions.Heartbeat(
+                    spb.HeartbeatRequest(session_id=r.session_id))
+                assert hb.decision == cpb.DECISION_ALLOW
+        # A login without a seat limit opens its session off the hot path (batched writes).
+        upsert(servers[0], account_id="open", users=["alice"])
+        opened = check(servers[0], "open", "alice")
+        assert opened.decision == cpb.DECISION_ALLOW and opened.session_id
+    finally:
+        for srv in servers:
+            srv.stop()
