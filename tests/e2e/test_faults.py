@@ -174,7 +174,7 @@ def test_redis_killed_and_restarted_under_load(
                  and r.source in (cpb.STATE_SOURCE_REDIS, cpb.STATE_SOURCE_NEAR_CACHE)
                  and r.decision == cpb.DECISION_ALLOW
                  and (u := load.latest("ghost")) is not None
-                 and u.source == cpb.STATE_SOURCE_REDIS
+                 and u.source in (cpb.STATE_SOURCE_REDIS, cpb.STATE_SOURCE_NEAR_CACHE)
                  and u.reason == cpb.REASON_UNKNOWN_ACCOUNT)
             poll("redis_up back to 1",
                  lambda: total(scrape(metrics_port), "sessiongate_redis_up") == 1)
