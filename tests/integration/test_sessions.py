@@ -255,3 +255,32 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
     assert redis_client.smembers(keys.active_users("acme", "2026-10")) == {
         b"2026-10-05\x1falice"}
     assert redis_client.zcard(keys.sessions("acme")) == 1
+
+
+def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from sessiongate.domain.sessions import new_session
+    from sessiongate.store.batch import MAX_BATCH
+
+    at = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    count = 2 * MAX_BATCH + 7
+
+    async def run() -> int:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            writer = BatchWriter(client)
+            for i in range(count):
+                writer.login(new_session("acme", f"u{i}"), at, at + timedelta(seconds=TTL))
+            return await writer.flush()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == count
+    assert redis_client.scard(keys.logins("acme", "2026-10-05")) == count
+    assert redis_client.zcard(keys.sessions("acme")) == count

@@ -26,6 +26,7 @@ from sessiongate.store import keys
 log = structlog.get_logger(__name__)
 
 MAX_QUEUED = 200_000  # beyond this (Redis down for long), the oldest records are dropped
+MAX_BATCH = 2_000  # records per pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,40 +65,48 @@ class BatchWriter:
         self._queue.append(LoginRecord(ref, at, expires))
 
     async def flush(self) -> int:
-        """Write everything queued, in one pipeline; on failure the records stay queued."""
+        """Write everything queued, `MAX_BATCH` records per pipeline (a backlog after an outage
+        must not stall Redis for other clients); on failure the rest stays queued."""
         async with self._lock:
-            batch, self._queue = self._queue, []
-            if not batch:
-                return 0
-            pipe = self._redis.pipeline(transaction=False)
-            for rec in batch:
-                aid, uid = rec.ref.account_id, rec.ref.user_id
-                if rec.expires is not None:
-                    exp = int(rec.expires.timestamp() * 1000)
-                    pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
-                    pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
-                month, day = month_name(rec.at), day_name(rec.at)
-                # Sets, not counters: a retried batch (the outcome of a failed pipeline is
-                # unknown) rewrites the same members and counts nothing twice.
-                pipe.sadd(keys.logins(aid, day), rec.ref.nonce)
-                pipe.sadd(keys.active_users(aid, month), f"{day}{SEP}{uid}")
-            try:
-                await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self._queue[:0] = batch
-                excess = max(len(self._queue) - MAX_QUEUED, 0)
-                del self._queue[:excess]
-                self.dropped += excess
-                self.failures += 1
-                if self.failures == 1 or self.failures % 100 == 0:  # not 20 lines a second
-                    log.warning("batch write failed; will retry", records=len(batch),
-                                failures=self.failures, error=str(exc))
-                return 0
-            if self.failures:
-                log.info("batch writes recovered", failures=self.failures)
-                self.failures = 0
-            self.written += len(batch)
-            return len(batch)
+            written = 0
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                if not await self._write(batch):
+                    break
+                written += len(batch)
+            return written
+
+    async def _write(self, batch: list[LoginRecord]) -> bool:
+        pipe = self._redis.pipeline(transaction=False)
+        for rec in batch:
+            aid, uid = rec.ref.account_id, rec.ref.user_id
+            if rec.expires is not None:
+                exp = int(rec.expires.timestamp() * 1000)
+                pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
+                pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
+            month, day = month_name(rec.at), day_name(rec.at)
+            # Sets, not counters: a retried batch (the outcome of a failed pipeline is
+            # unknown) rewrites the same members and counts nothing twice.
+            pipe.sadd(keys.logins(aid, day), rec.ref.nonce)
+            pipe.sadd(keys.active_users(aid, month), f"{day}{SEP}{uid}")
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._queue[:0] = batch
+            excess = max(len(self._queue) - MAX_QUEUED, 0)
+            del self._queue[:excess]
+            self.dropped += excess
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:  # not 20 lines a second
+                log.warning("batch write failed; will retry", records=len(batch),
+                            failures=self.failures, error=str(exc))
+            return False
+        if self.failures:
+            log.info("batch writes recovered", failures=self.failures)
+            self.failures = 0
+        self.written += len(batch)
+        return True
 
     async def _run(self) -> None:
         # A stop flag, not task.cancel(): on Python 3.11 a cancel landing inside the pipeline
