@@ -11,11 +11,13 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.billing.consumer import PaymentConsumer
+from sessiongate.service.billing import engine_for
 from sessiongate.store import keys
 from sessiongate.store.client import cluster_url, is_cluster
 from sessiongate.store.slots import key_slot
 from tests.cluster.cluster import LocalCluster
-from tests.integration.dunning_support import get, invoice, pay, start, sweeper
+from tests.integration.dunning_support import T0, get, invoice, pay, start, sweeper
 from tests.support import ServerThread, make_settings
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
@@ -159,3 +161,34 @@ def test_seat_race_across_two_servers_admits_exactly_the_limit(cluster: LocalClu
     finally:
         for srv in servers:
             srv.stop()
+
+
+def test_payment_stream_consumer_on_the_cluster(cluster: LocalCluster) -> None:
+    """Entries XADDed by the billing system: consumer group, apply, acknowledge, dead letter."""
+    cluster.flush()
+    srv = start(cluster.url, redis_cluster=True)
+    client = redis.RedisCluster.from_url(cluster.url)
+    try:
+        for aid in ACCOUNTS[:6]:
+            upsert(srv, account_id=aid, users=["alice"])
+        due = str(int((T0 - timedelta(days=40)).timestamp()))
+        for aid in ACCOUNTS[:6]:
+            client.xadd(keys.PAYMENT_STREAM, {
+                "event_id": f"{aid}-i", "account_id": aid, "type": "INVOICE_ISSUED",
+                "invoice_id": "inv-1", "amount_minor": "500", "due_at": due})
+        client.xadd(keys.PAYMENT_STREAM, {"event_id": "x", "account_id": "nobody",
+                                          "type": "PAYMENT_SUCCEEDED", "amount_minor": "1"})
+        rt = srv.app.rt
+        assert rt is not None
+        consumer = PaymentConsumer(rt.redis, engine_for(rt), consumer="c1")
+        handled = 0
+        while (n := srv.call(consumer.process_once(block_ms=0))) > 0:
+            handled += n
+        assert handled == 7
+        for aid in ACCOUNTS[:6]:
+            assert get(srv, aid).state == cpb.ACCOUNT_STATE_SUSPENDED
+        assert client.xlen(keys.PAYMENT_DEAD_LETTER) == 1
+        assert client.xpending(keys.PAYMENT_STREAM, "sessiongate")["pending"] == 0
+    finally:
+        client.close()
+        srv.stop()
