@@ -762,10 +762,13 @@ class DailyActivity(_message.Message):
     LOGINS_FIELD_NUMBER: _builtins.int
     ACTIVE_USERS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PEAK_SEATS_IN_USE_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """"YYYY-MM-DD" (UTC)."""
     logins: _builtins.int
     active_users: _builtins.int
+    peak_seats_in_use: _builtins.int
+    """Seat-limited accounts: the most seats held by live sessions at once that day."""
     @_builtins.property
     def usage(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Feature -> quantity recorded on that day."""
@@ -777,10 +780,11 @@ class DailyActivity(_message.Message):
         logins: _builtins.int = ...,
         active_users: _builtins.int = ...,
         usage: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        peak_seats_in_use: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_users", b"active_users", "day", b"day", "logins", b"logins", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_users", b"active_users", "day", b"day", "logins", b"logins", "peak_seats_in_use", b"peak_seats_in_use", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
