@@ -137,7 +137,7 @@ def test_redis_auth_through_the_url(tmp_path: Path) -> None:
             anonymous.sendall(b"DBSIZE\r\n")
             assert anonymous.recv(64).startswith(b"-NOAUTH")
         url = f"redis://:s3cret-pw@127.0.0.1:{embedded.port}/0"
-        srv = ServerThread(make_settings(url, scheduler=False)).start()
+        srv = ServerThread(make_settings(url, scheduler=False, near_cache_ttl=300.0)).start()
         try:
             srv.accounts.UpsertAccount(apb.UpsertAccountRequest(
                 account=apb.Account(account_id="acme", users=["alice"])))
