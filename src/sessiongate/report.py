@@ -22,7 +22,7 @@ _MODE_NAMES = {
 
 def build(summary: pb.UsageSummary, account: pb.Account) -> dict[str, Any]:
     limit = account.seat_limit
-    peak = summary.peak_concurrent_seats
+    in_use = max((d.peak_seats_in_use for d in summary.days), default=0)
     return {
         "account_id": summary.account_id,
         "month": summary.period,
@@ -30,8 +30,9 @@ def build(summary: pb.UsageSummary, account: pb.Account) -> dict[str, Any]:
         "active_users": summary.active_users,
         "seats": {
             "limit": limit or None,
-            "peak_concurrent": peak,
-            "utilization": round(peak / limit, 4) if limit else None,
+            "billable_peak": summary.peak_concurrent_seats,
+            "peak_in_use": in_use,
+            "utilization": round(in_use / limit, 4) if limit else None,
             "seat_seconds": summary.seat_seconds,
             "charges_minor": {_MODE_NAMES.get(c.mode, str(c.mode)): c.amount_minor
                               for c in summary.seat_charges},
@@ -40,6 +41,7 @@ def build(summary: pb.UsageSummary, account: pb.Account) -> dict[str, Any]:
         "features": {f.feature: {"total": f.total, "events": f.events}
                      for f in summary.features},
         "days": [{"day": d.day, "logins": d.logins, "active_users": d.active_users,
+                  "peak_seats_in_use": d.peak_seats_in_use,
                   "usage": dict(sorted(d.usage.items()))} for d in summary.days],
     }
 
@@ -53,9 +55,9 @@ def write(report: dict[str, Any], out_dir: Path) -> list[Path]:
     features = sorted(report["features"])
     with paths[1].open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["day", "logins", "active_users", *features])
+        w.writerow(["day", "logins", "active_users", "peak_seats_in_use", *features])
         for d in report["days"]:
-            w.writerow([d["day"], d["logins"], d["active_users"],
+            w.writerow([d["day"], d["logins"], d["active_users"], d["peak_seats_in_use"],
                         *(d["usage"].get(f, 0) for f in features)])
     _chart(report, features, paths[2])
     return paths

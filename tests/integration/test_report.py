@@ -74,16 +74,19 @@ def test_report_files_match_the_recorded_events(
     assert report["features"] == {"exports": {"total": 12, "events": 3},
                                   "reports": {"total": 1, "events": 1}}
     seats = report["seats"]
-    # three named users on the roster since Oct 1: the whole month each
-    assert (seats["limit"], seats["peak_concurrent"], seats["utilization"]) == (5, 3, 0.6)
+    # seats in use: alice (twice: one seat) and bob on the 5th; carol alone on the 6th
+    assert (seats["limit"], seats["peak_in_use"], seats["utilization"]) == (5, 2, 0.4)
+    # billed: three named users on the roster since Oct 1, the whole month each
+    assert seats["billable_peak"] == 3
     assert seats["seat_seconds"] == 3 * 31 * 86_400
     assert seats["charges_minor"] == {"prorata": 9300, "whole_period": 9300,
                                       "next_period": 9300}
     days = {d["day"]: d for d in report["days"]}
     assert sorted(days) == [f"2026-10-{d:02d}" for d in range(1, 9)]
     assert days["2026-10-05"] == {"day": "2026-10-05", "logins": 3, "active_users": 2,
-                                  "usage": {"exports": 5}}
+                                  "peak_seats_in_use": 2, "usage": {"exports": 5}}
     assert days["2026-10-06"] == {"day": "2026-10-06", "logins": 1, "active_users": 1,
+                                  "peak_seats_in_use": 1,
                                   "usage": {"exports": 7, "reports": 1}}
     assert days["2026-10-07"]["logins"] == 0
 
@@ -91,7 +94,7 @@ def test_report_files_match_the_recorded_events(
         rows = list(csv.DictReader(fh))
     assert len(rows) == 8
     assert rows[4] == {"day": "2026-10-05", "logins": "3", "active_users": "2",
-                       "exports": "5", "reports": "0"}
+                       "peak_seats_in_use": "2", "exports": "5", "reports": "0"}
     assert sum(int(r["exports"]) for r in rows) == 12
     assert sum(int(r["logins"]) for r in rows) == 4
 

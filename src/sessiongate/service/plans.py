@@ -92,7 +92,8 @@ def summarize(account_id: str, month: str, start: datetime, end: datetime, now: 
     while cursor < last:
         name = day_name(cursor)
         entry = pb.DailyActivity(day=name, logins=data.logins.get(name, 0),
-                                 active_users=len(per_day.get(name, ())))
+                                 active_users=len(per_day.get(name, ())),
+                                 peak_seats_in_use=data.peak_seats.get(name, 0))
         prefix = f"d:{name}:"
         for key, total in data.usage.items():
             if key.startswith(prefix):

@@ -120,6 +120,11 @@ def active_users(account_id: str, month: str) -> str:
     return f"{_tag(account_id)}:active:{month}"
 
 
+def peak_seats(account_id: str, month: str) -> str:
+    """Hash of one month: `<YYYY-MM-DD>` -> most seats held at once that day (seat Lua)."""
+    return f"{_tag(account_id)}:peak-seats:{month}"
+
+
 def seat_log(account_id: str) -> str:
     """Zset: JSON {v, seats} of each roster / seat-limit change -> time (ms), for proration."""
     return f"{_tag(account_id)}:seat-log"

@@ -34,6 +34,7 @@ class MonthData:
 
     usage: dict[str, int]  # hash fields of keys.usage
     logins: dict[str, int]  # day -> logins
+    peak_seats: dict[str, int]  # day -> most seats held at once (seat-limited accounts)
     active: list[tuple[str, str]]  # (day, user)
     seat_log: list[tuple[int, frozenset[str]]]  # (Unix seconds, billable seats from then on)
 
@@ -105,14 +106,16 @@ class UsageStore:
         pipe.hgetall(keys.usage(account_id, month))
         pipe.smembers(keys.active_users(account_id, month))
         pipe.zrangebyscore(keys.seat_log(account_id), "-inf", to_ms(end) or 0, withscores=True)
+        pipe.hgetall(keys.peak_seats(account_id, month))
         for day in days:
             pipe.scard(keys.logins(account_id, day))
-        usage, active, log, *counts = await pipe.execute()
+        usage, active, log, peaks, *counts = await pipe.execute()
         logins = {day: int(n) for day, n in zip(days, counts, strict=True) if n}
         pairs = [tuple(_text(m).split(SEP, 1)) for m in active]
         return MonthData(
             usage={_text(k): int(v) for k, v in usage.items()},
             logins=logins,
+            peak_seats={_text(k): int(v) for k, v in peaks.items()},
             active=sorted((p[0], p[1]) for p in pairs if len(p) == 2),
             seat_log=_seat_log(log),
         )

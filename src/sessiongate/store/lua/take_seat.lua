@@ -5,9 +5,10 @@
 --
 -- KEYS[1] seats zset (user -> lease expiry ms)
 -- KEYS[2] sessions zset (session member -> lease expiry ms)
--- (both carry the account's bucket hash tag: one slot)
+-- KEYS[3] the month's peak-seats hash (day -> most seats held at once)
+-- (all carry the account's bucket hash tag: one slot)
 -- ARGV[1] now (ms)   ARGV[2] lease expiry (ms)   ARGV[3] user id
--- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)
+-- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)   ARGV[6] day "YYYY-MM-DD"
 -- Returns {admitted (1 or 0), seats held afterwards}.
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -22,4 +23,8 @@ end
 -- GT: a renewal never shortens a lease; new members are added all the same.
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
-return {1, redis.call('ZCARD', KEYS[1])}
+local held = redis.call('ZCARD', KEYS[1])
+if held > tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') then
+  redis.call('HSET', KEYS[3], ARGV[6], held)
+end
+return {1, held}
