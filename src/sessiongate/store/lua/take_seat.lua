@@ -24,7 +24,9 @@ end
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
 local held = redis.call('ZCARD', KEYS[1])
-if held > tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') then
+-- Utilization is measured against a limit: unlimited accounts (their seats are written by the
+-- batch writer, not here) record no peak.
+if limit > 0 and held > tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') then
   redis.call('HSET', KEYS[3], ARGV[6], held)
 end
 return {1, held}
