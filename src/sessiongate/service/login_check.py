@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
+from sessiongate.domain.parents import inherit_parent
 from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.runtime import Runtime
 
@@ -33,8 +34,18 @@ def failure_verdict(failure_mode: str, error: str) -> Verdict:
 
 
 async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
-    """Decide a login of validated ids; never raises for a Redis outage (the lookup absorbs it)."""
+    """Decide a login of validated ids; never raises for a Redis outage (the lookup absorbs it).
+
+    A child of a channel partner is refused while its parent is suspended or closed (the
+    parent comes from the near-cache too; if it cannot be read, the child's verdict stands).
+    """
     found = await lookup_account(rt, account_id)
     if found.source == "unavailable":
         return LoginCheck(failure_verdict(rt.settings.failure_mode, found.error), found)
-    return LoginCheck(decide(found.account, user_id, rt.clock.now()), found)
+    now = rt.clock.now()
+    verdict = decide(found.account, user_id, now)
+    account = found.account
+    if verdict.allowed and account is not None and account.parent_id:
+        parent = await lookup_account(rt, account.parent_id)
+        verdict = inherit_parent(verdict, account, parent.account, now)
+    return LoginCheck(verdict, found)

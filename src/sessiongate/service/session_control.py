@@ -17,14 +17,14 @@ from redis.exceptions import RedisError
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
-from sessiongate.domain.decision import Decision, Reason, Verdict, decide
+from sessiongate.domain.decision import Decision, Reason, Verdict
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
 from sessiongate.domain.errors import BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
-from sessiongate.domain.parents import inherit_parent
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id
 from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
+from sessiongate.service.login_check import check_login, failure_verdict
 from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
@@ -79,16 +79,14 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         user_id = check_id("user_id", request.user_id)
         if request.feature:
             check_id("feature", request.feature)
-        found = await lookup_account(self.rt, account_id)
+        checked = await check_login(self.rt, account_id, user_id)
+        found, verdict = checked.lookup, checked.verdict
         if found.source == "unavailable":
             return self._failure_mode(found.error)
         now = self.rt.clock.now()
         account = found.account
-        verdict = decide(account, user_id, now)
         ent: Entitlement | None = None
         try:
-            if verdict.allowed and account is not None and account.parent_id:
-                verdict = await self._parent_rule(account, verdict, now)
             if verdict.allowed and request.feature and account is not None:
                 ent = await self._entitlement(account, request.feature, now)
                 if not ent.allowed:
@@ -141,23 +139,21 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         return resp
 
     def _failure_mode(self, error: str) -> pb.CheckSessionResponse:
-        allow = self.rt.settings.failure_mode == "open"
+        v = failure_verdict(self.rt.settings.failure_mode, error)
         return pb.CheckSessionResponse(
-            decision=cpb.DECISION_ALLOW if allow else cpb.DECISION_DENY,
+            decision=DECISION_TO_PB[v.decision],
             state=cpb.ACCOUNT_STATE_UNSPECIFIED,
-            reason=REASON_TO_PB[Reason.BACKEND_UNAVAILABLE],
-            message=f"account state unavailable ({error}); failure mode "
-            f"{self.rt.settings.failure_mode}: {'allowed' if allow else 'denied'}",
+            reason=REASON_TO_PB[v.reason],
+            message=v.message,
             source=cpb.STATE_SOURCE_FAILURE_MODE,
         )
 
-    async def _parent_rule(self, account: Account, verdict: Verdict, now: datetime) -> Verdict:
-        """A channel partner's suspension suspends its children (near-cache: usually free).
-
-        If the parent's state cannot be read, the child's own verdict stands.
-        """
-        parent = await lookup_account(self.rt, account.parent_id)
-        return inherit_parent(verdict, account, parent.account, now)
+    async def _checked(self, account_id: str, user_id: str) -> tuple[Lookup, Verdict]:
+        """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
+        checked = await check_login(self.rt, account_id, user_id)
+        if checked.lookup.source == "unavailable":
+            raise BackendUnavailable(f"account state unavailable: {checked.lookup.error}")
+        return checked.lookup, checked.verdict
 
     # Sessions
 
@@ -165,14 +161,9 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
         """Renew the lease (retaking the seat if it lapsed) and answer the current decision."""
         ref = parse_session_id("session_id", request.session_id)
-        found = await lookup_account(self.rt, ref.account_id)
-        if found.source == "unavailable":
-            raise BackendUnavailable(f"account state unavailable: {found.error}")
+        found, verdict = await self._checked(ref.account_id, ref.user_id)
         now = self.rt.clock.now()
         account = found.account
-        verdict = decide(account, ref.user_id, now)
-        if verdict.allowed and account is not None and account.parent_id:
-            verdict = await self._parent_rule(account, verdict, now)
         expires = None
         if verdict.allowed and account is not None:
             expires = now + self._ttl
@@ -220,13 +211,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         feature = check_id("feature", request.feature)
         quantity = check_quantity("quantity", request.quantity) or 1
         event_id = check_id("event_id", request.event_id, required=False)
-        found = await lookup_account(self.rt, account_id)
-        if found.source == "unavailable":
-            raise BackendUnavailable(f"account state unavailable: {found.error}")
+        found, verdict = await self._checked(account_id, user_id)
         now = self.rt.clock.now()
-        verdict = decide(found.account, user_id, now)
-        if verdict.allowed and found.account is not None and found.account.parent_id:
-            verdict = await self._parent_rule(found.account, verdict, now)
         if not verdict.allowed or found.account is None:
             return pb.EntitlementResponse(decision=DECISION_TO_PB[verdict.decision],
                                           reason=REASON_TO_PB[verdict.reason],
