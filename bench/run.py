@@ -53,7 +53,7 @@ def machine() -> dict[str, Any]:
 
 
 def loads(quick: bool) -> dict[str, h2load.Load]:
-    d, w = (3.0, 1.0) if quick else (12.0, 2.0)
+    d, w = (3.0, 1.0) if quick else (10.0, 2.0)
     return {
         "saturated": h2load.Load(clients=8, streams=8, duration=d, warmup=w),
         "rate_1000": h2load.Load(clients=10, streams=1, duration=d, warmup=w, rate=1000),
@@ -118,13 +118,20 @@ def ratios(latency: dict[str, Any]) -> dict[str, Any]:
 
 
 def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A part that fails is reported as such; the rest of the run goes on."""
+    """A part that fails is tried once more, then reported as failed; the run goes on."""
     print(f"[{name}]", flush=True)
-    try:
-        res = fn()
-    except Exception as exc:
-        traceback.print_exc()
-        res = {"error": f"{type(exc).__name__}: {exc}"}
+    first = ""
+    for _ in range(2):
+        try:
+            res = fn()
+        except Exception as exc:
+            traceback.print_exc()
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+            first = first or res["error"]
+            continue
+        if first:
+            res["retried_after"] = first
+        break
     print(f"  -> {json.dumps(res, default=str)[:400]}", flush=True)
     return res
 
