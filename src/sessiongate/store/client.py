@@ -11,6 +11,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -35,7 +38,13 @@ def connect(url: str, *, cluster: bool = False) -> Redis:
     url, by_scheme = cluster_url(url)
     if cluster or by_scheme:
         return cast(Redis, RedisCluster.from_url(url, **OPTIONS))
-    return Redis.from_url(url, **OPTIONS)
+    # After a Redis restart the pool still holds dead connections: the first command on one
+    # fails with ConnectionError before anything was executed, so one immediate retry on a
+    # fresh connection is safe even for non-idempotent commands. Timeouts are not retried
+    # (the command may have run).
+    return Redis.from_url(
+        url, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **OPTIONS
+    )
 
 
 def is_cluster(redis: object) -> bool:
