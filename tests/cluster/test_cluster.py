@@ -58,6 +58,18 @@ def test_the_server_talks_to_the_cluster(cluster_server: ServerThread) -> None:
     assert is_cluster(cluster_server.app.rt.redis)
 
 
+def test_a_cluster_url_needs_no_flag(cluster: LocalCluster) -> None:
+    cluster.flush()
+    url = cluster.url.replace("redis://", "redis+cluster://", 1)
+    srv = ServerThread(make_settings(url)).start()
+    try:
+        assert srv.app.rt is not None and is_cluster(srv.app.rt.redis)
+        upsert(srv, account_id=ACCOUNTS[0], users=["alice"])
+        assert check(srv, ACCOUNTS[0], "alice").decision == cpb.DECISION_ALLOW
+    finally:
+        srv.stop()
+
+
 def test_login_on_every_master(cluster_server: ServerThread, cluster: LocalCluster) -> None:
     for aid in ACCOUNTS:
         created = upsert(cluster_server, account_id=aid, users=["alice", "bob"])
