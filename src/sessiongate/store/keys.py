@@ -19,9 +19,9 @@ PLAN_PREFIX = f"{PREFIX}:plan:"
 PAYMENT_STREAM = "sessiongate:payments"  # public name: the billing system XADDs here
 PAYMENT_DEAD_LETTER = "sessiongate:payments:dead"
 USAGE_STREAM = "sessiongate:usage"  # public name: the billing system reads usage here
+NOTIFY_DEAD_LETTER = "sessiongate:notifications:dead"  # public: undeliverable notifications
 # SCAN MATCH of every account hash (with TYPE hash): the metrics' accounts-by-state count.
 ACCOUNT_GLOB = f"{PREFIX}:*:account"
-NOTIFY_DEAD_LETTER = "sessiongate:notifications:dead"  # public: undeliverable notifications
 
 
 def _tag(account_id: str) -> str:
@@ -49,6 +49,20 @@ def due_index_of(account_id: str) -> str:
 
 def outbox_of(account_id: str) -> str:
     return outbox(bucket_of(account_id))
+
+
+def usage_shard(bucket: int) -> str:
+    """Redis Cluster only: the usage stream of one bucket (`sessiongate:usage:{bN.k}`).
+
+    On a cluster, recording usage must touch one slot, and one stream for every account would
+    be a hot spot; so usage is sharded by bucket there, and billing reads all BUCKETS shards.
+    On a single Redis, usage goes to the one public stream USAGE_STREAM.
+    """
+    return f"{USAGE_STREAM}:{bucket_tag(bucket)}"
+
+
+def usage_stream_of(account_id: str, *, sharded: bool) -> str:
+    return usage_shard(bucket_of(account_id)) if sharded else USAGE_STREAM
 
 
 ALL_BUCKETS = range(BUCKETS)

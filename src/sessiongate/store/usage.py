@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from sessiongate.domain.periods import day_name, month_name
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import SEP
+from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
 
@@ -66,6 +68,7 @@ class UsageStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
+        self._sharded = is_cluster(redis)  # see keys.usage_shard
 
     async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
         """Record each event once (`record_usage.lua`), all in one pipeline; True: recorded.
@@ -73,8 +76,10 @@ class UsageStore:
         Each event is its own atomic step: when the pipeline fails midway the events already
         recorded stay recorded and a retry of the batch counts them as duplicates.
         """
-        pipe = self._redis.pipeline(transaction=False)
         script = self._scripts["record_usage"]
+        # Redis Cluster refuses EVALSHA in pipelines: there, the scripts run concurrently.
+        pipe = None if self._sharded else self._redis.pipeline(transaction=False)
+        calls = []
         for e in events:
             entry = [
                 "event_id", e.event_id, "account_id", e.account_id, "user_id", e.user_id,
@@ -82,14 +87,20 @@ class UsageStore:
                 "occurred_at", e.occurred_at.isoformat(), "recorded_at", now.isoformat(),
                 "attributes", json.dumps(e.attributes, sort_keys=True, separators=(",", ":")),
             ]
-            await script(
+            calls.append(script(
                 keys=[keys.usage_events(e.account_id),
-                      keys.usage(e.account_id, month_name(e.occurred_at)), keys.USAGE_STREAM],
+                      keys.usage(e.account_id, month_name(e.occurred_at)),
+                      keys.usage_stream_of(e.account_id, sharded=self._sharded)],
                 args=[f"u:{e.event_id}", to_ms(now), IDEMPOTENCY_RETENTION_MS, e.feature,
                       e.quantity, day_name(e.occurred_at), *entry],
                 client=pipe,
-            )
-        results = await pipe.execute()
+            ))
+        if pipe is None:
+            results = await asyncio.gather(*calls)
+        else:
+            for call in calls:
+                await call  # queues the EVALSHA on the pipeline
+            results = await pipe.execute()
         return [bool(int(r)) for r in results]
 
     async def log_seats(self, account_id: str, version: int, seats: Sequence[str],
