@@ -30,6 +30,15 @@ def _worker(settings: Settings, index: int) -> None:
     asyncio.run(Application(settings).serve_forever())
 
 
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker i serves metrics on the metrics port + i: each process has its own registry,
+    and Prometheus scrapes each (the sum over workers is the sidecar's)."""
+    if not settings.metrics_addr or index == 0:
+        return settings
+    host, _, port = settings.metrics_addr.rpartition(":")
+    return dataclasses.replace(settings, metrics_addr=f"{host}:{int(port) + index}")
+
+
 def run_workers(settings: Settings) -> int:
     embedded = None
     if not settings.redis_url:
@@ -38,7 +47,8 @@ def run_workers(settings: Settings) -> int:
         settings = dataclasses.replace(settings, redis_url=embedded.url)
     ctx = mp.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(settings, i), name=f"sessiongate-{i}")
+        ctx.Process(target=_worker, args=(worker_settings(settings, i), i),
+                    name=f"sessiongate-{i}")
         for i in range(settings.workers)
     ]
     for p in procs:
