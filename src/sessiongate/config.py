@@ -79,6 +79,10 @@ class Settings:
     consumer_name: str = _setting(
         "", "SESSIONGATE_CONSUMER_NAME", "payment-stream consumer name (default: host-pid)"
     )
+    payment_claim_idle: float = _setting(
+        30.0, "SESSIONGATE_PAYMENT_CLAIM_IDLE",
+        "seconds a payment entry stays pending before another replica reclaims it (a crash)",
+    )
     webhook_url: str = _setting("", "SESSIONGATE_WEBHOOK_URL", "notification webhook URL")
     webhook_secret: str = _setting(
         "", "SESSIONGATE_WEBHOOK_SECRET", "HMAC-SHA256 key of the webhook signature header"
@@ -161,6 +165,7 @@ class Settings:
             if choices and getattr(self, f.name) not in choices:
                 raise InvalidArgument(f.metadata["env"], f"must be one of {', '.join(choices)}")
         for name in ("near_cache_ttl", "static_max_age", "session_ttl", "sweep_interval",
+                     "payment_claim_idle",
                      "notify_retry_base", "notify_retry_max", "notify_claim_idle",
                      "notify_timeout"):
             if getattr(self, name) <= 0:

@@ -17,5 +17,6 @@ def billing_components(rt: Runtime) -> list[Any]:
     s = rt.settings
     return [
         DunningScheduler(Sweeper(rt.redis, engine, rt.clock), s.sweep_interval),
-        PaymentConsumer(rt.redis, engine, consumer=s.consumer_name),
+        PaymentConsumer(rt.redis, engine, consumer=s.consumer_name,
+                        claim_idle_ms=int(s.payment_claim_idle * 1000)),
     ]
