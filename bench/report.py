@@ -57,15 +57,19 @@ def render(result: dict[str, Any]) -> str:
             "Throughput: higher is better (target near-cache >= 0.9, seat-limited >= 0.65)."
             " Latency: lower is better (target near-cache p99 <= 1.25).",
             "",
-            "| scenario | throughput | p50 @1000 | p99 @1000 | p50 @2000 | p99 @2000 |"
-            " max @2000 | meets targets |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "CPU efficiency: the floor's server CPU per request over the scenario's, in the"
+            " saturated runs (1.0: as cheap as the floor); less disturbed by other tenants.",
+            "",
+            "| scenario | throughput | CPU efficiency | p50 @1000 | p99 @1000 | p50 @2000 |"
+            " p99 @2000 | max @2000 | meets targets |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for name, r in ratios.items():
             meets = [k.removeprefix("meets_").removesuffix("_target") + ": " + _f(v)
                      for k, v in r.items() if k.startswith("meets_")]
             lines.append(
-                f"| {name} | {_f(r['throughput'])} | {_f(r['rate_1000_p50'])} |"
+                f"| {name} | {_f(r['throughput'])} | {_f(r.get('cpu_efficiency', math.nan))} |"
+                f" {_f(r['rate_1000_p50'])} |"
                 f" {_f(r['rate_1000_p99'])} | {_f(r['rate_2000_p50'])} |"
                 f" {_f(r['rate_2000_p99'])} | {_f(r['rate_2000_max'])} |"
                 f" {', '.join(meets) or '-'} |")

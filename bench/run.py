@@ -67,8 +67,20 @@ def _show(name: str, load: str, res: h2load.Result) -> None:
           flush=True)
 
 
+def loaded(proc_: Any, h2: str, url: str, body: Path, load: h2load.Load, work: Path
+           ) -> h2load.Result:
+    """One h2load run, plus the server's CPU per request over it (warm-up included): a
+    cost that the other tenants of a shared machine disturb much less than throughput."""
+    c0 = proc_.cpu_seconds()
+    res = h2load.run(h2, url, body, load, work, headers=app_md())
+    sent = res.rps * (load.duration + load.warmup)
+    res.load["server_cpu_us_per_request"] = (
+        (proc_.cpu_seconds() - c0) / sent * 1e6 if sent else float("nan"))
+    return res
+
+
 def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
-                 floor_port: int | None = None) -> dict[str, Any]:
+                 floor_proc: Any = None) -> dict[str, Any]:
     """Each load on the scenario, right after the same load on the floor (`floor_port`):
     the machine is shared, so each ratio compares two runs seconds apart."""
     if not sc.present():
@@ -81,13 +93,14 @@ def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
         floor_body = h2load.write_request(work / "floor.bin", SCENARIOS[0].request())
         url = f"http://127.0.0.1:{proc.port}{sc.path}"
         out: dict[str, Any] = {"title": sc.title}
+        floor_port = None if floor_proc is None else floor_proc.port
         for name, load in loads(quick).items():
             if floor_port is not None:
-                f = h2load.run(h2, f"http://127.0.0.1:{floor_port}{SCENARIOS[0].path}",
-                               floor_body, load, work, headers=app_md())
+                f = loaded(floor_proc, h2, f"http://127.0.0.1:{floor_port}{SCENARIOS[0].path}",
+                           floor_body, load, work)
                 out.setdefault("paired_floor", {})[name] = f.as_dict()
                 _show("(floor)", name, f)
-            res = h2load.run(h2, url, body, load, work, headers=app_md())
+            res = loaded(proc, h2, url, body, load, work)
             out[name] = res.as_dict()
             _show(sc.name, name, res)
         return out
@@ -104,6 +117,10 @@ def ratios(latency: dict[str, Any]) -> dict[str, Any]:
             continue
         base = res.get("paired_floor", floor)
         r: dict[str, Any] = {"throughput": res["saturated"]["rps"] / base["saturated"]["rps"]}
+        cpu = res["saturated"].get("load", {}).get("server_cpu_us_per_request")
+        floor_cpu = base["saturated"].get("load", {}).get("server_cpu_us_per_request")
+        if cpu and floor_cpu:  # floor's CPU per request over ours: 1.0 = as cheap as the floor
+            r["cpu_efficiency"] = floor_cpu / cpu
         for rate in ("rate_1000", "rate_2000"):
             for q in ("p50_ms", "p99_ms", "max_ms"):
                 r[f"{rate}_{q.removesuffix('_ms')}"] = res[rate][q] / base[rate][q]
@@ -169,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for sc in SCENARIOS:
                     if sc.name == "floor" or wanted(sc.name):
-                        paired = None if sc.floor else floor.port
+                        paired = None if sc.floor else floor
                         result["latency"][sc.name] = guarded(sc.name, lambda sc=sc, p=paired:
                             run_scenario(sc, h2, redis.url, work, quick, p))
             finally:
