@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -158,3 +159,63 @@ def test_members_of_past_processes_are_forgotten(srv: ServerThread,
     assert srv.call(live.forget_idle_consumers(idle_ms=0)) == ["restarted"]
     names = {c["name"] for c in redis_client.xinfo_consumers(STREAM, GROUP)}
     assert names == {b"crashed"}
+
+
+def _history_shape(srv: ServerThread, account: str) -> list[tuple[str, str, str]]:
+    rt = srv.app.rt
+    assert rt is not None
+    return [(h["from"], h["to"], h["cause"])
+            for h in srv.call(rt.accounts.history(account))]
+
+
+def test_a_batch_applies_like_one_event_at_a_time(srv: ServerThread,
+                                                  redis_client: redis.Redis) -> None:
+    """Many accounts in one batch, their entries interleaved, events of random kinds,
+    redelivered, one dead: the batched consumer ends where applying the entries one by one
+    (`apply_event`, stream order) ends, account for account."""
+    rng = random.Random(7)
+    kinds = ["INVOICE_ISSUED", "PAYMENT_SUCCEEDED", "PAYMENT_FAILED", "PAYMENT_REVERSED",
+             "INVOICE_VOIDED", "CREDIT_APPLIED"]
+    per_account: dict[str, list[dict[str, str]]] = {}
+    for n in range(6):
+        events = []
+        for k in range(12):
+            kind = rng.choice(kinds)
+            fields = {"event_id": f"e{k}", "type": kind, "invoice_id": f"inv-{k % 3}",
+                      "amount_minor": str(rng.choice([500, 1000, 2500]))}
+            if kind == "INVOICE_ISSUED":
+                fields["due_at"] = f"2025-{rng.choice(['10', '11', '12'])}-15T00:00:00Z"
+            events.append(fields)
+        events += rng.sample(events, 4)  # redelivered
+        per_account[f"acct-{n}"] = events
+    # the same entries for twin accounts: "b-" through the batch, "s-" one at a time
+    for twin in ("b-", "s-"):
+        for aid in per_account:
+            upsert(srv, account_id=twin + aid, users=["alice"])
+    order = [aid for aid, evs in per_account.items() for _ in evs]
+    rng.shuffle(order)  # accounts interleaved; each account's entries keep their order
+    seen: dict[str, int] = {}
+    stream_order = []
+    for aid in order:
+        i = seen[aid] = seen.get(aid, -1) + 1
+        stream_order.append((aid, per_account[aid][i]))
+    redis_client.xadd(STREAM, {"event_id": "x", "account_id": "b-ghost",
+                               "type": "PAYMENT_SUCCEEDED", "amount_minor": "1"})
+    for aid, fields in stream_order:
+        redis_client.xadd(STREAM, {**fields, "account_id": "b-" + aid})
+    c = consumer(srv, "batcher")
+    assert drain(srv, c) == len(stream_order) + 1
+    assert c.dead == 1 and pending(redis_client) == 0
+    engine = c.engine
+    for aid, fields in stream_order:
+        srv.call(engine.apply_event(event_from_fields({**fields, "account_id": "s-" + aid})))
+    assert c.applied + c.duplicates == len(stream_order)
+    assert c.duplicates >= 4 * len(per_account)
+    states = set()
+    for aid in per_account:
+        b, s = get(srv, "b-" + aid), get(srv, "s-" + aid)
+        assert (b.state, b.balance_minor, b.oldest_due_at) == (
+            s.state, s.balance_minor, s.oldest_due_at), aid
+        assert _history_shape(srv, "b-" + aid) == _history_shape(srv, "s-" + aid), aid
+        states.add(b.state)
+    assert len(states) >= 2  # the mix leaves accounts in different states

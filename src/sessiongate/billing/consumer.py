@@ -22,9 +22,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from sessiongate.billing.engine import DunningEngine
+from sessiongate.billing.engine import Applied, DunningEngine
 from sessiongate.domain.errors import Conflict, SessionGateError
-from sessiongate.domain.payment_event import event_from_fields
+from sessiongate.domain.payment_event import PaymentEvent, event_from_fields
 from sessiongate.store import keys
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ class PaymentConsumer:
         engine: DunningEngine,
         *,
         consumer: str = "",
-        batch: int = 100,
+        batch: int = 500,
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
     ) -> None:
@@ -90,63 +90,74 @@ class PaymentConsumer:
         if not await self.ensure_group():
             await asyncio.sleep(block / 1000)
             return 0
-        handled = 0
         claimed = await self.redis.xautoclaim(
             keys.PAYMENT_STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms,
             start_id="0-0", count=self.batch,
         )
-        for entry_id, fields in claimed[1]:
-            if entry_id is not None:
-                handled += await self.handle(entry_id, fields)
+        entries = [(i, f) for i, f in claimed[1] if i is not None]
         resp: Any = await self.redis.xreadgroup(
             GROUP, self.consumer, {keys.PAYMENT_STREAM: ">"}, count=self.batch,
             block=block or None,
         )
-        for _stream, entries in resp or ():
-            for entry_id, fields in entries:
-                handled += await self.handle(entry_id, fields)
-        return handled
+        for _stream, new in resp or ():
+            entries.extend(new)
+        return await self.handle_many(entries)
 
     async def handle(self, entry_id: Any, raw: dict[Any, Any] | None) -> int:
         """Apply one entry; 1 if it was acknowledged, 0 if left pending for a retry."""
-        eid = _text(entry_id)
-        try:
-            fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-        except UnicodeDecodeError:
-            return await self._dead(eid, {}, "fields are not UTF-8")
-        if raw is None:  # deleted from the stream while pending: nothing to apply
-            await self._ack(eid)
-            return 1
-        try:
-            event = event_from_fields(fields)
-            applied = await self.engine.apply_event(event)
-        except (Conflict, RedisError, OSError) as exc:
-            log.warning("payment entry left pending for a retry", entry=eid, error=repr(exc))
-            return 0
-        except SessionGateError as exc:
-            return await self._dead(eid, fields, str(exc))
-        except Exception as exc:  # a bug must not block the queue either
-            log.exception("payment entry failed", entry=eid)
-            return await self._dead(eid, fields, f"internal error: {exc!r}")
-        if applied.duplicate:
-            self.duplicates += 1
-        else:
-            self.applied += 1
-        await self._ack(eid)
-        return 1
+        return await self.handle_many([(entry_id, raw)])
 
-    async def _ack(self, eid: str) -> None:
-        await self.redis.xack(keys.PAYMENT_STREAM, GROUP, eid)
-
-    async def _dead(self, eid: str, fields: dict[str, str], reason: str) -> int:
-        log.warning("payment entry dead-lettered", entry=eid, reason=reason)
-        await self.redis.xadd(keys.PAYMENT_DEAD_LETTER, {
-            "reason": reason, "source_id": eid, "consumer": self.consumer,
-            "fields": json.dumps(fields, separators=(",", ":")),
-        })
-        await self._ack(eid)
-        self.dead += 1
-        return 1
+    async def handle_many(self, entries: list[tuple[Any, dict[Any, Any] | None]]) -> int:
+        """Apply entries (in stream order per account, distinct accounts together), then
+        dead-letter what can never apply and acknowledge, in one round trip; returns how
+        many were acknowledged. What backend trouble stopped stays pending for a retry."""
+        ack: list[str] = []
+        dead: list[tuple[str, dict[str, str], str]] = []
+        parsed: list[tuple[str, dict[str, str], PaymentEvent]] = []
+        for entry_id, raw in entries:
+            eid = _text(entry_id)
+            if raw is None:  # deleted from the stream while pending: nothing to apply
+                ack.append(eid)
+                continue
+            try:
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+            except UnicodeDecodeError:
+                dead.append((eid, {}, "fields are not UTF-8"))
+                continue
+            try:
+                parsed.append((eid, fields, event_from_fields(fields)))
+            except SessionGateError as exc:
+                dead.append((eid, fields, str(exc)))
+        results = await self.engine.apply_events([e for _, _, e in parsed])
+        for (eid, fields, _), res in zip(parsed, results, strict=True):
+            if isinstance(res, Applied):
+                ack.append(eid)
+                if res.duplicate:
+                    self.duplicates += 1
+                else:
+                    self.applied += 1
+            elif isinstance(res, (Conflict, RedisError, OSError)):
+                log.warning("payment entry left pending for a retry", entry=eid,
+                            error=repr(res))
+            elif isinstance(res, SessionGateError):
+                dead.append((eid, fields, str(res)))
+            else:  # a bug must not block the queue either
+                log.error("payment entry failed", entry=eid, error=repr(res))
+                dead.append((eid, fields, f"internal error: {res!r}"))
+        if dead:  # recorded before acknowledged: a failure here leaves them pending
+            pipe = self.redis.pipeline(transaction=False)
+            for eid, fields, reason in dead:
+                log.warning("payment entry dead-lettered", entry=eid, reason=reason)
+                pipe.xadd(keys.PAYMENT_DEAD_LETTER, {
+                    "reason": reason, "source_id": eid, "consumer": self.consumer,
+                    "fields": json.dumps(fields, separators=(",", ":")),
+                })
+            await pipe.execute()
+            ack.extend(d[0] for d in dead)
+            self.dead += len(dead)
+        if ack:
+            await self.redis.xack(keys.PAYMENT_STREAM, GROUP, *ack)
+        return len(ack)
 
     async def forget_idle_consumers(self, idle_ms: int = FORGET_AFTER_MS) -> list[str]:
         """Delete group members of past processes (restarts get new names): those with

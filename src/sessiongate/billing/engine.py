@@ -8,20 +8,23 @@ atomically; so among any number of replicas each transition and reminder happens
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sessiongate.domain.dunning import Outcome, reconsider
 from sessiongate.domain.errors import NotFound
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountState, StateOverride
 from sessiongate.domain.payment_event import PaymentEvent
+from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy
 from sessiongate.store.accounts import UNSCHEDULE, AccountStore, Change, CommitResult
 from sessiongate.store.codec import to_ms
 from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
 from sessiongate.store.policies import PolicyStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,61 @@ def _saved(res: CommitResult, change: Change | None) -> Account | None:
     return replace(change.account, version=res.version)
 
 
+def _event_change(event: PaymentEvent, account: Account | None, raw: str | None,
+                  policy: Callable[[Account], DunningPolicy], now: datetime) -> Change | None:
+    """The commit that folds `event` into the account; None if it is already in the ledger."""
+    aid = event.account_id
+    if account is None:
+        raise NotFound(f"account_id: no account {aid!r} (create it with UpsertAccount)")
+    ledger = decode_ledger(raw, aid)
+    if event.event_id in ledger:
+        return None  # applied long ago (beyond the idempotency window): still a no-op
+    grown = ledger.add(event, account.currency)
+    out = reconsider(account, grown, policy(account), now, actor="billing",
+                     cause=f"{event.type.name} {event.event_id}", event_id=event.event_id)
+    change = _change(out, ledger, event_id=event.event_id)
+    return replace(change, ledger_json=encode_ledger(out.ledger))
+
+
+def _due_change(account_id: str, account: Account | None, raw: str | None,
+                policy: Callable[[Account], DunningPolicy], now: datetime, *, quiet: bool
+                ) -> Change | None:
+    """The scheduled evaluation's commit; None if the account is not (or no longer) due."""
+    if account is None:
+        return None
+    if account.next_evaluation_at is not None and account.next_evaluation_at > now:
+        return None
+    ledger = decode_ledger(raw, account_id)
+    out = reconsider(account, ledger, policy(account), now, actor="scheduler")
+    event_id = ""
+    reminders = [n for n in out.notifications if n["kind"] == "reminder"]
+    if reminders and len(reminders) == len(out.notifications):
+        if quiet:  # this reminder's event id is recorded as sent: send it no more
+            out = replace(out, notifications=())
+        else:
+            due, ordinal = out.evaluation.reminder or (now, 0)
+            event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
+    return _change(out, ledger, event_id=event_id)
+
+
+def _rounds(keys_in_order: Sequence[str]) -> list[list[int]]:
+    """Positions grouped so that each group holds each key at most once and a key's
+    positions keep their order across groups (the n-th of each key is in group n)."""
+    seen: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for i, key in enumerate(keys_in_order):
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
+
+
 class DunningEngine:
+    """Applies changes one account at a time (`apply_event`, `evaluate_due`) or many
+    accounts in three round trips (`apply_events`, `evaluate_many`: read all, fetch their
+    policies, commit all), which is what makes the payment queue and the sweep fast."""
+
     def __init__(self, accounts: AccountStore, policies: PolicyStore,
                  now: Callable[[], datetime]) -> None:
         self.accounts = accounts
@@ -64,28 +121,101 @@ class DunningEngine:
         policy = await self.policies.for_account(account.policy_id)
         return reconsider(account, ledger, policy, now, **kw)
 
+    async def _policy_of(self, account: Account | None) -> Callable[[Account], DunningPolicy]:
+        policy = (await self.policies.for_account(account.policy_id) if account is not None
+                  else DEFAULT_POLICY)
+        return lambda _account: policy
+
+    async def _read_many(self, ids: Sequence[str]
+                         ) -> tuple[list[tuple[Account | None, str | None]],
+                                    Callable[[Account], DunningPolicy]]:
+        reads = await self.accounts.read_many(ids)
+        found = await self.policies.for_accounts(a.policy_id for a, _ in reads if a)
+        return reads, lambda account: found[account.policy_id]
+
     async def apply_event(self, event: PaymentEvent) -> Applied:
         """Fold one payment event into its account's ledger and re-evaluate. Idempotent."""
         now = self.now()
-        aid = event.account_id
 
         async def mutate(account: Account | None, raw: str | None) -> Change | None:
-            if account is None:
-                raise NotFound(f"account_id: no account {aid!r} (create it with UpsertAccount)")
-            ledger = decode_ledger(raw, aid)
-            if event.event_id in ledger:
-                return None  # applied long ago (beyond the idempotency window): still a no-op
-            grown = ledger.add(event, account.currency)
-            out = await self._reconsider(account, grown, now, actor="billing",
-                                         cause=f"{event.type.name} {event.event_id}",
-                                         event_id=event.event_id)
-            change = _change(out, ledger, event_id=event.event_id)
-            return replace(change, ledger_json=encode_ledger(out.ledger))
+            return _event_change(event, account, raw, await self._policy_of(account), now)
 
-        res, change = await self.accounts.update(aid, mutate, self.now)
+        res, change = await self.accounts.update(event.account_id, mutate, self.now)
         if res.status in ("duplicate", "unchanged"):
             return Applied(True, None)
         return Applied(False, _saved(res, change))
+
+    async def apply_events(self, events: Sequence[PaymentEvent]
+                           ) -> list[Applied | Exception]:
+        """`apply_event` of each, in order per account, in rounds of distinct accounts.
+
+        Returns each event's outcome or the exception that `apply_event` would have raised.
+        A commit that lost a race to another writer is redone alone by `apply_event`.
+        """
+        out: list[Applied | Exception] = [Exception("not applied")] * len(events)
+        for positions in _rounds([e.account_id for e in events]):
+            batch = [events[i] for i in positions]
+            for i, result in zip(positions, await self._apply_round(batch), strict=True):
+                out[i] = result
+        return out
+
+    async def _apply_round(self, events: Sequence[PaymentEvent]) -> list[Applied | Exception]:
+        def build(i: int, account: Account | None, raw: str | None,
+                  policy: Callable[[Account], DunningPolicy], now: datetime) -> Change | None:
+            return _event_change(events[i], account, raw, policy, now)
+
+        def done(res: CommitResult, change: Change | None) -> Applied:
+            return Applied(not res.ok, _saved(res, change))
+
+        return await self._batch([e.account_id for e in events], build, done,
+                                 lambda i: self.apply_event(events[i]), redo_on=("conflict",))
+
+    async def _batch(
+        self,
+        ids: Sequence[str],
+        build: Callable[[int, Account | None, str | None, Callable[[Account], DunningPolicy],
+                         datetime], Change | None],
+        done: Callable[[CommitResult, Change | None], T],
+        redo: Callable[[int], Awaitable[T]],
+        redo_on: tuple[str, ...],
+    ) -> list[T | Exception]:
+        """Read the (distinct) accounts `ids` and their policies, `build` each change, commit
+        them all; `done` turns each commit's result into the answer, `redo` (one account
+        alone, with its CAS loop) answers those whose commit status is in `redo_on`. An
+        error is answered in its place, never raised."""
+        try:
+            reads, policy = await self._read_many(ids)
+        except Exception as exc:  # the round trip failed: so did every account of the batch
+            return [exc] * len(ids)
+        now = self.now()
+        out: list[T | Exception] = []
+        pending: list[tuple[int, Change, int]] = []
+        for i, (account, raw) in enumerate(reads):
+            try:
+                change = build(i, account, raw, policy, now)
+            except Exception as exc:
+                out.append(exc)
+                continue
+            version = 0 if account is None else account.version
+            out.append(done(CommitResult("unchanged", version), None))
+            if change is not None:
+                pending.append((i, change, version))
+        try:
+            results: list[CommitResult | Exception] = await self.accounts.commit_many(
+                [(c, v) for _, c, v in pending], self.now())
+        except Exception as exc:
+            results = [exc] * len(pending)
+        for (i, change, _), res in zip(pending, results, strict=True):
+            try:
+                if isinstance(res, Exception):
+                    out[i] = res
+                elif res.status in redo_on:
+                    out[i] = await redo(i)
+                else:
+                    out[i] = done(res, change)
+            except Exception as exc:
+                out[i] = exc
+        return out
 
     async def evaluate_due(self, account_id: str, *, _quiet: bool = False) -> CommitResult:
         """The scheduled evaluation of an account whose next evaluation time has come.
@@ -97,27 +227,25 @@ class DunningEngine:
         now = self.now()
 
         async def mutate(account: Account | None, raw: str | None) -> Change | None:
-            if account is None:
-                return None
-            if account.next_evaluation_at is not None and account.next_evaluation_at > now:
-                return None
-            ledger = decode_ledger(raw, account_id)
-            out = await self._reconsider(account, ledger, now, actor="scheduler")
-            event_id = ""
-            reminders = [n for n in out.notifications if n["kind"] == "reminder"]
-            if reminders and len(reminders) == len(out.notifications):
-                if _quiet:  # this reminder's event id is recorded as sent: send it no more
-                    out = replace(out, notifications=())
-                else:
-                    due, ordinal = out.evaluation.reminder or (now, 0)
-                    event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
-            return _change(out, ledger, event_id=event_id)
+            return _due_change(account_id, account, raw, await self._policy_of(account), now,
+                               quiet=_quiet)
 
         res, _ = await self.accounts.update(account_id, mutate, self.now)
         if res.status == "duplicate" and not _quiet:
             # Still move the account's next evaluation on, or it would stay due forever.
             return await self.evaluate_due(account_id, _quiet=True)
         return res
+
+    async def evaluate_many(self, account_ids: Sequence[str]) -> list[CommitResult | Exception]:
+        """`evaluate_due` of each (distinct) account, in three round trips; an account whose
+        commit lost a race or found its reminder already sent is redone alone."""
+        def build(i: int, account: Account | None, raw: str | None,
+                  policy: Callable[[Account], DunningPolicy], now: datetime) -> Change | None:
+            return _due_change(account_ids[i], account, raw, policy, now, quiet=False)
+
+        return await self._batch(account_ids, build, lambda res, _change: res,
+                                 lambda i: self.evaluate_due(account_ids[i]),
+                                 redo_on=("conflict", "duplicate"))
 
     async def override(self, account_id: str, state: AccountState | None, reason: str,
                        expires_at: datetime | None, actor: str) -> Account:

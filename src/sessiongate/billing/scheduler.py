@@ -1,7 +1,8 @@
 """The scheduler: every `sweep_interval`, evaluate the accounts whose next evaluation is due.
 
 The due index is 64 sorted sets (one per bucket, see store/slots.py): a sweep reads them in
-one pipelined round trip, so it costs O(buckets + accounts due). Each due account goes
+one pipelined round trip, so it costs O(buckets + accounts due). Due accounts are evaluated
+in chunks (`DunningEngine.evaluate_many`: one round trip reads a chunk, one commits it), each
 through the same compare-and-set as a payment; any number of replicas may sweep at once and
 each transition and reminder still happens once (the loser of a race finds the account's
 next evaluation already moved on).
@@ -24,11 +25,12 @@ log = structlog.get_logger(__name__)
 
 class Sweeper:
     def __init__(self, redis: Redis, engine: DunningEngine, clock: Clock, *,
-                 batch: int = 1000, concurrency: int = 16) -> None:
+                 batch: int = 1000, chunk: int = 250, concurrency: int = 4) -> None:
         self.redis = redis
         self.engine = engine
         self.clock = clock
         self.batch = batch
+        self.chunk = chunk
         self.concurrency = concurrency
 
     async def due(self) -> list[str]:
@@ -42,18 +44,23 @@ class Sweeper:
         return found
 
     async def sweep_once(self) -> int:
-        """Evaluate every due account, a few at a time; returns how many commits it made."""
+        """Evaluate every due account, `chunk` accounts per round trip and `concurrency`
+        chunks in flight; returns how many commits it made."""
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(aid: str) -> bool:
+        async def one(ids: list[str]) -> int:
             async with gate:
-                try:
-                    return (await self.engine.evaluate_due(aid)).ok
-                except Exception:
-                    log.exception("evaluation failed", account=aid)
-                    return False
+                made = 0
+                for aid, res in zip(ids, await self.engine.evaluate_many(ids), strict=True):
+                    if isinstance(res, Exception):
+                        log.warning("evaluation failed", account=aid, error=repr(res))
+                    else:
+                        made += res.ok
+                return made
 
-        return sum(await asyncio.gather(*(one(aid) for aid in await self.due())))
+        due = await self.due()
+        chunks = [due[i:i + self.chunk] for i in range(0, len(due), self.chunk)]
+        return sum(await asyncio.gather(*(one(c) for c in chunks)))
 
 
 class DunningScheduler:

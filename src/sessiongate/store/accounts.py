@@ -55,6 +55,28 @@ Mutator = Callable[[Account | None, str | None], Awaitable[Change | None] | Chan
 MAX_CAS_ATTEMPTS = 50
 
 
+def _commit_call(change: Change, expected_version: int, now: datetime
+                 ) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of `commit_account.lua` for `change` (see its header)."""
+    nxt = change.next_evaluation
+    next_eval_arg = str(to_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
+    aid = change.account.account_id
+    entry = change.history_entry
+    return (
+        [keys.account(aid), keys.ledger(aid), keys.history(aid), keys.applied_events(aid),
+         keys.due_index_of(aid), keys.outbox_of(aid)],
+        [expected_version, encode_account(change.account), change.ledger_json,
+         change.event_id, to_ms(now), next_eval_arg,
+         json.dumps(entry, separators=(",", ":")) if entry else "",
+         keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
+         *(json.dumps(n, separators=(",", ":")) for n in change.notifications)],
+    )
+
+
+def _result(res: Any) -> CommitResult:
+    return CommitResult(_text(res[0]), int(res[1]))
+
+
 class AccountStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self._redis = redis
@@ -83,35 +105,19 @@ class AccountStore:
         notifications: Sequence[dict[str, Any]] = (),
     ) -> CommitResult:
         """Write `account` as the version after `expected_version`, atomically with the rest."""
-        if isinstance(next_evaluation, datetime):
-            next_eval_arg = str(to_ms(next_evaluation))
-        else:
-            next_eval_arg = next_evaluation or ""
-        aid = account.account_id
-        res = await self._scripts["commit_account"](
-            keys=[
-                keys.account(aid),
-                keys.ledger(aid),
-                keys.history(aid),
-                keys.applied_events(aid),
-                keys.due_index_of(aid),
-                keys.outbox_of(aid),
-            ],
-            args=[
-                expected_version,
-                encode_account(account),
-                ledger_json,
-                event_id,
-                to_ms(now),
-                next_eval_arg,
-                json.dumps(history_entry, separators=(",", ":")) if history_entry else "",
-                keys.INVALIDATION_CHANNEL,
-                aid,
-                IDEMPOTENCY_RETENTION_MS,
-                *(json.dumps(n, separators=(",", ":")) for n in notifications),
-            ],
-        )
-        return CommitResult(_text(res[0]), int(res[1]))
+        change = Change(account, ledger_json, event_id, next_evaluation, history_entry,
+                        notifications)
+        res = await self._scripts["commit_account"](*_commit_call(change, expected_version,
+                                                                  now))
+        return _result(res)
+
+    async def commit_many(self, changes: Sequence[tuple[Change, int]], now: datetime
+                          ) -> list[CommitResult | Exception]:
+        """`commit` of each (change, expected version), in one round trip; each commit is
+        atomic on its own, and a failed one is returned as its exception."""
+        calls = [_commit_call(c, v, now) for c, v in changes]
+        return [r if isinstance(r, Exception) else _result(r)
+                for r in await self._scripts.run_many("commit_account", calls)]
 
     async def history(self, account_id: str, limit: int = 0) -> list[dict[str, Any]]:
         start = -limit if limit > 0 else 0
@@ -130,6 +136,20 @@ class AccountStore:
         account = None if data is None else decode_account(data, int(version or 0))
         return account, None if ledger is None else _text(ledger)
 
+    async def read_many(self, account_ids: Sequence[str]
+                        ) -> list[tuple[Account | None, str | None]]:
+        """`read` of each account, all in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for aid in account_ids:
+            pipe.hmget(keys.account(aid), ["data", "v"])
+            pipe.get(keys.ledger(aid))
+        raw = await pipe.execute()
+        out: list[tuple[Account | None, str | None]] = []
+        for (data, version), ledger in zip(raw[::2], raw[1::2], strict=True):
+            out.append((None if data is None else decode_account(data, int(version or 0)),
+                        None if ledger is None else _text(ledger)))
+        return out
+
     async def update(
         self, account_id: str, mutate: Mutator, now: Callable[[], datetime]
     ) -> tuple[CommitResult, Change | None]:
@@ -144,16 +164,9 @@ class AccountStore:
             if change is None:
                 version = 0 if account is None else account.version
                 return CommitResult("unchanged", version), None
-            res = await self.commit(
-                change.account,
-                expected_version=0 if account is None else account.version,
-                now=now(),
-                ledger_json=change.ledger_json,
-                event_id=change.event_id,
-                next_evaluation=change.next_evaluation,
-                history_entry=change.history_entry,
-                notifications=change.notifications,
-            )
+            expected = 0 if account is None else account.version
+            res = _result(await self._scripts["commit_account"](
+                *_commit_call(change, expected, now())))
             if res.status != "conflict":
                 return res, change
         raise Conflict(f"account {account_id!r}: too many concurrent writers")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -59,6 +60,21 @@ class PolicyStore:
         if found is None:
             found = await self.get(DEFAULT_POLICY.policy_id)
         assert found is not None
+        return found
+
+    async def for_accounts(self, policy_ids: Iterable[str]) -> dict[str, DunningPolicy]:
+        """`for_account` of each policy id (as accounts name them, "" too), one round trip."""
+        wanted = sorted({pid or DEFAULT_POLICY.policy_id for pid in policy_ids}
+                        | {DEFAULT_POLICY.policy_id})
+        pipe = self._redis.pipeline(transaction=False)
+        for pid in wanted:
+            pipe.get(keys.policy(pid))
+        stored = dict(zip(wanted, await pipe.execute(), strict=True))
+        default = stored[DEFAULT_POLICY.policy_id]
+        fallback = DEFAULT_POLICY if default is None else decode_policy(default)
+        found = {pid: fallback if raw is None else decode_policy(raw)
+                 for pid, raw in stored.items()}
+        found[""] = found[DEFAULT_POLICY.policy_id]
         return found
 
     async def put(self, policy: DunningPolicy) -> None:
