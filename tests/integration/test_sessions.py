@@ -234,7 +234,7 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
 
     at = datetime(2026, 10, 5, 9, tzinfo=UTC)
     ref = new_session("acme", "alice")
-    redis_client.set(keys.active_users("acme", "2026-10"), "in the way")
+    redis_client.set(keys.usage("acme", "2026-10"), "in the way")
 
     async def run() -> tuple[int, int, int, int]:
         client = AsyncRedis.from_url(redis_url)
@@ -243,7 +243,7 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
             writer.login(ref, at, at + timedelta(seconds=TTL))
             first = await writer.flush()
             failures, pending = writer.failures, writer.pending
-            redis_client.delete(keys.active_users("acme", "2026-10"))
+            redis_client.delete(keys.usage("acme", "2026-10"))
             second = await writer.flush()
             assert writer.failures == 0 and writer.pending == 0
             return first, failures, pending, second
@@ -251,9 +251,8 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
             await client.aclose()
 
     assert asyncio.run(run()) == (0, 1, 1, 1)
-    assert redis_client.scard(keys.logins("acme", "2026-10-05")) == 1
-    assert redis_client.smembers(keys.active_users("acme", "2026-10")) == {
-        b"2026-10-05\x1falice"}
+    assert set(redis_client.hkeys(keys.usage("acme", "2026-10"))) == {
+        f"l:05:{ref.nonce}".encode(), b"a:05:alice"}
     assert redis_client.zcard(keys.sessions("acme")) == 1
 
 
@@ -282,5 +281,6 @@ def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
             await client.aclose()
 
     assert asyncio.run(run()) == count
-    assert redis_client.scard(keys.logins("acme", "2026-10-05")) == count
+    fields = redis_client.hkeys(keys.usage("acme", "2026-10"))
+    assert sum(f.startswith(b"l:05:") for f in fields) == count
     assert redis_client.zcard(keys.sessions("acme")) == count

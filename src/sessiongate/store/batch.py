@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
+from sessiongate.store.activity import active_field, login_field
 
 log = structlog.get_logger(__name__)
 
@@ -34,9 +35,6 @@ class LoginRecord:
     ref: SessionRef
     at: datetime
     expires: datetime | None  # None: the session itself was written already (seat Lua)
-
-
-SEP = "\x1f"  # between day and user in the active-users set (ids hold no control characters)
 
 
 class BatchWriter:
@@ -85,11 +83,12 @@ class BatchWriter:
                 exp = int(rec.expires.timestamp() * 1000)
                 pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
                 pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
-            month, day = month_name(rec.at), day_name(rec.at)
-            # Sets, not counters: a retried batch (the outcome of a failed pipeline is
-            # unknown) rewrites the same members and counts nothing twice.
-            pipe.sadd(keys.logins(aid, day), rec.ref.nonce)
-            pipe.sadd(keys.active_users(aid, month), f"{day}{SEP}{uid}")
+            day = day_name(rec.at)
+            # Fields, not counters: a retried batch (the outcome of a failed pipeline is
+            # unknown) rewrites the same fields and counts nothing twice. One small hash per
+            # account and month holds them (compact in Redis, see store/activity.py).
+            pipe.hset(keys.usage(aid, month_name(rec.at)),
+                      mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -17,62 +17,77 @@ def from_ms(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _override_to_dict(o: StateOverride | None) -> dict[str, Any] | None:
-    if o is None:
-        return None
-    return {
-        "state": o.state.value,
-        "reason": o.reason,
-        "actor": o.actor,
-        "set_at": to_ms(o.set_at),
-        "expires_at": to_ms(o.expires_at),
-    }
+def _override_to_dict(o: StateOverride) -> dict[str, Any]:
+    d: dict[str, Any] = {"s": o.state.value, "t": to_ms(o.set_at)}
+    for key, value in (("r", o.reason), ("a", o.actor), ("e", to_ms(o.expires_at))):
+        if value:
+            d[key] = value
+    return d
 
 
 def _override_from_dict(d: dict[str, Any] | None) -> StateOverride | None:
     if not d:
         return None
-    set_at = from_ms(d["set_at"])
+    if "state" in d:  # the former long names
+        d = {"s": d["state"], "r": d.get("reason", ""), "a": d.get("actor", ""),
+             "t": d["set_at"], "e": d.get("expires_at")}
+    set_at = from_ms(d["t"])
     assert set_at is not None
     return StateOverride(
-        state=AccountState(d["state"]),
-        reason=d.get("reason", ""),
-        actor=d.get("actor", ""),
+        state=AccountState(d["s"]),
+        reason=d.get("r", ""),
+        actor=d.get("a", ""),
         set_at=set_at,
-        expires_at=from_ms(d.get("expires_at")),
+        expires_at=from_ms(d.get("e")),
     )
+
+
+# Compact name -> the former (long) name. Encoded: short names, and a field equal to its
+# default (the `Account` dataclass default) is left out: most accounts hold few non-defaults.
+_LONG = {
+    "i": "id", "k": "kind", "u": "users", "p": "policy", "pl": "plan", "x": "exempt",
+    "s": "seats", "pa": "parent", "a": "admins", "tz": "tz", "c": "cur", "st": "state",
+    "si": "since", "o": "override", "b": "balance", "d": "due", "su": "suspends",
+    "n": "next_eval", "e": "extra",
+}
 
 
 def encode_account(a: Account) -> str:
-    """JSON without the version: the version lives beside it and is bumped by Lua."""
-    return json.dumps(
-        {
-            "id": a.account_id,
-            "kind": a.kind.value,
-            "users": sorted(a.users),
-            "policy": a.policy_id,
-            "plan": a.plan_id,
-            "exempt": a.exempt,
-            "seats": a.seat_limit,
-            "parent": a.parent_id,
-            "admins": list(a.admin_emails),
-            "tz": a.time_zone,
-            "cur": a.currency,
-            "state": a.derived_state.value,
-            "since": to_ms(a.state_since),
-            "override": _override_to_dict(a.override),
-            "balance": a.balance_minor,
-            "due": to_ms(a.oldest_due_at),
-            "suspends": to_ms(a.suspends_at),
-            "next_eval": to_ms(a.next_evaluation_at),
-            "extra": a.extra,
-        },
-        separators=(",", ":"),
-    )
+    """JSON without the version: the version lives beside it and is bumped by Lua.
+
+    Compact (issue #5, Redis memory): about 200 bytes for an account of 10 users with an open
+    invoice, against 450 in the former format, which `decode_account` still reads.
+    """
+    d: dict[str, Any] = {"i": a.account_id}
+    for key, value, default in (
+        ("k", a.kind.value, AccountKind.ENTERPRISE.value),
+        ("u", sorted(a.users), []),
+        ("p", a.policy_id, ""),
+        ("pl", a.plan_id, ""),
+        ("x", 1 if a.exempt else 0, 0),
+        ("s", a.seat_limit, 0),
+        ("pa", a.parent_id, ""),
+        ("a", list(a.admin_emails), []),
+        ("tz", a.time_zone, "UTC"),
+        ("c", a.currency, "USD"),
+        ("st", a.derived_state.value, AccountState.ACTIVE.value),
+        ("si", to_ms(a.state_since), None),
+        ("o", None if a.override is None else _override_to_dict(a.override), None),
+        ("b", a.balance_minor, 0),
+        ("d", to_ms(a.oldest_due_at), None),
+        ("su", to_ms(a.suspends_at), None),
+        ("n", to_ms(a.next_evaluation_at), None),
+        ("e", a.extra, {}),
+    ):
+        if value != default:
+            d[key] = value
+    return json.dumps(d, separators=(",", ":"))
 
 
 def decode_account(data: str | bytes, version: int) -> Account:
-    d = json.loads(data)
+    """Either format: the compact one (`encode_account`) or the former long field names."""
+    raw = json.loads(data)
+    d = raw if "id" in raw else {_LONG.get(k, k): v for k, v in raw.items()}
     return Account(
         account_id=d["id"],
         kind=AccountKind(d.get("kind", "ENTERPRISE")),

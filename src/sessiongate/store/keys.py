@@ -120,25 +120,40 @@ def usage_events(account_id: str) -> str:
 
 
 def usage(account_id: str, month: str) -> str:
-    """Hash of one month: `t:<feature>` total, `n:<feature>` events, `d:<day>:<feature>` daily."""
+    """Hash of one month, all its report data in one small key (fields: `store/activity.py`):
+    usage `t:<feature>` total, `n:<feature>` events, `d:<YYYY-MM-DD>:<feature>` daily; logins
+    `l:<DD>:<nonce>`, active users `a:<DD>:<user>`, peak seats in use `p:<DD>`."""
     return f"{_tag(account_id)}:usage:{month}"
 
 
+def seat_changes(account_id: str) -> str:
+    """List: each roster / seat-limit change, `<v> US <ms> US <seat> US <seat>...`, for proration.
+
+    A list, not a zset: its entries are longer than the zset's compact-encoding limit (64 bytes)
+    whenever a roster has a few users, and a list stays compact whatever its entries' length.
+    """
+    return f"{_tag(account_id)}:seatlog"
+
+
+# Written by releases before the compact layout, still read (never written) so that their data
+# keeps counting: fold them into the month's report until no month written by them is reported.
+
+
 def logins(account_id: str, day: str) -> str:
-    """Set of one day `<YYYY-MM-DD>`: the nonce of each session opened (idempotent to rewrite)."""
+    """Legacy set of one day `<YYYY-MM-DD>`: the nonce of each session opened."""
     return f"{_tag(account_id)}:logins:{day}"
 
 
 def active_users(account_id: str, month: str) -> str:
-    """Set of one month: `<YYYY-MM-DD>` unit separator `<user>`, one per user active that day."""
+    """Legacy set of one month: `<YYYY-MM-DD>` unit separator `<user>`."""
     return f"{_tag(account_id)}:active:{month}"
 
 
 def peak_seats(account_id: str, month: str) -> str:
-    """Hash of one month: `<YYYY-MM-DD>` -> most seats held at once that day (seat Lua)."""
+    """Legacy hash of one month: `<YYYY-MM-DD>` -> most seats held at once that day."""
     return f"{_tag(account_id)}:peak-seats:{month}"
 
 
 def seat_log(account_id: str) -> str:
-    """Zset: JSON {v, seats} of each roster / seat-limit change -> time (ms), for proration."""
+    """Legacy zset: JSON {v, seats} of each roster / seat-limit change -> time (ms)."""
     return f"{_tag(account_id)}:seat-log"

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
+from sessiongate.store.activity import peak_field
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
 
@@ -30,9 +31,9 @@ class SessionStore:
         """Open or renew `ref`'s lease, taking a seat if its user holds none (`take_seat.lua`)."""
         aid = ref.account_id
         admitted, held = await self._scripts["take_seat"](
-            keys=[keys.seats(aid), keys.sessions(aid), keys.peak_seats(aid, month_name(now))],
+            keys=[keys.seats(aid), keys.sessions(aid), keys.usage(aid, month_name(now))],
             args=[to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
-                  day_name(now)],
+                  peak_field(day_name(now))],
         )
         return SeatResult(bool(int(admitted)), int(held))
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
-from sessiongate.store.batch import SEP
+from sessiongate.store.activity import SEP, decode_seat_change, encode_seat_change, split_month
 from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
@@ -45,16 +45,27 @@ def _text(v: str | bytes) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, frozenset[str]]]:
-    """In commit order (account version); a time earlier than its predecessor's is raised to it.
-
-    Each entry is logged after its commit with the time its request began, so two racing
-    upserts may log times out of commit order; the version says which roster won.
-    """
+def _legacy_seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, int, frozenset[str]]]:
+    """Entries of the former `keys.seat_log` zset: JSON {v, seats} -> time (ms)."""
     entries = []
     for member, score in raw:
         d = json.loads(member)
         entries.append((int(d["v"]), int(score), frozenset(d["seats"])))
+    return entries
+
+
+def _seat_log(raw: list[tuple[bytes, float]],
+              changes: Sequence[str | bytes] = (),
+              until_ms: int | None = None) -> list[tuple[int, frozenset[str]]]:
+    """In commit order (account version); a time earlier than its predecessor's is raised to it.
+
+    Each entry is logged after its commit with the time its request began, so two racing
+    upserts may log times out of commit order; the version says which roster won. `raw` is
+    the legacy zset, `changes` the seat-change list (`activity.encode_seat_change`).
+    """
+    entries = _legacy_seat_log(raw) + [decode_seat_change(c) for c in changes]
+    if until_ms is not None:
+        entries = [e for e in entries if e[1] <= until_ms]
     entries.sort(key=lambda e: e[0])
     out: list[tuple[int, frozenset[str]]] = []
     last = None
@@ -106,27 +117,40 @@ class UsageStore:
     async def log_seats(self, account_id: str, version: int, seats: Sequence[str],
                         at: datetime) -> None:
         """Append the account's billable seats as of `at` (after a roster or limit change)."""
-        member = json.dumps({"v": version, "seats": sorted(seats)}, separators=(",", ":"))
-        await self._redis.zadd(keys.seat_log(account_id), {member: to_ms(at) or 0})
+        entry = encode_seat_change(version, to_ms(at) or 0, list(seats))
+        await self._redis.rpush(keys.seat_changes(account_id), entry)
 
     async def month(self, account_id: str, month: str, start: datetime,
                     end: datetime) -> MonthData:
-        """Everything recorded for `month` [start, end), and the seat log, in one round trip."""
+        """Everything recorded for `month` [start, end), and the seat log, in one round trip.
+
+        Reads the compact layout (the month hash, the seat-change list) and the keys written by
+        releases before it (`keys.logins`, `active_users`, `peak_seats`, `seat_log`), so a
+        month recorded partly by each still adds up.
+        """
         days = [day_name(start + timedelta(days=i)) for i in range((end - start).days)]
+        end_ms = to_ms(end) or 0
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.usage(account_id, month))
+        pipe.lrange(keys.seat_changes(account_id), 0, -1)
         pipe.smembers(keys.active_users(account_id, month))
-        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", to_ms(end) or 0, withscores=True)
+        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", end_ms, withscores=True)
         pipe.hgetall(keys.peak_seats(account_id, month))
         for day in days:
             pipe.scard(keys.logins(account_id, day))
-        usage, active, log, peaks, *counts = await pipe.execute()
-        logins = {day: int(n) for day, n in zip(days, counts, strict=True) if n}
+        fields, changes, active, log, peaks, *counts = await pipe.execute()
+        got = split_month(month, {_text(k): _text(v) for k, v in fields.items()})
+        for day, n in zip(days, counts, strict=True):
+            if n:  # legacy per-day sets and the month hash hold different sessions
+                got.logins[day] = got.logins.get(day, 0) + int(n)
+        for k, v in peaks.items():
+            got.peaks[_text(k)] = max(got.peaks.get(_text(k), 0), int(v))
         pairs = [tuple(_text(m).split(SEP, 1)) for m in active]
+        got.active.update((p[0], p[1]) for p in pairs if len(p) == 2)
         return MonthData(
-            usage={_text(k): int(v) for k, v in usage.items()},
-            logins=logins,
-            peak_seats={_text(k): int(v) for k, v in peaks.items()},
-            active=sorted((p[0], p[1]) for p in pairs if len(p) == 2),
-            seat_log=_seat_log(log),
+            usage=got.usage,
+            logins=dict(sorted(got.logins.items())),
+            peak_seats=got.peaks,
+            active=sorted(got.active),
+            seat_log=_seat_log(log, changes, end_ms),
         )

@@ -5,10 +5,10 @@
 --
 -- KEYS[1] seats zset (user -> lease expiry ms)
 -- KEYS[2] sessions zset (session member -> lease expiry ms)
--- KEYS[3] the month's peak-seats hash (day -> most seats held at once)
+-- KEYS[3] the month's usage hash (its field ARGV[6]: most seats held at once that day)
 -- (all carry the account's bucket hash tag: one slot)
 -- ARGV[1] now (ms)   ARGV[2] lease expiry (ms)   ARGV[3] user id
--- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)   ARGV[6] day "YYYY-MM-DD"
+-- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)   ARGV[6] the day's peak field
 -- Returns {admitted (1 or 0), seats held afterwards}.
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
