@@ -37,8 +37,9 @@ def _next(out: Outcome) -> datetime | str:
     return UNSCHEDULE if out.next_evaluation_at is None else out.next_evaluation_at
 
 
-def _change(out: Outcome, ledger: Ledger, *, event_id: str = "",
+def _change(out: Outcome, ledger: Ledger | None, *, event_id: str = "",
             history_entry: dict[str, Any] | None = None) -> Change:
+    """The commit of `out`; its ledger is written unless it equals `ledger` (None: always)."""
     return Change(
         out.account,
         ledger_json=encode_ledger(out.ledger) if out.ledger != ledger else "",
@@ -67,8 +68,7 @@ def _event_change(event: PaymentEvent, account: Account | None, raw: str | None,
     grown = ledger.add(event, account.currency)
     out = reconsider(account, grown, policy(account), now, actor="billing",
                      cause=f"{event.type.name} {event.event_id}", event_id=event.event_id)
-    change = _change(out, ledger, event_id=event.event_id)
-    return replace(change, ledger_json=encode_ledger(out.ledger))
+    return _change(out, None, event_id=event.event_id)
 
 
 def _due_change(account_id: str, account: Account | None, raw: str | None,
