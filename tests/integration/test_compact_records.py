@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import redis
 
 from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.store import keys
@@ -98,6 +99,9 @@ def test_an_account_stored_as_the_former_json_still_works(
     }
     redis_client.hset(keys.account("acme"), mapping={
         "data": json.dumps(legacy, separators=(",", ":")), "v": 3})
+    redis_client.set(keys.ledger("acme"), (
+        '{"cur":"EUR","events":{"inv-1-issued":{"t":"INVOICE_ISSUED","inv":"inv-1",'
+        f'"amt":12000,"cur":"EUR","due":{since}}}}},"reminded":null}}'))
 
     got = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
     assert (list(got.users), got.seat_limit, got.currency, got.balance_minor, got.version,
@@ -114,3 +118,49 @@ def test_an_account_stored_as_the_former_json_still_works(
     again = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
     assert (list(again.users), again.balance_minor, again.version) == (
         ["alice", "bob", "carol"], 12000, 4)
+
+    # The former ledger JSON: a payment settles its invoice and reinstates at once.
+    paid = server.billing.PushPaymentEvent(bpb.PaymentEvent(
+        event_id="pay-1", account_id="acme", type=bpb.PAYMENT_EVENT_TYPE_PAYMENT_SUCCEEDED,
+        amount_minor=12000))
+    assert not paid.duplicate
+    after = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
+    assert (after.state, after.balance_minor) == (cpb.ACCOUNT_STATE_ACTIVE, 0)
+    ledger = redis_client.get(keys.ledger("acme"))
+    assert ledger is not None and b'"events"' not in ledger  # rewritten in the compact format
+
+
+def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """Its logins never run take_seat.lua: the batch writer must trim, or the set only grows."""
+    import asyncio
+    from datetime import timedelta
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from sessiongate.domain.sessions import new_session
+    from sessiongate.store.batch import BatchWriter
+
+    t0 = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    lease = timedelta(minutes=5)
+    old, live, new = (new_session("acme", u) for u in ("alice", "bob", "carol"))
+
+    async def run() -> None:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            writer = BatchWriter(client)
+            writer.login(old, t0, t0 + lease)
+            writer.login(live, t0, t0 + 3 * lease)
+            await writer.flush()
+            writer.login(new, t0 + 2 * lease, t0 + 3 * lease)
+            await writer.flush()
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    assert set(redis_client.zrange(keys.sessions("acme"), 0, -1)) == {
+        live.member.encode(), new.member.encode()}
+    assert set(redis_client.zrange(keys.seats("acme"), 0, -1)) == {b"bob", b"carol"}
+    fields = redis_client.hkeys(keys.usage("acme", "2026-10"))
+    assert sum(f.startswith(b"l:05:") for f in fields) == 3  # logins are kept: report data

@@ -82,3 +82,32 @@ def test_seat_changes_round_trip() -> None:
     assert decode_seat_change(entry.encode()) == (3, 1_790_000_000_123,
                                                   frozenset({"alice", "bob", "#1"}))
     assert decode_seat_change(encode_seat_change(4, 5, [])) == (4, 5, frozenset())
+
+
+def test_the_former_ledger_json_still_decodes_and_the_compact_one_round_trips() -> None:
+    from sessiongate.domain.ledger import Ledger
+    from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
+    from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
+
+    legacy = (
+        '{"cur":"USD","events":{"inv-1-issued":{"t":"INVOICE_ISSUED","inv":"inv-1",'
+        '"amt":12000,"cur":"USD","due":1790000000000},"pay-1":{"t":"PAYMENT_SUCCEEDED",'
+        '"amt":500,"at":1790000001000},"rev-1":{"t":"PAYMENT_REVERSED","pay":"pay-1",'
+        '"cur":"EUR"}},"reminded":[1790000000000,2]}'
+    )
+    at = datetime.fromtimestamp(1_790_000_000, UTC)
+    ledger = decode_ledger(legacy, "acme")
+    assert ledger == Ledger(currency="USD", events={
+        "inv-1-issued": PaymentEvent("inv-1-issued", "acme", PaymentEventType.INVOICE_ISSUED,
+                                     invoice_id="inv-1", amount_minor=12000, currency="USD",
+                                     due_at=at),
+        "pay-1": PaymentEvent("pay-1", "acme", PaymentEventType.PAYMENT_SUCCEEDED,
+                              amount_minor=500,
+                              occurred_at=datetime.fromtimestamp(1_790_000_001, UTC)),
+        "rev-1": PaymentEvent("rev-1", "acme", PaymentEventType.PAYMENT_REVERSED,
+                              payment_id="pay-1", currency="EUR"),
+    }, last_reminder=(at, 2))
+    compact = encode_ledger(ledger)
+    assert decode_ledger(compact, "acme") == ledger  # "" and "EUR" currencies kept apart
+    assert len(compact) < len(legacy) - 40
+    assert decode_ledger(encode_ledger(Ledger()), "acme") == Ledger()

@@ -77,9 +77,18 @@ class BatchWriter:
 
     async def _write(self, batch: list[LoginRecord]) -> bool:
         pipe = self._redis.pipeline(transaction=False)
+        trimmed: set[str] = set()
         for rec in batch:
             aid, uid = rec.ref.account_id, rec.ref.user_id
             if rec.expires is not None:
+                if aid not in trimmed:
+                    # Leases that ended before this login: nothing else removes them for an
+                    # account without a seat limit (its logins never run take_seat.lua), so
+                    # without this its session set would grow by every session ever opened.
+                    trimmed.add(aid)
+                    at = int(rec.at.timestamp() * 1000)
+                    pipe.zremrangebyscore(keys.seats(aid), "-inf", f"({at}")
+                    pipe.zremrangebyscore(keys.sessions(aid), "-inf", f"({at}")
                 exp = int(rec.expires.timestamp() * 1000)
                 pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
                 pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
