@@ -18,6 +18,7 @@ from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.service.convert import ts
 from sessiongate.store import keys
 from tests.support import ServerThread
 
@@ -164,3 +165,34 @@ def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(
     assert set(redis_client.zrange(keys.seats("acme"), 0, -1)) == {b"bob", b"carol"}
     fields = redis_client.hkeys(keys.usage("acme", "2026-10"))
     assert sum(f.startswith(b"l:05:") for f in fields) == 3  # logins are kept: report data
+
+
+def test_an_account_of_ten_users_with_an_invoice_and_a_session_stays_small(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """The bench's memory scenario, as a size budget: MEMORY USAGE of the account's own keys
+    (3,235 bytes in the former layout, ~1,780 in the compact one)."""
+    from sessiongate.store.activity import SEP
+
+    server.clock.set(datetime(2026, 10, 5, 9, tzinfo=UTC))
+    users = [f"user-{i}" for i in range(10)]
+    server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
+        account_id="mem-00000", users=users, seat_limit=10)))
+    server.billing.PushPaymentEvent(bpb.PaymentEvent(
+        event_id="mem-00000-inv", account_id="mem-00000",
+        type=bpb.PAYMENT_EVENT_TYPE_INVOICE_ISSUED, invoice_id="mem-00000-inv",
+        amount_minor=12000, due_at=ts(datetime(2026, 10, 15, tzinfo=UTC))))
+    assert server.sessions.CheckSession(spb.CheckSessionRequest(
+        account_id="mem-00000", user_id="user-0")).session_id
+    month = keys.usage("mem-00000", "2026-10")
+    until(lambda: any(f.startswith(b"a:05:") for f in redis_client.hkeys(month)))
+
+    prefix = keys.account("mem-00000").removesuffix("account")
+    sizes = {k.decode().removeprefix(prefix): int(redis_client.memory_usage(k, samples=0) or 0)
+             for k in redis_client.scan_iter(match=prefix + "*")}
+    assert set(sizes) == {"account", "ledger", "history", "events", "seatlog", "usage:2026-10",
+                          "sessions", "seats"}
+    assert sum(sizes.values()) < 1_900, sizes
+    for key in ("usage:2026-10", "sessions", "seats", "events"):
+        assert redis_client.object("encoding", prefix + key) in COMPACT, key
+    assert SEP.encode() in (redis_client.lindex(prefix + "seatlog", 0) or b"")
