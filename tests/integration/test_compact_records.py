@@ -196,3 +196,29 @@ def test_an_account_of_ten_users_with_an_invoice_and_a_session_stays_small(
     for key in ("usage:2026-10", "sessions", "seats", "events"):
         assert redis_client.object("encoding", prefix + key) in COMPACT, key
     assert SEP.encode() in (redis_client.lindex(prefix + "seatlog", 0) or b"")
+
+
+def test_lease_sets_expire_a_day_after_their_latest_lease(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """Housekeeping TTLs (leases are decided by scores): set by both writers, never shortened."""
+    from sessiongate.store.sessions import LEASE_KEYS_MARGIN_MS
+
+    server.clock.set(datetime(2026, 10, 5, 9, tzinfo=UTC))
+    bound = LEASE_KEYS_MARGIN_MS + 3_600_000  # the margin plus the lease (300 s here)
+    for aid, limit in (("limited", 5), ("open", 0)):
+        server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
+            account_id=aid, users=["alice"], seat_limit=limit)))
+        assert server.sessions.CheckSession(spb.CheckSessionRequest(
+            account_id=aid, user_id="alice")).session_id
+    until(lambda: redis_client.exists(keys.sessions("open")) == 1)
+    for aid in ("limited", "open"):
+        for key in (keys.seats(aid), keys.sessions(aid)):
+            ttl = redis_client.pttl(key)
+            assert LEASE_KEYS_MARGIN_MS < ttl <= bound, (key, ttl)
+    # A login extends a shorter TTL and never shortens a longer one (take_seat.lua).
+    redis_client.pexpire(keys.seats("limited"), 1_000)
+    redis_client.pexpire(keys.sessions("limited"), 2 * bound)
+    server.sessions.CheckSession(spb.CheckSessionRequest(account_id="limited", user_id="alice"))
+    assert LEASE_KEYS_MARGIN_MS < redis_client.pttl(keys.seats("limited")) <= bound
+    assert redis_client.pttl(keys.sessions("limited")) > bound

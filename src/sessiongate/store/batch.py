@@ -23,6 +23,7 @@ from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field
+from sessiongate.store.sessions import LEASE_KEYS_MARGIN_MS
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,7 @@ class BatchWriter:
     async def _write(self, batch: list[LoginRecord]) -> bool:
         pipe = self._redis.pipeline(transaction=False)
         trimmed: set[str] = set()
+        keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
         for rec in batch:
             aid, uid = rec.ref.account_id, rec.ref.user_id
             if rec.expires is not None:
@@ -90,6 +92,8 @@ class BatchWriter:
                     pipe.zremrangebyscore(keys.seats(aid), "-inf", f"({at}")
                     pipe.zremrangebyscore(keys.sessions(aid), "-inf", f"({at}")
                 exp = int(rec.expires.timestamp() * 1000)
+                keep[aid] = max(keep.get(aid, 0),
+                                exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
                 pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
                 pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
             day = day_name(rec.at)
@@ -98,6 +102,9 @@ class BatchWriter:
             # account and month holds them (compact in Redis, see store/activity.py).
             pipe.hset(keys.usage(aid, month_name(rec.at)),
                       mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
+        for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
+            pipe.pexpire(keys.seats(aid), ms)  # lease sets vanish a day after its last lease
+            pipe.pexpire(keys.sessions(aid), ms)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

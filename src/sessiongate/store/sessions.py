@@ -14,6 +14,11 @@ from sessiongate.store.activity import peak_field
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
 
+# Session and seat sets expire this long after their latest lease ends: housekeeping only (a
+# lease is decided by its score against the caller's clock), so that an account nobody uses
+# holds no session keys in Redis. Generous: it covers any clock skew between replicas.
+LEASE_KEYS_MARGIN_MS = 24 * 3600 * 1000
+
 
 @dataclass(frozen=True, slots=True)
 class SeatResult:
@@ -33,7 +38,7 @@ class SessionStore:
         admitted, held = await self._scripts["take_seat"](
             keys=[keys.seats(aid), keys.sessions(aid), keys.usage(aid, month_name(now))],
             args=[to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
-                  peak_field(day_name(now))],
+                  peak_field(day_name(now)), LEASE_KEYS_MARGIN_MS],
         )
         return SeatResult(bool(int(admitted)), int(held))
 

@@ -9,6 +9,8 @@
 -- (all carry the account's bucket hash tag: one slot)
 -- ARGV[1] now (ms)   ARGV[2] lease expiry (ms)   ARGV[3] user id
 -- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)   ARGV[6] the day's peak field
+-- ARGV[7] housekeeping margin (ms): KEYS[1] and KEYS[2] expire that long after their latest
+--         lease ends (never deciding a lease: scores do), so an idle account keeps none
 -- Returns {admitted (1 or 0), seats held afterwards}.
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -23,6 +25,14 @@ end
 -- GT: a renewal never shortens a lease; new members are added all the same.
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
+if ARGV[7] then
+  local keep = tonumber(ARGV[2]) - now + tonumber(ARGV[7])
+  for i = 1, 2 do
+    if redis.call('PTTL', KEYS[i]) < keep then  -- never shortened; -1 (none) is extended too
+      redis.call('PEXPIRE', KEYS[i], keep)
+    end
+  end
+end
 local held = redis.call('ZCARD', KEYS[1])
 -- Utilization is measured against a limit: unlimited accounts (their seats are written by the
 -- batch writer, not here) record no peak.
