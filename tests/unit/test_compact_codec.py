@@ -1,43 +1,97 @@
-"""Issue #5, Redis memory per account: compact encodings, and the former ones still read."""
+"""Issue #5, Redis memory per account: compact encodings, read by this release and the former.
+
+The former release's decoders are copied here verbatim (commit 70e5fb2): replicas of both
+releases share one Redis during a rolling upgrade, so each must read what the other writes.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
+from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
-from sessiongate.store.activity import (
-    decode_seat_change,
-    encode_seat_change,
-    split_month,
-)
-from sessiongate.store.codec import decode_account, encode_account
+from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
+from sessiongate.store.activity import decode_seat_change, encode_seat_change, split_month
+from sessiongate.store.codec import decode_account, encode_account, from_ms
+from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
 
 T = datetime(2026, 10, 5, 9, 30, 15, 250000, tzinfo=UTC)
 USERS = frozenset(f"user-{i}" for i in range(10))
 
 
-def test_a_typical_account_takes_less_than_half_the_former_bytes() -> None:
-    a = Account("mem-00000", users=USERS, seat_limit=10, state_since=T, balance_minor=12000,
-                oldest_due_at=T, suspends_at=T, next_evaluation_at=T, version=2)
-    data = encode_account(a)
-    assert decode_account(data, 2) == a
-    assert len(data) <= 210  # the former format: 450 bytes
-    assert set(json.loads(data)) == {"i", "u", "s", "si", "b", "d", "su", "n"}  # no defaults
+# --- the former release's decoders, verbatim ----------------------------------------------
+
+def _former_override(d: dict[str, Any] | None) -> StateOverride | None:
+    if not d:
+        return None
+    set_at = from_ms(d["set_at"])
+    assert set_at is not None
+    return StateOverride(state=AccountState(d["state"]), reason=d.get("reason", ""),
+                         actor=d.get("actor", ""), set_at=set_at,
+                         expires_at=from_ms(d.get("expires_at")))
 
 
-def test_every_field_round_trips_including_empty_and_non_default_values() -> None:
-    over = StateOverride(AccountState.CLOSED, "chargeback", "ops", T, T)
-    full = Account("a", kind=AccountKind.CONSUMER, users=frozenset({"u"}), policy_id="fast",
-                   plan_id="pro", exempt=True, seat_limit=3, parent_id="p",
-                   admin_emails=("x@y.test",), time_zone="Europe/Paris", currency="",
-                   derived_state=AccountState.GRACE, state_since=T, override=over,
-                   balance_minor=-5, oldest_due_at=T, suspends_at=T, next_evaluation_at=T,
-                   extra={"k": "v"})
-    assert decode_account(encode_account(full), 9) == replace(full, version=9)
-    bare = Account("b", override=StateOverride(AccountState.SUSPENDED, "", "", T))
-    assert decode_account(encode_account(bare), 0) == bare
+def former_decode_account(data: str | bytes, version: int) -> Account:
+    d = json.loads(data)
+    return Account(
+        account_id=d["id"], kind=AccountKind(d.get("kind", "ENTERPRISE")),
+        users=frozenset(d.get("users", ())), policy_id=d.get("policy", ""),
+        plan_id=d.get("plan", ""), exempt=bool(d.get("exempt", False)),
+        seat_limit=int(d.get("seats", 0)), parent_id=d.get("parent", ""),
+        admin_emails=tuple(d.get("admins", ())), time_zone=d.get("tz", "UTC"),
+        currency=d.get("cur", "USD"), derived_state=AccountState(d.get("state", "ACTIVE")),
+        state_since=from_ms(d.get("since")), override=_former_override(d.get("override")),
+        balance_minor=int(d.get("balance", 0)), oldest_due_at=from_ms(d.get("due")),
+        suspends_at=from_ms(d.get("suspends")), next_evaluation_at=from_ms(d.get("next_eval")),
+        version=version, extra=dict(d.get("extra", {})),
+    )
+
+
+def former_decode_ledger(raw: str, account_id: str = "") -> Ledger:
+    d = json.loads(raw)
+    mark = d.get("reminded")
+    due = None if mark is None else from_ms(mark[0])
+    return Ledger(
+        currency=d.get("cur", ""),
+        events={eid: PaymentEvent(
+            event_id=eid, account_id=account_id, type=PaymentEventType[e["t"]],
+            invoice_id=e.get("inv", ""), amount_minor=int(e.get("amt", 0)),
+            currency=e.get("cur", ""), occurred_at=from_ms(e.get("at")),
+            due_at=from_ms(e.get("due")), payment_id=e.get("pay", ""))
+            for eid, e in d.get("events", {}).items()},
+        last_reminder=None if due is None else (due, int(mark[1])),
+    )
+
+
+# --- accounts ------------------------------------------------------------------------------
+
+TYPICAL = Account("mem-00000", users=USERS, seat_limit=10, state_since=T, balance_minor=12000,
+                  oldest_due_at=T, suspends_at=T, next_evaluation_at=T, version=2)
+FULL = Account("a", kind=AccountKind.CONSUMER, users=frozenset({"u"}), policy_id="fast",
+               plan_id="pro", exempt=True, seat_limit=3, parent_id="p",
+               admin_emails=("x@y.test",), time_zone="Europe/Paris", currency="",
+               derived_state=AccountState.GRACE, state_since=T,
+               override=StateOverride(AccountState.CLOSED, "chargeback", "ops", T, T),
+               balance_minor=-5, oldest_due_at=T, suspends_at=T, next_evaluation_at=T,
+               extra={"k": "v"}, version=9)
+BARE = Account("b", override=StateOverride(AccountState.SUSPENDED, "", "", T))
+
+
+def test_a_typical_account_leaves_its_defaults_out() -> None:
+    data = encode_account(TYPICAL)
+    assert set(json.loads(data)) == {"id", "users", "seats", "since", "balance", "due",
+                                     "suspends", "next_eval"}
+    assert len(data) <= 240  # the former format: 450 bytes
+
+
+def test_both_releases_read_every_account_the_same() -> None:
+    for a in (TYPICAL, FULL, BARE):
+        data = encode_account(a)
+        assert decode_account(data, a.version) == a
+        assert former_decode_account(data, a.version) == a
 
 
 def test_the_former_account_json_still_decodes() -> None:
@@ -62,7 +116,40 @@ def test_the_former_account_json_still_decodes() -> None:
         extra={"crm": "42"})
     assert decode_account(encode_account(a), 7) == a
     assert len(encode_account(a)) < len(legacy)
+    assert decode_account(encode_account(FULL), 3) == replace(FULL, version=3)
 
+
+# --- ledgers -------------------------------------------------------------------------------
+
+LEGACY_LEDGER = (
+    '{"cur":"USD","events":{"inv-1-issued":{"t":"INVOICE_ISSUED","inv":"inv-1",'
+    '"amt":12000,"cur":"USD","due":1790000000000},"pay-1":{"t":"PAYMENT_SUCCEEDED",'
+    '"amt":500,"at":1790000001000},"rev-1":{"t":"PAYMENT_REVERSED","pay":"pay-1",'
+    '"cur":"EUR"}},"reminded":[1790000000000,2]}'
+)
+
+
+def test_ledgers_read_the_same_by_both_releases() -> None:
+    at = datetime.fromtimestamp(1_790_000_000, UTC)
+    ledger = decode_ledger(LEGACY_LEDGER, "acme")
+    assert ledger == Ledger(currency="USD", events={
+        "inv-1-issued": PaymentEvent("inv-1-issued", "acme", PaymentEventType.INVOICE_ISSUED,
+                                     invoice_id="inv-1", amount_minor=12000, currency="USD",
+                                     due_at=at),
+        "pay-1": PaymentEvent("pay-1", "acme", PaymentEventType.PAYMENT_SUCCEEDED,
+                              amount_minor=500,
+                              occurred_at=datetime.fromtimestamp(1_790_000_001, UTC)),
+        "rev-1": PaymentEvent("rev-1", "acme", PaymentEventType.PAYMENT_REVERSED,
+                              payment_id="pay-1", currency="EUR"),
+    }, last_reminder=(at, 2))
+    for led in (ledger, replace(ledger, last_reminder=None), Ledger()):
+        data = encode_ledger(led)
+        assert decode_ledger(data, "acme") == led
+        assert former_decode_ledger(data, "acme") == led
+    assert "reminded" not in encode_ledger(replace(ledger, last_reminder=None))
+
+
+# --- month records and seat changes --------------------------------------------------------
 
 def test_month_fields_split_by_kind() -> None:
     got = split_month("2026-10", {
@@ -78,36 +165,7 @@ def test_month_fields_split_by_kind() -> None:
 
 def test_seat_changes_round_trip() -> None:
     entry = encode_seat_change(3, 1_790_000_000_123, ["bob", "alice", "#1"])
-    assert len(entry) < len('{"v":3,"seats":["#1","alice","bob"]}') + 13
+    assert entry == "3\x1f1790000000123\x1f#1\x1falice\x1fbob"
     assert decode_seat_change(entry.encode()) == (3, 1_790_000_000_123,
                                                   frozenset({"alice", "bob", "#1"}))
     assert decode_seat_change(encode_seat_change(4, 5, [])) == (4, 5, frozenset())
-
-
-def test_the_former_ledger_json_still_decodes_and_the_compact_one_round_trips() -> None:
-    from sessiongate.domain.ledger import Ledger
-    from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
-    from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
-
-    legacy = (
-        '{"cur":"USD","events":{"inv-1-issued":{"t":"INVOICE_ISSUED","inv":"inv-1",'
-        '"amt":12000,"cur":"USD","due":1790000000000},"pay-1":{"t":"PAYMENT_SUCCEEDED",'
-        '"amt":500,"at":1790000001000},"rev-1":{"t":"PAYMENT_REVERSED","pay":"pay-1",'
-        '"cur":"EUR"}},"reminded":[1790000000000,2]}'
-    )
-    at = datetime.fromtimestamp(1_790_000_000, UTC)
-    ledger = decode_ledger(legacy, "acme")
-    assert ledger == Ledger(currency="USD", events={
-        "inv-1-issued": PaymentEvent("inv-1-issued", "acme", PaymentEventType.INVOICE_ISSUED,
-                                     invoice_id="inv-1", amount_minor=12000, currency="USD",
-                                     due_at=at),
-        "pay-1": PaymentEvent("pay-1", "acme", PaymentEventType.PAYMENT_SUCCEEDED,
-                              amount_minor=500,
-                              occurred_at=datetime.fromtimestamp(1_790_000_001, UTC)),
-        "rev-1": PaymentEvent("rev-1", "acme", PaymentEventType.PAYMENT_REVERSED,
-                              payment_id="pay-1", currency="EUR"),
-    }, last_reminder=(at, 2))
-    compact = encode_ledger(ledger)
-    assert decode_ledger(compact, "acme") == ledger  # "" and "EUR" currencies kept apart
-    assert len(compact) < len(legacy) - 40
-    assert decode_ledger(encode_ledger(Ledger()), "acme") == Ledger()
