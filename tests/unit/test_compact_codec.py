@@ -169,3 +169,15 @@ def test_seat_changes_round_trip() -> None:
     assert decode_seat_change(entry.encode()) == (3, 1_790_000_000_123,
                                                   frozenset({"alice", "bob", "#1"}))
     assert decode_seat_change(encode_seat_change(4, 5, [])) == (4, 5, frozenset())
+
+
+def test_the_new_keys_share_their_account_slot() -> None:
+    """take_seat.lua and record_usage.lua touch the month hash with the lease sets / events."""
+    from sessiongate.store import keys
+    from sessiongate.store.slots import key_slot
+
+    for aid in ("acme", "mem-00000", "x" * 128):
+        slots = {key_slot(k) for k in (keys.account(aid), keys.seats(aid), keys.sessions(aid),
+                                       keys.usage(aid, "2026-10"), keys.seat_changes(aid),
+                                       keys.usage_events(aid))}
+        assert len(slots) == 1
