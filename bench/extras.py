@@ -200,9 +200,16 @@ def payment_stream(redis: EmbeddedRedis, work: Path, events: int) -> dict[str, A
 
 # --- usage through the streaming RPC ----------------------------------------------------
 
-async def _usage(port: int, events: int, per_stream: int, parallel: int) -> dict[str, Any]:
+# Billing exporters streaming at once, and events per stream.
+USAGE_PARALLEL_STREAMS = 4
+USAGE_EVENTS_PER_STREAM = 5_000
+
+
+async def _usage(port: int, events: int, per_stream: int, parallel: int, *,
+                 setup: bool = True) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        await upsert_many(ch, ["bench-usage"], users=USERS)
+        if setup:
+            await upsert_many(ch, ["bench-usage"], users=USERS)
         stub = spb_grpc.SessionControlStub(ch)
         streams = math.ceil(events / per_stream)
 
@@ -232,15 +239,27 @@ async def _usage(port: int, events: int, per_stream: int, parallel: int) -> dict
 
 
 def usage_stream(redis: EmbeddedRedis, work: Path, events: int) -> dict[str, Any]:
+    """The same streams against the floor (messages read, nothing recorded), then the server."""
     from sessiongate.service.session_control import SessionControlServicer
 
     if "RecordUsageStream" not in SessionControlServicer.__dict__:
         return {"skipped": "feature absent"}
+    per_stream, parallel = min(events, USAGE_EVENTS_PER_STREAM), USAGE_PARALLEL_STREAMS
+    flo = procs.floor(work)
+    try:
+        floor = asyncio.run(_usage(flo.port, events, per_stream, parallel, setup=False))
+    finally:
+        flo.stop()
     srv = procs.serve(redis.url, work, name="usage")
     try:
-        return asyncio.run(_usage(srv.port, events, per_stream=min(events, 10_000), parallel=2))
+        got = asyncio.run(_usage(srv.port, events, per_stream, parallel))
     finally:
         srv.stop()
+    ratio = got["events_per_s"] / floor["events_per_s"]
+    got["summary"] += (f"; the floor (messages read, nothing recorded): "
+                       f"{floor['events_per_s']:,.0f}/s, ratio {ratio:.2f}")
+    got.update(floor_events_per_s=floor["events_per_s"], ratio_to_floor=ratio)
+    return got
 
 
 # --- in-process: the timed dunning sweep and memory per account (a manual clock) ---------

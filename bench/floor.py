@@ -1,4 +1,5 @@
-"""The floor: CheckSession answered with an empty response, on the same grpc.aio stack.
+"""The floor: CheckSession answered with an empty response, on the same grpc.aio stack (and
+RecordUsageStream reading its messages and recording nothing).
 
 Same service, method and request bytes as the real server, same `grpc.aio.server` options as
 `app.py`; no auth, no log, no lookup. What the real handler costs beyond this is ours.
@@ -22,6 +23,14 @@ class Floor(pb_grpc.SessionControlServicer):
     async def CheckSession(self, request: pb.CheckSessionRequest, context: Any
                            ) -> pb.CheckSessionResponse:
         return pb.CheckSessionResponse()
+
+    async def RecordUsageStream(self, request: Any, context: Any
+                                ) -> pb.RecordUsageBatchResponse:
+        """The usage stream's floor: read every message, record nothing."""
+        n = 0
+        async for _ in request:
+            n += 1
+        return pb.RecordUsageBatchResponse(accepted=n)
 
 
 async def serve(port: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -179,6 +180,42 @@ def test_usage_events_count_once_and_reach_the_stream(
     redis_client.xgroup_create(keys.USAGE_STREAM, "billing", id="0")
     got = redis_client.xreadgroup("billing", "b1", {keys.USAGE_STREAM: ">"})
     assert len(got[0][1]) == 2
+
+
+def test_a_stream_reaches_the_billing_stream_intact(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """Events of two months and several features in one stream, more than one script call
+    holds, non-ASCII text: each arrives once, every field as sent, totals per month."""
+    from sessiongate.store.usage import EVENTS_PER_CALL
+
+    now = datetime(2026, 10, 10, 12, 30, tzinfo=UTC)
+    server.clock.set(now)
+    setup(server)
+    n = 2 * EVENTS_PER_CALL + 7
+    events = []
+    for i in range(n):
+        e = event(f"s{i}", quantity=i % 4 + 1, feature="exports" if i % 3 else "api",
+                  user="zoë 😀" if i % 2 else "alice",
+                  when=now - timedelta(days=15) if i % 5 == 0 else now - timedelta(minutes=i))
+        e.attributes["note"] = f"naïve ✓ {i}"
+        events.append(e)
+    resp = server.sessions.RecordUsageStream(iter(events + events[:3]))
+    assert (resp.accepted, resp.duplicates) == (n, 3)
+    got = {f[b"event_id"].decode(): f for _, f in redis_client.xrange(keys.USAGE_STREAM)}
+    assert len(got) == n
+    for e in events:
+        f = got[e.event_id]
+        assert f[b"user_id"].decode() == e.user_id
+        assert (f[b"feature"].decode(), int(f[b"quantity"])) == (e.feature, e.quantity)
+        assert json.loads(f[b"attributes"]) == dict(e.attributes)
+        assert datetime.fromisoformat(f[b"occurred_at"].decode()) == e.occurred_at.ToDatetime(
+            tzinfo=UTC)
+    for month in ("2026-09", "2026-10"):
+        for feature in ("exports", "api"):
+            want = [e.quantity for e in events if e.feature == feature
+                    and f"{e.occurred_at.ToDatetime():%Y-%m}" == month]
+            assert usage_total(server, month, feature) == (sum(want), len(want))
 
 
 def test_usage_stream_batch_counts_duplicates(server: ServerThread) -> None:

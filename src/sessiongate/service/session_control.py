@@ -249,8 +249,13 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     # Usage
 
-    async def _usage_record(self, e: pb.UsageEvent, now: datetime, f: str = "") -> UsageRecord:
-        """Validate one event; nothing is written until every event of a call is valid."""
+    async def _usage_record(self, e: pb.UsageEvent, now: datetime, f: str = "",
+                            known: set[tuple[str, str]] | None = None) -> UsageRecord:
+        """Validate one event; nothing is written until every event of a call is valid.
+
+        `known`: (account, feature) pairs already found recordable in this call, so a
+        stream of one account's events looks its account and plan up once, not per event.
+        """
         event_id = check_id(f + "event_id", e.event_id)
         account_id = check_id(f + "account_id", e.account_id)
         user_id = check_id(f + "user_id", e.user_id, required=False)
@@ -270,6 +275,15 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             check_id(f + "attributes", k)
             if len(v) > MAX_ATTRIBUTE_LENGTH or not v.isprintable():
                 raise InvalidArgument(f"{f}attributes[{k}]", "too long or not printable")
+        if known is None or (account_id, feature) not in known:
+            await self._check_recordable(account_id, feature, f)
+            if known is not None:
+                known.add((account_id, feature))
+        return UsageRecord(event_id, account_id, user_id, feature, e.quantity, occurred,
+                           dict(e.attributes))
+
+    async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
+        """The account exists, and its plan (if any) has `feature`."""
         found = await lookup_account(self.rt, account_id)
         if found.source == "unavailable":
             raise BackendUnavailable(f"account state unavailable: {found.error}")
@@ -280,8 +294,6 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             definition = await self._feature(account, feature)
             if isinstance(definition, Entitlement):
                 raise InvalidArgument(f + "feature", definition.message)
-        return UsageRecord(event_id, account_id, user_id, feature, e.quantity, occurred,
-                           dict(e.attributes))
 
     @rpc("app")
     async def RecordUsage(self, request: pb.UsageEvent, context: Any) -> pb.RecordUsageResponse:
@@ -296,10 +308,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """All or nothing on validation: one bad event rejects the batch before any write."""
         now = self.rt.clock.now()
         records: list[UsageRecord] = []
+        known: set[tuple[str, str]] = set()
         async for event in request:
             if len(records) >= MAX_STREAM_EVENTS:
                 raise InvalidArgument("events", f"more than {MAX_STREAM_EVENTS} in one stream")
-            records.append(await self._usage_record(event, now, f"events[{len(records)}]."))
+            records.append(await self._usage_record(event, now, f"events[{len(records)}].",
+                                                    known))
         recorded = await self.usage.record(records, now) if records else []
         accepted = sum(recorded)
         return pb.RecordUsageBatchResponse(accepted=accepted, duplicates=len(recorded) - accepted)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis.asyncio import Redis
 
-from sessiongate.domain.periods import day_name, month_name
+from sessiongate.domain.periods import day_name
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.activity import SEP, decode_seat_change, encode_seat_change, split_month
@@ -75,6 +75,11 @@ def _seat_log(raw: list[tuple[bytes, float]],
     return out
 
 
+# Events per `record_usage.lua` call: a call blocks Redis while it runs (~10 us an event),
+# so a large batch is cut into calls that keep other clients' commands waiting ~2 ms at most.
+EVENTS_PER_CALL = 200
+
+
 class UsageStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self._redis = redis
@@ -82,37 +87,44 @@ class UsageStore:
         self._sharded = is_cluster(redis)  # see keys.usage_shard
 
     async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
-        """Record each event once (`record_usage.lua`), all in one pipeline; True: recorded.
+        """Record each event once (`record_usage.lua`); True: recorded, False: a duplicate.
 
-        Each event is its own atomic step: when the pipeline fails midway the events already
-        recorded stay recorded and a retry of the batch counts them as duplicates.
+        One script call per account and month and at most `EVENTS_PER_CALL` events, all
+        calls in one round trip (`Scripts.run_many`). A failed call writes nothing; the
+        others stay recorded, and a retry of the batch counts them as duplicates. The
+        first failure is raised after every call has run.
         """
-        script = self._scripts["record_usage"]
-        # Redis Cluster refuses EVALSHA in pipelines: there, the scripts run concurrently.
-        pipe = None if self._sharded else self._redis.pipeline(transaction=False)
-        calls = []
-        for e in events:
-            entry = [
-                "event_id", e.event_id, "account_id", e.account_id, "user_id", e.user_id,
-                "feature", e.feature, "quantity", str(e.quantity),
-                "occurred_at", e.occurred_at.isoformat(), "recorded_at", now.isoformat(),
-                "attributes", json.dumps(e.attributes, sort_keys=True, separators=(",", ":")),
-            ]
-            calls.append(script(
-                keys=[keys.usage_events(e.account_id),
-                      keys.usage(e.account_id, month_name(e.occurred_at)),
-                      keys.usage_stream_of(e.account_id, sharded=self._sharded)],
-                args=[f"u:{e.event_id}", to_ms(now), IDEMPOTENCY_RETENTION_MS, e.feature,
-                      e.quantity, day_name(e.occurred_at), *entry],
-                client=pipe,
-            ))
-        if pipe is None:
-            results = await asyncio.gather(*calls)
-        else:
-            for call in calls:
-                await call  # queues the EVALSHA on the pipeline
-            results = await pipe.execute()
-        return [bool(int(r)) for r in results]
+        groups: dict[tuple[str, str], list[int]] = {}
+        stamps = [e.occurred_at.astimezone(UTC).isoformat() for e in events]
+        for i, e in enumerate(events):  # "YYYY-MM" is month_name, "YYYY-MM-DD" day_name
+            groups.setdefault((e.account_id, stamps[i][:7]), []).append(i)
+        recorded_at = now.isoformat()
+        calls: list[tuple[list[str], list[Any]]] = []
+        parts: list[list[int]] = []
+        for (aid, month), positions in groups.items():
+            for start in range(0, len(positions), EVENTS_PER_CALL):
+                part = positions[start:start + EVENTS_PER_CALL]
+                batch = [[events[i].event_id, events[i].user_id, events[i].feature,
+                          str(events[i].quantity), stamps[i], stamps[i][:10],
+                          json.dumps(events[i].attributes, sort_keys=True,
+                                     separators=(",", ":"))] for i in part]
+                args = [to_ms(now), IDEMPOTENCY_RETENTION_MS, aid, recorded_at,
+                        json.dumps(batch, ensure_ascii=False, separators=(",", ":"))]
+                calls.append(([keys.usage_events(aid), keys.usage(aid, month),
+                               keys.usage_stream_of(aid, sharded=self._sharded)], args))
+                parts.append(part)
+        out = [False] * len(events)
+        failed: Exception | None = None
+        for part, res in zip(parts, await self._scripts.run_many("record_usage", calls),
+                             strict=True):
+            if isinstance(res, Exception):
+                failed = failed or res
+                continue
+            for i, r in zip(part, res, strict=True):
+                out[i] = bool(int(r))
+        if failed is not None:
+            raise failed
+        return out
 
     async def log_seats(self, account_id: str, version: int, seats: Sequence[str],
                         at: datetime) -> None:
