@@ -222,3 +222,30 @@ def test_lease_sets_expire_a_day_after_their_latest_lease(
     server.sessions.CheckSession(spb.CheckSessionRequest(account_id="limited", user_id="alice"))
     assert LEASE_KEYS_MARGIN_MS < redis_client.pttl(keys.seats("limited")) <= bound
     assert redis_client.pttl(keys.sessions("limited")) > bound
+
+
+def test_an_upsert_that_keeps_the_seats_logs_nothing(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """The seat log grows with seat changes, not with upserts: a new policy or exemption
+    adds no entry, a roster or a seat-limit change adds one, and proration still sees it."""
+    server.clock.set(datetime(2026, 10, 1, tzinfo=UTC))
+
+    def upsert(**fields: object) -> None:
+        server.accounts.UpsertAccount(apb.UpsertAccountRequest(
+            account=apb.Account(account_id="acme", **fields)))  # type: ignore[arg-type]
+
+    upsert(users=["alice", "bob"])
+    assert redis_client.llen(keys.seat_changes("acme")) == 1
+    upsert(users=["bob", "alice"], exempt=True)
+    upsert(users=["alice", "bob"], policy_id="strict")
+    assert redis_client.llen(keys.seat_changes("acme")) == 1
+    server.clock.set(datetime(2026, 10, 16, tzinfo=UTC))
+    upsert(users=["alice", "bob", "carol"])
+    assert redis_client.llen(keys.seat_changes("acme")) == 2
+    upsert(users=["alice", "bob", "carol"], seat_limit=9)  # named users stay the seats
+    assert redis_client.llen(keys.seat_changes("acme")) == 2
+    server.clock.set(datetime(2026, 11, 1, tzinfo=UTC))
+    got = summary(server)
+    assert got.peak_concurrent_seats == 3
+    assert got.seat_seconds == 2 * 31 * DAY + 16 * DAY

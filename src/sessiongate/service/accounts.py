@@ -96,7 +96,10 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
         now = self.rt.clock.now()
         wanted, override = parse_account(request.account, now)
 
+        previous: list[Account | None] = [None]
+
         async def mutate(current: Account | None, ledger: str | None) -> Change:
+            previous[0] = current  # the version this upsert replaced (of its last attempt)
             account = merge(current, wanted, override, now)
             entry = None
             before = None if current is None else current.state_at(now)
@@ -117,7 +120,8 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
         assert change is not None
         saved = replace(change.account, version=result.version)
         self.rt.cache.put(saved)
-        await self.log_seats(saved, now)  # roster / seat-limit intervals for proration (#4)
+        # roster / seat-limit intervals for proration (#4)
+        await self.log_seats(saved, now, previous=previous[0])
         return account_to_pb(saved, now)
 
     @rpc("admin")

@@ -140,8 +140,15 @@ class PlanMethods:
             account_id, request.period, start, end)
         return summarize(account_id, request.period, start, end, now, data, price)
 
-    async def log_seats(self, account: Account, now: datetime) -> None:
-        """Called after every UpsertAccount commit: the seat log behind proration."""
+    async def log_seats(self, account: Account, now: datetime, *,
+                        previous: Account | None = None) -> None:
+        """Called after every UpsertAccount commit: the seat log behind proration. Nothing
+        is logged when the billable seats equal those of `previous`, the version the commit
+        replaced (its entry already holds them): an upsert that changes anything else
+        must not grow the log."""
         seats = billable_seats(account.users, account.seat_limit)
+        if previous is not None and billable_seats(previous.users,
+                                                   previous.seat_limit) == seats:
+            return
         await UsageStore(self.rt.redis, self.rt.scripts).log_seats(
             account.account_id, account.version, sorted(seats), now.astimezone(UTC))
