@@ -1,9 +1,11 @@
 """Where a near-cache CheckSession spends its time: py-spy on `sessiongate serve` under load.
 
-    python -m bench.profile [--seconds 15] [--gil]
+    python -m bench.profile [--seconds 15] [--gil] [--native] [--rate 1500] [--floor]
 
-Loads the server with h2load (8 connections x 8 streams) while py-spy samples it, then prints
-the functions with the most samples, self and inclusive, from the collapsed stacks.
+Loads the server with h2load (8 connections x 8 streams, or `--rate` requests/s) while py-spy
+samples it, then prints the functions with the most samples, self and inclusive, from the
+collapsed stacks. `--floor` profiles the floor server instead, to compare the two side by
+side; `--native` adds the C frames (grpc's core, the interpreter), which `--gil` alone hides.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--gil", action="store_true", help="only samples holding the GIL")
+    p.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
+    p.add_argument("--rate", type=int, default=0, help="fixed total requests/s (0: saturated)")
+    p.add_argument("--floor", action="store_true", help="profile the floor server instead")
     p.add_argument("--out", default="", help="also write the collapsed stacks here")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -59,12 +64,14 @@ def main() -> int:
         work = Path(tmp)
         redis = EmbeddedRedis(work / "redis", persistent=False)
         redis.start()
-        srv = procs.serve(redis.url, work, name="profiled")
+        srv = procs.floor(work) if args.floor else procs.serve(redis.url, work, name="profiled")
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                next(s for s in SCENARIOS if s.name == "near_cache").verify(ch)
+            if not args.floor:
+                with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                    next(s for s in SCENARIOS if s.name == "near_cache").verify(ch)
             body = h2load.write_request(work / "req.bin", check_request())
-            load = h2load.Load(duration=args.seconds + 4, warmup=1.0)
+            shape = {"clients": 10, "streams": 1, "rate": args.rate} if args.rate else {}
+            load = h2load.Load(duration=args.seconds + 4, warmup=1.0, **shape)
             url = f"http://127.0.0.1:{srv.port}{CHECK_PATH}"
             loader = threading.Thread(
                 target=h2load.run, args=(h2, url, body, load, work, app_md()), daemon=True)
@@ -74,6 +81,8 @@ def main() -> int:
                    "--rate", "250", "--format", "raw", "--output", str(raw)]
             if args.gil:
                 cmd.append("--gil")
+            if args.native:
+                cmd.append("--native")
             subprocess.run(cmd, check=True, capture_output=True)
             loader.join()
             text = raw.read_text()

@@ -1,11 +1,33 @@
-"""structlog configuration: JSON lines in production, console rendering on a terminal."""
+"""structlog configuration: JSON lines in production, console rendering on a terminal.
+
+Also the access log's own renderer (`access_line`): one line per RPC is the costliest log of
+the process, so it skips structlog's generic processor chain and writes the same JSON shape
+(same keys in the same order, same encoding) with one f-string. `configure` records whether
+that shape is the configured one (`state.json_lines`); when it is not (console rendering, or
+structlog configured elsewhere), callers go through structlog as for any other line.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
+from json import dumps
+from json.encoder import encode_basestring_ascii as _quote
+from typing import Any
 
 import structlog
+
+
+class LogState:
+    """What `configure` chose, read on every RPC by the access log (attributes, no calls)."""
+
+    def __init__(self) -> None:
+        self.json_lines = False  # the JSON renderer of `configure` is in place
+        self.info = True  # the level lets info lines through
+
+
+state = LogState()
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -13,6 +35,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
+    min_level = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -21,9 +44,38 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    state.json_lines = not use_console
+    state.info = min_level <= logging.INFO
+
+
+_ACCESS_KEYS = frozenset(("method", "code", "ms", "peer", "request_id", "event", "level",
+                          "timestamp"))
+_prefixes: dict[tuple[str, str], str] = {}
+
+
+def access_line(method: str, code: str, ms: float, peer: str, request_id: str) -> str:
+    """The access-log line exactly as `configure`'s JSON chain renders
+    `log.info("rpc", method=, code=, ms=, peer=, request_id=)`: the call's keys, `event`, the
+    bound context variables (`bind_contextvars`), `level`, then the ISO UTC `timestamp`."""
+    prefix = _prefixes.get((method, code))
+    if prefix is None:
+        prefix = _prefixes[(method, code)] = (
+            f'{{"method": {_quote(method)}, "code": {_quote(code)}, "ms": ')
+    bound = structlog.contextvars.get_contextvars()
+    extra = "".join(f", {_quote(k)}: {dumps(v, default=_fallback)}"
+                    for k, v in bound.items() if k not in _ACCESS_KEYS) if bound else ""
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return (f'{prefix}{ms!r}, "peer": {_quote(peer)}, "request_id": {_quote(request_id)}, '
+            f'"event": "rpc"{extra}, "level": "info", "timestamp": "{stamp}"}}')
+
+
+def _fallback(value: Any) -> Any:
+    """As structlog's JSONRenderer: `__structlog__()` if the object has it, else `repr`."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)

@@ -6,17 +6,26 @@ sessions. A caller that needs several roles (the CLI of an operator, say) lists 
 token under each role. A right token of the wrong role is PERMISSION_DENIED; a missing or
 unknown token is UNAUTHENTICATED. A role with no tokens is closed to everyone.
 
-Tokens are compared in constant time. With no tokens configured at all, every caller is
+Tokens are compared in constant time: `roles_of` compares with every configured token, and
+the per-RPC check (`check_header`) looks up the SHA-256 digest of the presented token, whose
+timing says nothing about any configured token (a caller cannot steer digests). Verdicts per
+presented header are remembered (a handful of distinct headers: the tokens in use), so a
+repeated header costs one dict lookup. With no tokens configured at all, every caller is
 trusted, which `app.py` allows only on a loopback address. Health and reflection are not
 wrapped by `rpc()` and stay open, so probes need no secret.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
 from sessiongate.domain.errors import PermissionDenied, Unauthenticated
+
+# Remembered verdicts, by the SHA-256 of the presented header: bounded, so that a caller
+# sending random tokens cannot grow it (beyond it, each check hashes and compares anew).
+MAX_REMEMBERED = 64
 
 ROLES = ("app", "billing", "admin")
 
@@ -25,6 +34,7 @@ class Authenticator:
     def __init__(self, tokens_by_role: Mapping[str, Iterable[str]]) -> None:
         self._tokens = [(t.encode(), role) for role in ROLES for t in tokens_by_role.get(role, ())]
         self.enabled = bool(self._tokens)
+        self._known: dict[bytes, frozenset[str]] = {}  # header digest -> roles (may be empty)
 
     def roles_of(self, token: str) -> frozenset[str]:
         """Every role `token` is listed under (empty: unknown token)."""
@@ -37,21 +47,38 @@ class Authenticator:
 
     def check(self, metadata: Iterable[tuple[str, str | bytes]] | None, role: str) -> str:
         """Raise unless the caller's bearer token is listed under `role`; return the role."""
-        if not self.enabled:
-            return role
-        header = ""
+        header: str | bytes | None = None
         for key, value in metadata or ():
             if key == "authorization":
-                header = value.decode() if isinstance(value, bytes) else value
+                header = value
                 break
+        return self.check_header(header, role)
+
+    def check_header(self, header: str | bytes | None, role: str) -> str:
+        """`check` given the `authorization` metadata value already found (None: absent)."""
+        if not self.enabled:
+            return role
+        if isinstance(header, bytes):
+            header = header.decode(errors="replace")
+        digest = hashlib.sha256((header or "").encode()).digest()
+        roles = self._known.get(digest)
+        if roles is None:
+            roles = self._roles_of_header(header or "")
+            if len(self._known) < MAX_REMEMBERED:
+                self._known[digest] = roles
+        if role in roles:
+            return role
+        if not roles:
+            scheme, _, token = (header or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("missing bearer token in the authorization metadata")
+            raise Unauthenticated("invalid bearer token")
+        have = ", ".join(sorted(roles))
+        raise PermissionDenied(f"a token of role {have} may not call {role} methods")
+
+    def _roles_of_header(self, header: str) -> frozenset[str]:
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("missing bearer token in the authorization metadata")
-        roles = self.roles_of(token)
-        if not roles:
-            raise Unauthenticated("invalid bearer token")
-        if role not in roles:
-            have = ", ".join(sorted(roles))
-            raise PermissionDenied(f"a token of role {have} may not call {role} methods")
-        return role
+            return frozenset()
+        return self.roles_of(token)

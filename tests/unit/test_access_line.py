@@ -1,0 +1,92 @@
+"""The access log's own renderer writes exactly what structlog's configured JSON chain would."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from sessiongate import logs
+from sessiongate.service.rpc import request_id_of
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def msg(self, message: str) -> None:
+        self.lines.append(message)
+
+    info = msg
+
+
+@pytest.fixture
+def json_info() -> Iterator[None]:
+    logs.configure("info", "json")
+    try:
+        yield
+    finally:
+        structlog.contextvars.clear_contextvars()
+        logs.configure("warning", "json")  # as tests/conftest.py
+
+
+def by_structlog(**fields: Any) -> str:
+    out = Capture()
+    structlog.wrap_logger(out).info("rpc", **fields)
+    (line,) = out.lines
+    return line
+
+
+def without_timestamp(line: str) -> tuple[str, dict[str, Any]]:
+    """The text with its timestamp blanked (byte-for-byte comparable), and the parsed rest."""
+    parsed = json.loads(line)
+    assert ISO_UTC.match(parsed.pop("timestamp")), line
+    return re.sub(r'"timestamp": "[^"]*"', '"timestamp": ""', line), parsed
+
+
+@pytest.mark.parametrize(("peer", "rid"), [
+    ("ipv4:127.0.0.1:5555", "b1f677d5-7"),
+    ('ipv6:[::1]:80 "quoted" \\ back', "r\u00e9sum\u00e9-\u2603"),
+    ("unix:/tmp/x\n\x01", "plain"),
+])
+def test_same_keys_order_and_values_as_the_structlog_chain(
+        json_info: None, peer: str, rid: str) -> None:
+    fields = dict(method="CheckSession", code="OK", ms=0.125, peer=peer, request_id=rid)
+    fast = logs.access_line("CheckSession", "OK", 0.125, peer, rid)
+    slow = by_structlog(**fields)
+    assert without_timestamp(fast) == without_timestamp(slow)
+    assert fast.isascii() and "\n" not in fast  # one JSON line, escaped like json.dumps
+    assert list(json.loads(fast)) == ["method", "code", "ms", "peer", "request_id", "event",
+                                      "level", "timestamp"]
+
+
+def test_bound_context_variables_are_merged_like_structlog(json_info: None) -> None:
+    structlog.contextvars.bind_contextvars(worker=3, method="shadowed", zone={"a": [1]})
+    fast = logs.access_line("GetAccount", "NOT_FOUND", 12.5, "ipv4:1.2.3.4:9", "x")
+    slow = by_structlog(method="GetAccount", code="NOT_FOUND", ms=12.5, peer="ipv4:1.2.3.4:9",
+                        request_id="x")
+    assert without_timestamp(fast) == without_timestamp(slow)
+    assert json.loads(fast)["worker"] == 3 and json.loads(fast)["method"] == "GetAccount"
+
+
+def test_configure_records_whether_the_fast_shape_applies() -> None:
+    try:
+        logs.configure("info", "console")
+        assert (logs.state.json_lines, logs.state.info) == (False, True)
+        logs.configure("error", "json")
+        assert (logs.state.json_lines, logs.state.info) == (True, False)
+    finally:
+        logs.configure("warning", "json")
+
+
+def test_request_id_is_the_callers_when_sane_else_a_fresh_unique_one() -> None:
+    assert request_id_of("abc-1") == "abc-1"
+    assert request_id_of(b"from-bytes") == "from-bytes"
+    made = {request_id_of(v) for v in (None, "", "x" * 129, "bad\nid", None)}
+    assert len(made) == 5 and all(re.fullmatch(r"[0-9a-f]{8}-\d+", m) for m in made)
