@@ -8,6 +8,8 @@ atomically; so among any number of replicas each transition and reminder happens
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -145,18 +147,27 @@ class DunningEngine:
             return Applied(True, None)
         return Applied(False, _saved(res, change))
 
-    async def apply_events(self, events: Sequence[PaymentEvent]
+    async def apply_events(self, events: Sequence[PaymentEvent], *, lanes: int = 2
                            ) -> list[Applied | Exception]:
         """`apply_event` of each, in order per account, in rounds of distinct accounts.
 
+        Accounts are spread over `lanes` that run concurrently (one computes while another
+        waits for Redis); all events of an account go to the same lane, in order.
         Returns each event's outcome or the exception that `apply_event` would have raised.
         A commit that lost a race to another writer is redone alone by `apply_event`.
         """
         out: list[Applied | Exception] = [Exception("not applied")] * len(events)
-        for positions in _rounds([e.account_id for e in events]):
-            batch = [events[i] for i in positions]
-            for i, result in zip(positions, await self._apply_round(batch), strict=True):
-                out[i] = result
+        by_lane: list[list[int]] = [[] for _ in range(max(1, lanes))]
+        for i, e in enumerate(events):
+            by_lane[zlib.crc32(e.account_id.encode()) % len(by_lane)].append(i)
+
+        async def lane(mine: list[int]) -> None:
+            for positions in _rounds([events[i].account_id for i in mine]):
+                batch = [events[mine[p]] for p in positions]
+                for p, result in zip(positions, await self._apply_round(batch), strict=True):
+                    out[mine[p]] = result
+
+        await asyncio.gather(*(lane(mine) for mine in by_lane if mine))
         return out
 
     async def _apply_round(self, events: Sequence[PaymentEvent]) -> list[Applied | Exception]:
