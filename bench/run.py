@@ -3,7 +3,8 @@
     python -m bench.run [--quick] [--only near_cache,redis] [--events N] [--sweep 10000,100000]
 
 BENCH_QUICK=1 (or --quick) shortens every run, for a smoke run. Writes
-bench/results/<utc time>.json and latest.json, and docs/performance.md's results section.
+bench/results/<utc time>.json and latest.json, and docs/performance.md's results section; a
+partial run (--only) writes bench/results/<utc time>-partial.json (not kept in git) only.
 """
 
 from __future__ import annotations
@@ -203,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(result, indent=2, default=str)
-    (RESULTS / f"{stamp}{'-quick' if quick else ''}.json").write_text(text + "\n")
-    (RESULTS / "latest.json").write_text(text + "\n")
-    if not args.no_docs:
+    # Only a whole run stands for the current state: a partial one (--only) is kept beside
+    # it under its own name and leaves latest.json alone.
+    suffix = ("-quick" if quick else "") + ("-partial" if only else "")
+    (RESULTS / f"{stamp}{suffix}.json").write_text(text + "\n")
+    if not only:
+        (RESULTS / "latest.json").write_text(text + "\n")
+    if not args.no_docs and not only:
         report.update_doc(ROOT / "docs" / "performance.md", result)
     print(report.render(result))
     return 0
