@@ -3,22 +3,34 @@
 One place for the verdict so that every front door (CheckSession, Envoy's ext_authz Check)
 answers the same question the same way. It opens no session and takes no seat: callers that
 need one do that on top of an allowed verdict.
+
+A near-cache hit is answered without a coroutine hop, and its verdict is remembered in the
+entry's memo (per user) when it depends on the snapshot alone: no parent to consult and no
+override that expires. The entry is dropped on invalidation and after the TTL, and the
+memo with it, so a remembered verdict is exactly what `decide` would answer again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
+from sessiongate.domain.model import Account
 from sessiongate.domain.parents import inherit_parent
-from sessiongate.service.lookup import Lookup, lookup_account
+from sessiongate.service.lookup import Lookup, load_account, lookup_account
 from sessiongate.service.runtime import Runtime
 
+# Entries per memo (verdicts per user, plus what callers derive from them): a burst of
+# logins by unknown users must not grow an entry without bound. Beyond it: computed anew.
+MAX_MEMO = 256
 
-@dataclass(frozen=True, slots=True)
-class LoginCheck:
+
+class LoginCheck(NamedTuple):
     verdict: Verdict
     lookup: Lookup  # where the state came from; `account` is None when unknown or unavailable
+    # The fresh near-cache entry's memo when `verdict` came from it and holds as long as the
+    # entry: callers may keep there what they derive from the verdict (keys: tuples).
+    memo: dict[Any, Any] | None = None
 
 
 def failure_verdict(failure_mode: str, error: str) -> Verdict:
@@ -39,13 +51,40 @@ async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
     A child of a channel partner is refused while its parent is suspended or closed (the
     parent comes from the near-cache too; if it cannot be read, the child's verdict stands).
     """
-    found = await lookup_account(rt, account_id)
+    hit = rt.cache.hit(account_id)
+    if hit is not None:
+        entry, age_ms = hit
+        found = Lookup(entry.account, "near_cache", age_ms)
+        memo = entry.memo
+        known: Verdict | None = memo.get(user_id)
+        if known is not None:
+            return LoginCheck(known, found, memo)
+        if not _timeless(entry.account):
+            return LoginCheck(await _decide(rt, found, user_id), found)
+        verdict = await _decide(rt, found, user_id)
+        if len(memo) < MAX_MEMO:
+            memo[user_id] = verdict
+        return LoginCheck(verdict, found, memo)
+    found = await load_account(rt, account_id)
     if found.source == "unavailable":
         return LoginCheck(failure_verdict(rt.settings.failure_mode, found.error), found)
+    return LoginCheck(await _decide(rt, found, user_id), found)
+
+
+async def _decide(rt: Runtime, found: Lookup, user_id: str) -> Verdict:
     now = rt.clock.now()
     verdict = decide(found.account, user_id, now)
     account = found.account
     if verdict.allowed and account is not None and account.parent_id:
         parent = await lookup_account(rt, account.parent_id)
         verdict = inherit_parent(verdict, account, parent.account, now)
-    return LoginCheck(verdict, found)
+    return verdict
+
+
+def _timeless(account: Account | None) -> bool:
+    """Whether `decide` answers the same for this snapshot at any time: no parent to consult,
+    no override that expires (`state_at` reads the clock only for that)."""
+    if account is None:
+        return True
+    override = account.override
+    return not account.parent_id and (override is None or override.expires_at is None)

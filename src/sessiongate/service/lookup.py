@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -10,8 +10,7 @@ from sessiongate.domain.model import Account
 from sessiongate.service.runtime import Runtime
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(NamedTuple):  # a tuple: the cheapest immutable record to make on every login
     account: Account | None
     source: str  # "near_cache" | "redis" | "stale" | "unavailable"
     age_ms: int
@@ -20,9 +19,15 @@ class Lookup:
 
 async def lookup_account(rt: Runtime, account_id: str) -> Lookup:
     cache = rt.cache
-    entry = cache.fresh(account_id)
-    if entry is not None:
-        return Lookup(entry.account, "near_cache", cache.age_ms(entry))
+    hit = cache.hit(account_id)
+    if hit is not None:
+        return Lookup(hit[0].account, "near_cache", hit[1])
+    return await load_account(rt, account_id)
+
+
+async def load_account(rt: Runtime, account_id: str) -> Lookup:
+    """The near-cache missed (already counted): read Redis, else the failure mode decides."""
+    cache = rt.cache
     try:
         entry = await cache.load(account_id)
         return Lookup(entry.account, "redis", 0)

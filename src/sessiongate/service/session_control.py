@@ -24,7 +24,7 @@ from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id
 from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
-from sessiongate.service.login_check import check_login, failure_verdict
+from sessiongate.service.login_check import MAX_MEMO, check_login, failure_verdict
 from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
@@ -83,15 +83,18 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         found, verdict = checked.lookup, checked.verdict
         if found.source == "unavailable":
             return self._failure_mode(found.error)
-        now = self.rt.clock.now()
         account = found.account
         ent: Entitlement | None = None
+        session_id = expires = None
+        if not verdict.allowed or account is None or (request.no_session
+                                                      and not request.feature):
+            return self._response(verdict, found, checked.memo)  # nothing to open or count
+        now = self.rt.clock.now()
         try:
             if verdict.allowed and request.feature and account is not None:
                 ent = await self._entitlement(account, request.feature, now)
                 if not ent.allowed:
                     verdict = Verdict(Decision.DENY, ent.reason, verdict.state, ent.message)
-            session_id = expires = None
             if verdict.allowed and not request.no_session and account is not None:
                 ref = new_session(account_id, user_id)
                 expires = now + self._ttl
@@ -109,7 +112,9 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                     session_id = ref.session_id
         except (RedisError, OSError) as exc:
             return self._failure_mode(str(exc) or type(exc).__name__)
-        resp = self._response(verdict, found)
+        # The memo's prebuilt answer is for the login check's verdict only (not a refusal by
+        # entitlement or seat limit).
+        resp = self._response(verdict, found, checked.memo if verdict is checked.verdict else None)
         if session_id is not None and expires is not None:
             resp.session_id = session_id
             resp.session_expires_at.CopyFrom(ts(expires))
@@ -119,7 +124,25 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 resp.quota_resets_at.CopyFrom(ts(ent.resets_at))
         return resp
 
-    def _response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
+    def _response(self, verdict: Verdict, found: Lookup,
+                  memo: dict[Any, Any] | None = None) -> pb.CheckSessionResponse:
+        """The answer for `verdict`; with the near-cache entry's `memo` (see login_check), a
+        copy of the answer prebuilt for this verdict of this snapshot (only the age differs)."""
+        if memo is not None:
+            cached = memo.get(("CheckSession", id(verdict)))
+            if cached is not None and cached[0] is verdict:
+                resp = pb.CheckSessionResponse()
+                resp.CopyFrom(cached[1])
+                resp.state_age_ms = found.age_ms
+                return resp
+        resp = self._build_response(verdict, found)
+        if memo is not None and len(memo) < MAX_MEMO:
+            prebuilt = pb.CheckSessionResponse()
+            prebuilt.CopyFrom(resp)
+            memo[("CheckSession", id(verdict))] = (verdict, prebuilt)  # holds `verdict`: its id
+        return resp
+
+    def _build_response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
         resp = pb.CheckSessionResponse(
             decision=DECISION_TO_PB[verdict.decision],
             state=STATE_TO_PB[verdict.state],

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -30,6 +31,9 @@ log = structlog.get_logger(__name__)
 class Entry:
     account: Account | None  # None: known not to exist (negative entry)
     fetched_at: float  # monotonic seconds
+    # What callers derive from this snapshot alone (a login verdict, a prebuilt response):
+    # it lives and dies with the entry, so an invalidation or reload drops it too.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def version(self) -> int:
@@ -68,6 +72,17 @@ class NearCache:
         if entry is not None and self._now() - entry.fetched_at < self._ttl:
             self.hits += 1
             return entry
+        self.misses += 1
+        return None
+
+    def hit(self, account_id: str) -> tuple[Entry, int] | None:
+        """`fresh` and the entry's age in ms from the same clock read (counted alike)."""
+        entry = self._entries.get(account_id)
+        if entry is not None:
+            age = self._now() - entry.fetched_at
+            if age < self._ttl:
+                self.hits += 1
+                return entry, int(age * 1000)
         self.misses += 1
         return None
 

@@ -1,0 +1,117 @@
+"""The near-cache hit path: remembered verdicts and prebuilt answers change no answer.
+
+A hit remembers its verdict per user in the near-cache entry when the verdict depends on
+the account snapshot alone, and CheckSession copies a prebuilt answer for it. These tests
+compare remembered answers with the first computed ones, and show that an update, an
+expiring override and a session opened on top change what they must.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+
+from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.service.convert import ts
+from tests.support import ServerThread, make_settings
+
+NEAR = cpb.STATE_SOURCE_NEAR_CACHE
+
+
+@pytest.fixture
+def srv(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
+    # A long TTL: the near-cache answers every repeated check even on a busy machine.
+    server = ServerThread(make_settings(redis_url, near_cache_ttl=600.0)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def check(srv: ServerThread, account: str, user: str,
+          no_session: bool = True) -> spb.CheckSessionResponse:
+    return srv.sessions.CheckSession(
+        spb.CheckSessionRequest(account_id=account, user_id=user, no_session=no_session))
+
+
+def upsert(srv: ServerThread, **fields: object) -> None:
+    srv.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(**fields)))
+
+
+def ageless(resp: spb.CheckSessionResponse) -> spb.CheckSessionResponse:
+    out = spb.CheckSessionResponse()
+    out.CopyFrom(resp)
+    out.ClearField("state_age_ms")
+    return out
+
+
+def poll(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("state", [cpb.ACCOUNT_STATE_ACTIVE, cpb.ACCOUNT_STATE_SUSPENDED,
+                                   cpb.ACCOUNT_STATE_CLOSED])
+def test_remembered_answers_equal_the_computed_ones(srv: ServerThread, state: int) -> None:
+    upsert(srv, account_id="acme", users=["alice", "bob"])
+    if state != cpb.ACCOUNT_STATE_ACTIVE:  # an override without expiry: the same at any time
+        srv.accounts.OverrideState(apb.OverrideStateRequest(
+            account_id="acme", state=state, reason="test"))
+    for account, user in [("acme", "alice"), ("acme", "bob"), ("acme", "mallory"),
+                          ("nobody", "alice")]:
+        check(srv, account, user)  # may come from Redis
+        first = check(srv, account, user)  # computed from the near-cache entry
+        assert first.source == NEAR
+        for _ in range(3):  # remembered verdict, prebuilt answer
+            again = check(srv, account, user)
+            assert ageless(again) == ageless(first)
+    assert check(srv, "acme", "mallory").reason == cpb.REASON_USER_NOT_AUTHORIZED
+    assert "mallory" in check(srv, "acme", "mallory").message
+    assert "bob" not in check(srv, "acme", "alice").message
+
+
+def test_an_update_is_answered_at_once_not_the_remembered_verdict(srv: ServerThread) -> None:
+    upsert(srv, account_id="acme", users=["alice", "bob"])
+    for _ in range(3):
+        assert check(srv, "acme", "alice").decision == cpb.DECISION_ALLOW
+    upsert(srv, account_id="acme", users=["bob"])
+    poll("alice refused", lambda: check(srv, "acme", "alice").reason
+         == cpb.REASON_USER_NOT_AUTHORIZED)
+    after = check(srv, "acme", "alice")
+    assert (after.source, after.account_version) == (NEAR, 2)
+
+
+def test_an_expiring_override_is_decided_by_the_clock_at_each_check(srv: ServerThread) -> None:
+    upsert(srv, account_id="acme", users=["alice"])
+    srv.accounts.OverrideState(apb.OverrideStateRequest(
+        account_id="acme", state=cpb.ACCOUNT_STATE_SUSPENDED, reason="chargeback",
+        expires_at=ts(srv.clock.now() + timedelta(hours=1))))
+    for _ in range(3):
+        r = check(srv, "acme", "alice")
+        assert r.decision == cpb.DECISION_DENY
+    version = r.account_version
+    srv.clock.advance(timedelta(hours=2))  # the override lapses; the snapshot does not change
+    r = check(srv, "acme", "alice")
+    assert (r.decision, r.state, r.source, r.account_version) == (
+        cpb.DECISION_ALLOW, cpb.ACCOUNT_STATE_ACTIVE, NEAR, version)
+
+
+def test_a_session_opened_on_a_remembered_verdict_stays_its_own(srv: ServerThread) -> None:
+    upsert(srv, account_id="acme", users=["alice"])
+    for _ in range(3):
+        plain = check(srv, "acme", "alice")
+    opened = [check(srv, "acme", "alice", no_session=False) for _ in range(2)]
+    assert all(o.session_id and o.HasField("session_expires_at") for o in opened)
+    assert opened[0].session_id != opened[1].session_id
+    again = check(srv, "acme", "alice")
+    assert not again.session_id and not again.HasField("session_expires_at")
+    assert ageless(again) == ageless(plain)
