@@ -3,7 +3,11 @@
 Two kinds, to keep the login path cheap:
 - per-RPC, updated inline by `Observer` hooks: latency by method and status, decisions by
   decision/reason/source, the age of the state behind each decision, Redis errors seen by RPCs.
-  A hook costs a dict lookup and one histogram or counter update: label children are cached.
+  These are plain cumulative numbers (`Buckets`, dicts of ints) that only the event-loop
+  thread writes, without prometheus_client's lock per update: a hook costs a dict lookup, a
+  bisection and two additions. The scrape thread reads them (a list copy is atomic under the
+  GIL) and renders the same families prometheus_client's Histogram and Counter would, minus
+  their `_created` samples.
 - read at scrape time by a custom collector, off the hot path (the scrape runs in the HTTP
   server's thread, with its own short-timeout sync Redis connection): near-cache hits and
   misses, Redis reachability, the payment stream (length, per-group pending entries, entries
@@ -19,6 +23,7 @@ owns its counters, the metrics only read them.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 import time
@@ -28,9 +33,15 @@ from typing import Any
 
 import redis
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -59,6 +70,36 @@ def _stream_id_ms(entry_id: Any) -> int:
     return int(text.split("-", 1)[0])
 
 
+class Buckets:
+    """A histogram's cumulative state: count per bucket (the last one: +Inf) and the sum.
+
+    Written by one thread (the event loop's); read by the scrape thread, which copies the
+    counts (atomic under the GIL) and derives the total from that copy, so `+Inf` and
+    `_count` always agree.
+    """
+
+    __slots__ = ("_le", "bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        # The `le` labels as prometheus_client writes them ("0.0002", "1.0", "+Inf").
+        self._le = [floatToGoString(b) for b in (*bounds, float("inf"))]  # type: ignore[no-untyped-call]  # unannotated upstream
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # first bound >= value
+        self.sum += value
+
+    def samples(self) -> tuple[list[tuple[str, float]], float]:
+        counts, total = list(self.counts), self.sum
+        cumulative, buckets = 0, []
+        for le, n in zip(self._le, counts, strict=True):
+            cumulative += n
+            buckets.append((le, float(cumulative)))
+        return buckets, total
+
+
 class Metrics:
     """The registry, the inline instruments, the scrape-time collector and the HTTP server."""
 
@@ -69,29 +110,10 @@ class Metrics:
         components: Callable[[], Iterable[object]] = tuple,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.rpc_seconds = Histogram(
-            "sessiongate_rpc_duration_seconds", "RPC latency by method and gRPC status",
-            ["method", "code"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.decisions = Counter(
-            "sessiongate_decisions", "CheckSession answers by decision, reason and state source",
-            ["decision", "reason", "source"], registry=self.registry,
-        )
-        self.state_age = Histogram(
-            "sessiongate_decision_state_age_seconds",
-            "age of the account state behind each CheckSession answer",
-            buckets=AGE_BUCKETS, registry=self.registry,
-        )
-        self.redis_errors = Counter(
-            "sessiongate_redis_errors",
-            "Redis failures: rpc (UNAVAILABLE answers), lookup (failure-mode or stale answers),"
-            " scrape (this endpoint could not read Redis)",
-            ["where"], registry=self.registry,
-        )
-        self._rpc_children: dict[tuple[str, str], Any] = {}
-        self._decision_children: dict[tuple[int, int, int], Any] = {}
-        self._rpc_errors = self.redis_errors.labels("rpc")
-        self._lookup_errors = self.redis_errors.labels("lookup")
+        self.rpc_seconds: dict[tuple[str, str], Buckets] = {}  # by (method, code)
+        self.decisions: dict[tuple[int, int, int], int] = {}  # by (decision, reason, source)
+        self.state_age = Buckets(AGE_BUCKETS)
+        self.redis_errors = {"rpc": 0, "lookup": 0, "scrape": 0}  # one writer per key
         self.collector = ScrapeCollector(self, redis_url, cache, components)
         self.registry.register(self.collector)
         self._server: Any = None
@@ -101,28 +123,50 @@ class Metrics:
     # -- inline hooks (the hot path) -------------------------------------------------------
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
-        child = self._rpc_children.get((method, code))
-        if child is None:
-            child = self._rpc_children[(method, code)] = self.rpc_seconds.labels(method, code)
-        child.observe(seconds)
+        hist = self.rpc_seconds.get((method, code))
+        if hist is None:
+            hist = self.rpc_seconds[(method, code)] = Buckets(LATENCY_BUCKETS)
+        hist.observe(seconds)
         if code == "UNAVAILABLE":
-            self._rpc_errors.inc()
+            self.redis_errors["rpc"] += 1
 
     def observe_response(self, method: str, response: Any) -> None:
         if method != "CheckSession":
             return
         key = (response.decision, response.reason, response.source)
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.decisions.labels(
-                _enum_label(cpb.Decision, key[0], "DECISION_"),
-                _enum_label(cpb.Reason, key[1], "REASON_"),
-                _enum_label(cpb.StateSource, key[2], "STATE_SOURCE_"),
-            )
-        child.inc()
+        decisions = self.decisions
+        decisions[key] = decisions.get(key, 0) + 1
         if key[2] in _DEGRADED:
-            self._lookup_errors.inc()
+            self.redis_errors["lookup"] += 1
         self.state_age.observe(response.state_age_ms / 1000.0)
+
+    def families(self) -> Iterator[Metric]:
+        """The inline instruments as Prometheus families (called by the scrape thread)."""
+        rpc = HistogramMetricFamily(
+            "sessiongate_rpc_duration_seconds", "RPC latency by method and gRPC status",
+            labels=["method", "code"])
+        for (method, code), hist in sorted(list(self.rpc_seconds.items())):
+            buckets, total = hist.samples()
+            rpc.add_metric([method, code], buckets, total)
+        decisions = CounterMetricFamily(
+            "sessiongate_decisions", "CheckSession answers by decision, reason and state source",
+            labels=["decision", "reason", "source"])
+        for (decision, reason, source), n in sorted(list(self.decisions.items())):
+            decisions.add_metric([_enum_label(cpb.Decision, decision, "DECISION_"),
+                                  _enum_label(cpb.Reason, reason, "REASON_"),
+                                  _enum_label(cpb.StateSource, source, "STATE_SOURCE_")], n)
+        age = HistogramMetricFamily(
+            "sessiongate_decision_state_age_seconds",
+            "age of the state behind each CheckSession answer")
+        buckets, total = self.state_age.samples()
+        age.add_metric([], buckets, total)
+        errors = CounterMetricFamily(
+            "sessiongate_redis_errors",
+            "Redis failures: rpc (UNAVAILABLE answers), lookup (failure-mode or stale answers),"
+            " scrape (this endpoint could not read Redis)", labels=["where"])
+        for where, n in list(self.redis_errors.items()):
+            errors.add_metric([where], n)
+        yield from (rpc, decisions, age, errors)
 
     # -- HTTP endpoint ---------------------------------------------------------------------
 
@@ -174,13 +218,14 @@ class ScrapeCollector(Collector):
                 families = list(self._from_redis())
             except (redis.RedisError, OSError) as exc:
                 log.warning("metrics: redis unreachable", error=str(exc))
-                self._metrics.redis_errors.labels("scrape").inc()
+                self._metrics.redis_errors["scrape"] += 1  # the scrape thread's own key
                 up.add_metric([], 0)
                 families = []
             else:
                 up.add_metric([], 1)
             yield up
             yield from families
+            yield from self._metrics.families()
 
     def _near_cache(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
