@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from json import dumps
 from json.encoder import encode_basestring_ascii as _quote
@@ -68,9 +69,24 @@ def access_line(method: str, code: str, ms: float, peer: str, request_id: str) -
     bound = structlog.contextvars.get_contextvars()
     extra = "".join(f", {_quote(k)}: {dumps(v, default=_fallback)}"
                     for k, v in bound.items() if k not in _ACCESS_KEYS) if bound else ""
-    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return (f'{prefix}{ms!r}, "peer": {_quote(peer)}, "request_id": {_quote(request_id)}, '
-            f'"event": "rpc"{extra}, "level": "info", "timestamp": "{stamp}"}}')
+            f'"event": "rpc"{extra}, "level": "info", "timestamp": "{iso_utc(time.time_ns())}"}}')
+
+
+_second: tuple[int, str] = (-1, "")  # the last whole second seen and its text, swapped whole
+
+
+def iso_utc(ns: int) -> str:
+    """`datetime.now(UTC).isoformat()` with `Z` (structlog's TimeStamper) for the Unix time
+    `ns`, microseconds floored as `datetime.now` does; the date part is made once a second."""
+    global _second
+    seconds, rest = divmod(ns, 1_000_000_000)
+    known, text = _second
+    if known != seconds:
+        text = datetime.fromtimestamp(seconds, UTC).isoformat()[:19]
+        _second = (seconds, text)
+    micros = rest // 1000
+    return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
 
 
 def _fallback(value: Any) -> Any:

@@ -90,3 +90,13 @@ def test_request_id_is_the_callers_when_sane_else_a_fresh_unique_one() -> None:
     assert request_id_of(b"from-bytes") == "from-bytes"
     made = {request_id_of(v) for v in (None, "", "x" * 129, "bad\nid", None)}
     assert len(made) == 5 and all(re.fullmatch(r"[0-9a-f]{8}-\d+", m) for m in made)
+
+
+def test_timestamps_are_those_of_structlogs_iso_utc_stamper() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for ns in (0, 999, 1_000, 1_769_817_600_000_000_000, 1_769_817_600_123_456_789,
+               1_769_817_659_999_999_999, 1_769_817_660_000_001_000, 4_102_444_800_500_000_000):
+        expected = (epoch + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+        assert logs.iso_utc(ns) == expected, ns

@@ -6,25 +6,26 @@ sessions. A caller that needs several roles (the CLI of an operator, say) lists 
 token under each role. A right token of the wrong role is PERMISSION_DENIED; a missing or
 unknown token is UNAUTHENTICATED. A role with no tokens is closed to everyone.
 
-Tokens are compared in constant time: `roles_of` compares with every configured token, and
-the per-RPC check (`check_header`) looks up the SHA-256 digest of the presented token, whose
-timing says nothing about any configured token (a caller cannot steer digests). Verdicts per
-presented header are remembered (a handful of distinct headers: the tokens in use), so a
-repeated header costs one dict lookup. With no tokens configured at all, every caller is
-trusted, which `app.py` allows only on a loopback address. Health and reflection are not
-wrapped by `rpc()` and stay open, so probes need no secret.
+Tokens are compared in constant time: `roles_of` compares with every configured token. The
+per-RPC check (`check_header`) remembers the verdict per presented header (a handful of
+distinct headers: the tokens in use), so a repeated header costs one dict lookup. That lookup
+leaks nothing about a configured token: a dict compares two strings' characters only after
+their 64-bit hashes (SipHash, keyed at random per process) are equal, which a wrong guess
+cannot arrange, so its timing does not depend on how much of a guess is right. (A SHA-256
+digest as the key would say the same, at a hashlib call per RPC.) With no tokens configured
+at all, every caller is trusted, which `app.py` allows only on a loopback address. Health and
+reflection are not wrapped by `rpc()` and stay open, so probes need no secret.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
 from sessiongate.domain.errors import PermissionDenied, Unauthenticated
 
-# Remembered verdicts, by the SHA-256 of the presented header: bounded, so that a caller
-# sending random tokens cannot grow it (beyond it, each check hashes and compares anew).
+# Remembered headers (verified ones only, so random tokens cannot fill the table): beyond
+# it, a header is compared with every token anew, in constant time.
 MAX_REMEMBERED = 64
 
 ROLES = ("app", "billing", "admin")
@@ -34,7 +35,7 @@ class Authenticator:
     def __init__(self, tokens_by_role: Mapping[str, Iterable[str]]) -> None:
         self._tokens = [(t.encode(), role) for role in ROLES for t in tokens_by_role.get(role, ())]
         self.enabled = bool(self._tokens)
-        self._known: dict[bytes, frozenset[str]] = {}  # header digest -> roles (may be empty)
+        self._known: dict[str, frozenset[str]] = {}  # verified header -> its roles
 
     def roles_of(self, token: str) -> frozenset[str]:
         """Every role `token` is listed under (empty: unknown token)."""
@@ -58,18 +59,19 @@ class Authenticator:
         """`check` given the `authorization` metadata value already found (None: absent)."""
         if not self.enabled:
             return role
-        if isinstance(header, bytes):
+        if header is None:
+            header = ""
+        elif isinstance(header, bytes):
             header = header.decode(errors="replace")
-        digest = hashlib.sha256((header or "").encode()).digest()
-        roles = self._known.get(digest)
+        roles = self._known.get(header)
         if roles is None:
-            roles = self._roles_of_header(header or "")
-            if len(self._known) < MAX_REMEMBERED:
-                self._known[digest] = roles
+            roles = self._roles_of_header(header)
+            if roles and len(self._known) < MAX_REMEMBERED:  # valid tokens only
+                self._known[header] = roles
         if role in roles:
             return role
         if not roles:
-            scheme, _, token = (header or "").partition(" ")
+            scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("missing bearer token in the authorization metadata")
             raise Unauthenticated("invalid bearer token")
