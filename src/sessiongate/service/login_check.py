@@ -45,6 +45,16 @@ def failure_verdict(failure_mode: str, error: str) -> Verdict:
     )
 
 
+def remembered_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck | None:
+    """`check_login` without a coroutine when the near-cache remembers this user's verdict;
+    None (nothing counted) otherwise: then await `check_login`."""
+    got = rt.cache.remembered(account_id, user_id)
+    if got is None:
+        return None
+    verdict, age_ms, entry = got
+    return LoginCheck(verdict, Lookup(entry.account, "near_cache", age_ms), entry.memo)
+
+
 async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
     """Decide a login of validated ids; never raises for a Redis outage (the lookup absorbs it).
 

@@ -24,7 +24,12 @@ from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id
 from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
-from sessiongate.service.login_check import MAX_MEMO, check_login, failure_verdict
+from sessiongate.service.login_check import (
+    MAX_MEMO,
+    check_login,
+    failure_verdict,
+    remembered_login,
+)
 from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
@@ -79,7 +84,9 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         user_id = check_id("user_id", request.user_id)
         if request.feature:
             check_id("feature", request.feature)
-        checked = await check_login(self.rt, account_id, user_id)
+        checked = remembered_login(self.rt, account_id, user_id)  # the hot path: no await
+        if checked is None:
+            checked = await check_login(self.rt, account_id, user_id)
         found, verdict = checked.lookup, checked.verdict
         if found.source == "unavailable":
             return self._failure_mode(found.error)

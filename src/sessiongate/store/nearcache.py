@@ -86,6 +86,20 @@ class NearCache:
         self.misses += 1
         return None
 
+    def remembered(self, account_id: str, key: Any) -> tuple[Any, int, Entry] | None:
+        """What a fresh entry's memo holds under `key`, its age in ms and the entry (counted
+        as a hit); None, counting nothing, when there is no fresh entry or nothing under `key`
+        (the caller then looks up as usual, which counts)."""
+        entry = self._entries.get(account_id)
+        if entry is not None:
+            value = entry.memo.get(key)
+            if value is not None:
+                age = self._now() - entry.fetched_at
+                if age < self._ttl:
+                    self.hits += 1
+                    return value, int(age * 1000), entry
+        return None
+
     def last_known(self, account_id: str) -> Entry | None:
         """The newest entry however old, if within `stale_max_age` (failure mode `static`)."""
         entry = self._entries.get(account_id)
