@@ -100,3 +100,26 @@ def test_timestamps_are_those_of_structlogs_iso_utc_stamper() -> None:
                1_769_817_659_999_999_999, 1_769_817_660_000_001_000, 4_102_444_800_500_000_000):
         expected = (epoch + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
         assert logs.iso_utc(ns) == expected, ns
+
+
+def test_console_format_goes_through_structlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sessiongate.service.rpc import Observer
+
+    written: list[str] = []
+
+    class Stream:
+        def write(self, text: str) -> int:
+            written.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr("sys.stderr", Stream())
+    try:
+        logs.configure("info", "console")
+        Observer.log_access("CheckSession", "OK", 0.000125, "ipv4:127.0.0.1:1", "req-7")
+    finally:
+        logs.configure("warning", "json")
+    (line,) = written
+    assert not line.startswith("{") and "rpc" in line and "req-7" in line
