@@ -157,13 +157,13 @@ def rpc(role: str) -> Callable[[H], H]:
             code = "OK"
             rid: str | None = None  # the request id, made once (error and access lines share it)
             header = given_rid = None
-            for key, value in context.invocation_metadata() or ():  # one scan: auth + request id
-                if key == "authorization":
-                    if header is None:
-                        header = value
-                elif key == "x-request-id" and given_rid is None:
-                    given_rid = value
             try:
+                for key, value in context.invocation_metadata() or ():  # one scan: auth + id
+                    if key == "authorization":
+                        if header is None:
+                            header = value
+                    elif key == "x-request-id" and given_rid is None:
+                        given_rid = value
                 self.auth.check_header(header, role)
                 response = await fn(self, request, context)
                 for response_hook in self.observer.response_hooks:
