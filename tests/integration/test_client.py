@@ -211,3 +211,24 @@ def test_client_over_tls(tmp_path: Path, redis_client: redis.Redis, redis_url: s
             assert sg.check_session("ghost", "u").reason == cpb.REASON_UNKNOWN_ACCOUNT
     finally:
         srv.stop()
+
+
+def test_usage_in_batches_sync_and_async(sidecar: ServerThread) -> None:
+    """record_usage_batch: many events in few messages, each counted once, a retry (the
+    same events again) all duplicates; the async client alike."""
+    def events(prefix: str, n: int) -> list[spb.UsageEvent]:
+        return [spb.UsageEvent(event_id=f"{prefix}{i}", account_id="acme", user_id="alice",
+                               feature="api", quantity=2) for i in range(n)]
+
+    with Client(addr=sidecar.addr, token="app-t") as sg:
+        first = sg.record_usage_batch(events("s", 1203), per_message=100)
+        again = sg.record_usage_batch(events("s", 1203))
+    assert (first.accepted, first.duplicates) == (1203, 0)
+    assert (again.accepted, again.duplicates) == (0, 1203)
+
+    async def main() -> spb.RecordUsageBatchResponse:
+        async with AsyncClient(addr=sidecar.addr, token="app-t") as sg:
+            return await sg.record_usage_batch(events("a", 7) + events("s", 3), per_message=4)
+
+    got = asyncio.run(main())
+    assert (got.accepted, got.duplicates) == (7, 3)

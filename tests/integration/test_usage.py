@@ -331,3 +331,26 @@ def test_bad_summary_requests(server: ServerThread) -> None:
         server.accounts.GetUsageSummary(apb.GetUsageSummaryRequest(
             account_id="ghost", period="2026-10"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_usage_in_batches_of_events_per_message(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """RecordUsageBatches: several events per stream message, counted like RecordUsageStream
+    (duplicates across messages too); a bad event anywhere rejects the call, naming it by its
+    number across messages, and writes nothing."""
+    server.clock.set(datetime(2026, 10, 10, tzinfo=UTC))
+    setup(server)
+    batches = [spb.UsageBatch(events=[event("b1", 2), event("b2", 3)]),
+               spb.UsageBatch(events=[]),
+               spb.UsageBatch(events=[event("b3"), event("b1", 2)])]
+    resp = server.sessions.RecordUsageBatches(iter(batches))
+    assert (resp.accepted, resp.duplicates) == (3, 1)
+    assert usage_total(server, "2026-10") == (6, 3)
+    before = sorted(redis_client.keys("*"))
+    bad = [spb.UsageBatch(events=[event("c1"), event("c2")]),
+           spb.UsageBatch(events=[event("c3"), event("c4", -1)])]
+    assert invalid(server.sessions.RecordUsageBatches, iter(bad)).startswith(
+        "events[3].quantity")
+    assert sorted(redis_client.keys("*")) == before
+    assert usage_total(server, "2026-10") == (6, 3)

@@ -15,7 +15,14 @@ from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
-from sessiongate.client.config import RETRYABLE, ClientConfig, Memory, fallback_answer
+from sessiongate.client.config import (
+    RETRYABLE,
+    USAGE_EVENTS_PER_MESSAGE,
+    ClientConfig,
+    Memory,
+    fallback_answer,
+    usage_batches,
+)
 
 Metadata = Sequence[tuple[str, str]] | None
 
@@ -109,6 +116,19 @@ class AsyncClient:
                            metadata: Metadata = None) -> spb.RecordUsageResponse:
         resp: spb.RecordUsageResponse = await self._call(
             self._sessions.RecordUsage, event, bool(event.event_id), timeout, metadata)
+        return resp
+
+    async def record_usage_batch(self, events: Sequence[spb.UsageEvent], *,
+                           per_message: int = USAGE_EVENTS_PER_MESSAGE,
+                           timeout: float | None = None,
+                           metadata: Metadata = None) -> spb.RecordUsageBatchResponse:
+        """Many events in one `RecordUsageBatches` call (10,000 at most), `per_message` per
+        stream message; all or nothing on validation. Retried only when every event has
+        an `event_id` (the server counts each once)."""
+        batches = usage_batches(events, per_message)
+        resp: spb.RecordUsageBatchResponse = await self._call(
+            lambda _, **kw: self._sessions.RecordUsageBatches(iter(batches), **kw), None,
+            all(e.event_id for e in events), timeout, metadata)
         return resp
 
     async def push_payment_event(self, event: bpb.PaymentEvent, *, timeout: float | None = None,

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,3 +146,15 @@ def fallback_answer(cfg: ClientConfig, memory: Memory, account_id: str, user_id:
         source=cpb.STATE_SOURCE_FAILURE_MODE,
         message=f"{why}; client fallback {policy.mode}: {'allowed' if allow else 'denied'}",
     )
+
+
+# Events per message of `record_usage_batch`: a gRPC message costs the server far more than
+# recording an event, so a batch of them goes in few messages.
+USAGE_EVENTS_PER_MESSAGE = 500
+
+
+def usage_batches(events: Sequence[spb.UsageEvent], per_message: int
+                  ) -> list[spb.UsageBatch]:
+    """`events` cut into `UsageBatch` messages of `per_message` events at most."""
+    size = max(1, per_message)
+    return [spb.UsageBatch(events=events[i:i + size]) for i in range(0, len(events), size)]

@@ -336,10 +336,26 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def RecordUsageStream(self, request: AsyncIterator[pb.UsageEvent],
                                 context: Any) -> pb.RecordUsageBatchResponse:
         """All or nothing on validation: one bad event rejects the batch before any write."""
+        return await self._record_all(request)
+
+    @rpc("app")
+    async def RecordUsageBatches(self, request: AsyncIterator[pb.UsageBatch],
+                                 context: Any) -> pb.RecordUsageBatchResponse:
+        """RecordUsageStream with many events per message (a message costs more than an
+        event); events are numbered across messages in error messages, as there."""
+        async def events() -> AsyncIterator[pb.UsageEvent]:
+            async for batch in request:
+                for event in batch.events:
+                    yield event
+
+        return await self._record_all(events())
+
+    async def _record_all(self, events: AsyncIterator[pb.UsageEvent]
+                          ) -> pb.RecordUsageBatchResponse:
         now = self.rt.clock.now()
         records: list[UsageRecord] = []
         known: set[tuple[str, str]] = set()
-        async for event in request:
+        async for event in events:
             if len(records) >= MAX_STREAM_EVENTS:
                 raise InvalidArgument("events", f"more than {MAX_STREAM_EVENTS} in one stream")
             records.append(await self._usage_record(event, now, f"events[{len(records)}].",

@@ -69,6 +69,11 @@ class SessionControlStub:
                 request_serializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.UsageEvent.SerializeToString,
                 response_deserializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.RecordUsageBatchResponse.FromString,
                 _registered_method=True)
+        self.RecordUsageBatches = channel.stream_unary(
+                '/sessiongate.api.v1.SessionControl/RecordUsageBatches',
+                request_serializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.UsageBatch.SerializeToString,
+                response_deserializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.RecordUsageBatchResponse.FromString,
+                _registered_method=True)
 
 
 class SessionControlServicer:
@@ -123,6 +128,15 @@ class SessionControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordUsageBatches(self, request_iterator, context):
+        """The same, with many events per stream message: a gRPC message costs the server far more
+        than recording an event, so exporters with a backlog send batches (up to 10,000 events
+        per call in all, as RecordUsageStream).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +173,11 @@ def add_SessionControlServicer_to_server(servicer, server):
             'RecordUsageStream': grpc.stream_unary_rpc_method_handler(
                     servicer.RecordUsageStream,
                     request_deserializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.UsageEvent.FromString,
+                    response_serializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.RecordUsageBatchResponse.SerializeToString,
+            ),
+            'RecordUsageBatches': grpc.stream_unary_rpc_method_handler(
+                    servicer.RecordUsageBatches,
+                    request_deserializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.UsageBatch.FromString,
                     response_serializer=sessiongate_dot_api_dot_v1_dot_session__control__pb2.RecordUsageBatchResponse.SerializeToString,
             ),
     }
@@ -350,6 +369,33 @@ class SessionControl:
             target,
             '/sessiongate.api.v1.SessionControl/RecordUsageStream',
             sessiongate_dot_api_dot_v1_dot_session__control__pb2.UsageEvent.SerializeToString,
+            sessiongate_dot_api_dot_v1_dot_session__control__pb2.RecordUsageBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUsageBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/sessiongate.api.v1.SessionControl/RecordUsageBatches',
+            sessiongate_dot_api_dot_v1_dot_session__control__pb2.UsageBatch.SerializeToString,
             sessiongate_dot_api_dot_v1_dot_session__control__pb2.RecordUsageBatchResponse.FromString,
             options,
             channel_credentials,

@@ -45,6 +45,11 @@ class SessionControlStub:
     """Records one metered usage event for billing; idempotent by event_id."""
     RecordUsageStream: _grpc.StreamUnaryMultiCallable[_session_control_pb2.UsageEvent, _session_control_pb2.RecordUsageBatchResponse]
     """Records a batch of usage events sent as a client stream."""
+    RecordUsageBatches: _grpc.StreamUnaryMultiCallable[_session_control_pb2.UsageBatch, _session_control_pb2.RecordUsageBatchResponse]
+    """The same, with many events per stream message: a gRPC message costs the server far more
+    than recording an event, so exporters with a backlog send batches (up to 10,000 events
+    per call in all, as RecordUsageStream).
+    """
 
 @_typing.type_check_only
 class SessionControlAsyncStub(SessionControlStub):
@@ -63,6 +68,11 @@ class SessionControlAsyncStub(SessionControlStub):
     """Records one metered usage event for billing; idempotent by event_id."""
     RecordUsageStream: _aio.StreamUnaryMultiCallable[_session_control_pb2.UsageEvent, _session_control_pb2.RecordUsageBatchResponse]  # type: ignore[assignment]
     """Records a batch of usage events sent as a client stream."""
+    RecordUsageBatches: _aio.StreamUnaryMultiCallable[_session_control_pb2.UsageBatch, _session_control_pb2.RecordUsageBatchResponse]  # type: ignore[assignment]
+    """The same, with many events per stream message: a gRPC message costs the server far more
+    than recording an event, so exporters with a backlog send batches (up to 10,000 events
+    per call in all, as RecordUsageStream).
+    """
 
 class SessionControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +130,16 @@ class SessionControlServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_control_pb2.RecordUsageBatchResponse, _abc.Awaitable[_session_control_pb2.RecordUsageBatchResponse]]:
         """Records a batch of usage events sent as a client stream."""
+
+    @_abc_1.abstractmethod
+    def RecordUsageBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_session_control_pb2.UsageBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_control_pb2.RecordUsageBatchResponse, _abc.Awaitable[_session_control_pb2.RecordUsageBatchResponse]]:
+        """The same, with many events per stream message: a gRPC message costs the server far more
+        than recording an event, so exporters with a backlog send batches (up to 10,000 events
+        per call in all, as RecordUsageStream).
+        """
 
 def add_SessionControlServicer_to_server(servicer: SessionControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
