@@ -109,8 +109,9 @@ class PaymentConsumer:
 
     async def handle_many(self, entries: list[tuple[Any, dict[Any, Any] | None]]) -> int:
         """Apply entries (in stream order per account, distinct accounts together), then
-        dead-letter what can never apply and acknowledge, in one round trip; returns how
-        many were acknowledged. What backend trouble stopped stays pending for a retry."""
+        dead-letter what can never apply and acknowledge all that is done with one `XACK`;
+        returns how many were acknowledged. What backend trouble stopped stays pending for
+        a retry."""
         ack: list[str] = []
         dead: list[tuple[str, dict[str, str], str]] = []
         parsed: list[tuple[str, dict[str, str], PaymentEvent]] = []
