@@ -24,6 +24,8 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._cache: dict[str, Any] = {}
+        self._queued: dict[str, list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
 
     def __getitem__(self, name: str) -> Any:
         script = self._cache.get(name)
@@ -47,3 +49,43 @@ class Scripts:
         for k, a in calls:
             await script(keys=k, args=a, client=pipe)  # queues the EVALSHA
         return list(await pipe.execute(raise_on_error=False))
+
+    async def coalesced(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One call of script `name`, sent together with the calls of the same script made in
+        the same event-loop iteration (one pipeline, `run_many`): under load, concurrent
+        logins share a round trip and redis-py's per-command cost. A call alone, or on
+        Redis Cluster, is a plain EVALSHA. Each call stays its own atomic step."""
+        if is_cluster(self._redis):
+            return await self[name](keys=keys, args=args)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        queue = self._queued.setdefault(name, [])
+        queue.append((keys, args, done))
+        if len(queue) == 1:
+            loop.call_soon(self._flush, name)
+        return await done
+
+    def _flush(self, name: str) -> None:
+        task = asyncio.ensure_future(self._send(name, self._queued.pop(name, [])))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, name: str,
+                    queue: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]
+                    ) -> None:
+        results: list[Any]
+        try:
+            if len(queue) == 1:
+                keys, args, _ = queue[0]
+                results = [await self[name](keys=keys, args=args)]
+            else:
+                results = await self.run_many(name, [(k, a) for k, a, _ in queue])
+        except Exception as exc:  # the round trip failed: so did every call in it
+            results = [exc] * len(queue)
+        for (_, _, done), res in zip(queue, results, strict=True):
+            if done.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(res, Exception):
+                done.set_exception(res)
+            else:
+                done.set_result(res)

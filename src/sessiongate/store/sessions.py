@@ -35,7 +35,8 @@ class SessionStore:
                    seat_limit: int) -> SeatResult:
         """Open or renew `ref`'s lease, taking a seat if its user holds none (`take_seat.lua`)."""
         aid = ref.account_id
-        admitted, held = await self._scripts["take_seat"](
+        admitted, held = await self._scripts.coalesced(  # with concurrent logins' calls
+            "take_seat",
             keys=[keys.seats(aid), keys.sessions(aid), keys.usage(aid, month_name(now))],
             args=[to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
                   peak_field(day_name(now)), LEASE_KEYS_MARGIN_MS],
