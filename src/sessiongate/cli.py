@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
@@ -20,6 +18,7 @@ from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.cli_dunning import add_dunning_commands
+from sessiongate.cli_output import emit, state_name
 from sessiongate.config import Settings
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.report import cmd_report
@@ -74,21 +73,10 @@ def _channel(ns: argparse.Namespace) -> tuple[grpc.Channel, list[tuple[str, str]
     return grpc.insecure_channel(addr), metadata
 
 
-def _print(ns: argparse.Namespace, msg: Message, human: str) -> None:
-    if ns.json:
-        print(json_format.MessageToJson(msg, preserving_proto_field_name=True))
-    else:
-        print(human)
-
-
-def _state(v: int) -> str:
-    return cpb.AccountState.Name(v).removeprefix("ACCOUNT_STATE_")  # type: ignore[arg-type]
-
-
 def _account_text(a: apb.Account) -> str:
     lines = [
         f"account   {a.account_id}  (version {a.version})",
-        f"state     {_state(a.state)}" + ("  [exempt]" if a.exempt else ""),
+        f"state     {state_name(a.state)}" + ("  [exempt]" if a.exempt else ""),
         f"kind      {apb.AccountKind.Name(a.kind).removeprefix('ACCOUNT_KIND_')}",
         f"users     {', '.join(a.users) or '(any user)'}",
         f"seats     {a.seat_limit or 'unlimited'}",
@@ -100,7 +88,7 @@ def _account_text(a: apb.Account) -> str:
     if a.HasField("suspends_at"):
         lines.append(f"suspends  {a.suspends_at.ToDatetime().isoformat()}Z")
     if a.HasField("override"):
-        lines.append(f"override  {_state(a.override.state)}: {a.override.reason}")
+        lines.append(f"override  {state_name(a.override.state)}: {a.override.reason}")
     return "\n".join(lines)
 
 
@@ -115,7 +103,7 @@ def cmd_account_upsert(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[
     if ns.state:
         account.state = cpb.AccountState.Value(f"ACCOUNT_STATE_{ns.state.upper()}")
     got = stub.UpsertAccount(apb.UpsertAccountRequest(account=account), metadata=md, timeout=10)
-    _print(ns, got, _account_text(got))
+    emit(ns, got, _account_text(got))
     return 0
 
 
@@ -123,7 +111,7 @@ def cmd_account_get(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[str
     got = apb_grpc.AccountsStub(ch).GetAccount(
         apb.GetAccountRequest(account_id=ns.account_id), metadata=md, timeout=10
     )
-    _print(ns, got, _account_text(got))
+    emit(ns, got, _account_text(got))
     return 0
 
 
@@ -135,7 +123,7 @@ def cmd_check(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[str, str]
     )
     decision = cpb.Decision.Name(resp.decision).removeprefix("DECISION_")
     reason = cpb.Reason.Name(resp.reason).removeprefix("REASON_")
-    _print(ns, resp, f"{decision}  {_state(resp.state)}  {reason}\n{resp.message}")
+    emit(ns, resp, f"{decision}  {state_name(resp.state)}  {reason}\n{resp.message}")
     return 0 if resp.decision == cpb.DECISION_ALLOW else 3
 
 
@@ -145,7 +133,7 @@ def cmd_health(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[str, str
 
     resp = health_pb2_grpc.HealthStub(ch).Check(
         health_pb2.HealthCheckRequest(service=ns.service), timeout=ns.timeout)
-    _print(ns, resp, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+    emit(ns, resp, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
     return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 

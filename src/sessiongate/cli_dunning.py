@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sessiongate.api.v1 import accounts_pb2 as apb
@@ -22,22 +20,12 @@ from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
 from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
 from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.cli_output import emit, state_name
 from sessiongate.domain.errors import InvalidArgument
 
 Metadata = list[tuple[str, str]]
 STATES = ["active", "reminder", "grace", "suspended", "closed"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _print(ns: argparse.Namespace, msg: Message, human: str) -> None:
-    if ns.json:
-        print(json_format.MessageToJson(msg, preserving_proto_field_name=True))
-    else:
-        print(human)
-
-
-def _state(v: int) -> str:
-    return cpb.AccountState.Name(v).removeprefix("ACCOUNT_STATE_")  # type: ignore[arg-type]
 
 
 def _when(t: Timestamp) -> str:
@@ -68,11 +56,11 @@ def cmd_history(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> int:
     resp = apb_grpc.AccountsStub(ch).GetAccountHistory(
         apb.GetAccountHistoryRequest(account_id=ns.account_id, limit=ns.limit),
         metadata=md, timeout=10)
-    lines = [f"{_when(t.at)}  {_state(t.from_state) if t.from_state else '(new)':<10} -> "
-             f"{_state(t.to_state):<10} "
+    lines = [f"{_when(t.at)}  {state_name(t.from_state) if t.from_state else '(new)':<10} -> "
+             f"{state_name(t.to_state):<10} "
              f"{t.actor:<10} {t.cause}" + (f"  [{t.event_id}]" if t.event_id else "")
              for t in resp.transitions]
-    _print(ns, resp, "\n".join(lines) or "(no transitions)")
+    emit(ns, resp, "\n".join(lines) or "(no transitions)")
     return 0
 
 
@@ -80,8 +68,8 @@ def cmd_preview(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> int:
     resp = apb_grpc.AccountsStub(ch).PreviewDunning(
         apb.PreviewDunningRequest(account_id=ns.account_id), metadata=md, timeout=10)
     lines = [f"balance {resp.balance_minor} (minor units); if nothing is paid:"]
-    lines += [f"  {_when(e.at)}  {_state(e.state)}" for e in resp.timeline]
-    _print(ns, resp, "\n".join(lines))
+    lines += [f"  {_when(e.at)}  {state_name(e.state)}" for e in resp.timeline]
+    emit(ns, resp, "\n".join(lines))
     return 0
 
 
@@ -93,7 +81,7 @@ def cmd_override(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> int:
     if ns.expires:
         req.expires_at.CopyFrom(_stamp("--expires", ns.expires))
     got = apb_grpc.AccountsStub(ch).OverrideState(req, metadata=md, timeout=10)
-    _print(ns, got, f"{got.account_id}: {_state(got.state)}"
+    emit(ns, got, f"{got.account_id}: {state_name(got.state)}"
            + (f" (override: {got.override.reason})" if got.HasField("override") else ""))
     return 0
 
@@ -104,7 +92,7 @@ def _policy_text(p: apb.DunningPolicy) -> str:
              f"{p.tolerance_minor} (minor units)"]
     for s in p.stages:
         extra = f" (balance >= {s.min_balance_minor})" if s.min_balance_minor else ""
-        lines.append(f"  {_state(s.state):<10} {s.after.ToTimedelta()} past due{extra}")
+        lines.append(f"  {state_name(s.state):<10} {s.after.ToTimedelta()} past due{extra}")
     return "\n".join(lines)
 
 
@@ -119,14 +107,14 @@ def cmd_policy_set(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> in
     if ns.interval:
         policy.reminder_interval.FromTimedelta(parse_duration("--interval", ns.interval))
     got = apb_grpc.AccountsStub(ch).UpsertPolicy(policy, metadata=md, timeout=10)
-    _print(ns, got, _policy_text(got))
+    emit(ns, got, _policy_text(got))
     return 0
 
 
 def cmd_policy_get(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> int:
     got = apb_grpc.AccountsStub(ch).GetPolicy(apb.GetPolicyRequest(policy_id=ns.policy_id),
                                               metadata=md, timeout=10)
-    _print(ns, got, _policy_text(got))
+    emit(ns, got, _policy_text(got))
     return 0
 
 
@@ -135,7 +123,7 @@ def _push(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata, event: bpb.Pay
     event.event_id = ns.event_id or f"cli-{uuid.uuid4()}"
     resp = bpb_grpc.BillingStub(ch).PushPaymentEvent(event, metadata=md, timeout=10)
     dup = "  (duplicate: nothing changed)" if resp.duplicate else ""
-    _print(ns, resp, f"{event.event_id}: {_state(resp.state)}, balance {resp.balance_minor}{dup}")
+    emit(ns, resp, f"{event.event_id}: {state_name(resp.state)}, balance {resp.balance_minor}{dup}")
     return 0
 
 

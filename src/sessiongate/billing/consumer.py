@@ -103,10 +103,6 @@ class PaymentConsumer:
             entries.extend(new)
         return await self.handle_many(entries)
 
-    async def handle(self, entry_id: Any, raw: dict[Any, Any] | None) -> int:
-        """Apply one entry; 1 if it was acknowledged, 0 if left pending for a retry."""
-        return await self.handle_many([(entry_id, raw)])
-
     async def handle_many(self, entries: list[tuple[Any, dict[Any, Any] | None]]) -> int:
         """Apply entries (in stream order per account, distinct accounts together), then
         dead-letter what can never apply and acknowledge all that is done with one `XACK`;

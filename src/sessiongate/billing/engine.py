@@ -120,8 +120,8 @@ class DunningEngine:
 
     async def _reconsider(self, account: Account, ledger: Ledger, now: datetime, **kw: Any
                           ) -> Outcome:
-        policy = await self.policies.for_account(account.policy_id)
-        return reconsider(account, ledger, policy, now, **kw)
+        policy = await self._policy_of(account)
+        return reconsider(account, ledger, policy(account), now, **kw)
 
     async def _policy_of(self, account: Account | None) -> Callable[[Account], DunningPolicy]:
         policy = (await self.policies.for_account(account.policy_id) if account is not None
