@@ -22,7 +22,7 @@ from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, reso
 from sessiongate.domain.errors import BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.sessions import new_session, parse_session_id
-from sessiongate.domain.validation import check_id
+from sessiongate.domain.validation import MAX_ID_LENGTH, check_id
 from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
 from sessiongate.service.login_check import (
     MAX_MEMO,
@@ -56,6 +56,17 @@ MAX_STREAM_EVENTS = 10_000
 
 # Larger quantities are surely a bug, and would risk overflowing Redis's 64-bit counters.
 MAX_QUANTITY = 10**12
+
+
+def _plain_id(value: str) -> bool:
+    """The common case of `check_id`, inline-cheap: on False, `check_id` says what is wrong."""
+    return 0 < len(value) <= MAX_ID_LENGTH and value.isprintable() and value == value.strip()
+
+
+def _window(now: datetime) -> tuple[datetime, datetime, datetime]:
+    """(now, earliest, latest) `occurred_at` a usage event may carry, for one call."""
+    return (now, now - timedelta(milliseconds=IDEMPOTENCY_RETENTION_MS),
+            now + MAX_FUTURE_SKEW)
 
 
 def check_quantity(field: str, value: int) -> int:
@@ -279,38 +290,45 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     # Usage
 
-    async def _usage_record(self, e: pb.UsageEvent, now: datetime, f: str = "",
-                            known: set[tuple[str, str]] | None = None) -> UsageRecord:
-        """Validate one event; nothing is written until every event of a call is valid.
-
-        `known`: (account, feature) pairs already found recordable in this call, so a
-        stream of one account's events looks its account and plan up once, not per event.
-        """
-        event_id = check_id(f + "event_id", e.event_id)
-        account_id = check_id(f + "account_id", e.account_id)
-        user_id = check_id(f + "user_id", e.user_id, required=False)
-        feature = check_id(f + "feature", e.feature)
-        check_quantity(f + "quantity", e.quantity)
-        try:
-            occurred = from_ts(e.occurred_at) if e.HasField("occurred_at") else now
-        except ValueError as exc:
-            raise InvalidArgument(f + "occurred_at", str(exc)) from None
-        if occurred > now + MAX_FUTURE_SKEW:
-            raise InvalidArgument(f + "occurred_at", f"{occurred.isoformat()} is in the future")
-        if occurred < now - timedelta(milliseconds=IDEMPOTENCY_RETENTION_MS):
-            raise InvalidArgument(f + "occurred_at", "older than the deduplication window")
-        if len(e.attributes) > MAX_ATTRIBUTES:
-            raise InvalidArgument(f + "attributes", f"more than {MAX_ATTRIBUTES} entries")
-        for k, v in e.attributes.items():
-            check_id(f + "attributes", k)
-            if len(v) > MAX_ATTRIBUTE_LENGTH or not v.isprintable():
-                raise InvalidArgument(f"{f}attributes[{k}]", "too long or not printable")
-        if known is None or (account_id, feature) not in known:
-            await self._check_recordable(account_id, feature, f)
-            if known is not None:
-                known.add((account_id, feature))
-        return UsageRecord(event_id, account_id, user_id, feature, e.quantity, occurred,
-                           dict(e.attributes))
+    def _usage_record(self, e: pb.UsageEvent, window: tuple[datetime, datetime, datetime],
+                      f: str = "") -> UsageRecord:
+        """Validate one event (no I/O): nothing is written until every event of a call is
+        valid. `window`: (now, earliest, latest) accepted `occurred_at`, made once per call.
+        Field names (prefix `f`, e.g. `events[3].`) are built only for an error message."""
+        now, earliest, latest = window
+        event_id, account_id, user_id, feature = e.event_id, e.account_id, e.user_id, e.feature
+        if not (_plain_id(event_id) and _plain_id(account_id) and _plain_id(feature)
+                and (not user_id or _plain_id(user_id))):
+            check_id(f + "event_id", event_id)
+            check_id(f + "account_id", account_id)
+            check_id(f + "user_id", user_id, required=False)
+            check_id(f + "feature", feature)
+        quantity = e.quantity
+        if quantity < 0 or quantity > MAX_QUANTITY:
+            check_quantity(f + "quantity", quantity)
+        if e.HasField("occurred_at"):
+            try:
+                occurred = from_ts(e.occurred_at)
+            except ValueError as exc:
+                raise InvalidArgument(f + "occurred_at", str(exc)) from None
+            if occurred > latest:
+                raise InvalidArgument(f + "occurred_at",
+                                      f"{occurred.isoformat()} is in the future")
+            if occurred < earliest:
+                raise InvalidArgument(f + "occurred_at", "older than the deduplication window")
+        else:
+            occurred = now
+        attributes = e.attributes
+        if attributes:
+            if len(attributes) > MAX_ATTRIBUTES:
+                raise InvalidArgument(f + "attributes", f"more than {MAX_ATTRIBUTES} entries")
+            for k, v in attributes.items():
+                check_id(f + "attributes", k)
+                if len(v) > MAX_ATTRIBUTE_LENGTH or not v.isprintable():
+                    raise InvalidArgument(f"{f}attributes[{k}]", "too long or not printable")
+            return UsageRecord(event_id, account_id, user_id, feature, quantity, occurred,
+                               dict(attributes))
+        return UsageRecord(event_id, account_id, user_id, feature, quantity, occurred)
 
     async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
         """The account exists, and its plan (if any) has `feature`."""
@@ -328,7 +346,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     @rpc("app")
     async def RecordUsage(self, request: pb.UsageEvent, context: Any) -> pb.RecordUsageResponse:
         now = self.rt.clock.now()
-        record = await self._usage_record(request, now)
+        record = self._usage_record(request, _window(now))
+        await self._check_recordable(record.account_id, record.feature, "")
         (recorded,) = await self.usage.record([record], now)
         return pb.RecordUsageResponse(duplicate=not recorded)
 
@@ -353,13 +372,24 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def _record_all(self, events: AsyncIterator[pb.UsageEvent]
                           ) -> pb.RecordUsageBatchResponse:
         now = self.rt.clock.now()
+        window = _window(now)
         records: list[UsageRecord] = []
+        # (account, feature) pairs found recordable in this call: a stream of one account's
+        # events looks its account and plan up once, not per event.
         known: set[tuple[str, str]] = set()
         async for event in events:
-            if len(records) >= MAX_STREAM_EVENTS:
+            n = len(records)
+            if n >= MAX_STREAM_EVENTS:
                 raise InvalidArgument("events", f"more than {MAX_STREAM_EVENTS} in one stream")
-            records.append(await self._usage_record(event, now, f"events[{len(records)}].",
-                                                    known))
+            try:
+                record = self._usage_record(event, window)
+            except InvalidArgument:  # again, for the message naming the event's field
+                record = self._usage_record(event, window, f"events[{n}].")
+            pair = (record.account_id, record.feature)
+            if pair not in known:
+                await self._check_recordable(*pair, f"events[{n}].")
+                known.add(pair)
+            records.append(record)
         recorded = await self.usage.record(records, now) if records else []
         accepted = sum(recorded)
         return pb.RecordUsageBatchResponse(accepted=accepted, duplicates=len(recorded) - accepted)
