@@ -125,6 +125,11 @@ class Settings:
         "", "SESSIONGATE_TOKEN", "bearer token that the CLI's client commands send", secret=True
     )
     workers: int = _setting(1, "SESSIONGATE_WORKERS", "server processes sharing the port")
+    worker_index: int = _setting(
+        0, "SESSIONGATE_WORKER_INDEX",
+        "this process's number among the workers, 0..workers-1 (set by --workers for each):"
+        " the dunning sweep's share of the buckets",
+    )
     envoy_account_header: str = _setting(
         "x-account-id", "SESSIONGATE_ENVOY_ACCOUNT_HEADER",
         "Envoy ext_authz: request header naming the account; empty: none (see docs/envoy.md)",
@@ -172,6 +177,8 @@ class Settings:
                 raise InvalidArgument(name, "must be positive")
         if self.workers < 1:
             raise InvalidArgument("workers", "must be at least 1")
+        if not 0 <= self.worker_index < self.workers:
+            raise InvalidArgument("worker_index", f"must be 0..{self.workers - 1} (workers - 1)")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise InvalidArgument("SESSIONGATE_TLS_KEY", "TLS needs both a certificate and a key")
         if self.tls_client_ca and not self.tls_cert:

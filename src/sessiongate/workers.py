@@ -31,8 +31,10 @@ def _worker(settings: Settings, index: int) -> None:
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
-    """Worker i serves metrics on the metrics port + i: each process has its own registry,
-    and Prometheus scrapes each (the sum over workers is the sidecar's)."""
+    """Worker i sweeps its share of the due buckets (`worker_index`), and serves metrics on
+    the metrics port + i: each process has its own registry, and Prometheus scrapes each (the
+    sum over workers is the sidecar's)."""
+    settings = dataclasses.replace(settings, worker_index=index)
     if not settings.metrics_addr or index == 0:
         return settings
     host, _, port = settings.metrics_addr.rpartition(":")

@@ -16,7 +16,8 @@ def billing_components(rt: Runtime) -> list[Any]:
     engine = DunningEngine(rt.accounts, PolicyStore(rt.redis), rt.clock.now)
     s = rt.settings
     return [
-        DunningScheduler(Sweeper(rt.redis, engine, rt.clock), s.sweep_interval),
+        DunningScheduler(Sweeper(rt.redis, engine, rt.clock,
+                                 share=(s.worker_index, s.workers)), s.sweep_interval),
         PaymentConsumer(rt.redis, engine, consumer=s.consumer_name,
                         claim_idle_ms=int(s.payment_claim_idle * 1000)),
     ]

@@ -6,6 +6,11 @@ in chunks (`DunningEngine.evaluate_many`: one round trip reads a chunk, one comm
 through the same compare-and-set as a payment; any number of replicas may sweep at once and
 each transition and reminder still happens once (the loser of a race finds the account's
 next evaluation already moved on).
+
+With `serve --workers N` the workers share the buckets (worker i owns those with
+`bucket % N == i`), so N processes, N cores, sweep at once instead of racing over the same
+accounts. A worker still takes an account of another worker's bucket once it has been due for
+`takeover_after` seconds, so a worker that died or stalls delays its accounts, never drops them.
 """
 
 from __future__ import annotations
@@ -25,19 +30,28 @@ log = structlog.get_logger(__name__)
 
 class Sweeper:
     def __init__(self, redis: Redis, engine: DunningEngine, clock: Clock, *,
-                 batch: int = 1000, chunk: int = 250, concurrency: int = 4) -> None:
+                 batch: int = 1000, chunk: int = 250, concurrency: int = 4,
+                 share: tuple[int, int] = (0, 1), takeover_after: float = 30.0) -> None:
         self.redis = redis
         self.engine = engine
         self.clock = clock
         self.batch = batch
         self.chunk = chunk
         self.concurrency = concurrency
+        index, of = share
+        if not 0 <= index < of:
+            raise ValueError(f"share {index} of {of}: want 0 <= index < count")
+        self.owned = frozenset(b for b in keys.ALL_BUCKETS if b % of == index)
+        self.takeover_ms = int(takeover_after * 1000)
 
     async def due(self) -> list[str]:
+        """Accounts due in the buckets this sweeper owns, and those due for `takeover_after`
+        in the others' (up to `batch` per bucket)."""
         now_ms = int(self.clock.now().timestamp() * 1000)
         pipe = self.redis.pipeline(transaction=False)
         for b in keys.ALL_BUCKETS:
-            pipe.zrangebyscore(keys.due_index(b), "-inf", now_ms, start=0, num=self.batch)
+            until = now_ms if b in self.owned else now_ms - self.takeover_ms
+            pipe.zrangebyscore(keys.due_index(b), "-inf", until, start=0, num=self.batch)
         found: list[str] = []
         for ids in await pipe.execute():
             found.extend(i.decode() if isinstance(i, bytes) else str(i) for i in ids)
