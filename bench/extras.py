@@ -332,42 +332,6 @@ async def _direct_setup(rt: Any, engine: Any, ids: list[str], due: datetime) -> 
     await gather_limited((one(aid) for aid in ids), 48)
 
 
-async def _sweep(redis_url: str, n: int) -> dict[str, Any]:
-    from sessiongate.billing.scheduler import Sweeper
-    from sessiongate.service.billing import engine_for
-
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    async with inprocess(redis_url, t0) as (app, _):
-        ids = [f"sweep-{n}-{i}" for i in range(n)]
-        rt = app.rt
-        engine = engine_for(rt)
-        s0 = time.perf_counter()
-        await _direct_setup(rt, engine, ids, t0)
-        setup = time.perf_counter() - s0
-        sweeper = Sweeper(rt.redis, engine, rt.clock)
-        e0 = time.perf_counter()
-        idle = await sweeper.sweep_once()
-        empty_ms = (time.perf_counter() - e0) * 1000
-        rt.clock.advance(timedelta(days=1, seconds=1))  # every account crosses into REMINDER
-        w0 = time.perf_counter()
-        moved = 0
-        while (done := await sweeper.sweep_once()) > 0:
-            moved += done
-        wall = time.perf_counter() - w0
-    return {
-        "summary": f"{n:,} accounts crossing a boundary: all transitioned in {wall:.2f} s"
-        f" ({moved / wall:,.0f}/s); a sweep with nothing due over the same {n:,} accounts:"
-        f" {empty_ms:.1f} ms (target: 100k within 10 s)",
-        "accounts": n, "transitioned": moved, "seconds": wall, "idle_committed": idle,
-        "empty_sweep_ms": empty_ms, "setup_seconds": setup,
-    }
-
-
-def timed_sweep(redis: EmbeddedRedis, n: int) -> dict[str, Any]:
-    sync_redis.Redis.from_url(redis.url).flushall()
-    return asyncio.run(_sweep(redis.url, n))
-
-
 async def _memory(redis_url: str, n: int) -> dict[str, Any]:
     client = sync_redis.Redis.from_url(redis_url)
     client.flushall()
@@ -436,7 +400,9 @@ def parts(redis: EmbeddedRedis, work: Path, *, quick: bool, events: int, sweep: 
     yield "freshness", lambda: freshness(redis, work, 20 if quick else 200)
     yield "payment_stream", lambda: payment_stream(redis, work, events)
     yield "usage_stream", lambda: usage_stream(redis, work, 10_000 if quick else 100_000)
+    from bench import sweep as sweep_part  # it imports this module
+
     for n in sweep:
-        yield f"sweep_{n}", lambda n=n: timed_sweep(redis, n)
+        yield f"sweep_{n}", lambda n=n: sweep_part.timed_sweep(redis, n)
     yield "memory", lambda: memory(redis, 200 if quick else 2000)
     yield "workers", lambda: workers(redis, work, h2, quick)
