@@ -7,6 +7,7 @@ runs on both because every multi-key command and Lua script touches one slot (`s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -20,6 +21,19 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 OPTIONS: dict[str, Any] = dict(
     socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
 )
+
+
+class Client(Redis):
+    """redis-py's client, closing with it what was attached to it (`on_close`): the
+    multiplexed connection of the hot Lua calls (`mux.py`)."""
+
+    on_close: list[Callable[[], Awaitable[None]]]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        closers, self.on_close = getattr(self, "on_close", []), []
+        for close in closers:
+            await close()
+        await super().aclose(close_connection_pool)
 
 
 def cluster_url(url: str) -> tuple[str, bool]:
@@ -42,7 +56,7 @@ def connect(url: str, *, cluster: bool = False) -> Redis:
     # fails with ConnectionError before anything was executed, so one immediate retry on a
     # fresh connection is safe even for non-idempotent commands. Timeouts are not retried
     # (the command may have run).
-    return Redis.from_url(
+    return Client.from_url(
         url, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **OPTIONS
     )
 

@@ -1,16 +1,28 @@
-"""Lua scripts, each in its own `.lua` file with a KEYS/ARGV header, loaded once."""
+"""Lua scripts, each in its own `.lua` file with a KEYS/ARGV header, called by EVALSHA.
+
+On one Redis server the calls go through the client's multiplexed connection (`mux.py`):
+a call is one write on a shared socket, not a pooled connection of redis-py's. On Redis
+Cluster (and where `Mux.of` declines) redis-py's own script objects are used. Either way a
+NOSCRIPT reply (Redis restarted, or SCRIPT FLUSH) loads the script and runs the call again:
+a NOSCRIPT call did not run.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from sessiongate.store.client import is_cluster
+from sessiongate.store.mux import Mux
+
+Call = tuple[Sequence[Any], Sequence[Any]]  # (KEYS, ARGV) of one script call
 
 
 @cache
@@ -18,74 +30,95 @@ def source(name: str) -> str:
     return resources.files("sessiongate.store").joinpath("lua", f"{name}.lua").read_text()
 
 
+class Script:
+    """One script on a Mux: `await script(keys=..., args=...)` is one EVALSHA; a Lua error
+    is raised as redis-py's `ResponseError`."""
+
+    __slots__ = ("mux", "sha", "text")
+
+    def __init__(self, mux: Mux, text: str) -> None:
+        self.mux = mux
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.mux.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load()
+            return await self.mux.call("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        await self.mux.call("SCRIPT", "LOAD", self.text)
+
+    async def run_many(self, calls: Sequence[Call]) -> list[Any]:
+        """One EVALSHA per call, written at once; errors in their places. The calls that
+        met NOSCRIPT did not run: they run again, once the script is loaded."""
+        sha = self.sha
+        results = await self.mux.call_many(
+            [("EVALSHA", sha, len(k), *k, *a) for k, a in calls])
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load()
+            again = await self.mux.call_many(
+                [("EVALSHA", sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                 for i in missing])
+            for i, res in zip(missing, again, strict=True):
+                results[i] = res
+        return results
+
+
 class Scripts:
-    """The registered scripts of one Redis client (EVALSHA, reloaded after a Redis restart)."""
+    """The scripts of one Redis client, by name."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._mux = Mux.of(redis)
         self._cache: dict[str, Any] = {}
-        self._queued: dict[str, list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]] = {}
-        self._sending: set[asyncio.Task[None]] = set()
 
     def __getitem__(self, name: str) -> Any:
+        """The script `name`: awaitable as `script(keys=..., args=...)` (positional too)."""
         script = self._cache.get(name)
         if script is None:
-            script = self._cache[name] = self._redis.register_script(source(name))
+            script = self._cache[name] = (
+                Script(self._mux, source(name)) if self._mux is not None
+                else self._redis.register_script(source(name)))
         return script
 
-    async def run_many(self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
-                       ) -> list[Any]:
-        """Run script `name` once per (keys, args), in one round trip: one pipeline, or on
-        Redis Cluster (which refuses EVALSHA in pipelines) all calls concurrently. Each
-        call is its own atomic step; a call's error is returned in its place, not raised,
-        so the others' results are never lost."""
+    async def run_many(self, name: str, calls: Sequence[Call]) -> list[Any]:
+        """Run script `name` once per (keys, args), in one round trip (on Redis Cluster,
+        which refuses EVALSHA in pipelines, all calls concurrently). Each call is its own
+        atomic step; a call's error is returned in its place, not raised, so the others'
+        results are never lost."""
         if not calls:
             return []
         script = self[name]
+        if isinstance(script, Script):
+            return await script.run_many(calls)
         if is_cluster(self._redis):
             return list(await asyncio.gather(
                 *(script(keys=k, args=a) for k, a in calls), return_exceptions=True))
-        pipe = self._redis.pipeline(transaction=False)
-        for k, a in calls:
-            await script(keys=k, args=a, client=pipe)  # queues the EVALSHA
-        return list(await pipe.execute(raise_on_error=False))
+        return await self._pipelined(script, calls)
 
     async def coalesced(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """One call of script `name`, sent together with the calls of the same script made in
-        the same event-loop iteration (one pipeline, `run_many`): under load, concurrent
-        logins share a round trip and redis-py's per-command cost. A call alone, or on
-        Redis Cluster, is a plain EVALSHA. Each call stays its own atomic step."""
-        if is_cluster(self._redis):
-            return await self[name](keys=keys, args=args)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-        queue = self._queued.setdefault(name, [])
-        queue.append((keys, args, done))
-        if len(queue) == 1:
-            loop.call_soon(self._flush, name)
-        return await done
+        """One call of script `name` that may share its round trip with concurrent ones:
+        on the multiplexed connection every concurrent call does (one socket; their
+        replies are read together)."""
+        return await self[name](keys=keys, args=args)
 
-    def _flush(self, name: str) -> None:
-        task = asyncio.ensure_future(self._send(name, self._queued.pop(name, [])))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+    async def _pipelined(self, script: Any, calls: Sequence[Call]) -> list[Any]:
+        """redis-py's pipeline (where the Mux declined), EVALSHA queued by hand: with its
+        script objects, `Pipeline.execute` would first send SCRIPT EXISTS, a round trip."""
+        async def send(batch: Sequence[Call]) -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for k, a in batch:
+                pipe.execute_command("EVALSHA", script.sha, len(k), *k, *a)
+            return list(await pipe.execute(raise_on_error=False))
 
-    async def _send(self, name: str,
-                    queue: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]
-                    ) -> None:
-        results: list[Any]
-        try:
-            if len(queue) == 1:
-                keys, args, _ = queue[0]
-                results = [await self[name](keys=keys, args=args)]
-            else:
-                results = await self.run_many(name, [(k, a) for k, a, _ in queue])
-        except Exception as exc:  # the round trip failed: so did every call in it
-            results = [exc] * len(queue)
-        for (_, _, done), res in zip(queue, results, strict=True):
-            if done.done():  # its caller was cancelled meanwhile
-                continue
-            if isinstance(res, Exception):
-                done.set_exception(res)
-            else:
-                done.set_result(res)
+        results = await send(calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            script.sha = await self._redis.script_load(script.script)
+            for i, res in zip(missing, await send([calls[i] for i in missing]), strict=True):
+                results[i] = res
+        return results

@@ -1,0 +1,297 @@
+"""One multiplexed Redis connection for the hot Lua calls, beside the redis-py client.
+
+Why: a seat-limited login makes one `take_seat.lua` call, and grpc.aio hands a saturated
+server its requests one per event-loop iteration, so they cannot be batched. Through redis-py
+each call costs a pooled connection of its own (so tens of sockets, each woken and read
+separately), its retry and timeout wrappers and a pure-Python encoder: ~130 us of CPU per
+call, more than the floor's whole gRPC request. Here every call is one `transport.write` of
+hand-encoded RESP on one shared connection, and replies, which arrive together, are parsed by
+hiredis in one `data_received` and matched to their callers in order (Redis answers a
+connection's commands in the order sent).
+
+What it keeps from the configured client: host, port, TLS context, credentials, db, client
+name, RESP version (2 or 3: a Lua reply's types depend on it), encoding, the socket timeouts,
+the errors (redis-py's own classes: `NoScriptError`, `ResponseError`, ...), and the one retry
+on a `ConnectionError` that `client.connect` configures. Unix sockets and Redis Cluster are
+not handled (`Mux.of` returns None): the caller keeps using redis-py there.
+
+Safety: a cancelled caller's reply is still read and dropped, so the replies of the others
+stay matched; if the oldest command has waited `socket_timeout` for its reply, the connection
+is dropped and every command in flight fails with `TimeoutError` (it may have run); a lost
+connection fails the commands in flight with `ConnectionError`, and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sessiongate.store.client import Client, is_cluster
+
+_MORE = object()  # hiredis: no complete reply buffered yet
+_PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band, never an answer
+
+
+class _Waiter:
+    """A caller awaiting `n` replies (`replies` None: one reply, handed over as it is)."""
+
+    __slots__ = ("fut", "n", "replies", "since")
+
+    def __init__(self, fut: asyncio.Future[Any], n: int, many: bool, since: float) -> None:
+        self.fut = fut
+        self.n = n
+        self.replies: list[Any] | None = [] if many else None
+        self.since = since
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None,
+                 reader: Any) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.reader = reader
+        self.transport: asyncio.Transport | None = None
+        self.pending: collections.deque[_Waiter] = collections.deque()
+        self.closed = False
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send(self, payload: bytes, n: int = 1, many: bool = False) -> asyncio.Future[Any]:
+        """Write `n` encoded commands. The future gets the reply, an error reply raised; or
+        with `many`, the list of the `n` replies, error replies in their places."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            self._fail(RedisConnectionError("Redis connection closed"))
+            raise RedisConnectionError("Redis connection closed")
+        fut = self.loop.create_future()
+        now = self.loop.time()
+        self.pending.append(_Waiter(fut, n, many, now))
+        self.transport.write(payload)
+        if self._watchdog is None and self.timeout is not None:
+            self._watchdog = self.loop.call_at(now + self.timeout, self._check)
+        return fut
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        pending = self.pending
+        while True:
+            try:
+                reply = reader.gets()
+            except InvalidResponse as exc:  # garbage on the wire: nothing after it is matched
+                self._fail(exc)
+                return
+            if reply is _MORE:
+                return
+            if _PUSH and isinstance(reply, _PUSH):
+                continue
+            if not pending:  # an answer nobody asked for: out of step, start over
+                self._fail(InvalidResponse("unexpected reply from Redis"))
+                return
+            w = pending[0]
+            if w.replies is None:
+                pending.popleft()
+                if not w.fut.done():  # else its caller was cancelled: the reply is dropped
+                    if isinstance(reply, ResponseError):
+                        w.fut.set_exception(reply)
+                    else:
+                        w.fut.set_result(reply)
+            else:
+                w.replies.append(reply)
+                if len(w.replies) == w.n:
+                    pending.popleft()
+                    if not w.fut.done():
+                        w.fut.set_result(w.replies)
+
+    def _check(self) -> None:
+        """The oldest command waits the longest: if it has had no reply within the timeout,
+        Redis (or the network) is stuck, as a socket read timeout would say."""
+        self._watchdog = None
+        if not self.pending or self.closed:
+            return
+        assert self.timeout is not None
+        due = self.pending[0].since + self.timeout
+        if self.loop.time() >= due:
+            self._fail(RedisTimeoutError("Timeout reading from Redis (multiplexed connection)"))
+        else:
+            self._watchdog = self.loop.call_at(due, self._check)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RedisConnectionError(f"Redis connection lost: {exc or 'closed by server'}"))
+
+    def _fail(self, exc: Exception) -> None:
+        """Close for good and fail every command in flight with `exc`."""
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        pending, self.pending = self.pending, collections.deque()
+        for w in pending:
+            if not w.fut.done():
+                w.fut.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Mux:
+    """A lazily (re)connected multiplexed connection with the settings of a redis-py client."""
+
+    def __init__(self, template: Connection) -> None:
+        self._template = template  # never connected: its settings and connect arguments
+        enc = template.encoder
+        self._encoding, self._errors = enc.encoding, enc.encoding_errors
+        self._encode_other: Callable[[Any], bytes] = enc.encode
+        self._reader_args: dict[str, Any] = {
+            "protocolError": InvalidResponse, "replyError": template._parser.parse_error,
+            "notEnoughData": _MORE}
+        if enc.decode_responses:
+            self._reader_args.update(encoding=enc.encoding, errors=enc.encoding_errors)
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+
+    @classmethod
+    def of(cls, redis: Redis) -> Mux | None:
+        """The Mux of `redis` (one per client), or None where redis-py must stay: Redis
+        Cluster (its client routes each call by slot), unix sockets, a connection class
+        of its own. Closed with the client when it is a `client.Client`."""
+        if is_cluster(redis):
+            return None
+        mux: Mux | None = redis.__dict__.get("_sessiongate_mux")
+        if mux is None:
+            template = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            if type(template) not in (Connection, SSLConnection):
+                return None
+            mux = redis.__dict__["_sessiongate_mux"] = cls(template)
+            if isinstance(redis, Client):
+                redis.on_close = [*getattr(redis, "on_close", []), mux.aclose]
+        return mux
+
+    def encode(self, args: Sequence[Any]) -> bytes:
+        """RESP of one command; str, bytes and int by hand, the rest by redis-py's encoder
+        (floats, and the errors for None or bool)."""
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            t = type(a)
+            if t is str:
+                b = a.encode(self._encoding, self._errors)
+            elif t is bytes:
+                b = a
+            elif t is int:
+                b = b"%d" % a
+            else:
+                b = self._encode_other(a)
+            out.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        return b"".join(out)
+
+    async def call(self, *args: Any) -> Any:
+        """One command's reply; an error reply is raised as redis-py's exception for it."""
+        return await self._send(self.encode(args), 1, False)
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The replies of `commands`, sent in one write; an error reply is returned in its
+        place (a `ResponseError`), not raised."""
+        if not commands:
+            return []
+        payload = b"".join([self.encode(c) for c in commands])
+        return list(await self._send(payload, len(commands), True))
+
+    async def _send(self, payload: bytes, n: int, many: bool) -> Any:
+        proto = self._proto
+        if proto is None or proto.closed or proto.loop is not asyncio.get_running_loop():
+            proto = await self._connect()
+        try:
+            return await proto.send(payload, n, many)
+        except RedisConnectionError:
+            # A connection that was open before this call may have died unnoticed (Redis
+            # restarted): one more try on a new one, as `client.connect` configures redis-py.
+            if self._proto is proto:
+                self._proto = None
+            return await (await self._connect()).send(payload, n, many)
+
+    async def _connect(self) -> _Protocol:
+        """The live connection, opened by one caller for all (a cancelled caller does not
+        cancel the others' connect)."""
+        proto = self._proto
+        loop = asyncio.get_running_loop()
+        if proto is not None and not proto.closed and proto.loop is loop:
+            return proto
+        if self._connecting is None or self._connecting.get_loop() is not loop:
+            self._connecting = asyncio.ensure_future(self._open())
+        task = self._connecting
+        try:
+            proto = await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+                if not task.cancelled():
+                    task.exception()  # retrieved (raised above to its callers)
+        return proto
+
+    async def _open(self) -> _Protocol:
+        t = self._template
+        loop = asyncio.get_running_loop()
+        proto = _Protocol(loop, t.socket_timeout, hiredis.Reader(**self._reader_args))
+        try:
+            async with asyncio.timeout(t.socket_connect_timeout):
+                await loop.create_connection(lambda: proto, **t._connection_arguments())
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        try:
+            await self._handshake(proto)
+        except BaseException:
+            proto._fail(RedisConnectionError("Redis handshake failed"))
+            raise
+        self._proto = proto
+        return proto
+
+    async def _handshake(self, proto: _Protocol) -> None:
+        """What redis-py's `on_connect` sends, in one round trip: HELLO (RESP3, with the
+        credentials) or AUTH, CLIENT SETNAME, SELECT."""
+        t = self._template
+        auth: Sequence[Any] | None = None
+        if t.credential_provider is not None or t.username or t.password:
+            if t.credential_provider is not None:
+                auth = await t.credential_provider.get_credentials_async()
+            else:
+                auth = (t.username, t.password) if t.username else (t.password,)
+        commands: list[Sequence[Any]] = []
+        if int(t.protocol or 2) == 3:
+            hello: list[Any] = ["HELLO", 3]
+            if auth:
+                hello += ["AUTH", *(auth if len(auth) == 2 else ("default", *auth))]
+            commands.append(hello)
+        elif auth:
+            commands.append(["AUTH", *auth])
+        if t.client_name:
+            commands.append(["CLIENT", "SETNAME", t.client_name])
+        if t.db:
+            commands.append(["SELECT", t.db])
+        if not commands:
+            return
+        replies = await proto.send(b"".join([self.encode(c) for c in commands]),
+                                   len(commands), True)
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+
+    async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+            self._connecting = None
+        if self._proto is not None:
+            self._proto._fail(RedisConnectionError("closed"))
+            self._proto = None
