@@ -37,6 +37,11 @@ def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def seat_changes(client: redis.Redis, aid: str) -> list[bytes]:
+    """The seat changes kept in the account hash (`s`)."""
+    return (client.hget(keys.account(aid), "s") or b"").split(b"\x1e")[1:]
+
+
 def summary(srv: ServerThread) -> apb.UsageSummary:
     return srv.accounts.GetUsageSummary(apb.GetUsageSummaryRequest(
         account_id="acme", period="2026-10", seat_unit_price_minor=3100))
@@ -50,7 +55,7 @@ def test_records_of_the_former_layout_add_up_with_new_ones(
     server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
         account_id="acme", users=["alice", "bob", "carol"], seat_limit=5)))
     # Rewrite what that upsert logged as the former release wrote it, plus its login records.
-    redis_client.delete(keys.seat_changes("acme"))
+    redis_client.hdel(keys.account("acme"), "s")
     redis_client.zadd(keys.seat_log("acme"),
                       {'{"v":1,"seats":["alice","bob","carol"]}': ms(oct1)})
     redis_client.sadd(keys.logins("acme", "2026-10-03"), "nonce-1", "nonce-2")
@@ -79,8 +84,8 @@ def test_records_of_the_former_layout_add_up_with_new_ones(
 
     # New records went to the compact keys only.
     assert redis_client.object("encoding", keys.usage("acme", "2026-10")) in COMPACT
-    assert redis_client.type(keys.seat_changes("acme")) == b"list"
-    assert redis_client.llen(keys.seat_changes("acme")) == 1
+    assert len(seat_changes(redis_client, "acme")) == 1
+    assert not redis_client.exists(keys.seat_changes("acme"))
     assert redis_client.zcard(keys.seat_log("acme")) == 1
     assert not redis_client.exists(keys.logins("acme", "2026-10-11"))
 
@@ -127,8 +132,10 @@ def test_an_account_stored_as_the_former_json_still_works(
     assert not paid.duplicate
     after = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
     assert (after.state, after.balance_minor) == (cpb.ACCOUNT_STATE_ACTIVE, 0)
-    ledger = redis_client.get(keys.ledger("acme"))
-    assert ledger is not None and b'"reminded"' not in ledger  # rewritten, nulls left out
+    # Moved into the account hash by the first commit, and rewritten compact by the payment.
+    assert not redis_client.exists(keys.ledger("acme"))
+    ledger = redis_client.hget(keys.account("acme"), "l")
+    assert ledger is not None and ledger.startswith(b"EUR\x1e")
 
 
 def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(
@@ -160,9 +167,8 @@ def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(
             await client.aclose()
 
     asyncio.run(run())
-    assert set(redis_client.zrange(keys.sessions("acme"), 0, -1)) == {
-        live.member.encode(), new.member.encode()}
-    assert set(redis_client.zrange(keys.seats("acme"), 0, -1)) == {b"bob", b"carol"}
+    assert set(redis_client.zrange(keys.leases("acme"), 0, -1)) == {
+        live.member.encode(), new.member.encode(), b"bob", b"carol"}
     fields = redis_client.hkeys(keys.usage("acme", "2026-10"))
     assert sum(f.startswith(b"l:05:") for f in fields) == 3  # logins are kept: report data
 
@@ -171,7 +177,7 @@ def test_an_account_of_ten_users_with_an_invoice_and_a_session_stays_small(
     server: ServerThread, redis_client: redis.Redis
 ) -> None:
     """The bench's memory scenario, as a size budget: MEMORY USAGE of the account's own keys
-    (3,235 bytes in the former layout, ~1,780 in the compact one)."""
+    (3,235 bytes in the first layout, 1,824 with compact records, ~830 in one hash)."""
     from sessiongate.store.activity import SEP
 
     server.clock.set(datetime(2026, 10, 5, 9, tzinfo=UTC))
@@ -190,15 +196,16 @@ def test_an_account_of_ten_users_with_an_invoice_and_a_session_stays_small(
     prefix = keys.account("mem-00000").removesuffix("account")
     sizes = {k.decode().removeprefix(prefix): int(redis_client.memory_usage(k, samples=0) or 0)
              for k in redis_client.scan_iter(match=prefix + "*")}
-    assert set(sizes) == {"account", "ledger", "history", "events", "seatlog", "usage:2026-10",
-                          "sessions", "seats"}
-    assert sum(sizes.values()) < 1_900, sizes
-    for key in ("usage:2026-10", "sessions", "seats", "events"):
+    assert set(sizes) == {"account", "usage:2026-10", "leases"}
+    assert sum(sizes.values()) < 900, sizes
+    for key in sizes:
         assert redis_client.object("encoding", prefix + key) in COMPACT, key
-    assert SEP.encode() in (redis_client.lindex(prefix + "seatlog", 0) or b"")
+    fields = redis_client.hgetall(keys.account("mem-00000"))
+    assert set(fields) == {b"data", b"v", b"l", b"h", b"s"}  # the invoice id: in the ledger
+    assert SEP.encode() in fields[b"s"]
 
 
-def test_lease_sets_expire_a_day_after_their_latest_lease(
+def test_the_lease_set_expires_a_day_after_its_latest_lease(
     server: ServerThread, redis_client: redis.Redis
 ) -> None:
     """Housekeeping TTLs (leases are decided by scores): set by both writers, never shortened."""
@@ -211,17 +218,17 @@ def test_lease_sets_expire_a_day_after_their_latest_lease(
             account_id=aid, users=["alice"], seat_limit=limit)))
         assert server.sessions.CheckSession(spb.CheckSessionRequest(
             account_id=aid, user_id="alice")).session_id
-    until(lambda: redis_client.exists(keys.sessions("open")) == 1)
+    until(lambda: redis_client.exists(keys.leases("open")) == 1)
     for aid in ("limited", "open"):
-        for key in (keys.seats(aid), keys.sessions(aid)):
-            ttl = redis_client.pttl(key)
-            assert LEASE_KEYS_MARGIN_MS < ttl <= bound, (key, ttl)
+        ttl = redis_client.pttl(keys.leases(aid))
+        assert LEASE_KEYS_MARGIN_MS < ttl <= bound, (aid, ttl)
     # A login extends a shorter TTL and never shortens a longer one (take_seat.lua).
-    redis_client.pexpire(keys.seats("limited"), 1_000)
-    redis_client.pexpire(keys.sessions("limited"), 2 * bound)
+    redis_client.pexpire(keys.leases("limited"), 1_000)
     server.sessions.CheckSession(spb.CheckSessionRequest(account_id="limited", user_id="alice"))
-    assert LEASE_KEYS_MARGIN_MS < redis_client.pttl(keys.seats("limited")) <= bound
-    assert redis_client.pttl(keys.sessions("limited")) > bound
+    assert LEASE_KEYS_MARGIN_MS < redis_client.pttl(keys.leases("limited")) <= bound
+    redis_client.pexpire(keys.leases("limited"), 2 * bound)
+    server.sessions.CheckSession(spb.CheckSessionRequest(account_id="limited", user_id="alice"))
+    assert redis_client.pttl(keys.leases("limited")) > bound
 
 
 def test_an_upsert_that_keeps_the_seats_logs_nothing(
@@ -236,15 +243,15 @@ def test_an_upsert_that_keeps_the_seats_logs_nothing(
             account=apb.Account(account_id="acme", **fields)))  # type: ignore[arg-type]
 
     upsert(users=["alice", "bob"])
-    assert redis_client.llen(keys.seat_changes("acme")) == 1
+    assert len(seat_changes(redis_client, "acme")) == 1
     upsert(users=["bob", "alice"], exempt=True)
     upsert(users=["alice", "bob"], policy_id="strict")
-    assert redis_client.llen(keys.seat_changes("acme")) == 1
+    assert len(seat_changes(redis_client, "acme")) == 1
     server.clock.set(datetime(2026, 10, 16, tzinfo=UTC))
     upsert(users=["alice", "bob", "carol"])
-    assert redis_client.llen(keys.seat_changes("acme")) == 2
+    assert len(seat_changes(redis_client, "acme")) == 2
     upsert(users=["alice", "bob", "carol"], seat_limit=9)  # named users stay the seats
-    assert redis_client.llen(keys.seat_changes("acme")) == 2
+    assert len(seat_changes(redis_client, "acme")) == 2
     server.clock.set(datetime(2026, 11, 1, tzinfo=UTC))
     got = summary(server)
     assert got.peak_concurrent_seats == 3

@@ -1,4 +1,8 @@
-"""Account records in Redis: read one, commit a new version (compare-and-set, one Lua call)."""
+"""Account records in Redis: read one, commit a new version (compare-and-set, one Lua call).
+
+Everything an account keeps lives in its hash (`keys.account`, fields in `record.py`); the
+keys of the former layout are still read, and moved into the hash by the next commit.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,17 @@ from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
+from sessiongate.store.record import (
+    EVENTS_BYTES,
+    HISTORY_BYTES,
+    SEAT_CHANGES_BYTES,
+    applied_in,
+    decode_history,
+    encode_history,
+    entries,
+    escape,
+    in_compact_ledger,
+)
 from sessiongate.store.scripts import Scripts
 
 # Applied event ids are remembered at least this long (a billing period and then some).
@@ -64,17 +79,35 @@ def _commit_call(change: Change, expected_version: int, now: datetime
     entry = change.history_entry
     return (
         [keys.account(aid), keys.ledger(aid), keys.history(aid), keys.applied_events(aid),
-         keys.due_index_of(aid), keys.outbox_of(aid)],
+         keys.due_index_of(aid), keys.outbox_of(aid), keys.history_archive(aid),
+         keys.seat_changes(aid)],
         [expected_version, encode_account(change.account), change.ledger_json,
-         change.event_id, to_ms(now), next_eval_arg,
-         json.dumps(entry, separators=(",", ":")) if entry else "",
-         keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
+         change.event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
+         keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS, escape(change.event_id),
+         HISTORY_BYTES, EVENTS_BYTES, SEAT_CHANGES_BYTES,
          *(json.dumps(n, separators=(",", ":")) for n in change.notifications)],
     )
 
 
 def _result(res: Any) -> CommitResult:
     return CommitResult(_text(res[0]), int(res[1]))
+
+
+# A read: the account's data, version and ledger from its hash, and the former ledger key
+# (what an account not yet moved into the hash still has; absent once it is).
+_FIELDS = ["data", "v", "l"]
+
+
+def _queue_read(pipe: Any, account_id: str) -> None:
+    pipe.hmget(keys.account(account_id), _FIELDS)
+    pipe.get(keys.ledger(account_id))
+
+
+def _decode_read(fields: list[Any], former_ledger: Any) -> tuple[Account | None, str | None]:
+    data, version, ledger = fields
+    account = None if data is None else decode_account(data, int(version or 0))
+    raw = ledger if ledger is not None else former_ledger
+    return account, None if raw is None else _text(raw)
 
 
 class AccountStore:
@@ -89,8 +122,8 @@ class AccountStore:
         return decode_account(data, int(version or 0))
 
     async def get_ledger_json(self, account_id: str) -> str | None:
-        raw = await self._redis.get(keys.ledger(account_id))
-        return None if raw is None else _text(raw)
+        """The ledger's text (`ledger_codec`), whichever layout holds it."""
+        return (await self.read(account_id))[1]
 
     async def commit(
         self,
@@ -120,35 +153,41 @@ class AccountStore:
                 for r in await self._scripts.run_many("commit_account", calls)]
 
     async def history(self, account_id: str, limit: int = 0) -> list[dict[str, Any]]:
-        start = -limit if limit > 0 else 0
-        raw = await self._redis.lrange(keys.history(account_id), start, -1)
-        return [json.loads(r) for r in raw]
+        """Every transition, oldest first (the last `limit` if > 0): the former list, then
+        the archive of entries the hash pushed out, then the hash's newest ones."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lrange(keys.history(account_id), 0, -1)
+        pipe.lrange(keys.history_archive(account_id), 0, -1)
+        pipe.hget(keys.account(account_id), "h")
+        former, archived, newest = await pipe.execute()
+        raw = [*former, *archived, *entries(newest)]
+        return [decode_history(r) for r in (raw[-limit:] if limit > 0 else raw)]
 
     async def was_applied(self, account_id: str, event_id: str) -> bool:
-        return await self._redis.zscore(keys.applied_events(account_id), event_id) is not None
+        """Whether the event id is recorded as applied: in the ledger, the hash's `e`, or
+        the applied-events zset."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(keys.account(account_id), ["e", "l"])
+        pipe.zscore(keys.applied_events(account_id), event_id)
+        (events, ledger), score = await pipe.execute()
+        return (score is not None or applied_in(events, event_id)
+                or in_compact_ledger(ledger, event_id))
 
     async def read(self, account_id: str) -> tuple[Account | None, str | None]:
-        """The account and its ledger JSON, in one round trip."""
+        """The account and its ledger text, in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(keys.account(account_id), ["data", "v"])
-        pipe.get(keys.ledger(account_id))
-        (data, version), ledger = await pipe.execute()
-        account = None if data is None else decode_account(data, int(version or 0))
-        return account, None if ledger is None else _text(ledger)
+        _queue_read(pipe, account_id)
+        fields, former_ledger = await pipe.execute()
+        return _decode_read(fields, former_ledger)
 
     async def read_many(self, account_ids: Sequence[str]
                         ) -> list[tuple[Account | None, str | None]]:
         """`read` of each account, all in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for aid in account_ids:
-            pipe.hmget(keys.account(aid), ["data", "v"])
-            pipe.get(keys.ledger(aid))
+            _queue_read(pipe, aid)
         raw = await pipe.execute()
-        out: list[tuple[Account | None, str | None]] = []
-        for (data, version), ledger in zip(raw[::2], raw[1::2], strict=True):
-            out.append((None if data is None else decode_account(data, int(version or 0)),
-                        None if ledger is None else _text(ledger)))
-        return out
+        return [_decode_read(f, led) for f, led in zip(raw[::2], raw[1::2], strict=True)]
 
     async def update(
         self, account_id: str, mutate: Mutator, now: Callable[[], datetime]

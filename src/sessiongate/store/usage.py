@@ -16,6 +16,8 @@ from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.activity import SEP, decode_seat_change, encode_seat_change, split_month
 from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
+from sessiongate.store.record import SEAT_CHANGES_BYTES
+from sessiongate.store.record import entries as hash_entries
 from sessiongate.store.scripts import Scripts
 
 
@@ -128,29 +130,34 @@ class UsageStore:
 
     async def log_seats(self, account_id: str, version: int, seats: Sequence[str],
                         at: datetime) -> None:
-        """Append the account's billable seats as of `at` (after a roster or limit change)."""
+        """Append the account's billable seats as of `at` (after a roster or limit change), to
+        the account hash's `s` (`log_seats.lua`)."""
         entry = encode_seat_change(version, to_ms(at) or 0, list(seats))
-        await self._redis.rpush(keys.seat_changes(account_id), entry)
+        await self._scripts["log_seats"](
+            keys=[keys.account(account_id), keys.seat_changes(account_id)],
+            args=[entry, SEAT_CHANGES_BYTES])
 
     async def month(self, account_id: str, month: str, start: datetime,
                     end: datetime) -> MonthData:
         """Everything recorded for `month` [start, end), and the seat log, in one round trip.
 
-        Reads the compact layout (the month hash, the seat-change list) and the keys written by
-        releases before it (`keys.logins`, `active_users`, `peak_seats`, `seat_log`), so a
-        month recorded partly by each still adds up.
+        Reads the compact layout (the month hash, the account hash's seat changes and the
+        list they overflow to) and the keys written by releases before it (`keys.logins`,
+        `active_users`, `peak_seats`, `seat_log`), so a month recorded partly by each still
+        adds up.
         """
         days = [day_name(start + timedelta(days=i)) for i in range((end - start).days)]
         end_ms = to_ms(end) or 0
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.usage(account_id, month))
         pipe.lrange(keys.seat_changes(account_id), 0, -1)
+        pipe.hget(keys.account(account_id), "s")
         pipe.smembers(keys.active_users(account_id, month))
         pipe.zrangebyscore(keys.seat_log(account_id), "-inf", end_ms, withscores=True)
         pipe.hgetall(keys.peak_seats(account_id, month))
         for day in days:
             pipe.scard(keys.logins(account_id, day))
-        fields, changes, active, log, peaks, *counts = await pipe.execute()
+        fields, changes, newest, active, log, peaks, *counts = await pipe.execute()
         got = split_month(month, {_text(k): _text(v) for k, v in fields.items()})
         for day, n in zip(days, counts, strict=True):
             if n:  # legacy per-day sets and the month hash hold different sessions
@@ -164,5 +171,5 @@ class UsageStore:
             logins=dict(sorted(got.logins.items())),
             peak_seats=got.peaks,
             active=sorted(got.active),
-            seat_log=_seat_log(log, changes, end_ms),
+            seat_log=_seat_log(log, [*changes, *hash_entries(newest)], end_ms),
         )

@@ -1,23 +1,35 @@
 -- End a session; free its user's seat unless another live session of that user holds it.
 --
--- KEYS[1] seats zset (user -> lease expiry ms)
--- KEYS[2] sessions zset (session member -> lease expiry ms)
+-- KEYS[1] leases zset (take_seat.lua: sessions by expiry, seats by expiry + ARGV[5])
+-- KEYS[2] former seats zset   KEYS[3] former sessions zset (moved into KEYS[1] first)
 -- ARGV[1] now (ms)   ARGV[2] user id   ARGV[3] session member
 -- ARGV[4] prefix of the user's session members (user id and separator)
+-- ARGV[5] seat offset (keys.SEAT_OFFSET_MS)
 -- Returns 1 when a live session was ended, 0 when it had ended or expired already.
 -- Cost: O(live sessions of the account), to find the user's other sessions.
 local now = tonumber(ARGV[1])
-local score = redis.call('ZSCORE', KEYS[2], ARGV[3])
+local offset = tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then
+  for k = 2, 3 do
+    local shift = (k == 2) and offset or 0
+    local live = redis.call('ZRANGEBYSCORE', KEYS[k], '(' .. now, '+inf', 'WITHSCORES')
+    for i = 1, #live, 2 do
+      redis.call('ZADD', KEYS[1], 'GT', tonumber(live[i + 1]) + shift, live[i])
+    end
+    redis.call('DEL', KEYS[k])
+  end
+end
+local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 local ended = 0
 if score and tonumber(score) > now then
   ended = 1
 end
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREM', KEYS[1], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], offset, offset + now)
 local prefix = ARGV[4]
 local latest = nil
-local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf', 'WITHSCORES')
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '(' .. offset, 'WITHSCORES')
 for i = 1, #live, 2 do
   if string.sub(live[i], 1, #prefix) == prefix then
     local s = tonumber(live[i + 1])
@@ -26,9 +38,14 @@ for i = 1, #live, 2 do
     end
   end
 end
-if latest == nil then
-  redis.call('ZREM', KEYS[1], ARGV[2])
-else
-  redis.call('ZADD', KEYS[1], 'XX', latest, ARGV[2])
+local seat = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if seat then
+  if latest == nil then
+    redis.call('ZREM', KEYS[1], ARGV[2])
+  elseif tonumber(seat) >= offset then
+    redis.call('ZADD', KEYS[1], latest + offset, ARGV[2])
+  else
+    redis.call('ZADD', KEYS[1], latest, ARGV[2])
+  end
 end
 return ended

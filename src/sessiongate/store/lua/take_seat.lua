@@ -3,40 +3,54 @@
 -- seat, whatever the number of live sessions. Leases expire by their score compared with the
 -- caller's clock (ARGV[1]), never by Redis TTLs, so that tests can move time.
 --
--- KEYS[1] seats zset (user -> lease expiry ms)
--- KEYS[2] sessions zset (session member -> lease expiry ms)
--- KEYS[3] the month's usage hash (its field ARGV[6]: most seats held at once that day)
+-- One zset of leases (keys.leases): sessions `user US nonce` scored by their expiry, seats
+-- `user` scored by their expiry + ARGV[8] (the seat offset), so live seats are one ZCOUNT.
+-- Seats that the batch writer wrote (accounts without a seat limit) carry unshifted scores:
+-- they still count as held by their user, not in the count (for one lease, if the account
+-- gets a limit meanwhile). The former layout's two zsets are moved in first.
+--
+-- KEYS[1] leases zset
+-- KEYS[2] the month's usage hash (its field ARGV[6]: most seats held at once that day)
+-- KEYS[3] former seats zset (user -> expiry)   KEYS[4] former sessions zset (member -> expiry)
 -- (all carry the account's bucket hash tag: one slot)
 -- ARGV[1] now (ms)   ARGV[2] lease expiry (ms)   ARGV[3] user id
 -- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)   ARGV[6] the day's peak field
--- ARGV[7] housekeeping margin (ms): KEYS[1] and KEYS[2] expire that long after their latest
---         lease ends (never deciding a lease: scores do), so an idle account keeps none
+-- ARGV[7] housekeeping margin (ms): KEYS[1] expires that long after its latest lease ends
+--         (never deciding a lease: scores do), so an idle account keeps none
+-- ARGV[8] seat offset (keys.SEAT_OFFSET_MS)
 -- Returns {admitted (1 or 0), seats held afterwards}.
 local now = tonumber(ARGV[1])
+local offset = tonumber(ARGV[8])
+if redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
+  for k = 3, 4 do
+    local shift = (k == 3) and offset or 0
+    local live = redis.call('ZRANGEBYSCORE', KEYS[k], '(' .. now, '+inf', 'WITHSCORES')
+    for i = 1, #live, 2 do
+      redis.call('ZADD', KEYS[1], 'GT', tonumber(live[i + 1]) + shift, live[i])
+    end
+    redis.call('DEL', KEYS[k])
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], offset, offset + now)
+local live_seats = '(' .. (offset + now)
 local limit = tonumber(ARGV[5])
 if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
-  local held = redis.call('ZCARD', KEYS[1])
+  local held = redis.call('ZCOUNT', KEYS[1], live_seats, '+inf')
   if held >= limit then
     return {0, held}
   end
 end
 -- GT: a renewal never shortens a lease; new members are added all the same.
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
-if ARGV[7] then
-  local keep = tonumber(ARGV[2]) - now + tonumber(ARGV[7])
-  for i = 1, 2 do
-    if redis.call('PTTL', KEYS[i]) < keep then  -- never shortened; -1 (none) is extended too
-      redis.call('PEXPIRE', KEYS[i], keep)
-    end
-  end
+redis.call('ZADD', KEYS[1], 'GT', tonumber(ARGV[2]) + offset, ARGV[3], ARGV[2], ARGV[4])
+local keep = tonumber(ARGV[2]) - now + tonumber(ARGV[7])
+if redis.call('PTTL', KEYS[1]) < keep then  -- never shortened; -1 (none) is extended too
+  redis.call('PEXPIRE', KEYS[1], keep)
 end
-local held = redis.call('ZCARD', KEYS[1])
+local held = redis.call('ZCOUNT', KEYS[1], live_seats, '+inf')
 -- Utilization is measured against a limit: unlimited accounts (their seats are written by the
 -- batch writer, not here) record no peak.
-if limit > 0 and held > tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') then
-  redis.call('HSET', KEYS[3], ARGV[6], held)
+if limit > 0 and held > tonumber(redis.call('HGET', KEYS[2], ARGV[6]) or '0') then
+  redis.call('HSET', KEYS[2], ARGV[6], held)
 end
 return {1, held}

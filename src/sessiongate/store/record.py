@@ -1,0 +1,122 @@
+"""The account hash's own fields (issue #5, Redis memory): entries, escaping, budgets, version.
+
+An account keeps one hash (`keys.account`): `data` and `v` as before, plus `l` (ledger,
+`ledger_codec`), `h` (history), `e` (applied event ids) and `s` (seat changes). One key instead
+of six saves ~100 bytes of key overhead each, and with `hash-max-ziplist-value 1024` the hash
+stays in Redis's compact encoding. `h`, `e` and `s` are lists of entries, each entry led by
+RS (record separator); inside an entry, fields are split by US (unit separator). Text that
+could hold either is escaped (`escape`). Each list has a byte budget: beyond it, its oldest
+entries go to a side key (`commit_account.lua`), so the hash stays compact however long an
+account lives.
+
+`v` is written as `0_<version>`: Python's `int()` reads it (the release before reads the
+account as ever), Lua's `tonumber()` does not, so the former release's commit script finds no
+version to compare with and refuses to write over an account in this layout (it would
+otherwise rewrite it from a ledger it cannot see). The prefix also tells this release's
+scripts that the account's former keys were moved in already.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+RS, US = "\x1e", "\x1f"
+
+# Byte budgets of the hash's growing fields (entries beyond go to the side keys).
+HISTORY_BYTES = 512  # ~8 transitions
+EVENTS_BYTES = 384  # ~10 event ids not in the ledger (reminders): the rest in the zset
+SEAT_CHANGES_BYTES = 384  # ~4 changes of a 10-user roster
+
+VERSION_PREFIX = "0_"
+
+_ESCAPE = re.compile("[%\x1e\x1f]")
+_UNESCAPE = re.compile("%(25|1E|1F)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HISTORY_KEYS = ("at", "from", "to", "cause", "actor", "event_id")
+
+
+def escape(text: str) -> str:
+    """`%`, RS and US as `%25`, `%1E`, `%1F`: escaped text never holds a separator."""
+    return _ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", text) if _has_special(text) else text
+
+
+def _has_special(text: str) -> bool:
+    return "%" in text or RS in text or US in text
+
+
+def unescape(text: str) -> str:
+    return _UNESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "%" in text else text
+
+
+def text(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def entries(field: str | bytes | None) -> list[str]:
+    """The entries of an `h`, `e` or `s` field, oldest first."""
+    return [] if not field else text(field).split(RS)[1:]
+
+
+def version_text(version: int) -> str:
+    return f"{VERSION_PREFIX}{version}"
+
+
+# --- history ---------------------------------------------------------------------------------
+
+def _iso(us: int) -> str:
+    return (_EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def _at_us(at: object) -> int | None:
+    """`at` as microseconds since the epoch when that reads back as the very same text."""
+    if not isinstance(at, str):
+        return None
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    us = (when - _EPOCH) // timedelta(microseconds=1)
+    return us if _iso(us) == at else None
+
+
+def encode_history(entry: dict[str, Any]) -> str:
+    """`<at us> US <from> US <to> US <cause> US <actor> US <event id>` (~45 bytes, JSON ~110)
+    for the usual entry; anything else (other keys, other values) stays JSON."""
+    values = [entry.get(k) for k in _HISTORY_KEYS]
+    us = _at_us(values[0])
+    plain = (set(entry) <= set(_HISTORY_KEYS) and us is not None
+             and all(v is None or (isinstance(v, str) and not _has_special(v)
+                                   and not v.startswith("{")) for v in values[1:]))
+    if not plain:
+        return json.dumps(entry, separators=(",", ":"))
+    return US.join([str(us), *("" if v is None else str(v) for v in values[1:])]).rstrip(US)
+
+
+def decode_history(raw: str | bytes) -> dict[str, Any]:
+    """An entry of any layout: compact, or JSON (the hash's fallback, the former list)."""
+    s = text(raw)
+    if s.startswith("{"):
+        out: dict[str, Any] = json.loads(s)
+        return out
+    parts = s.split(US)
+    parts += [""] * (len(_HISTORY_KEYS) - len(parts))
+    at, frm, to, cause, actor, event_id = parts[: len(_HISTORY_KEYS)]
+    return {"at": _iso(int(at)), "from": frm or None, "to": to or None, "cause": cause,
+            "actor": actor, "event_id": event_id}
+
+
+# --- applied events --------------------------------------------------------------------------
+
+def applied_in(field: str | bytes | None, event_id: str) -> bool:
+    """Whether the hash's `e` (entries `<escaped id> US <ms>`) holds `event_id`."""
+    return bool(field) and f"{RS}{escape(event_id)}{US}" in text(field or "")
+
+
+def in_compact_ledger(ledger: str | bytes | None, event_id: str) -> bool:
+    """Whether a compact ledger (`ledger_codec`) holds `event_id` (its own idempotency record)."""
+    return bool(ledger) and f"{RS}{escape(event_id)}{US}" in text(ledger or "")
