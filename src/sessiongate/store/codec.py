@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
 
 def to_ms(when: datetime | None) -> int | None:
-    return None if when is None else int(when.timestamp() * 1000)
+    """Exact (integer arithmetic: through a float, 1.001 s came out as 1000 ms)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        return int(when.timestamp() * 1000)
+    return (when - _EPOCH) // _MS
 
 
 def from_ms(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:

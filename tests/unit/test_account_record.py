@@ -1,0 +1,116 @@
+"""Issue #5, Redis memory: the account hash's compact fields read back exactly what was written.
+
+The ledger's text decides dunning and idempotency, a history entry is what GetAccountHistory
+answers: any value must survive, separators and `%` in ids included.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sessiongate.domain.ledger import Ledger
+from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
+from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
+from sessiongate.store.record import (
+    RS,
+    US,
+    applied_in,
+    decode_history,
+    encode_history,
+    escape,
+    in_compact_ledger,
+    unescape,
+)
+
+T = datetime(2026, 10, 5, 9, 30, 15, 250000, tzinfo=UTC)
+ids = st.text(min_size=1, max_size=12)
+# Milliseconds, as stored (to year 2096: codec.from_ms goes through a float).
+times = st.none() | st.integers(1, 4 * 10**12).map(
+    lambda ms: datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms))
+
+
+@st.composite
+def ledgers(draw: st.DrawFn) -> Ledger:
+    cur = draw(st.sampled_from(["USD", "EUR", "", "%", "-"]))
+    events = {}
+    for eid in draw(st.lists(ids, max_size=6, unique=True)):
+        events[eid] = PaymentEvent(
+            event_id=eid, account_id="acme", type=draw(st.sampled_from(list(PaymentEventType))),
+            invoice_id=draw(st.sampled_from(["", eid, "%", "inv-1"]) | ids),
+            amount_minor=draw(st.integers(-10**15, 10**15)),
+            currency=draw(st.sampled_from([cur, "", "EUR", "%", "-"])),
+            occurred_at=draw(times), due_at=draw(times),
+            payment_id=draw(st.sampled_from(["", "pay-1"]) | ids))
+    mark = draw(st.none() | st.tuples(times.filter(lambda t: t is not None),
+                                      st.integers(0, 99)))
+    return Ledger(currency=cur, events=events, last_reminder=mark)  # type: ignore[arg-type]
+
+
+@given(ledgers())
+def test_a_ledger_reads_back_the_same(ledger: Ledger) -> None:
+    text = encode_ledger(ledger)
+    assert text  # "" means "leave the ledger" to commit_account.lua
+    assert decode_ledger(text, "acme") == ledger
+    for eid in ledger.events:
+        assert in_compact_ledger(text, eid)
+        assert f"{RS}{escape(eid)}{US}" in text
+
+
+def test_a_typical_ledger_is_short_and_finds_only_its_events() -> None:
+    due = datetime.fromtimestamp(1_796_308_334, UTC)
+    ledger = Ledger("USD", {"mem-00000-inv": PaymentEvent(
+        "mem-00000-inv", "acme", PaymentEventType.INVOICE_ISSUED, "mem-00000-inv", 12000, "USD",
+        due_at=due)})
+    text = encode_ledger(ledger)
+    assert text == "USD\x1emem-00000-inv\x1f1\x1f%\x1f12000\x1f\x1f\x1f1796308334000"
+    assert not in_compact_ledger(text, "mem-00000")
+    assert not in_compact_ledger(text, "USD")
+    assert encode_ledger(Ledger()) == US
+
+
+def test_the_former_json_ledger_still_decodes() -> None:
+    raw = ('{"cur":"USD","events":{"p":{"t":"PAYMENT_SUCCEEDED","amt":5,"cur":"USD"}},'
+           '"reminded":[1790000000000,2]}')
+    got = decode_ledger(raw, "acme")
+    assert got.events["p"].amount_minor == 5
+    assert got.last_reminder == (datetime.fromtimestamp(1_790_000_000, UTC), 2)
+    assert decode_ledger(encode_ledger(got), "acme") == got
+
+
+@given(st.text())
+def test_escaped_text_has_no_separator_and_reads_back(text: str) -> None:
+    assert RS not in escape(text) and US not in escape(text)
+    assert unescape(escape(text)) == text
+
+
+def test_applied_events_are_found_by_whole_id() -> None:
+    field = f"{RS}a%25b{US}1{RS}c{US}2"
+    assert applied_in(field, "a%b") and applied_in(field, "c")
+    assert not applied_in(field, "a") and not applied_in(field, "b") and not applied_in(None, "c")
+
+
+@given(st.fixed_dictionaries({
+    "at": st.integers(0, 2 * 10**17).map(
+        lambda us: (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()),
+    "from": st.none() | st.sampled_from(["ACTIVE", "GRACE"]),
+    "to": st.sampled_from(["ACTIVE", "SUSPENDED"]),
+    "cause": st.text(), "actor": st.text(),
+}, optional={"event_id": st.text()}))
+def test_a_history_entry_reads_back_the_same(entry: dict[str, object]) -> None:
+    text = encode_history(entry)
+    assert RS not in text
+    got = decode_history(text)
+    assert {"event_id": "", **got} == {"event_id": "", **entry}  # "" when absent: the same
+
+
+def test_a_usual_history_entry_is_compact_and_others_stay_json() -> None:
+    entry = {"at": T.isoformat(), "from": None, "to": "ACTIVE", "cause": "account created",
+             "actor": "admin"}
+    assert encode_history(entry) == "1791192615250000\x1f\x1fACTIVE\x1faccount created\x1fadmin"
+    odd = {"at": "2026-10-05T11:30:15+02:00", "to": "CLOSED", "note": 1}
+    assert json.loads(encode_history(odd)) == odd
+    assert decode_history(encode_history(odd)) == odd
