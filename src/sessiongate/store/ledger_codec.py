@@ -6,8 +6,9 @@ Compact (issue #5, Redis memory; ~50 bytes for one invoice, the JSON ~120): a he
 US <payment id>`, empty trailing fields left out, the invoice `%` when it is the event id, the
 currency left out when it is the ledger's (`%` when none). Text fields are escaped
 (`record.escape`), so `RS <id> US` finds an event: `commit_account.lua` reads a payment event's
-id in the ledger as applied, and records it no second time. The JSON of the former layout (`keys.ledger`, and a hash written from it) is
-still read; only this release reads the hash, so the format is its own.
+id in the ledger as applied, and records it no second time. The JSON of the former layout
+(`keys.ledger`, and a hash moved in from it) is still read; only this release reads the hash,
+so the format is its own.
 """
 
 from __future__ import annotations
