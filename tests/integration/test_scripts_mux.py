@@ -5,7 +5,7 @@ AUTH and db, RESP2 and RESP3 answers equal to redis-py's, and the redis-py fallb
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,9 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import new_session
 from sessiongate.store import keys
-from sessiongate.store.activity import peak_field
 from sessiongate.store.client import connect
-from sessiongate.store.codec import to_ms
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.mux import Mux
 from sessiongate.store.scripts import Script, Scripts
@@ -34,11 +31,30 @@ ECHO = "return {KEYS[1], ARGV[1]}"
 COUNT = "return redis.call('INCR', KEYS[1])"
 
 
-def seat_call(account: str, user: str, limit: int) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of `take_seat.lua` for a login of `user` at NOW."""
-    return ([keys.seats(account), keys.sessions(account), keys.usage(account, month_name(NOW))],
-            [to_ms(NOW), to_ms(EXPIRES), user, f"{user}:s", limit, peak_field(day_name(NOW)),
-             1000])
+class Recorder(Scripts):
+    """Scripts that record the take_seat calls of `SessionStore.take` instead of running
+    them: the calls of real logins, whatever the key layout of the day."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self.calls: list[tuple[list[Any], list[Any]]] = []
+
+    def coalesced(self, name: str, keys: Sequence[Any], args: Sequence[Any]
+                  ) -> Awaitable[Any]:
+        self.calls.append((list(keys), list(args)))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result([1, 0])
+        return done
+
+
+async def seat_calls(client: Redis, logins: list[tuple[str, str, int]]
+                     ) -> list[tuple[list[Any], list[Any]]]:
+    """The take_seat (KEYS, ARGV) of a login at NOW of each (account, user, seat limit)."""
+    recorder = Recorder(client)
+    store = SessionStore(client, recorder)
+    for account, user, limit in logins:
+        await store.take(new_session(account, user), NOW, EXPIRES, limit)
+    return recorder.calls
 
 
 @pytest.fixture
@@ -104,8 +120,8 @@ def test_a_batch_returns_each_error_in_its_place_and_a_single_error_is_raised(
         count = Script(mux, COUNT)
         try:
             batch = await count.run_many([(["n"], ()), (["alist"], ()), (["n"], ())])
-            seats = await scripts.run_many("take_seat", [
-                seat_call("acme", "a", 5), seat_call("broken", "u", 5), seat_call("acme", "b", 5)])
+            seats = await scripts.run_many("take_seat", await seat_calls(
+                client, [("acme", "a", 5), ("broken", "u", 5), ("acme", "b", 5)]))
             raised: list[BaseException] = []
             for call in (count(keys=["alist"]), Script(mux, "error('boom')")(),
                          SessionStore(client, scripts).take(new_session("broken", "u"), NOW,
@@ -355,8 +371,8 @@ def test_unix_socket_keeps_redis_py_and_its_pipeline_reloads_after_flush(
         try:
             single = await store.take(new_session("acme", "u0"), NOW, EXPIRES, 3)
             await client.script_flush()
-            seats = await scripts.run_many("take_seat",
-                                           [seat_call("acme", f"v{i}", 9) for i in range(3)])
+            seats = await scripts.run_many("take_seat", await seat_calls(
+                client, [("acme", f"v{i}", 9) for i in range(3)]))
             got = await scripts._pipelined(count, [(["n"], ()), (["n"], ())])
             await client.script_flush()
             got += await scripts._pipelined(count, [(["n"], ()), (["alist"], ())])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -178,10 +178,11 @@ class Mux:
                 redis.on_close = [*getattr(redis, "on_close", []), mux.aclose]
         return mux
 
-    def encode(self, args: Sequence[Any]) -> bytes:
-        """RESP of one command; str, bytes and int by hand, the rest by redis-py's encoder
-        (floats, and the errors for None or bool)."""
-        out = [b"*%d\r\n" % len(args)]
+    def encode(self, args: Sequence[Any], head: bytes = b"", count: int = 0) -> bytes:
+        """RESP of one command (after `head`, its first `count` arguments already encoded);
+        str, bytes and int by hand, the rest by redis-py's encoder (floats; the errors for
+        None or bool)."""
+        out = [b"*%d\r\n%b" % (len(args) + count, head)]
         for a in args:
             t = type(a)
             if t is str:
@@ -197,7 +198,7 @@ class Mux:
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py's exception for it."""
-        return await self._send(self.encode(args), 1, False)
+        return await self.request(self.encode(args))
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies of `commands`, sent in one write; an error reply is returned in its
@@ -205,20 +206,28 @@ class Mux:
         if not commands:
             return []
         payload = b"".join([self.encode(c) for c in commands])
-        return list(await self._send(payload, len(commands), True))
+        return list(await self.request(payload, len(commands), True))
 
-    async def _send(self, payload: bytes, n: int, many: bool) -> Any:
+    def send(self, payload: bytes, n: int = 1, many: bool = False) -> Awaitable[Any]:
+        """The reply to `payload` (`n` encoded commands; `many`: as in `_Protocol.send`),
+        without retry: the hot path, a bare future while the connection is up."""
         proto = self._proto
-        if proto is None or proto.closed or proto.loop is not asyncio.get_running_loop():
-            proto = await self._connect()
+        if proto is not None and not proto.closed and proto.loop is asyncio.get_running_loop():
+            return proto.send(payload, n, many)
+        return self.resend(payload, n, many)
+
+    async def request(self, payload: bytes, n: int = 1, many: bool = False) -> Any:
+        """`send`, once more on a new connection if the connection was lost: one that was
+        open before this call may have died unnoticed (Redis restarted); the redis-py client
+        retries so too (`client.connect`)."""
         try:
-            return await proto.send(payload, n, many)
+            return await self.send(payload, n, many)
         except RedisConnectionError:
-            # A connection that was open before this call may have died unnoticed (Redis
-            # restarted): one more try on a new one, as `client.connect` configures redis-py.
-            if self._proto is proto:
-                self._proto = None
-            return await (await self._connect()).send(payload, n, many)
+            return await self.resend(payload, n, many)
+
+    async def resend(self, payload: bytes, n: int = 1, many: bool = False) -> Any:
+        """`send` on the live connection, opening one if needed (a failed one is closed)."""
+        return await (await self._connect()).send(payload, n, many)
 
     async def _connect(self) -> _Protocol:
         """The live connection, opened by one caller for all (a cancelled caller does not

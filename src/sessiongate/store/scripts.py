@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from sessiongate.store.client import is_cluster
@@ -34,19 +35,28 @@ class Script:
     """One script on a Mux: `await script(keys=..., args=...)` is one EVALSHA; a Lua error
     is raised as redis-py's `ResponseError`."""
 
-    __slots__ = ("mux", "sha", "text")
+    __slots__ = ("head", "mux", "sha", "text")
 
     def __init__(self, mux: Mux, text: str) -> None:
         self.mux = mux
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
+        self.head = mux.encode(("EVALSHA", self.sha))[4:]  # its first two arguments, in RESP
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        mux = self.mux
+        payload = mux.encode((len(keys), *keys, *args), self.head, 2)
         try:
-            return await self.mux.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await mux.send(payload)  # the hot path: one future, no other coroutine
         except NoScriptError:
-            await self.load()
-            return await self.mux.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            pass
+        except RedisConnectionError:  # one more try on a new connection, as Mux.request
+            try:
+                return await mux.resend(payload)
+            except NoScriptError:  # a restarted Redis has no scripts
+                pass
+        await self.load()
+        return await mux.request(payload)
 
     async def load(self) -> None:
         await self.mux.call("SCRIPT", "LOAD", self.text)
@@ -100,11 +110,13 @@ class Scripts:
                 *(script(keys=k, args=a) for k, a in calls), return_exceptions=True))
         return await self._pipelined(script, calls)
 
-    async def coalesced(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def coalesced(self, name: str, keys: Sequence[Any], args: Sequence[Any]
+                  ) -> Awaitable[Any]:
         """One call of script `name` that may share its round trip with concurrent ones:
         on the multiplexed connection every concurrent call does (one socket; their
-        replies are read together)."""
-        return await self[name](keys=keys, args=args)
+        replies are read together). An awaitable, not a coroutine of its own (hot path)."""
+        script: Awaitable[Any] = self[name](keys=keys, args=args)
+        return script
 
     async def _pipelined(self, script: Any, calls: Sequence[Call]) -> list[Any]:
         """redis-py's pipeline (where the Mux declined), EVALSHA queued by hand: with its
