@@ -114,3 +114,18 @@ def test_a_usual_history_entry_is_compact_and_others_stay_json() -> None:
     odd = {"at": "2026-10-05T11:30:15+02:00", "to": "CLOSED", "note": 1}
     assert json.loads(encode_history(odd)) == odd
     assert decode_history(encode_history(odd)) == odd
+
+
+def test_every_key_a_script_touches_shares_the_account_slot() -> None:
+    """commit_account.lua (8 keys), take_seat.lua / end_session.lua (leases and the former
+    zsets), log_seats.lua: one slot each, so they run on Redis Cluster."""
+    from sessiongate.store import keys
+    from sessiongate.store.slots import key_slot
+
+    for aid in ("acme", "mem-00000", "x" * 128):
+        names = (keys.account(aid), keys.ledger(aid), keys.history(aid),
+                 keys.applied_events(aid), keys.due_index_of(aid), keys.outbox_of(aid),
+                 keys.history_archive(aid), keys.seat_changes(aid), keys.leases(aid),
+                 keys.legacy_seats(aid), keys.legacy_sessions(aid), keys.usage(aid, "2026-10"))
+        assert len({key_slot(k) for k in names}) == 1
+        assert len(set(names)) == len(names)
