@@ -24,6 +24,7 @@ from sessiongate.store.client import connect
 from sessiongate.store.record import EVENTS_BYTES, HISTORY_BYTES, SEAT_CHANGES_BYTES
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.usage import UsageStore
+from tests.integration.test_compact_records import compact_hashes
 from tests.support import ServerThread
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -225,6 +226,7 @@ def test_the_former_release_cannot_commit_over_the_new_layout(
 def test_history_beyond_its_budget_goes_to_the_archive_and_reads_whole(
     server: ServerThread, redis_client: redis.Redis
 ) -> None:
+    compact_hashes(redis_client)
     server.clock.set(T0)
     server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
         account_id="acme", users=["alice"])))
