@@ -146,6 +146,8 @@ def test_health_serving_and_reflection_lists_services(server: ServerThread) -> N
 def test_history_records_creation(server: ServerThread, redis_client: redis.Redis) -> None:
     upsert(server, account_id="acme")
     upsert(server, account_id="acme", state=cpb.ACCOUNT_STATE_CLOSED)
-    entries = redis_client.lrange(keys.history("acme"), 0, -1)
+    entries = server.accounts.GetAccountHistory(
+        apb.GetAccountHistoryRequest(account_id="acme")).transitions
     assert len(entries) == 2
-    assert b'"to":"CLOSED"' in entries[1]
+    assert entries[1].to_state == cpb.ACCOUNT_STATE_CLOSED
+    assert b"\x1fCLOSED\x1f" in (redis_client.hget(keys.account("acme"), "h") or b"")

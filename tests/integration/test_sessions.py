@@ -108,7 +108,7 @@ def test_hot_path_login_makes_no_redis_round_trip(
     after = {c: commands(redis_client, c) for c in before}
     assert after == before
     # ... and the records still arrive, in batches.
-    wait_for(lambda: redis_client.zcard(keys.sessions("acme")) == 21)
+    wait_for(lambda: redis_client.zcard(keys.leases("acme")) == 2 * 21)  # sessions and seats
 
 
 def test_seat_limited_login_costs_one_lua_call(
@@ -198,7 +198,7 @@ def test_seat_race_across_two_servers_admits_exactly_the_limit(
     assert len(allowed) == 5
     assert all(r.reason == cpb.REASON_SEAT_LIMIT_REACHED for r in results
                if r.decision != cpb.DECISION_ALLOW)
-    assert redis_client.zcard(keys.seats("race")) == 5
+    assert redis_client.zcount(keys.leases("race"), keys.SEAT_OFFSET_MS, "+inf") == 5
     # Any replica renews any replica's session.
     for r in allowed:
         assert heartbeat(second_server, r.session_id).decision == cpb.DECISION_ALLOW
@@ -253,7 +253,7 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
     assert asyncio.run(run()) == (0, 1, 1, 1)
     assert set(redis_client.hkeys(keys.usage("acme", "2026-10"))) == {
         f"l:05:{ref.nonce}".encode(), b"a:05:alice"}
-    assert redis_client.zcard(keys.sessions("acme")) == 1
+    assert redis_client.zcard(keys.leases("acme")) == 2  # the session and its seat
 
 
 def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
@@ -283,4 +283,4 @@ def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
     assert asyncio.run(run()) == count
     fields = redis_client.hkeys(keys.usage("acme", "2026-10"))
     assert sum(f.startswith(b"l:05:") for f in fields) == count
-    assert redis_client.zcard(keys.sessions("acme")) == count
+    assert redis_client.zcard(keys.leases("acme")) == 2 * count  # sessions and seats

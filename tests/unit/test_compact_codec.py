@@ -142,11 +142,11 @@ def test_ledgers_read_the_same_by_both_releases() -> None:
         "rev-1": PaymentEvent("rev-1", "acme", PaymentEventType.PAYMENT_REVERSED,
                               payment_id="pay-1", currency="EUR"),
     }, last_reminder=(at, 2))
+    assert former_decode_ledger(LEGACY_LEDGER, "acme") == ledger
+    # Written to the account hash now, which only this release reads (tests/unit/
+    # test_account_record.py): the former decoder reads the former `ledger` key, left as is.
     for led in (ledger, replace(ledger, last_reminder=None), Ledger()):
-        data = encode_ledger(led)
-        assert decode_ledger(data, "acme") == led
-        assert former_decode_ledger(data, "acme") == led
-    assert "reminded" not in encode_ledger(replace(ledger, last_reminder=None))
+        assert decode_ledger(encode_ledger(led), "acme") == led
 
 
 # --- month records and seat changes --------------------------------------------------------
