@@ -11,10 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from sessiongate.store.mux import Mux
+from sessiongate.store.mux_pipeline import MuxPipeline
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -24,13 +28,23 @@ OPTIONS: dict[str, Any] = dict(
 
 
 class Client(Redis):
-    """redis-py's client, closing with it what was attached to it (`on_close`): the
-    multiplexed connection of the hot Lua calls (`mux.py`)."""
+    """redis-py's client, whose hot paths go over one multiplexed connection (`mux.py`): Lua
+    calls (`scripts.py`) and non-transactional pipelines (`mux_pipeline.py`); that connection
+    closes with the client (`on_close`)."""
 
-    on_close: list[Callable[[], Awaitable[None]]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        mux = None if transaction else Mux.of(self)
+        if mux is None:
+            return super().pipeline(transaction, shard_hint)
+        return MuxPipeline(mux, self.connection_pool, self.response_callbacks, transaction,
+                           shard_hint)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        closers, self.on_close = getattr(self, "on_close", []), []
+        closers, self.on_close = self.on_close, []
         for close in closers:
             await close()
         await super().aclose(close_connection_pool)

@@ -31,12 +31,11 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from sessiongate.store.client import Client, is_cluster
 
 _MORE = object()  # hiredis: no complete reply buffered yet
 _PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band, never an answer
@@ -166,7 +165,7 @@ class Mux:
         """The Mux of `redis` (one per client), or None where redis-py must stay: Redis
         Cluster (its client routes each call by slot), unix sockets, a connection class
         of its own. Closed with the client when it is a `client.Client`."""
-        if is_cluster(redis):
+        if isinstance(redis, RedisCluster):
             return None
         mux: Mux | None = redis.__dict__.get("_sessiongate_mux")
         if mux is None:
@@ -174,8 +173,9 @@ class Mux:
             if type(template) not in (Connection, SSLConnection):
                 return None
             mux = redis.__dict__["_sessiongate_mux"] = cls(template)
-            if isinstance(redis, Client):
-                redis.on_close = [*getattr(redis, "on_close", []), mux.aclose]
+            closers = getattr(redis, "on_close", None)  # a client.Client
+            if closers is not None:
+                closers.append(mux.aclose)
         return mux
 
     def encode(self, args: Sequence[Any], head: bytes = b"", count: int = 0) -> bytes:
