@@ -117,10 +117,21 @@ def test_seat_limited_login_costs_one_lua_call(
     server = long_cache_server
     upsert(server, account_id="acme", seat_limit=3)
     login(server, "acme", "warmup")
+    (writer,) = [c for c in server.app.components if isinstance(c, BatchWriter)]
     before = commands(redis_client, "evalsha")
+    queued = writer.written + writer.pending
     for user in ("a", "b", "c", "d"):
         login(server, "acme", user)
     assert commands(redis_client, "evalsha") - before == 4
+    # The admitted logins' records came with their seats (the refused "d" has none): there
+    # is nothing left for the batch writer to write.
+    now = server.clock.now()
+    fields = redis_client.hkeys(keys.usage("acme", now.strftime("%Y-%m")))
+    day = f"{now.day:02d}"
+    assert {f.decode() for f in fields if f.startswith(f"a:{day}:".encode())} == {
+        f"a:{day}:{u}" for u in ("warmup", "a", "b")}
+    assert sum(f.startswith(f"l:{day}:".encode()) for f in fields) == 3
+    assert writer.written + writer.pending == queued
 
 
 def test_same_user_takes_one_seat(server: ServerThread) -> None:

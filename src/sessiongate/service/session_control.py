@@ -117,13 +117,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 ref = new_session(account_id, user_id)
                 expires = now + self._ttl
                 if account.seat_limit > 0:
-                    seat = await self.sessions.take(ref, now, expires, account.seat_limit)
+                    seat = await self.sessions.take(ref, now, expires, account.seat_limit,
+                                                    login=True)  # its records too, if admitted
                     if not seat.admitted:
                         verdict = Verdict(
                             Decision.DENY, Reason.SEAT_LIMIT_REACHED, verdict.state,
                             f"all {account.seat_limit} seats of account {account_id!r} are in use")
-                    else:
-                        self.batch.login(ref, now, None)
                 else:
                     self.batch.login(ref, now, expires)  # the hot path: no round trip
                 if verdict.allowed:

@@ -35,7 +35,7 @@ MAX_BATCH = 2_000  # records per pipeline
 class LoginRecord:
     ref: SessionRef
     at: datetime
-    expires: datetime | None  # None: the session itself was written already (seat Lua)
+    expires: datetime  # the session's lease (seat-limited logins are written by take_seat.lua)
 
 
 class BatchWriter:
@@ -56,8 +56,8 @@ class BatchWriter:
     def pending(self) -> int:
         return len(self._queue)
 
-    def login(self, ref: SessionRef, at: datetime, expires: datetime | None) -> None:
-        """Queue a login record, and the session lease unless `expires` is None."""
+    def login(self, ref: SessionRef, at: datetime, expires: datetime) -> None:
+        """Queue a login record and the session lease until `expires`."""
         if len(self._queue) >= MAX_QUEUED:
             self._queue.pop(0)
             self.dropped += 1
@@ -82,20 +82,19 @@ class BatchWriter:
         keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
         for rec in batch:
             aid, uid = rec.ref.account_id, rec.ref.user_id
-            if rec.expires is not None:
-                if aid not in trimmed:
-                    # Leases that ended before this login: nothing else removes them for an
-                    # account without a seat limit (its logins never run take_seat.lua), so
-                    # without this its session set would grow by every session ever opened.
-                    trimmed.add(aid)
-                    at = int(rec.at.timestamp() * 1000)
-                    pipe.zremrangebyscore(keys.seats(aid), "-inf", f"({at}")
-                    pipe.zremrangebyscore(keys.sessions(aid), "-inf", f"({at}")
-                exp = int(rec.expires.timestamp() * 1000)
-                keep[aid] = max(keep.get(aid, 0),
-                                exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
-                pipe.zadd(keys.seats(aid), {uid: exp}, gt=True)
-                pipe.zadd(keys.sessions(aid), {rec.ref.member: exp}, gt=True)
+            if aid not in trimmed:
+                # Leases that ended before this login: nothing else removes them for an
+                # account without a seat limit (its logins never run take_seat.lua), so
+                # without this its lease set would grow by every session ever opened. (Seats
+                # of take_seat.lua score above any time: see keys.leases.)
+                trimmed.add(aid)
+                at = int(rec.at.timestamp() * 1000)
+                pipe.zremrangebyscore(keys.leases(aid), "-inf", f"({at}")
+            exp = int(rec.expires.timestamp() * 1000)
+            keep[aid] = max(keep.get(aid, 0),
+                            exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
+            # The session and its user's seat (unshifted: unlimited accounts count no seats).
+            pipe.zadd(keys.leases(aid), {uid: exp, rec.ref.member: exp}, gt=True)
             day = day_name(rec.at)
             # Fields, not counters: a retried batch (the outcome of a failed pipeline is
             # unknown) rewrites the same fields and counts nothing twice. One small hash per
@@ -103,8 +102,7 @@ class BatchWriter:
             pipe.hset(keys.usage(aid, month_name(rec.at)),
                       mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
         for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
-            pipe.pexpire(keys.seats(aid), ms)  # lease sets vanish a day after its last lease
-            pipe.pexpire(keys.sessions(aid), ms)
+            pipe.pexpire(keys.leases(aid), ms)  # leases vanish a day after its last lease
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
-from sessiongate.store.activity import peak_field
+from sessiongate.store.activity import active_field, login_field, peak_field
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
 
@@ -36,15 +36,20 @@ class SessionStore:
         self._scripts = scripts
 
     async def take(self, ref: SessionRef, now: datetime, expires: datetime,
-                   seat_limit: int) -> SeatResult:
-        """Open or renew `ref`'s lease, taking a seat if its user holds none (`take_seat.lua`)."""
+                   seat_limit: int, *, login: bool = False) -> SeatResult:
+        """Open or renew `ref`'s lease, taking a seat if its user holds none (`take_seat.lua`);
+        with `login`, the login's records of the day go in the same call if admitted."""
         aid = ref.account_id
+        day = day_name(now)
+        args = [to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
+                peak_field(day), LEASE_KEYS_MARGIN_MS, keys.SEAT_OFFSET_MS]
+        if login:
+            args += [login_field(day, ref.nonce), active_field(day, ref.user_id)]
         admitted, held = await self._scripts.coalesced(  # with concurrent logins' calls
             "take_seat",
             keys=[keys.leases(aid), keys.usage(aid, month_name(now)), keys.legacy_seats(aid),
                   keys.legacy_sessions(aid)],
-            args=[to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
-                  peak_field(day_name(now)), LEASE_KEYS_MARGIN_MS, keys.SEAT_OFFSET_MS],
+            args=args,
         )
         return SeatResult(bool(int(admitted)), int(held))
 

@@ -18,6 +18,8 @@
 -- ARGV[7] housekeeping margin (ms): KEYS[1] expires that long after its latest lease ends
 --         (never deciding a lease: scores do), so an idle account keeps none
 -- ARGV[8] seat offset (keys.SEAT_OFFSET_MS)
+-- ARGV[9..] optional: fields of KEYS[2] set to 1 if admitted (a login's `l:` and `a:` records,
+--           written here with the seat rather than by the batch writer: no loss window)
 -- Returns {admitted (1 or 0), seats held afterwards}.
 local now = tonumber(ARGV[1])
 local offset = tonumber(ARGV[8])
@@ -52,5 +54,8 @@ local held = redis.call('ZCOUNT', KEYS[1], live_seats, '+inf')
 -- batch writer, not here) record no peak.
 if limit > 0 and held > tonumber(redis.call('HGET', KEYS[2], ARGV[6]) or '0') then
   redis.call('HSET', KEYS[2], ARGV[6], held)
+end
+for i = 9, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], 1)
 end
 return {1, held}
