@@ -5,6 +5,7 @@ AUTH and db, RESP2 and RESP3 answers equal to redis-py's, and the redis-py fallb
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import trustme
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessiongate.domain.sessions import new_session
 from sessiongate.store import keys
-from sessiongate.store.client import connect
+from sessiongate.store.client import Client, connect
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.mux import Mux
 from sessiongate.store.scripts import Script, Scripts
@@ -389,3 +391,69 @@ def test_unix_socket_keeps_redis_py_and_its_pipeline_reloads_after_flush(
     assert [s[0] for s in seats] == [1, 1, 1]
     assert got[:3] == [1, 2, 3]
     assert isinstance(got[3], ResponseError) and "WRONGTYPE" in str(got[3])
+
+
+def test_tls_as_configured(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
+    """`rediss://`: the Mux speaks TLS with the client's own context (its CA; the host name
+    checked), through a TLS-terminating proxy in front of the test's Redis (whose build has
+    no TLS). A client trusting another CA is refused."""
+    ca, rogue = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    rogue.cert_pem.write_to_path(str(tmp_path / "rogue.pem"))
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    target = redis_client.connection_pool.connection_kwargs
+
+    async def main() -> tuple[Any, list[Any], int, BaseException | None]:
+        tls_connections = 0
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal tls_connections
+            tls_connections += writer.get_extra_info("ssl_object") is not None
+            up_reader, up_writer = await asyncio.open_connection(target["host"],
+                                                                 target["port"])
+
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                finally:
+                    dst.close()
+
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer),
+                                 return_exceptions=True)
+
+        proxy = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=server_ctx)
+        port = proxy.sockets[0].getsockname()[1]
+        client = Client.from_url(f"rediss://localhost:{port}/0",
+                                 ssl_ca_certs=str(tmp_path / "ca.pem"))
+        refused: BaseException | None = None
+        try:
+            mux = Mux.of(client)
+            assert mux is not None
+            echo = await Script(mux, ECHO)(keys=["k"], args=["over tls"])
+            pipe = client.pipeline(transaction=False)
+            pipe.set("tls", "yes").get("tls")
+            piped = await pipe.execute()
+            other = Client.from_url(f"rediss://localhost:{port}/0",
+                                    ssl_ca_certs=str(tmp_path / "rogue.pem"))
+            other_mux = Mux.of(other)
+            assert other_mux is not None
+            try:
+                await other_mux.call("PING")
+            except RedisConnectionError as exc:
+                refused = exc
+            finally:
+                await other.aclose()
+            return echo, piped, tls_connections, refused
+        finally:
+            await client.aclose()
+            proxy.close()
+
+    echo, piped, tls_connections, refused = asyncio.run(main())
+    assert echo == [b"k", b"over tls"]
+    assert piped == [True, b"yes"]
+    assert tls_connections >= 1
+    assert isinstance(refused, RedisConnectionError)
+    assert redis_client.get("tls") == b"yes"
