@@ -457,3 +457,30 @@ def test_tls_as_configured(redis_url: str, redis_client: redis.Redis, tmp_path: 
     assert tls_connections >= 1
     assert isinstance(refused, RedisConnectionError)
     assert redis_client.get("tls") == b"yes"
+
+
+def test_callers_cancelled_while_connecting_leave_one_connection_for_the_others(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def main() -> tuple[list[Any], int]:
+        client = connect(redis_url)
+        mux = Mux.of(client)
+        assert mux is not None
+        try:
+            tasks = [asyncio.ensure_future(mux.call("EVAL", ECHO, 1, f"k{i}", i))
+                     for i in range(6)]
+            await asyncio.sleep(0)  # all waiting for the one connect
+            tasks[0].cancel()
+            tasks[3].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            return list(results), mux_connections(redis_client)
+        finally:
+            await client.aclose()
+
+    results, connections = asyncio.run(main())
+    assert connections == 1
+    for i, r in enumerate(results):
+        if i in (0, 3):
+            assert isinstance(r, asyncio.CancelledError)
+        else:
+            assert r == [f"k{i}".encode(), str(i).encode()]

@@ -238,15 +238,14 @@ class Mux:
             return proto
         if self._connecting is None or self._connecting.get_loop() is not loop:
             self._connecting = asyncio.ensure_future(self._open())
-        task = self._connecting
-        try:
-            proto = await asyncio.shield(task)
-        finally:
-            if task.done() and self._connecting is task:
-                self._connecting = None
-                if not task.cancelled():
-                    task.exception()  # retrieved (raised above to its callers)
-        return proto
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)
+
+    def _connected(self, task: asyncio.Task[_Protocol]) -> None:
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved: its callers got it, or all of them were cancelled
 
     async def _open(self) -> _Protocol:
         t = self._template
