@@ -138,8 +138,8 @@ class _Protocol(asyncio.Protocol):
             self._watchdog = None
         pending, self.pending = self.pending, collections.deque()
         for w in pending:
-            if not w.fut.done():
-                w.fut.set_exception(exc)
+            if not w.fut.done():  # an exception each: a raised one collects its traceback
+                w.fut.set_exception(type(exc)(*exc.args))
         if self.transport is not None:
             self.transport.abort()
 
