@@ -49,11 +49,17 @@ _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
 def month_name(when: datetime) -> str:
-    return f"{when.astimezone(UTC):%Y-%m}"
+    """`YYYY-MM` of `when` in UTC (on every seat-limited login: no strftime)."""
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return f"{when.year:04d}-{when.month:02d}"
 
 
 def day_name(when: datetime) -> str:
-    return f"{when.astimezone(UTC):%Y-%m-%d}"
+    """`YYYY-MM-DD` of `when` in UTC."""
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return f"{when.year:04d}-{when.month:02d}-{when.day:02d}"
 
 
 def parse_month(field: str, value: str, now: datetime) -> tuple[datetime, datetime]:

@@ -47,16 +47,20 @@ def kind_from_pb(field: str, value: int) -> AccountKind:
     return KIND_FROM_PB[value]  # type: ignore[index]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @overload
 def ts(when: datetime) -> Timestamp: ...
 @overload
 def ts(when: None) -> None: ...
 def ts(when: datetime | None) -> Timestamp | None:
+    """`Timestamp.FromDatetime` (naive: UTC) from integers: its Python is costly per login."""
     if when is None:
         return None
-    t = Timestamp()
-    t.FromDatetime(when)
-    return t
+    delta = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)) - _EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds,
+                     nanos=delta.microseconds * 1000)
 
 
 def from_ts(t: Timestamp) -> datetime:
