@@ -63,6 +63,9 @@ class _Protocol(asyncio.Protocol):
         self.pending: collections.deque[_Waiter] = collections.deque()
         self.closed = False
         self._watchdog: asyncio.TimerHandle | None = None
+        # A subscriber's connection (`Mux.subscribe`): every reply goes here, none is matched.
+        self.on_push: Callable[[Any], None] | None = None
+        self.lost: asyncio.Future[Exception] = loop.create_future()  # its error, once closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -94,6 +97,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is _MORE:
                 return
+            if self.on_push is not None:
+                self.on_push(reply)
+                continue
             if _PUSH and isinstance(reply, _PUSH):
                 continue
             if not pending:  # an answer nobody asked for: out of step, start over
@@ -133,6 +139,8 @@ class _Protocol(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         """Close for good and fail every command in flight with `exc`."""
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(exc)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -142,6 +150,19 @@ class _Protocol(asyncio.Protocol):
                 w.fut.set_exception(type(exc)(*exc.args))
         if self.transport is not None:
             self.transport.abort()
+
+
+class Subscription:
+    """A subscribed connection (`Mux.subscribe`): `lost` completes with the connection's error
+    when it is lost; `close()` closes it."""
+
+    def __init__(self, proto: _Protocol) -> None:
+        self._proto = proto
+        self.lost = proto.lost
+
+    def close(self) -> None:
+        if not self._proto.closed:
+            self._proto._fail(RedisConnectionError("subscription closed"))
 
 
 class Mux:
@@ -247,7 +268,46 @@ class Mux:
         if not task.cancelled():
             task.exception()  # retrieved: its callers got it, or all of them were cancelled
 
+    async def subscribe(self, channel: str, on_message: Callable[[Any], None]
+                        ) -> Subscription:
+        """A connection of its own, subscribed to `channel`: the data of each message goes to
+        `on_message` as it arrives, several per read, without redis-py's per-message
+        coroutines and dicts. Returns once Redis confirmed the subscription; raises if the
+        connection or the subscription fails."""
+        proto = await self._open_connection()
+        confirmed: asyncio.Future[None] = proto.loop.create_future()
+
+        def push(reply: Any) -> None:  # RESP2 arrays or RESP3 pushes: [kind, channel, data]
+            if not isinstance(reply, list) or len(reply) < 3:
+                return
+            kind = reply[0]
+            if kind in (b"message", "message"):
+                on_message(reply[2])
+            elif kind in (b"subscribe", "subscribe") and not confirmed.done():
+                confirmed.set_result(None)
+
+        proto.on_push = push
+        try:
+            assert proto.transport is not None
+            proto.transport.write(self.encode(["SUBSCRIBE", channel]))
+            either: list[asyncio.Future[Any]] = [confirmed, proto.lost]
+            async with asyncio.timeout(self._template.socket_timeout):
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not confirmed.done():
+                raise proto.lost.result() if proto.lost.done() else RedisTimeoutError(
+                    "no SUBSCRIBE confirmation")
+        except BaseException:
+            proto._fail(RedisConnectionError("subscription failed"))
+            raise
+        return Subscription(proto)
+
     async def _open(self) -> _Protocol:
+        proto = await self._open_connection()
+        self._proto = proto
+        return proto
+
+    async def _open_connection(self) -> _Protocol:
+        """A new connection, handshake done (not the shared one)."""
         t = self._template
         loop = asyncio.get_running_loop()
         proto = _Protocol(loop, t.socket_timeout, hiredis.Reader(**self._reader_args))
@@ -261,7 +321,6 @@ class Mux:
         except BaseException:
             proto._fail(RedisConnectionError("Redis handshake failed"))
             raise
-        self._proto = proto
         return proto
 
     async def _handshake(self, proto: _Protocol) -> None:

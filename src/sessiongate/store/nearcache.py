@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from sessiongate.domain.model import Account
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
+from sessiongate.store.mux import Mux
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,40 @@ class NearCache:
         for aid in list(self._entries):
             self.invalidate(aid)
 
+    def _on_invalidation(self, data: bytes | str) -> None:
+        """A commit's message: `<account id> TAB <version>`."""
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        aid, _, ver = text.rpartition("\t")
+        self.invalidate(aid, int(ver) if ver.isdigit() else None)
+
+    async def _listen_lean(self, mux: Mux, ready: asyncio.Event | None) -> None:
+        """`listen` on a connection of our own (`Mux.subscribe`): messages are applied as
+        they are parsed, several per read, with no coroutine per message (every replica
+        hears every commit of every replica: under a payment burst or a sweep that is
+        thousands a second)."""
+        backoff = 0.05
+        while True:
+            try:
+                sub = await mux.subscribe(keys.INVALIDATION_CHANNEL, self._on_invalidation)
+            except (RedisError, OSError) as exc:
+                log.warning("invalidation listener cannot connect", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            try:
+                # Messages may have been missed while unsubscribed: nothing cached is fresh.
+                self.clear()
+                if ready is not None:
+                    ready.set()
+                backoff = 0.05
+                lost = await sub.lost
+            finally:
+                sub.close()
+            log.warning("invalidation listener disconnected", error=str(lost))
+            self.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
     async def listen(
         self, redis: Redis | RedisCluster, ready: asyncio.Event | None = None
     ) -> None:
@@ -165,6 +200,10 @@ class NearCache:
         node serving the channel name's slot, and a reconnect picks it again from a fresh
         slot map. The cluster client must know its nodes (`initialize`) before that.
         """
+        mux = None if isinstance(redis, RedisCluster) else Mux.of(redis)
+        if mux is not None:
+            await self._listen_lean(mux, ready)
+            return
         backoff = 0.05
         while True:
             try:
@@ -184,12 +223,8 @@ class NearCache:
                     ready.set()
                 backoff = 0.05
                 async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    data = message["data"]
-                    text = data.decode() if isinstance(data, bytes) else str(data)
-                    aid, _, ver = text.rpartition("\t")
-                    self.invalidate(aid, int(ver) if ver.isdigit() else None)
+                    if message.get("type") == "message":
+                        self._on_invalidation(message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
