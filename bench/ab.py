@@ -1,0 +1,88 @@
+"""A/B of `serve` variants by server CPU per near-cache `CheckSession`, paired and alternating.
+
+Single benchmark runs on a shared 2-core machine vary by more than the cost of a small change
+(docs/performance.md, "Second pass"). This starts each variant in turn against one Redis,
+loads it with h2load (saturated 8x8, or `--rate`), reads its CPU time from /proc, and repeats
+the round `--rounds` times, so that every variant sees the same moments of the machine.
+
+    python -m bench.ab '{"default": {}, "no log": {"ACCESS_LOG": "false"}}' --rounds 4
+
+A variant is a set of settings (env names without the SESSIONGATE_ prefix), or environment
+variables of its own under the key "env" (e.g. PYTHONPATH for a former build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench import h2load, procs
+from bench.scenarios import ACCOUNT, CHECK_PATH, USERS, app_md, check_request, upsert
+from sessiongate.store.embedded import EmbeddedRedis
+
+
+def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
+            body: Path, load: h2load.Load) -> tuple[float, float]:
+    """(server CPU us per request, requests/s) of one run of `variant`."""
+    settings = {k: v for k, v in variant.items() if k != "env"}
+    saved = dict(os.environ)
+    os.environ.update(variant.get("env", {}))
+    try:
+        srv = procs.serve(redis_url, work, name=name.replace(" ", "-"), **settings)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            upsert(ch, account_id=ACCOUNT, users=USERS)
+        before = srv.cpu_seconds()
+        out = h2load.run(h2, f"http://127.0.0.1:{srv.port}{CHECK_PATH}", body, load, work,
+                         app_md())
+        cpu = srv.cpu_seconds() - before
+        # CPU covers the warm-up too: count its requests at the measured rate.
+        sent = out.requests * (load.duration + load.warmup) / load.duration
+        return cpu / sent * 1e6, out.rps
+    finally:
+        srv.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("variants", help='JSON: {"name": {"SETTING": "value", ...}, ...}')
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rate", type=int, default=0, help="total requests/s (0: saturated)")
+    p.add_argument("--seconds", type=float, default=6.0)
+    args = p.parse_args()
+    variants: dict[str, dict[str, Any]] = json.loads(args.variants)
+    load = (h2load.Load(clients=10, streams=1, duration=args.seconds, warmup=1.0,
+                        rate=args.rate) if args.rate else
+            h2load.Load(clients=8, streams=8, duration=args.seconds, warmup=1.0))
+    h2 = h2load.ensure_h2load()
+    work = Path(tempfile.mkdtemp(prefix="sg-ab-"))
+    body = h2load.write_request(work / "check.bin", check_request())
+    redis = EmbeddedRedis(work / "redis", persistent=False)
+    redis.start()
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    try:
+        for _ in range(args.rounds):
+            for name, variant in variants.items():
+                runs[name].append(measure(redis.url, work, name, variant, h2, body, load))
+    finally:
+        redis.stop()
+    for name, got in runs.items():
+        cpu = [c for c, _ in got]
+        print(f"{name}: CPU per request median {statistics.median(cpu):.0f} us"
+              f" (runs {', '.join(f'{c:.0f}' for c in cpu)});"
+              f" req/s {', '.join(f'{r:,.0f}' for _, r in got)}")
+
+
+if __name__ == "__main__":
+    main()
