@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sessiongate.domain.model import Account
@@ -162,76 +163,68 @@ class NearCache:
         aid, _, ver = text.rpartition("\t")
         self.invalidate(aid, int(ver) if ver.isdigit() else None)
 
-    async def _listen_lean(self, mux: Mux, ready: asyncio.Event | None) -> None:
-        """`listen` on a connection of our own (`Mux.subscribe`): messages are applied as
-        they are parsed, several per read, with no coroutine per message (every replica
-        hears every commit of every replica: under a payment burst or a sweep that is
-        thousands a second)."""
-        backoff = 0.05
-        while True:
-            try:
-                sub = await mux.subscribe(keys.INVALIDATION_CHANNEL, self._on_invalidation)
-            except (RedisError, OSError) as exc:
-                log.warning("invalidation listener cannot connect", error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            try:
-                # Messages may have been missed while unsubscribed: nothing cached is fresh.
-                self.clear()
-                if ready is not None:
-                    ready.set()
-                backoff = 0.05
-                lost = await sub.lost
-            finally:
-                sub.close()
-            log.warning("invalidation listener disconnected", error=str(lost))
-            self.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-
     async def listen(
         self, redis: Redis | RedisCluster, ready: asyncio.Event | None = None
     ) -> None:
         """Apply invalidations published by every replica's commits; runs until cancelled.
 
-        On a Redis Cluster a classic PUBLISH (the commit script's) is broadcast to every node,
-        so one subscription on any node hears all of them: redis-py's ClusterPubSub picks the
-        node serving the channel name's slot, and a reconnect picks it again from a fresh
-        slot map. The cluster client must know its nodes (`initialize`) before that.
+        Subscribed again, with backoff, whenever the subscription is lost; each time it is
+        (re)made, nothing cached counts as fresh any more (messages may have been missed).
         """
         mux = None if isinstance(redis, RedisCluster) else Mux.of(redis)
-        if mux is not None:
-            await self._listen_lean(mux, ready)
-            return
         backoff = 0.05
         while True:
-            try:
-                if isinstance(redis, RedisCluster):
-                    await redis.initialize()
-                pubsub = redis.pubsub()
-            except (RedisError, OSError) as exc:
-                log.warning("invalidation listener cannot connect", error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            try:
-                await pubsub.subscribe(keys.INVALIDATION_CHANNEL)
-                # Messages may have been missed while unsubscribed: nothing cached is fresh.
+            subscribed = False
+
+            def on_subscribed() -> None:
+                nonlocal subscribed, backoff
+                subscribed, backoff = True, 0.05
                 self.clear()
                 if ready is not None:
                     ready.set()
-                backoff = 0.05
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._on_invalidation(message["data"])
-            except asyncio.CancelledError:
-                raise
+
+            try:
+                if mux is not None:
+                    error = await self._subscribed_lean(mux, on_subscribed)
+                else:
+                    error = await self._subscribed_pubsub(redis, on_subscribed)
             except (RedisError, OSError) as exc:
-                log.warning("invalidation listener disconnected", error=str(exc))
-                self.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                error = exc
+            log.warning("invalidation listener disconnected" if subscribed
+                        else "invalidation listener cannot connect", error=str(error))
+            self.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _subscribed_lean(self, mux: Mux, on_subscribed: Callable[[], None]
+                               ) -> BaseException:
+        """A subscription on a connection of our own (`Mux.subscribe`): messages are applied
+        as they are parsed, several per read, with no coroutine per message (every replica
+        hears every commit of every replica: under a payment burst or a sweep, thousands a
+        second). Returns the error that ended it."""
+        sub = await mux.subscribe(keys.INVALIDATION_CHANNEL, self._on_invalidation)
+        try:
+            on_subscribed()
+            return await sub.lost
+        finally:
+            sub.close()
+
+    async def _subscribed_pubsub(self, redis: Redis | RedisCluster,
+                                 on_subscribed: Callable[[], None]) -> BaseException:
+        """redis-py's PubSub, for Redis Cluster: a classic PUBLISH (the commit script's) is
+        broadcast to every node, so one subscription on any node hears all of them;
+        ClusterPubSub picks the node serving the channel name's slot, and a reconnect picks
+        it again from a fresh slot map (the client must know its nodes first)."""
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(keys.INVALIDATION_CHANNEL)
+            on_subscribed()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    self._on_invalidation(message["data"])
+            return RedisConnectionError("unsubscribed")
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
