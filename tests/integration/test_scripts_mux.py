@@ -70,9 +70,17 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
         server.stop()
 
 
+NAME = "mux-under-test"  # the clients under test name their connections: others (earlier
+# tests' servers still closing theirs) must not count
+
+
+def named(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}client_name={NAME}"
+
+
 def mux_connections(sync: redis.Redis) -> int:
-    """Connections other than this sync client's."""
-    return len(sync.client_list()) - 1
+    """Connections of the clients under test (`named`)."""
+    return sum(c.get("name") == NAME for c in sync.client_list())
 
 
 def test_calls_after_script_flush_load_the_script_again(
@@ -81,7 +89,7 @@ def test_calls_after_script_flush_load_the_script_again(
     """SCRIPT FLUSH between calls: single calls and batches still run, each exactly once
     (a counter), on the Mux's one connection, not on redis-py's pool."""
     async def main() -> tuple[list[Any], bool, int]:
-        client = connect(redis_url)
+        client = connect(named(redis_url))
         mux = Mux.of(client)
         assert mux is not None
         scripts = Scripts(client)
@@ -265,7 +273,7 @@ def test_redis_down_fails_the_call_and_the_closed_client_closes_its_connection(
     sync = redis.Redis.from_url(own_redis.url)
 
     async def main() -> tuple[int, BaseException | None, int]:
-        client = connect(own_redis.url)
+        client = connect(named(own_redis.url))
         mux = Mux.of(client)
         assert mux is not None
         await mux.call("PING")
@@ -463,7 +471,7 @@ def test_callers_cancelled_while_connecting_leave_one_connection_for_the_others(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     async def main() -> tuple[list[Any], int]:
-        client = connect(redis_url)
+        client = connect(named(redis_url))
         mux = Mux.of(client)
         assert mux is not None
         try:
