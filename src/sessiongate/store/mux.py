@@ -19,6 +19,10 @@ Safety: a cancelled caller's reply is still read and dropped, so the replies of 
 stay matched; if the oldest command has waited `socket_timeout` for its reply, the connection
 is dropped and every command in flight fails with `TimeoutError` (it may have run); a lost
 connection fails the commands in flight with `ConnectionError`, and the next call reconnects.
+
+`Mux.subscribe` opens a further connection with the same settings for one pub/sub channel
+(the near-cache's invalidations): its messages are parsed the same way and handed to a
+callback as they arrive, several per read, instead of one redis-py coroutine per message.
 """
 
 from __future__ import annotations
