@@ -77,6 +77,13 @@ def _seat_log(raw: list[tuple[bytes, float]],
     return out
 
 
+def _attributes_json(attributes: dict[str, str]) -> str:
+    """Canonical JSON of an event's attributes (most events have none)."""
+    if not attributes:
+        return "{}"
+    return json.dumps(attributes, sort_keys=True, separators=(",", ":"))
+
+
 # Events per `record_usage.lua` call: a call blocks Redis while it runs (~10 us an event),
 # so a large batch is cut into calls that keep other clients' commands waiting ~2 ms at most.
 EVENTS_PER_CALL = 200
@@ -97,7 +104,15 @@ class UsageStore:
         first failure is raised after every call has run.
         """
         groups: dict[tuple[str, str], list[int]] = {}
-        stamps = [e.occurred_at.astimezone(UTC).isoformat() for e in events]
+        # Most events of a stream share a few times (often the call's `now`): each is
+        # formatted once.
+        formatted: dict[datetime, str] = {}
+        stamps = []
+        for e in events:
+            stamp = formatted.get(e.occurred_at)
+            if stamp is None:
+                stamp = formatted[e.occurred_at] = e.occurred_at.astimezone(UTC).isoformat()
+            stamps.append(stamp)
         for i, e in enumerate(events):  # "YYYY-MM" is month_name, "YYYY-MM-DD" day_name
             groups.setdefault((e.account_id, stamps[i][:7]), []).append(i)
         recorded_at = now.isoformat()
@@ -108,8 +123,7 @@ class UsageStore:
                 part = positions[start:start + EVENTS_PER_CALL]
                 batch = [[events[i].event_id, events[i].user_id, events[i].feature,
                           str(events[i].quantity), stamps[i], stamps[i][:10],
-                          json.dumps(events[i].attributes, sort_keys=True,
-                                     separators=(",", ":"))] for i in part]
+                          _attributes_json(events[i].attributes)] for i in part]
                 args = [to_ms(now), IDEMPOTENCY_RETENTION_MS, aid, recorded_at,
                         json.dumps(batch, ensure_ascii=False, separators=(",", ":"))]
                 calls.append(([keys.usage_events(aid), keys.usage(aid, month),
