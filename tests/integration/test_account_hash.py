@@ -10,6 +10,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 
 from sessiongate.api.v1 import accounts_pb2 as apb
@@ -17,6 +18,7 @@ from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.domain.model import Account
+from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import ts
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS, AccountStore
@@ -181,6 +183,44 @@ def test_the_former_layout_is_read_then_moved_into_the_hash_by_the_next_commit(
     assert server.call(server.app.rt.accounts.was_applied(  # type: ignore[union-attr]
         "acme", "reminder:acme:1:1"))
     assert seat_seconds(server) == 2 * 31 * DAY  # alice and bob, from the former seat log
+
+
+def test_batch_reads_find_the_former_ledger_and_the_sweep_moves_it_in(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """`read_many` (the sweep's and the payment batches' read) asks for the former ledger key
+    only of accounts whose `v` lacks the prefix: it reads what `read` reads, whatever the
+    layout, and a sweep of a former account evaluates it from its former ledger."""
+    server.clock.set(T0)
+    write_former_layout(redis_client, T0)
+    server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
+        account_id="beta", users=["alice"])))
+    server.billing.PushPaymentEvent(bpb.PaymentEvent(
+        event_id="beta-inv", account_id="beta", type=bpb.PAYMENT_EVENT_TYPE_INVOICE_ISSUED,
+        invoice_id="beta-inv", amount_minor=500, due_at=ts(T0 + timedelta(days=3))))
+    redis_client.hset(keys.account("gamma"), mapping={"data": '{"id":"gamma"}', "v": 1})
+    rt = server.app.rt
+    assert rt is not None
+    store = rt.accounts
+    ids = ["acme", "beta", "nobody", "gamma", "acme"]
+    many = server.call(store.read_many(ids))
+    assert many == [server.call(store.read(aid)) for aid in ids]
+    assert many[0][1] is not None and many[0][1].startswith("{")  # the former JSON
+    assert many[2] == (None, None) and many[3][1] is None
+    redis_client.set(keys.account("wrong"), "a string")
+    with pytest.raises(redis.ResponseError):
+        server.call(store.read_many(["beta", "wrong"]))
+
+    # SUSPENDED over a 40-day-old invoice, no next evaluation: due. Read without its former
+    # ledger, it would be settled (ACTIVE); read with it, it stays SUSPENDED.
+    engine = engine_for(rt)
+    (res,) = server.call(engine.evaluate_many(["acme"]))
+    assert res.ok and res.version == 4
+    got = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
+    assert (got.state, got.balance_minor, got.version) == (cpb.ACCOUNT_STATE_SUSPENDED, 12000, 4)
+    assert not redis_client.exists(keys.ledger("acme"))
+    assert redis_client.hget(keys.account("acme"), "v") == b"0_4"
+    assert server.call(store.read_many(["acme"])) == [server.call(store.read("acme"))]
 
 
 def test_former_seats_still_count_and_are_moved_into_the_lease_set(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
-from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
+from sessiongate.store.ledger_codec import decode_ledger, encode_ledger, reencode_ledger
 from sessiongate.store.record import (
     RS,
     US,
@@ -129,3 +129,88 @@ def test_every_key_a_script_touches_shares_the_account_slot() -> None:
                  keys.legacy_seats(aid), keys.legacy_sessions(aid), keys.usage(aid, "2026-10"))
         assert len({key_slot(k) for k in names}) == 1
         assert len(set(names)) == len(names)
+
+
+def test_commit_keys_are_the_keys_of_each_name() -> None:
+    """`keys.commit_keys` (the tag computed once) names what each function names."""
+    from sessiongate.store import keys
+
+    for aid in ("acme", "mem-00000", "x" * 128, "a:b{c}"):
+        assert keys.commit_keys(aid) == [
+            keys.account(aid), keys.ledger(aid), keys.history(aid), keys.applied_events(aid),
+            keys.due_index_of(aid), keys.outbox_of(aid), keys.history_archive(aid),
+            keys.seat_changes(aid)]
+
+
+@given(ledgers(), st.none() | st.tuples(times.filter(lambda t: t is not None),
+                                        st.integers(0, 99)))
+def test_a_ledger_with_a_new_reminder_mark_reencodes_as_encode_ledger(
+        ledger: Ledger, mark: tuple[datetime, int] | None) -> None:
+    """The sweep's shortcut (the events' text reused from what was read) writes what
+    `encode_ledger` writes, and reads back the same."""
+    raw = encode_ledger(ledger)
+    read = decode_ledger(raw, "acme")
+    moved = read.with_reminder(mark)
+    assert reencode_ledger(moved, read, raw) == encode_ledger(moved)
+    assert decode_ledger(reencode_ledger(moved, read, raw), "acme") == moved
+
+
+def test_a_ledger_with_other_events_or_from_json_is_encoded_whole() -> None:
+    issue = PaymentEvent(event_id="inv-1", account_id="acme",
+                         type=PaymentEventType.INVOICE_ISSUED, invoice_id="inv-1",
+                         amount_minor=100, due_at=T)
+    read = Ledger().add(issue, "USD")
+    raw = encode_ledger(read)
+    paid = read.add(PaymentEvent(event_id="pay-1", account_id="acme",
+                                 type=PaymentEventType.PAYMENT_SUCCEEDED, amount_minor=100),
+                    "USD")
+    assert reencode_ledger(paid, read, raw) == encode_ledger(paid)
+    former = '{"cur":"USD","events":{"inv-1":{"t":"INVOICE_ISSUED","inv":"inv-1","amt":100}}}'
+    from_json = decode_ledger(former, "acme")
+    marked = from_json.with_reminder((T, 1))
+    assert reencode_ledger(marked, from_json, former) == encode_ledger(marked)
+    assert reencode_ledger(marked, Ledger(), None) == encode_ledger(marked)
+    empty = Ledger(currency="USD")
+    assert reencode_ledger(empty.with_reminder((T, 2)), empty, encode_ledger(empty)) == (
+        encode_ledger(empty.with_reminder((T, 2))))
+
+
+def _former_encode_history(entry: dict[str, object]) -> str:
+    """encode_history before the memo of `at` (commit fd742a4), verbatim."""
+    keys = ("at", "from", "to", "cause", "actor", "event_id")
+    values = [entry.get(k) for k in keys]
+    at = values[0]
+    us = None
+    if isinstance(at, str):
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None:
+            epoch = datetime(1970, 1, 1, tzinfo=UTC)
+            us = (when - epoch) // timedelta(microseconds=1)
+            if (epoch + timedelta(microseconds=us)).isoformat() != at:
+                us = None
+    plain = (set(entry) <= set(keys) and us is not None
+             and all(v is None or (isinstance(v, str) and "%" not in v and RS not in v
+                                   and US not in v and not v.startswith("{"))
+                     for v in values[1:]))
+    if not plain:
+        return json.dumps(entry, separators=(",", ":"))
+    return US.join([str(us), *("" if v is None else str(v) for v in values[1:])]).rstrip(US)
+
+
+ats = st.sampled_from([T.isoformat(), (T + timedelta(seconds=1)).isoformat(),
+                       "2026-10-05T11:30:15+02:00", "2026-10-05T09:30:15.250+00:00",
+                       "2026-10-05T09:30:15", "not a time", ""]) | st.text(max_size=30)
+
+
+@given(st.lists(st.fixed_dictionaries({"at": ats | st.none() | st.integers()}, optional={
+    "from": st.none() | st.sampled_from(["ACTIVE", "{x", "a%b", "GRACE"]),
+    "to": st.sampled_from(["ACTIVE", "SUSPENDED", US]), "cause": st.text(),
+    "actor": st.text(), "event_id": st.text(), "note": st.integers()}), max_size=6))
+def test_history_entries_encode_as_before_whatever_came_before(
+        entries: list[dict[str, object]]) -> None:
+    """The memo of the last `at` changes nothing, in any sequence of entries."""
+    for entry in entries:
+        assert encode_history(entry) == _former_encode_history(entry)

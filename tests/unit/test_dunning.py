@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sessiongate.domain.dunning import evaluate, preview, reconsider
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.domain.ledger import Ledger
-from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.ledger import Ledger, Snapshot
+from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
 from sessiongate.domain.payment_event import new_payment_event
-from sessiongate.domain.policy import DEFAULT_POLICY, DunningStage, new_policy
+from sessiongate.domain.policy import (
+    DEFAULT_POLICY,
+    REMINDER_STATES,
+    DunningPolicy,
+    DunningStage,
+    new_policy,
+)
 from sessiongate.store.policies import decode_policy, encode_policy
 
 S = AccountState
@@ -158,3 +166,81 @@ def test_policy_codec_round_trip() -> None:
                          DunningStage(S.REMINDER, timedelta(seconds=1))], timedelta(hours=6), 7)
     assert [s.state for s in p.stages] == [S.REMINDER, S.SUSPENDED]
     assert decode_policy(encode_policy(p)) == p
+
+
+# --- the sweep's shortcuts change nothing ----------------------------------------------------
+
+def _former_evaluate(snapshot: Snapshot, policy: DunningPolicy, now: datetime
+                     ) -> tuple[object, ...]:
+    """evaluate before its one-pass loop (commit fd742a4), verbatim but the reason: what it
+    derived, as a tuple."""
+    balance = snapshot.balance_minor
+    inv = snapshot.oldest_open
+    if inv is None or balance <= policy.tolerance_minor:
+        return (S.ACTIVE, balance, snapshot.oldest_due_at, None, None, None)
+    due = inv.due_at
+    holding = [s for s in policy.stages if balance >= s.min_balance_minor]
+    state = S.ACTIVE
+    for s in holding:
+        if now >= due + s.after:
+            state = s.state
+    future = [due + s.after for s in holding if due + s.after > now]
+    suspend = next((s for s in holding if s.state is S.SUSPENDED), None)
+    suspends_at = None if suspend is None else due + suspend.after
+    reminder = None
+    if state in REMINDER_STATES:
+        anchor = min(due + s.after for s in holding if s.state in REMINDER_STATES)
+        ordinal = (now - anchor) // policy.reminder_interval + 1
+        reminder = (due, ordinal)
+        future.append(anchor + ordinal * policy.reminder_interval)
+    return (state, balance, due, suspends_at, min(future, default=None), reminder)
+
+
+stage_lists = st.lists(st.tuples(st.sampled_from([S.REMINDER, S.GRACE, S.SUSPENDED]),
+                                 st.integers(0, 40 * 86400), st.integers(0, 20000)),
+                       max_size=3, unique_by=lambda t: t[0])
+
+
+@given(stage_lists, st.integers(1, 3 * 86400), st.integers(0, 500),
+       st.lists(st.tuples(st.integers(1, 20000), st.integers(-40, 40)), max_size=3),
+       st.integers(0, 30000), st.integers(-5 * 86400, 60 * 86400))
+def test_evaluate_derives_what_it_derived_before(
+        stages: list[tuple[AccountState, int, int]], interval: int, tolerance: int,
+        invoices: list[tuple[int, int]], paid: int, at: int) -> None:
+    policy = new_policy("p", [DunningStage(s, timedelta(seconds=after), least)
+                              for s, after, least in stages],
+                        timedelta(seconds=interval), tolerance)
+    ledger = Ledger()
+    for i, (amount, days) in enumerate(invoices):
+        ledger = ledger.add(new_payment_event(
+            event_id=f"issue-{i}", account_id="acme", type="INVOICE_ISSUED",
+            invoice_id=f"inv-{i}", amount_minor=amount, due_at=T0 + days * DAY), "USD")
+    if paid:
+        ledger = pay(ledger, paid)
+    snap = ledger.snapshot()
+    now = T0 + timedelta(seconds=at)
+    ev = evaluate(snap, policy, now)
+    got = (ev.state, ev.balance_minor, ev.oldest_due_at, ev.suspends_at,
+           ev.next_evaluation_at, ev.reminder)
+    assert got == _former_evaluate(snap, policy, now)
+
+
+def test_reconsider_keeps_every_field_it_does_not_derive() -> None:
+    """Every field of the account but the derived ones comes out as it went in (and the
+    derived ones as `dataclasses.replace` would set them)."""
+    account = Account(
+        "acme", kind=AccountKind.CONSUMER, users=frozenset({"u"}), policy_id="p",
+        plan_id="pro", exempt=False, seat_limit=3, parent_id="parent",
+        admin_emails=("x@y.test",), time_zone="Europe/Paris", currency="EUR",
+        derived_state=S.GRACE, state_since=T0, balance_minor=7, oldest_due_at=T0,
+        suspends_at=T0, next_evaluation_at=T0, version=9, extra={"k": "v"},
+        override=StateOverride(S.CLOSED, "why", "ops", T0, T0 + 40 * DAY))
+    out = reconsider(account, invoice(), DEFAULT_POLICY, T0 + 3 * DAY)
+    derived = {"derived_state", "state_since", "override", "balance_minor", "oldest_due_at",
+               "suspends_at", "next_evaluation_at"}
+    for f in fields(Account):
+        if f.name not in derived:
+            assert getattr(out.account, f.name) == getattr(account, f.name), f.name
+    assert out.account == replace(account, **{n: getattr(out.account, n) for n in derived})
+    assert (out.account.derived_state, out.account.balance_minor) == (S.REMINDER, 12000)
+    assert out.account.override == account.override

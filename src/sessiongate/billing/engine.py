@@ -23,7 +23,7 @@ from sessiongate.domain.payment_event import PaymentEvent
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy
 from sessiongate.store.accounts import UNSCHEDULE, AccountStore, Change, CommitResult
 from sessiongate.store.codec import to_ms
-from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
+from sessiongate.store.ledger_codec import decode_ledger, encode_ledger, reencode_ledger
 from sessiongate.store.policies import PolicyStore
 
 T = TypeVar("T")
@@ -40,11 +40,18 @@ def _next(out: Outcome) -> datetime | str:
 
 
 def _change(out: Outcome, ledger: Ledger | None, *, event_id: str = "",
-            history_entry: dict[str, Any] | None = None) -> Change:
-    """The commit of `out`; its ledger is written unless it equals `ledger` (None: always)."""
+            history_entry: dict[str, Any] | None = None, raw: str | None = None) -> Change:
+    """The commit of `out`; its ledger is written unless it equals `ledger` (None: always),
+    `raw` being the text `ledger` was read from, if any."""
+    if ledger is None:
+        ledger_json = encode_ledger(out.ledger)
+    elif out.ledger != ledger:
+        ledger_json = reencode_ledger(out.ledger, ledger, raw)
+    else:
+        ledger_json = ""
     return Change(
         out.account,
-        ledger_json=encode_ledger(out.ledger) if out.ledger != ledger else "",
+        ledger_json=ledger_json,
         event_id=event_id,
         next_evaluation=_next(out),
         history_entry=history_entry or out.history_entry,
@@ -91,7 +98,7 @@ def _due_change(account_id: str, account: Account | None, raw: str | None,
         else:
             due, ordinal = out.evaluation.reminder or (now, 0)
             event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
-    return _change(out, ledger, event_id=event_id)
+    return _change(out, ledger, event_id=event_id, raw=raw)
 
 
 def _rounds(keys_in_order: Sequence[str]) -> list[list[int]]:
@@ -278,7 +285,7 @@ class DunningEngine:
                 cause = f"override: {reason}" if wanted else "override cleared"
                 entry = {"at": now.isoformat(), "from": before.value, "to": after.value,
                          "cause": cause, "actor": actor, "event_id": ""}
-            return _change(out, ledger, history_entry=entry)
+            return _change(out, ledger, history_entry=entry, raw=raw)
 
         res, change = await self.accounts.update(account_id, mutate, self.now)
         saved = _saved(res, change)
@@ -295,4 +302,5 @@ class DunningEngine:
         ledger = decode_ledger(raw, account.account_id)
         out = await self._reconsider(account, ledger, now, actor="admin",
                                      cause="policy or exemption changed")
-        return _change(out, ledger, history_entry=out.history_entry or history_entry)
+        return _change(out, ledger, history_entry=out.history_entry or history_entry,
+                       raw=raw)

@@ -75,7 +75,9 @@ class Ledger:
         return replace(self, currency=currency, events=events)
 
     def with_reminder(self, mark: tuple[datetime, int] | None) -> Ledger:
-        return self if mark == self.last_reminder else replace(self, last_reminder=mark)
+        if mark == self.last_reminder:
+            return self
+        return Ledger(currency=self.currency, events=self.events, last_reminder=mark)
 
     def snapshot(self) -> Snapshot:
         issued: dict[str, PaymentEvent] = {}
@@ -105,14 +107,15 @@ class Ledger:
             key=lambda ev: (ev.due_at, ev.invoice_id),
         )
         pool = paid
+        billed = 0
         invoices = []
         for ev in live:
             assert ev.due_at is not None  # validated on the way in
-            take = max(0, min(pool, ev.amount_minor))
+            amount = ev.amount_minor
+            billed += amount
+            take = max(0, min(pool, amount))
             pool -= take
-            invoices.append(Invoice(ev.invoice_id, ev.amount_minor, ev.due_at,
-                                    ev.amount_minor - take))
-        billed = sum(ev.amount_minor for ev in live)
+            invoices.append(Invoice(ev.invoice_id, amount, ev.due_at, amount - take))
         return Snapshot(
             currency=self.currency,
             balance_minor=max(0, billed - paid),

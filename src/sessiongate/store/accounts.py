@@ -13,15 +13,18 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
+from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
     EVENTS_BYTES,
     HISTORY_BYTES,
     SEAT_CHANGES_BYTES,
+    VERSION_PREFIX,
     applied_in,
     decode_history,
     encode_history,
@@ -70,6 +73,10 @@ Mutator = Callable[[Account | None, str | None], Awaitable[Change | None] | Chan
 MAX_CAS_ATTEMPTS = 50
 
 
+# json.dumps(x, separators=(",", ":")) without building an encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _commit_call(change: Change, expected_version: int, now: datetime
                  ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `commit_account.lua` for `change` (see its header)."""
@@ -77,16 +84,16 @@ def _commit_call(change: Change, expected_version: int, now: datetime
     next_eval_arg = str(to_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
     aid = change.account.account_id
     entry = change.history_entry
-    return (
-        [keys.account(aid), keys.ledger(aid), keys.history(aid), keys.applied_events(aid),
-         keys.due_index_of(aid), keys.outbox_of(aid), keys.history_archive(aid),
-         keys.seat_changes(aid)],
-        [expected_version, encode_account(change.account), change.ledger_json,
-         change.event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
-         keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS, escape(change.event_id),
-         HISTORY_BYTES, EVENTS_BYTES, SEAT_CHANGES_BYTES,
-         *(json.dumps(n, separators=(",", ":")) for n in change.notifications)],
-    )
+    event_id = change.event_id
+    args = [expected_version, encode_account(change.account), change.ledger_json,
+            event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
+            keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
+            escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES,
+            SEAT_CHANGES_BYTES]
+    if change.notifications:
+        encode = _JSON.encode
+        args.extend([encode(n) for n in change.notifications])
+    return keys.commit_keys(aid), args
 
 
 def _result(res: Any) -> CommitResult:
@@ -110,10 +117,28 @@ def _decode_read(fields: list[Any], former_ledger: Any) -> tuple[Account | None,
     return account, None if raw is None else _text(raw)
 
 
+_PREFIX_BYTES = VERSION_PREFIX.encode()
+
+
+def _prefixed(version: Any) -> bool:
+    """Whether a `v` as read is in this layout's form (`record.VERSION_PREFIX`)."""
+    if isinstance(version, bytes):
+        return version.startswith(_PREFIX_BYTES)
+    return isinstance(version, str) and version.startswith(VERSION_PREFIX)
+
+
+def _raise_first(replies: list[Any]) -> None:
+    """As a pipeline's `execute()`: the first error reply is raised."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+
+
 class AccountStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
+        self._mux = Mux.of(redis)
 
     async def get(self, account_id: str) -> Account | None:
         data, version = await self._redis.hmget(keys.account(account_id), ["data", "v"])
@@ -182,12 +207,37 @@ class AccountStore:
 
     async def read_many(self, account_ids: Sequence[str]
                         ) -> list[tuple[Account | None, str | None]]:
-        """`read` of each account, all in one round trip."""
+        """`read` of each account, all in one round trip (two if any is in the former
+        layout, on the multiplexed connection)."""
+        if self._mux is not None:
+            return await self._read_many_mux(account_ids)
         pipe = self._redis.pipeline(transaction=False)
         for aid in account_ids:
             _queue_read(pipe, aid)
         raw = await pipe.execute()
         return [_decode_read(f, led) for f, led in zip(raw[::2], raw[1::2], strict=True)]
+
+    async def _read_many_mux(self, account_ids: Sequence[str]
+                             ) -> list[tuple[Account | None, str | None]]:
+        """`read_many` on the Mux: the hashes first, HMGET each; the former ledger key only
+        of the accounts whose `v` lacks the prefix (absent, or in the former layout): one
+        with it was moved in, its former keys deleted, by the commit that gave it the
+        prefix. The sweep reads one reply per account, not two, and not through redis-py's
+        pipeline (its per-command queueing and callbacks)."""
+        mux = self._mux
+        assert mux is not None
+        encode = mux.encode
+        replies = await mux.call_many([("HMGET", keys.account(aid), *_FIELDS)
+                                       for aid in account_ids])
+        _raise_first(replies)
+        former = [i for i, (_, v, _) in enumerate(replies) if not _prefixed(v)]
+        ledgers: dict[int, Any] = {}
+        if former:
+            got = await mux.request(b"".join([encode(("GET", keys.ledger(account_ids[i])))
+                                              for i in former]), len(former), True)
+            _raise_first(got)
+            ledgers = dict(zip(former, got, strict=True))
+        return [_decode_read(f, ledgers.get(i)) for i, f in enumerate(replies)]
 
     async def update(
         self, account_id: str, mutate: Mutator, now: Callable[[], datetime]

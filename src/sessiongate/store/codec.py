@@ -10,6 +10,8 @@ from sessiongate.domain.model import Account, AccountKind, AccountState, StateOv
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+# json.dumps(x, separators=(",", ":")) without building an encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def to_ms(when: datetime | None) -> int | None:
@@ -22,7 +24,8 @@ def to_ms(when: datetime | None) -> int | None:
 
 
 def from_ms(ms: int | None) -> datetime | None:
-    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+    # timedelta(days, seconds, microseconds, milliseconds): positional is ~0.2 us quicker.
+    return None if ms is None else _EPOCH + timedelta(0, 0, 0, ms)
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:
@@ -55,39 +58,63 @@ def encode_account(a: Account) -> str:
     ~450 for 10 users and an open invoice). The names stay those of the former format, whose
     decoder read every field but `id` with these defaults: replicas of the release before
     read this JSON, so a rolling upgrade with both releases on one Redis is safe.
+    (Written out field by field, in this order: the sweep encodes one per account.)
     """
     d: dict[str, Any] = {"id": a.account_id}
-    for key, value, default in (
-        ("kind", a.kind.value, AccountKind.ENTERPRISE.value),
-        ("users", sorted(a.users), []),
-        ("policy", a.policy_id, ""),
-        ("plan", a.plan_id, ""),
-        ("exempt", a.exempt, False),
-        ("seats", a.seat_limit, 0),
-        ("parent", a.parent_id, ""),
-        ("admins", list(a.admin_emails), []),
-        ("tz", a.time_zone, "UTC"),
-        ("cur", a.currency, "USD"),
-        ("state", a.derived_state.value, AccountState.ACTIVE.value),
-        ("since", to_ms(a.state_since), None),
-        ("override", None if a.override is None else _override_to_dict(a.override), None),
-        ("balance", a.balance_minor, 0),
-        ("due", to_ms(a.oldest_due_at), None),
-        ("suspends", to_ms(a.suspends_at), None),
-        ("next_eval", to_ms(a.next_evaluation_at), None),
-        ("extra", a.extra, {}),
-    ):
-        if value != default:
-            d[key] = value
-    return json.dumps(d, separators=(",", ":"))
+    if a.kind is not AccountKind.ENTERPRISE:
+        d["kind"] = a.kind.value
+    if a.users:
+        d["users"] = sorted(a.users)
+    if a.policy_id != "":
+        d["policy"] = a.policy_id
+    if a.plan_id != "":
+        d["plan"] = a.plan_id
+    if a.exempt:
+        d["exempt"] = a.exempt
+    if a.seat_limit != 0:
+        d["seats"] = a.seat_limit
+    if a.parent_id != "":
+        d["parent"] = a.parent_id
+    if a.admin_emails:
+        d["admins"] = list(a.admin_emails)
+    if a.time_zone != "UTC":
+        d["tz"] = a.time_zone
+    if a.currency != "USD":
+        d["cur"] = a.currency
+    if a.derived_state is not AccountState.ACTIVE:
+        d["state"] = a.derived_state.value
+    if a.state_since is not None:
+        d["since"] = to_ms(a.state_since)
+    if a.override is not None:
+        d["override"] = _override_to_dict(a.override)
+    if a.balance_minor != 0:
+        d["balance"] = a.balance_minor
+    if a.oldest_due_at is not None:
+        d["due"] = to_ms(a.oldest_due_at)
+    if a.suspends_at is not None:
+        d["suspends"] = to_ms(a.suspends_at)
+    if a.next_evaluation_at is not None:
+        d["next_eval"] = to_ms(a.next_evaluation_at)
+    if a.extra != {}:
+        d["extra"] = a.extra
+    return _JSON.encode(d)
+
+
+_KINDS = {k.value: k for k in AccountKind}
+_STATES = {s.value: s for s in AccountState}
 
 
 def decode_account(data: str | bytes, version: int) -> Account:
     """Reads this format and the former one (every field written, defaults included)."""
     d = json.loads(data)
+    kind, state = d.get("kind", "ENTERPRISE"), d.get("state", "ACTIVE")
+    try:  # a dict's lookup: the enum's own costs ~0.4 us each
+        kind, state = _KINDS[kind], _STATES[state]
+    except (KeyError, TypeError):
+        kind, state = AccountKind(kind), AccountState(state)
     return Account(
         account_id=d["id"],
-        kind=AccountKind(d.get("kind", "ENTERPRISE")),
+        kind=kind,
         users=frozenset(d.get("users", ())),
         policy_id=d.get("policy", ""),
         plan_id=d.get("plan", ""),
@@ -97,7 +124,7 @@ def decode_account(data: str | bytes, version: int) -> Account:
         admin_emails=tuple(d.get("admins", ())),
         time_zone=d.get("tz", "UTC"),
         currency=d.get("cur", "USD"),
-        derived_state=AccountState(d.get("state", "ACTIVE")),
+        derived_state=state,
         state_since=from_ms(d.get("since")),
         override=_override_from_dict(d.get("override")),
         balance_minor=int(d.get("balance", 0)),

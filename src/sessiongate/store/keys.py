@@ -153,6 +153,18 @@ def usage(account_id: str, month: str) -> str:
     return f"{_tag(account_id)}:usage:{month}"
 
 
+def commit_keys(account_id: str) -> list[str]:
+    """KEYS of `commit_account.lua`, in its order: `account`, `ledger`, `history`,
+    `applied_events`, `due_index_of`, `outbox_of`, `history_archive`, `seat_changes`; the
+    same names as those functions', the bucket and its tag computed once (the sweep's
+    commits name ~8 keys each)."""
+    bucket = bucket_tag(bucket_of(account_id))
+    tag = f"{PREFIX}:{bucket}:{account_id}"
+    return [f"{tag}:account", f"{tag}:ledger", f"{tag}:history", f"{tag}:events",
+            f"{PREFIX}:{bucket}:due", f"{PREFIX}:{bucket}:outbox", f"{tag}:history-archive",
+            f"{tag}:seatlog"]
+
+
 def seat_changes(account_id: str) -> str:
     """List: roster / seat-limit changes, `<v> US <ms> US <seat> US <seat>...`, for proration.
 

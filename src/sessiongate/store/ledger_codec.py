@@ -44,7 +44,10 @@ def _event_text(e: PaymentEvent, currency: str) -> str:
 
 
 def _event_from_text(raw: str, account_id: str, currency: str) -> PaymentEvent:
-    eid, kind, inv, amt, cur, at, due, pay = [*raw.split(US), *[""] * 8][:8]
+    parts = raw.split(US)
+    if len(parts) != 8:
+        parts = [*parts, *[""] * 8][:8]
+    eid, kind, inv, amt, cur, at, due, pay = parts
     event_id = unescape(eid)
     return PaymentEvent(
         event_id=event_id,
@@ -59,12 +62,27 @@ def _event_from_text(raw: str, account_id: str, currency: str) -> PaymentEvent:
     )
 
 
-def encode_ledger(ledger: Ledger) -> str:
+def _head(ledger: Ledger) -> str:
     mark = ledger.last_reminder
-    head = US.join([escape(ledger.currency), "" if mark is None else str(to_ms(mark[0])),
+    return US.join([escape(ledger.currency), "" if mark is None else str(to_ms(mark[0])),
                     "" if mark is None else str(mark[1])]).rstrip(US) or US  # never ""
+
+
+def encode_ledger(ledger: Ledger) -> str:
     cur = ledger.currency
-    return head + "".join(RS + _event_text(e, cur) for _, e in sorted(ledger.events.items()))
+    return _head(ledger) + "".join(RS + _event_text(e, cur)
+                                   for _, e in sorted(ledger.events.items()))
+
+
+def reencode_ledger(ledger: Ledger, read: Ledger, raw: str | None) -> str:
+    """`encode_ledger(ledger)`, where `read` is `decode_ledger(raw)`: when `ledger` has the
+    very events and currency of `read` (a scheduled evaluation moves the reminder mark
+    only), the header is made anew and the events' text is `raw`'s, not encoded again."""
+    if (raw and ledger.events is read.events and ledger.currency == read.currency
+            and not raw.startswith("{")):
+        cut = raw.find(RS)
+        return _head(ledger) + ("" if cut < 0 else raw[cut:])
+    return encode_ledger(ledger)
 
 
 def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:

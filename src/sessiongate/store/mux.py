@@ -208,17 +208,19 @@ class Mux:
         str, bytes and int by hand, the rest by redis-py's encoder (floats; the errors for
         None or bool)."""
         out = [b"*%d\r\n%b" % (len(args) + count, head)]
+        append = out.append
+        encoding, errors = self._encoding, self._errors
         for a in args:
             t = type(a)
             if t is str:
-                b = a.encode(self._encoding, self._errors)
+                b = a.encode(encoding, errors)
             elif t is bytes:
                 b = a
             elif t is int:
                 b = b"%d" % a
             else:
                 b = self._encode_other(a)
-            out.append(b"$%d\r\n%b\r\n" % (len(b), b))
+            append(b"$%d\r\n%b\r\n" % (len(b), b))
         return b"".join(out)
 
     async def call(self, *args: Any) -> Any:

@@ -36,6 +36,9 @@ _ESCAPE = re.compile("[%\x1e\x1f]")
 _UNESCAPE = re.compile("%(25|1E|1F)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HISTORY_KEYS = ("at", "from", "to", "cause", "actor", "event_id")
+_HISTORY_KEYSET = frozenset(_HISTORY_KEYS)
+# json.dumps(x, separators=(",", ":")) without building an encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def escape(text: str) -> str:
@@ -70,31 +73,49 @@ def _iso(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
+# The last `at` read and its microseconds: a sweep's entries share their `at` (its `now`).
+_last_at: tuple[str, int | None] = ("", None)
+
+
 def _at_us(at: object) -> int | None:
     """`at` as microseconds since the epoch when that reads back as the very same text."""
+    global _last_at
     if not isinstance(at, str):
         return None
+    last = _last_at
+    if at == last[0]:
+        return last[1]
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
         return None
-    if when.tzinfo is None:
-        return None
-    us = (when - _EPOCH) // timedelta(microseconds=1)
-    return us if _iso(us) == at else None
+    us = None
+    if when.tzinfo is not None:
+        us = (when - _EPOCH) // timedelta(microseconds=1)
+        if _iso(us) != at:
+            us = None
+    _last_at = (at, us)
+    return us
 
 
 def encode_history(entry: dict[str, Any]) -> str:
     """`<at us> US <from> US <to> US <cause> US <actor> US <event id>` (~45 bytes, JSON ~110)
     for the usual entry; anything else (other keys, other values) stays JSON."""
-    values = [entry.get(k) for k in _HISTORY_KEYS]
-    us = _at_us(values[0])
-    plain = (set(entry) <= set(_HISTORY_KEYS) and us is not None
-             and all(v is None or (isinstance(v, str) and not _has_special(v)
-                                   and not v.startswith("{")) for v in values[1:]))
-    if not plain:
-        return json.dumps(entry, separators=(",", ":"))
-    return US.join([str(us), *("" if v is None else str(v) for v in values[1:])]).rstrip(US)
+    us = _at_us(entry.get("at"))
+    if us is not None and _HISTORY_KEYSET.issuperset(entry):
+        parts = [str(us)]
+        for key in _HISTORY_KEYS[1:]:
+            v = entry.get(key)
+            if v is None:
+                parts.append("")
+            elif (isinstance(v, str) and "%" not in v and RS not in v and US not in v
+                  and not v.startswith("{")):
+                parts.append(str(v))
+            else:
+                break
+        else:
+            return US.join(parts).rstrip(US)
+    return _JSON.encode(entry)
 
 
 def decode_history(raw: str | bytes) -> dict[str, Any]:

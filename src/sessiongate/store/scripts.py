@@ -64,9 +64,12 @@ class Script:
     async def run_many(self, calls: Sequence[Call]) -> list[Any]:
         """One EVALSHA per call, written at once; errors in their places. The calls that
         met NOSCRIPT did not run: they run again, once the script is loaded."""
-        sha = self.sha
-        results = await self.mux.call_many(
-            [("EVALSHA", sha, len(k), *k, *a) for k, a in calls])
+        if not calls:
+            return []
+        sha, mux, head = self.sha, self.mux, self.head
+        encode = mux.encode
+        results = list(await mux.request(
+            b"".join([encode((len(k), *k, *a), head, 2) for k, a in calls]), len(calls), True))
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             await self.load()
