@@ -232,6 +232,32 @@ def test_replies_equal_redis_py_replies(redis_url: str, redis_client: redis.Redi
     assert hash_reply == ({b"f": b"v"} if protocol == "3" else [b"f", b"v"])
 
 
+def test_a_command_encoded_around_one_argument_is_the_command_encoded_whole(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """`Mux.encoder_for` (the batch reads' HMGET): the bytes `encode` makes, whatever the
+    argument's place, and Redis answers them as the command."""
+    redis_client.hset("k-é", mapping={"data": "d", "v": "0_1"})
+
+    async def main() -> list[Any]:
+        client = Redis.from_url(redis_url)
+        mux = Mux.of(client)
+        assert mux is not None
+        try:
+            for args in (("HMGET", "", "data", "v", "l"), ("GET", ""), ("", "x", 1),
+                         ("ECHO", "a", ""), ("X",)):
+                for at in range(len(args)):
+                    encode = mux.encoder_for(args, at)
+                    for value in ("", "k-é", "a\r\nb", "x" * 300):
+                        whole = (*args[:at], value, *args[at + 1:])
+                        assert encode(value) == mux.encode(whole), (args, at, value)
+            hmget = mux.encoder_for(("HMGET", "", "data", "v", "l"), 1)
+            return list(await mux.request(hmget("k-é") + hmget("none"), 2, True))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [[b"d", b"0_1", None], [None, None, None]]
+
+
 def test_redis_restarted_the_next_calls_reconnect_and_reload(own_redis: EmbeddedRedis) -> None:
     """A restart empties the script cache and kills the connection: calls made after it run
     (one retry on a new connection, then NOSCRIPT -> SCRIPT LOAD), each exactly once."""

@@ -139,6 +139,8 @@ class AccountStore:
         self._redis = redis
         self._scripts = scripts
         self._mux = Mux.of(redis)
+        self._hmget = (None if self._mux is None
+                       else self._mux.encoder_for(("HMGET", "", *_FIELDS), 1))
 
     async def get(self, account_id: str) -> Account | None:
         data, version = await self._redis.hmget(keys.account(account_id), ["data", "v"])
@@ -224,11 +226,13 @@ class AccountStore:
         with it was moved in, its former keys deleted, by the commit that gave it the
         prefix. The sweep reads one reply per account, not two, and not through redis-py's
         pipeline (its per-command queueing and callbacks)."""
-        mux = self._mux
-        assert mux is not None
+        mux, hmget = self._mux, self._hmget
+        assert mux is not None and hmget is not None
+        if not account_ids:
+            return []
         encode = mux.encode
-        replies = await mux.call_many([("HMGET", keys.account(aid), *_FIELDS)
-                                       for aid in account_ids])
+        replies = await mux.request(b"".join([hmget(keys.account(aid)) for aid in account_ids]),
+                                    len(account_ids), True)
         _raise_first(replies)
         former = [i for i, (_, v, _) in enumerate(replies) if not _prefixed(v)]
         ledgers: dict[int, Any] = {}

@@ -12,6 +12,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 # json.dumps(x, separators=(",", ":")) without building an encoder per call.
 _JSON = json.JSONEncoder(separators=(",", ":"))
+_DECODE = json.JSONDecoder().decode
 
 
 def to_ms(when: datetime | None) -> int | None:
@@ -106,7 +107,8 @@ _STATES = {s.value: s for s in AccountState}
 
 def decode_account(data: str | bytes, version: int) -> Account:
     """Reads this format and the former one (every field written, defaults included)."""
-    d = json.loads(data)
+    d = _DECODE(data.decode(json.detect_encoding(data), "surrogatepass")
+                if isinstance(data, bytes) else data)  # json.loads, without its wrapper
     kind, state = d.get("kind", "ENTERPRISE"), d.get("state", "ACTIVE")
     try:  # a dict's lookup: the enum's own costs ~0.4 us each
         kind, state = _KINDS[kind], _STATES[state]

@@ -223,6 +223,19 @@ class Mux:
             append(b"$%d\r\n%b\r\n" % (len(b), b))
         return b"".join(out)
 
+    def encoder_for(self, args: Sequence[Any], at: int) -> Callable[[str], bytes]:
+        """`encode(args)` with the text `args[at]` given at each call, the rest encoded once
+        (the same command for each of many keys: ~0.3 us instead of ~1.5)."""
+        head = self.encode(args[:at], b"", len(args) - at)
+        tail = self.encode(args[at + 1:])
+        tail = tail[tail.index(b"\r\n") + 2:]  # without its own "*<count>"
+        encoding, errors = self._encoding, self._errors
+
+        def encode(arg: str) -> bytes:
+            b = arg.encode(encoding, errors)
+            return b"%b$%d\r\n%b\r\n%b" % (head, len(b), b, tail)
+        return encode
+
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py's exception for it."""
         return await self.request(self.encode(args))
