@@ -58,3 +58,40 @@ def test_concurrent_seat_takes_share_round_trips_and_keep_their_answers(
     assert isinstance(results[60], redis.exceptions.ResponseError)
     assert "WRONGTYPE" in str(results[60])
     assert again == [a.admitted for a in answers[:10]]  # holders renew, others
+
+
+def test_ended_leases_are_dropped_now_and_then_and_never_count(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """take_seat.lua drops ended leases on the calls whose nonce's last byte is 0 mod 8
+    ('H': 72), not on the others ('A': 65); an ended seat left in the set is not held: its
+    user must take a seat again, under the limit."""
+    from sessiongate.domain.sessions import SessionRef
+
+    t0 = datetime(2026, 10, 10, tzinfo=UTC)
+    lease = timedelta(minutes=5)
+    later = t0 + 2 * lease  # every lease of t0 has ended
+
+    def ref(user: str, last: str) -> SessionRef:
+        return SessionRef("acme", user, f"nonce-{user}-{last}")
+
+    async def main() -> list[tuple[bool, int]]:
+        client = connect(redis_url)
+        store = SessionStore(client, Scripts(client))
+        try:
+            out = [await store.take(ref("alice", "A"), t0, t0 + lease, 1)]
+            out.append(await store.take(ref("bob", "A"), later, later + lease, 1))  # no prune
+            members = set(redis_client.zrange(keys.leases("acme"), 0, -1))
+            assert members == {b"alice", b"alice\x1fnonce-alice-A", b"bob",
+                               b"bob\x1fnonce-bob-A"}
+            # alice's ended seat is still there, not hers any more: bob holds the only one.
+            out.append(await store.take(ref("alice", "A"), later, later + lease, 1))
+            assert await store.seats_held("acme", later) == 1
+            out.append(await store.take(ref("bob", "H"), later, later + lease, 1))  # prunes
+            return [(r.admitted, r.seats_held) for r in out]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [(True, 1), (True, 1), (False, 1), (True, 1)]
+    assert set(redis_client.zrange(keys.leases("acme"), 0, -1)) == {
+        b"bob", b"bob\x1fnonce-bob-A", b"bob\x1fnonce-bob-H"}
