@@ -250,6 +250,12 @@ def test_a_command_encoded_around_one_argument_is_the_command_encoded_whole(
                     for value in ("", "k-é", "a\r\nb", "x" * 300):
                         whole = (*args[:at], value, *args[at + 1:])
                         assert encode(value) == mux.encode(whole), (args, at, value)
+            # As redis-py encodes: lengths on either side of the prefixes made once (1024).
+            conn = client.connection_pool.make_connection()
+            for size in (0, 1, 9, 10, 1023, 1024, 1025, 70_000):
+                args = ("SET", "k", "é" * (size // 2) + "x" * (size % 2), b"\xff" * size, size,
+                        -size, 1.5)
+                assert mux.encode(args) == b"".join(conn.pack_command(*args)), size
             hmget = mux.encoder_for(("HMGET", "", "data", "v", "l"), 1)
             return list(await mux.request(hmget("k-é") + hmget("none"), 2, True))
         finally:
