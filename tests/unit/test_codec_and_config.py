@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sessiongate.config import Settings
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
-from sessiongate.store.codec import decode_account, encode_account
+from sessiongate.store.codec import decode_account, encode_account, from_ms, to_ms
 
 
 def test_account_round_trips_through_json() -> None:
@@ -21,6 +21,21 @@ def test_account_round_trips_through_json() -> None:
         version=7,
     )
     assert decode_account(encode_account(a), 7) == a
+
+
+def test_times_from_ms_are_exact_whether_kept_or_made_anew() -> None:
+    """`from_ms` keeps the last few thousand: the same datetime either way, past the point
+    where it forgets them too."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    values = [0, 1, -1, 999, 1_000, -86_400_001, 1_767_225_600_123, 253_402_300_799_999,
+              *range(1_700_000_000_000, 1_700_000_000_000 + 9_000, 1)]
+    for _ in range(2):
+        for ms in values:
+            when = from_ms(ms)
+            assert when == epoch + timedelta(milliseconds=ms) and when is not None
+            assert when.tzinfo is UTC and to_ms(when) == ms
+    assert from_ms(None) is None
+    assert from_ms(1.5) == epoch + timedelta(milliseconds=1.5)  # type: ignore[arg-type]
 
 
 def test_settings_from_env_and_overrides(tmp_path: object) -> None:

@@ -110,25 +110,28 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     prev = account.derived_state
     override = account.override
     entry: dict[str, Any] | None = None
+    at = ""  # now.isoformat(), made once if anything is recorded
     if override is not None and not override.active(now):
         override = None
-        entry = _entry(now, account.override.state if account.override else prev,
+        at = now.isoformat()
+        entry = _entry(at, account.override.state if account.override else prev,
                        ev.state, "override expired", actor, event_id)
     notes: list[dict[str, Any]] = []
     since = account.state_since
     if ev.state is not prev:
         since = now
         why = f"{cause}: {ev.reason}" if cause else ev.reason
-        entry = _entry(now, prev, ev.state, why, actor, event_id)
+        at = at or now.isoformat()
+        entry = _entry(at, prev, ev.state, why, actor, event_id)
         if not account.exempt:
-            notes.append(_note(account, version, "transition", ev, prev, now, ledger.currency))
+            notes.append(_note(account, version, "transition", ev, prev, at, ledger.currency))
     mark = ledger.last_reminder
     if ev.reminder is not None:
         due, ordinal = ev.reminder
         fresh = mark is None or mark[0] != due or mark[1] < ordinal
         if ev.state is prev and fresh:
-            notes.append(_note(account, version, "reminder", ev, prev, now, ledger.currency,
-                               ordinal=ordinal))
+            notes.append(_note(account, version, "reminder", ev, prev, at or now.isoformat(),
+                               ledger.currency, ordinal=ordinal))
         if fresh:
             mark = ev.reminder
     nxt = ev.next_evaluation_at
@@ -155,15 +158,16 @@ _KEPT = tuple(f.name for f in fields(Account) if f.name not in _DERIVED)
 _kept = attrgetter(*_KEPT)
 
 
-def _entry(now: datetime, frm: AccountState | None, to: AccountState, cause: str, actor: str,
+def _entry(at: str, frm: AccountState | None, to: AccountState, cause: str, actor: str,
            event_id: str) -> dict[str, Any]:
-    return {"at": now.isoformat(), "from": None if frm is None else frm.value, "to": to.value,
+    return {"at": at, "from": None if frm is None else frm.value, "to": to.value,
             "cause": cause, "actor": actor, "event_id": event_id}
 
 
 def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: AccountState,
-          now: datetime, currency: str, ordinal: int = 0) -> dict[str, Any]:
-    """One outbox notification (schema: docs/architecture.md, "Outbox notification schema")."""
+          at: str, currency: str, ordinal: int = 0) -> dict[str, Any]:
+    """One outbox notification (schema: docs/architecture.md, "Outbox notification schema");
+    `at` is the time's isoformat."""
     body: dict[str, Any] = {
         "id": f"{account.account_id}:{version}:{kind}",
         "kind": kind,
@@ -174,7 +178,7 @@ def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: Accou
         "currency": currency or account.currency,
         "suspends_at": None if ev.suspends_at is None else ev.suspends_at.isoformat(),
         "reason": ev.reason,
-        "at": now.isoformat(),
+        "at": at,
         "admin_emails": list(account.admin_emails),
     }
     if ordinal:

@@ -25,8 +25,22 @@ def to_ms(when: datetime | None) -> int | None:
 
 
 def from_ms(ms: int | None) -> datetime | None:
-    # timedelta(days, seconds, microseconds, milliseconds): positional is ~0.2 us quicker.
-    return None if ms is None else _EPOCH + timedelta(0, 0, 0, ms)
+    """The aware UTC datetime of `ms`; the last few thousand are kept (a sweep's accounts
+    share their times: the sweep's now, their invoices' due dates and what follows from
+    them), ~0.3 us less each. A datetime is immutable: one object serves every caller."""
+    if ms is None:
+        return None
+    when = _FROM_MS.get(ms)
+    if when is None:
+        if len(_FROM_MS) >= _FROM_MS_KEPT:
+            _FROM_MS.clear()
+        # timedelta(days, seconds, microseconds, milliseconds): positional is quicker.
+        when = _FROM_MS[ms] = _EPOCH + timedelta(0, 0, 0, ms)
+    return when
+
+
+_FROM_MS: dict[int, datetime] = {}
+_FROM_MS_KEPT = 4096
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:
