@@ -159,3 +159,16 @@ def test_bad_stream_fields_are_named(fields: dict[str, str], field: str) -> None
     with pytest.raises(InvalidArgument) as err:
         event_from_fields(entry)
     assert err.value.field == field
+
+
+def test_a_new_reminder_mark_keeps_the_rest_of_the_ledger() -> None:
+    """`with_reminder` builds the ledger field by field (quicker than `replace`): it must name
+    every field there is."""
+    from dataclasses import fields, replace
+
+    assert {f.name for f in fields(Ledger)} == {"currency", "events", "last_reminder"}, (
+        "Ledger has a new field: copy it in Ledger.with_reminder")
+    ledger = Ledger().add(ev("inv-1", "INVOICE_ISSUED", 100, "inv-1", T0), "EUR")
+    marked = ledger.with_reminder((T0, 2))
+    assert marked == replace(ledger, last_reminder=(T0, 2))
+    assert marked.events is ledger.events and marked.with_reminder((T0, 2)) is marked

@@ -77,6 +77,7 @@ class Ledger:
     def with_reminder(self, mark: tuple[datetime, int] | None) -> Ledger:
         if mark == self.last_reminder:
             return self
+        # Every field by hand (a sweep marks each account's ledger; `replace` costs ~1 us more).
         return Ledger(currency=self.currency, events=self.events, last_reminder=mark)
 
     def snapshot(self) -> Snapshot:
