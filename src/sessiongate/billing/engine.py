@@ -101,6 +101,10 @@ def _due_change(account_id: str, account: Account | None, raw: str | None,
     return _change(out, ledger, event_id=event_id, raw=raw)
 
 
+# The place of a batch's commit until its result is in (a shared object: none per account).
+_UNANSWERED = Exception("not answered")
+
+
 def _rounds(keys_in_order: Sequence[str]) -> list[list[int]]:
     """Positions grouped so that each group holds each key at most once and a key's
     positions keep their order across groups (the n-th of each key is in group n)."""
@@ -215,8 +219,10 @@ class DunningEngine:
                 out.append(exc)
                 continue
             version = 0 if account is None else account.version
-            out.append(done(CommitResult("unchanged", version), None))
-            if change is not None:
+            if change is None:
+                out.append(done(CommitResult("unchanged", version), None))
+            else:
+                out.append(_UNANSWERED)  # each pending commit is answered below
                 pending.append((i, change, version))
         try:
             results: list[CommitResult | Exception] = await self.accounts.commit_many(
