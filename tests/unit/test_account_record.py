@@ -214,3 +214,39 @@ def test_history_entries_encode_as_before_whatever_came_before(
     """The memo of the last `at` changes nothing, in any sequence of entries."""
     for entry in entries:
         assert encode_history(entry) == _former_encode_history(entry)
+
+
+@given(ledgers(), ids, st.sampled_from(list(PaymentEventType)), st.sampled_from(["", "USD", "EUR"]),
+       st.sampled_from(["USD", "EUR", ""]), st.booleans())
+def test_a_ledger_with_one_new_event_reencodes_as_encode_ledger(
+        ledger: Ledger, eid: str, kind: PaymentEventType, currency: str, account_currency: str,
+        mark: bool) -> None:
+    """The payment stream's shortcut (the new event's text put among what was read, by id)
+    writes what `encode_ledger` writes."""
+    raw = encode_ledger(ledger)
+    read = decode_ledger(raw, "acme")
+    event = PaymentEvent(event_id=eid, account_id="acme", type=kind, invoice_id=eid,
+                         amount_minor=5, currency=currency, occurred_at=T, due_at=T)
+    try:
+        grown = read.add(event, account_currency)
+    except Exception:  # another currency than the ledger's: refused, nothing to write
+        return
+    if mark:
+        grown = grown.with_reminder((T, 3))
+    assert reencode_ledger(grown, read, raw) == encode_ledger(grown)
+    assert decode_ledger(reencode_ledger(grown, read, raw), "acme") == grown
+
+
+def test_a_ledger_with_other_changes_than_one_new_event_is_encoded_whole() -> None:
+    def issue(eid: str, amount: int = 100) -> PaymentEvent:
+        return PaymentEvent(event_id=eid, account_id="acme", type=PaymentEventType.INVOICE_ISSUED,
+                            invoice_id=eid, amount_minor=amount, due_at=T)
+
+    read = Ledger().add(issue("b"), "USD").add(issue("d"), "USD")
+    raw = encode_ledger(read)
+    two = read.add(issue("a"), "USD").add(issue("c"), "USD")
+    replaced = Ledger(currency="USD", events={**read.events, "b": issue("b", 7)})
+    swapped = Ledger(currency="USD", events={"b": read.events["b"], "e": issue("e")})
+    for changed in (two, replaced, swapped, read.add(issue("z"), "USD"),
+                    read.add(issue("a"), "USD"), read.add(issue("c"), "USD")):
+        assert reencode_ledger(changed, read, raw) == encode_ledger(changed)

@@ -77,7 +77,7 @@ def _event_change(event: PaymentEvent, account: Account | None, raw: str | None,
     grown = ledger.add(event, account.currency)
     out = reconsider(account, grown, policy(account), now, actor="billing",
                      cause=f"{event.type.name} {event.event_id}", event_id=event.event_id)
-    return _change(out, None, event_id=event.event_id)
+    return _change(out, ledger, event_id=event.event_id, raw=raw)
 
 
 def _due_change(account_id: str, account: Account | None, raw: str | None,

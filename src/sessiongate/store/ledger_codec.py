@@ -75,14 +75,42 @@ def encode_ledger(ledger: Ledger) -> str:
 
 
 def reencode_ledger(ledger: Ledger, read: Ledger, raw: str | None) -> str:
-    """`encode_ledger(ledger)`, where `read` is `decode_ledger(raw)`: when `ledger` has the
-    very events and currency of `read` (a scheduled evaluation moves the reminder mark
-    only), the header is made anew and the events' text is `raw`'s, not encoded again."""
-    if (raw and ledger.events is read.events and ledger.currency == read.currency
-            and not raw.startswith("{")):
+    """`encode_ledger(ledger)`, where `read` is `decode_ledger(raw)`. Where `ledger` has the
+    currency of `read` and its very events, the events' text is `raw`'s, not encoded again:
+    all of it when they are the same (a scheduled evaluation moves the reminder mark only),
+    all but one new event's, put in its place by id, when that is the difference (a payment
+    event). The header is made anew."""
+    if not raw or ledger.currency != read.currency or raw.startswith("{"):
+        return encode_ledger(ledger)
+    if ledger.events is read.events:
         cut = raw.find(RS)
         return _head(ledger) + ("" if cut < 0 else raw[cut:])
-    return encode_ledger(ledger)
+    added = _one_added(ledger, read)
+    if added is None:
+        return encode_ledger(ledger)
+    texts = raw.split(RS)[1:]
+    at = len(texts)
+    for i, text in enumerate(texts):  # sorted by id, as encode_ledger writes them
+        end = text.find(US)
+        if unescape(text if end < 0 else text[:end]) > added.event_id:
+            at = i
+            break
+    texts.insert(at, _event_text(added, ledger.currency))
+    return _head(ledger) + RS + RS.join(texts)
+
+
+def _one_added(ledger: Ledger, read: Ledger) -> PaymentEvent | None:
+    """The one event `ledger` has beyond `read`'s, if the rest are `read`'s very events."""
+    events, before = ledger.events, read.events
+    if len(events) != len(before) + 1:
+        return None
+    added = None
+    for eid, e in events.items():
+        if before.get(eid) is not e:
+            if added is not None or eid in before:
+                return None
+            added = e
+    return added
 
 
 def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:
