@@ -36,10 +36,12 @@ async def _setup(redis_url: str, ids: list[str]) -> float:
 
 async def _sweeper(redis_url: str, share: tuple[int, int], ready: Any, go: Any, done: Any
                    ) -> None:
+    from sessiongate.app import settle_heap
     from sessiongate.billing.scheduler import Sweeper
     from sessiongate.service.billing import engine_for
 
     async with inprocess(redis_url, CROSSED) as (app, _):
+        settle_heap()  # as `serve` does once started
         rt = app.rt
         sweeper = Sweeper(rt.redis, engine_for(rt), rt.clock, share=share)
         ready.put(share[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import pathlib
 import signal
@@ -79,6 +80,15 @@ def redacted(url: str) -> str:
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
+
+
+def settle_heap() -> None:
+    """Once the server is up: what start-up made (modules, stubs, settings) lives as long as
+    the process, so it is moved out of the collector's reach (`gc.freeze`). Every full
+    collection would otherwise walk that whole heap again: ~13 times in a 100k-account sweep,
+    ~0.4 s of its CPU (docs/performance.md). Garbage made later is collected as usual."""
+    gc.collect()
+    gc.freeze()
 
 class Application:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
@@ -219,6 +229,7 @@ class Application:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        settle_heap()
         try:
             await stop.wait()
         finally:
