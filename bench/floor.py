@@ -1,8 +1,9 @@
 """The floor: CheckSession answered with an empty response, on the same grpc.aio stack (and
 RecordUsageStream reading its messages and recording nothing).
 
-Same service, method and request bytes as the real server, same `grpc.aio.server` options as
-`app.py`; no auth, no log, no lookup. What the real handler costs beyond this is ours.
+Same service, method and request bytes as the real server, same `grpc.aio.server` options and
+method registration as `app.py`; no auth, no log, no lookup. What the real handler costs
+beyond this is ours.
 
     python -m bench.floor --port P
 """
@@ -17,6 +18,7 @@ import grpc
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
+from sessiongate.service.registration import add_services
 
 
 class Floor(pb_grpc.SessionControlServicer):
@@ -35,7 +37,8 @@ class Floor(pb_grpc.SessionControlServicer):
 
 async def serve(port: int) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # as app.py, one worker
-    pb_grpc.add_SessionControlServicer_to_server(Floor(), server)  # type: ignore[abstract]
+    # Registered as app.py registers its services: only the hot methods pre-registered.
+    add_services(server, [(pb_grpc.add_SessionControlServicer_to_server, Floor())])
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()

@@ -35,6 +35,7 @@ from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
 from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
 from sessiongate.service.envoy_authz import EnvoyAuthzServicer
+from sessiongate.service.registration import add_services
 from sessiongate.service.rpc import Observer
 from sessiongate.service.runtime import Runtime
 from sessiongate.service.session_control import SessionControlServicer
@@ -147,11 +148,13 @@ class Application:
         )
         session_control = SessionControlServicer(rt)
         self.components.append(session_control.batch)  # session/login records off the hot path
-        session_control_pb2_grpc.add_SessionControlServicer_to_server(session_control, server)
-        accounts_pb2_grpc.add_AccountsServicer_to_server(AccountsServicer(rt), server)
-        billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(rt), server)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EnvoyAuthzServicer(rt), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        add_services(server, [  # the hot methods pre-registered, the rest generic
+            (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
+            (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
+            (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),
+            (external_auth_pb2_grpc.add_AuthorizationServicer_to_server, EnvoyAuthzServicer(rt)),
+            (health_pb2_grpc.add_HealthServicer_to_server, self.health),
+        ])
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
