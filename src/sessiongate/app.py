@@ -82,7 +82,6 @@ def redacted(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-
 def settle_heap() -> None:
     """Once the server is up: what start-up made (modules, stubs, settings) lives as long as
     the process, so it is moved out of the collector's reach (`gc.freeze`). Every full
@@ -90,6 +89,7 @@ def settle_heap() -> None:
     ~0.4 s of its CPU (docs/performance.md). Garbage made later is collected as usual."""
     gc.collect()
     gc.freeze()
+
 
 class Application:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:

@@ -4,9 +4,10 @@ grpc.aio's server keeps one pending "request call" per pre-registered method, pl
 all the others, and waits for the next call with `asyncio.wait` over all of them: every
 RPC pays for every registered method (a done-callback added and removed on each, ~0.2 us
 apiece in Python). The generated `add_*Servicer_to_server` functions pre-register every
-method of a service; with five services that was ~22 pending calls per RPC, ~270 Python
-calls per login check. A method left unregistered is served all the same, through the
-generic handlers that the same functions add (a dictionary lookup by name).
+method of a service; with five services that was ~22 pending calls per RPC, ~186 Python
+calls more per login check (docs/performance.md, "gRPC method registration"). A method left
+unregistered is served all the same, through the generic handlers that the same functions
+add (a dictionary lookup by name).
 """
 
 from __future__ import annotations
