@@ -53,10 +53,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-# Saturated throughput is measured in this many rounds, each the floor then the scenario, and
-# the round with the median ratio is reported (all rounds are in the JSON): one round can
-# fall on a burst of the other tenants of a shared machine, a median of paired rounds not.
-SATURATED_ROUNDS = 3
+# Saturated throughput, and the fixed-rate latencies of a scenario with a p99 target, are
+# measured in this many rounds, each the floor then the scenario, and the round with the
+# median ratio (throughput; p99) is reported, all rounds in the JSON: one round can fall on a
+# burst of the other tenants of a shared machine, a median of paired rounds not.
+ROUNDS = 3
 
 
 def loads(quick: bool) -> dict[str, h2load.Load]:
@@ -102,24 +103,32 @@ def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
         out: dict[str, Any] = {"title": sc.title}
         floor_port = None if floor_proc is None else floor_proc.port
         floor_url = f"http://127.0.0.1:{floor_port}{SCENARIOS[0].path}"
+        p99_target = TARGETS.get(sc.name, (0.0, None))[1] is not None
         for name, load in loads(quick).items():
+            saturated = name == "saturated"
             rounds = []
-            for _ in range(SATURATED_ROUNDS if name == "saturated" and floor_port else 1):
+            for _ in range(ROUNDS if floor_port and (saturated or p99_target) else 1):
                 f = None
                 if floor_port is not None:
                     f = loaded(floor_proc, h2, floor_url, floor_body, load, work)
                     _show("(floor)", name, f)
                 res = loaded(proc, h2, url, body, load, work)
                 _show(sc.name, name, res)
-                rounds.append((res.rps / f.rps if f is not None and f.rps else 0.0, f, res))
+                ratio = 0.0
+                if f is not None and f.rps and f.p99_ms:
+                    ratio = res.rps / f.rps if saturated else res.p99_ms / f.p99_ms
+                rounds.append((ratio, f, res))
             ratio, f, res = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
             if len(rounds) > 1:
-                out["saturated_rounds"] = [{
+                out.setdefault("rounds", {})[name] = [{
                     "ratio": r, "floor_rps": rf.rps if rf else None, "rps": rr.rps,
+                    "floor_p99_ms": rf.p99_ms if rf else None, "p99_ms": rr.p99_ms,
                     "floor_cpu_us": rf.load["server_cpu_us_per_request"] if rf else None,
                     "cpu_us": rr.load["server_cpu_us_per_request"]} for r, rf, rr in rounds]
-                print(f"  {sc.name}: rounds {', '.join(f'{r:.2f}' for r, _, _ in rounds)};"
-                      f" median {ratio:.2f}", flush=True)
+                what = "throughput" if saturated else "p99"
+                print(f"  {sc.name} {name}: {what} ratios"
+                      f" {', '.join(f'{r:.2f}' for r, _, _ in rounds)}; median {ratio:.2f}",
+                      flush=True)
             if f is not None:
                 out.setdefault("paired_floor", {})[name] = f.as_dict()
             out[name] = res.as_dict()
