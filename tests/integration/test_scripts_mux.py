@@ -78,6 +78,20 @@ def named(url: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}client_name={NAME}"
 
 
+async def ping_failure(client: Redis) -> BaseException | None:
+    """The connection error of a PING on `client`'s Mux (None if it answered); closes
+    `client`."""
+    mux = Mux.of(client)
+    assert mux is not None
+    try:
+        await mux.call("PING")
+    except RedisConnectionError as exc:
+        return exc
+    finally:
+        await client.aclose()
+    return None
+
+
 def mux_connections(sync: redis.Redis) -> int:
     """Connections of the clients under test (`named`)."""
     return sum(c.get("name") == NAME for c in sync.client_list())
@@ -316,17 +330,7 @@ def test_redis_down_fails_the_call_and_the_closed_client_closes_its_connection(
                 break
             await asyncio.sleep(0.01)
         own_redis.stop()
-        client = connect(own_redis.url)
-        mux = Mux.of(client)
-        assert mux is not None
-        failed: BaseException | None = None
-        try:
-            await mux.call("PING")
-        except RedisConnectionError as exc:
-            failed = exc
-        finally:
-            await client.aclose()
-        return open_, failed, closed
+        return open_, await ping_failure(connect(own_redis.url)), closed
 
     try:
         open_, failed, closed = asyncio.run(main())
@@ -468,7 +472,6 @@ def test_tls_as_configured(redis_url: str, redis_client: redis.Redis, tmp_path: 
         port = proxy.sockets[0].getsockname()[1]
         client = Client.from_url(f"rediss://localhost:{port}/0",
                                  ssl_ca_certs=str(tmp_path / "ca.pem"))
-        refused: BaseException | None = None
         try:
             mux = Mux.of(client)
             assert mux is not None
@@ -476,16 +479,8 @@ def test_tls_as_configured(redis_url: str, redis_client: redis.Redis, tmp_path: 
             pipe = client.pipeline(transaction=False)
             pipe.set("tls", "yes").get("tls")
             piped = await pipe.execute()
-            other = Client.from_url(f"rediss://localhost:{port}/0",
-                                    ssl_ca_certs=str(tmp_path / "rogue.pem"))
-            other_mux = Mux.of(other)
-            assert other_mux is not None
-            try:
-                await other_mux.call("PING")
-            except RedisConnectionError as exc:
-                refused = exc
-            finally:
-                await other.aclose()
+            refused = await ping_failure(Client.from_url(  # a CA that did not sign it
+                f"rediss://localhost:{port}/0", ssl_ca_certs=str(tmp_path / "rogue.pem")))
             return echo, piped, tls_connections, refused
         finally:
             await client.aclose()
