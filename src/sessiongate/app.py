@@ -139,7 +139,8 @@ class Application:
         )
         rt = self.rt = Runtime(
             settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,
-            cache=cache, auth=auth, observer=Observer(access_log=s.access_log),
+            cache=cache, auth=auth,
+            observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)
@@ -192,8 +193,7 @@ class Application:
             metrics.close()
             return
         self.metrics = metrics
-        self.rt.observer.hooks.append(metrics.observe_rpc)
-        self.rt.observer.response_hooks.append(metrics.observe_response)
+        self.rt.observer.add_hook(metrics.observe)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -207,6 +207,8 @@ class Application:
             await asyncio.sleep(self.settings.drain_delay)  # still serving while routed away
         if self.server is not None:
             await self.server.stop(self.settings.drain_timeout)
+        if self.rt is not None:
+            self.rt.observer.flush()  # the access lines of the last calls, now
         for component in reversed(self.components):
             try:
                 await component.stop()

@@ -1,10 +1,11 @@
 """structlog configuration: JSON lines in production, console rendering on a terminal.
 
-Also the access log's own renderer (`access_line`): one line per RPC is the costliest log of
-the process, so it skips structlog's generic processor chain and writes the same JSON shape
-(same keys in the same order, same encoding) with one f-string. `configure` records whether
-that shape is the configured one (`state.json_lines`); when it is not (console rendering, or
-structlog configured elsewhere), callers go through structlog as for any other line.
+Also the access log's own renderer (`access_line`, `access_lines`): one line per RPC is the
+costliest log of the process, so it skips structlog's generic processor chain and writes the
+same JSON shape (same keys in the same order, same encoding) with one f-string. `configure`
+records whether that shape is the configured one (`state.json_lines`); when it is not (console
+rendering, or structlog configured elsewhere), callers go through structlog as for any other
+line.
 """
 
 from __future__ import annotations
@@ -71,6 +72,25 @@ def access_line(method: str, code: str, ms: float, peer: str, request_id: str) -
                     for k, v in bound.items() if k not in _ACCESS_KEYS) if bound else ""
     return (f'{prefix}{ms!r}, "peer": {_quote(peer)}, "request_id": {_quote(request_id)}, '
             f'"event": "rpc"{extra}, "level": "info", "timestamp": "{iso_utc(time.time_ns())}"}}')
+
+
+def access_lines(records: list[tuple[str, str, float, str, str, int]]) -> str:
+    """`access_line` of each (method, code, seconds, peer, request id, its end as Unix time
+    in ns), newline-separated, with the context variables bound now: one call per batch."""
+    bound = structlog.contextvars.get_contextvars()
+    extra = "".join(f", {_quote(k)}: {dumps(v, default=_fallback)}"
+                    for k, v in bound.items() if k not in _ACCESS_KEYS) if bound else ""
+    tail = f'"event": "rpc"{extra}, "level": "info", "timestamp": "'
+    prefixes = _prefixes
+    lines = []
+    for method, code, seconds, peer, request_id, ns in records:
+        prefix = prefixes.get((method, code))
+        if prefix is None:
+            prefix = prefixes[(method, code)] = (
+                f'{{"method": {_quote(method)}, "code": {_quote(code)}, "ms": ')
+        lines.append(f'{prefix}{round(seconds * 1000, 3)!r}, "peer": {_quote(peer)}, '
+                     f'"request_id": {_quote(request_id)}, {tail}{iso_utc(ns)}"}}')
+    return "\n".join(lines)
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second seen and its text, swapped whole

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -49,6 +49,9 @@ from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account
 from sessiongate.store.nearcache import NearCache
+
+if TYPE_CHECKING:
+    from sessiongate.service.rpc import CallRecord
 
 log = structlog.get_logger(__name__)
 
@@ -122,23 +125,24 @@ class Metrics:
 
     # -- inline hooks (the hot path) -------------------------------------------------------
 
-    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
-        hist = self.rpc_seconds.get((method, code))
-        if hist is None:
-            hist = self.rpc_seconds[(method, code)] = Buckets(LATENCY_BUCKETS)
-        hist.observe(seconds)
-        if code == "UNAVAILABLE":
-            self.redis_errors["rpc"] += 1
-
-    def observe_response(self, method: str, response: Any) -> None:
-        if method != "CheckSession":
-            return
-        key = (response.decision, response.reason, response.source)
-        decisions = self.decisions
-        decisions[key] = decisions.get(key, 0) + 1
-        if key[2] in _DEGRADED:
-            self.redis_errors["lookup"] += 1
-        self.state_age.observe(response.state_age_ms / 1000.0)
+    def observe(self, calls: list[CallRecord]) -> None:
+        """Finished calls (the observer's hook, a batch at a time): latency by method and
+        status; for CheckSession answers, the decision and the age of the state behind it."""
+        rpc_seconds, decisions, age = self.rpc_seconds, self.decisions, self.state_age
+        for method, code, seconds, _, _, _, _, response in calls:
+            hist = rpc_seconds.get((method, code))
+            if hist is None:
+                hist = rpc_seconds[(method, code)] = Buckets(LATENCY_BUCKETS)
+            hist.observe(seconds)
+            if code == "UNAVAILABLE":
+                self.redis_errors["rpc"] += 1
+            if response is None or method != "CheckSession":
+                continue
+            key = (response.decision, response.reason, response.source)
+            decisions[key] = decisions.get(key, 0) + 1
+            if key[2] in _DEGRADED:
+                self.redis_errors["lookup"] += 1
+            age.observe(response.state_age_ms / 1000.0)
 
     def families(self) -> Iterator[Metric]:
         """The inline instruments as Prometheus families (called by the scrape thread)."""

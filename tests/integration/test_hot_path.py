@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import grpc
 import pytest
 import redis
 
@@ -115,3 +116,28 @@ def test_a_session_opened_on_a_remembered_verdict_stays_its_own(srv: ServerThrea
     again = check(srv, "acme", "alice")
     assert not again.session_id and not again.HasField("session_expires_at")
     assert ageless(again) == ageless(plain)
+
+
+def test_a_prebuilt_answer_skips_nothing_it_must_not(srv: ServerThread) -> None:
+    """The prebuilt answer is looked up before the ids are checked (it exists only for ids
+    that were valid), so a malformed id still gets INVALID_ARGUMENT naming its field; a
+    feature check, or a login that opens a session, never gets it."""
+    upsert(srv, account_id="acme", users=["alice"])  # no plan: no feature is entitled
+    for _ in range(3):
+        plain = check(srv, "acme", "alice")
+    for account, user, field in [("acme", "alice ", "user_id"), ("acme ", "alice", "account_id"),
+                                 ("acme", "", "user_id"), ("acme", "al\x00ice", "user_id")]:
+        with pytest.raises(grpc.RpcError) as err:
+            check(srv, account, user)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        srv.sessions.CheckSession(spb.CheckSessionRequest(
+            account_id="acme", user_id="alice", feature="bad feature\n", no_session=True))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    feature = srv.sessions.CheckSession(spb.CheckSessionRequest(
+        account_id="acme", user_id="alice", feature="export", no_session=True))
+    assert (feature.decision, plain.decision) == (cpb.DECISION_DENY, cpb.DECISION_ALLOW)
+    opened = check(srv, "acme", "alice", no_session=False)
+    assert opened.session_id and opened.decision == cpb.DECISION_ALLOW
+    assert ageless(check(srv, "acme", "alice")) == ageless(plain)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +38,20 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def scrape_counting(port: int, calls: int, method: str = "CheckSession") -> Samples:
+    """A scrape once all `calls` of `method` are counted: the server reports finished calls
+    in batches, some milliseconds after they end (rpc.FLUSH_AFTER_S)."""
+    deadline = time.monotonic() + 10
+    while True:
+        m = scrape(port)
+        counted = sum(v for (name, labels), v in m.items()
+                      if name == "sessiongate_rpc_duration_seconds_count"
+                      and ("method", method) in labels)
+        if counted >= calls or time.monotonic() > deadline:
+            return m
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def metered(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
     srv = ServerThread(
@@ -59,7 +74,7 @@ def test_rpc_decision_and_cache_metrics(metered: ServerThread) -> None:
     with pytest.raises(grpc.RpcError):
         metered.sessions.CheckSession(spb.CheckSessionRequest(account_id="", user_id="u"))
 
-    m = scrape(port)
+    m = scrape_counting(port, 5)
     hist = "sessiongate_rpc_duration_seconds_count"
     assert value(m, hist, method="CheckSession", code="OK") == 4
     assert value(m, hist, method="CheckSession", code="INVALID_ARGUMENT") == 1
@@ -155,7 +170,7 @@ def test_grafana_dashboard_queries_exported_metrics(metered: ServerThread, repo_
     metered.sessions.CheckSession(spb.CheckSessionRequest(account_id="x", user_id="u"))
     redis.Redis.from_url(metered.app.settings.redis_url).xgroup_create(
         keys.PAYMENT_STREAM, "g", id="0", mkstream=True)
-    exported = {name for name, _ in scrape(metered.app.metrics.port)}
+    exported = {name for name, _ in scrape_counting(metered.app.metrics.port, 1)}
     dashboard = json.loads((repo_root / "deploy/grafana/sessiongate.json").read_text())
     queried = {m for p in dashboard["panels"] for t in p["targets"]
                for m in re.findall(r"\bsessiongate_[a-z_]+", t["expr"])}

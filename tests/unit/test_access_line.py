@@ -75,6 +75,21 @@ def test_bound_context_variables_are_merged_like_structlog(json_info: None) -> N
     assert json.loads(fast)["worker"] == 3 and json.loads(fast)["method"] == "GetAccount"
 
 
+def test_a_batch_of_lines_renders_as_each_would_alone(json_info: None) -> None:
+    structlog.contextvars.bind_contextvars(worker=1)
+    ns = 1_769_817_600_123_456_789
+    records = [("CheckSession", "OK", 0.000125, "ipv4:127.0.0.1:5555", "a-1", ns),
+               ("GetAccount", "NOT_FOUND", 0.0125, 'ipv6:[::1]:80 "q"', "r\u00e9sum\u00e9", ns),
+               ("CheckSession", "OK", 1.5, "ipv4:127.0.0.1:5556", "a-2", ns + 2_000_000)]
+    together = logs.access_lines(records).split("\n")
+    alone = [logs.access_line(m, c, round(s * 1000, 3), p, r) for m, c, s, p, r, _ in records]
+    assert [without_timestamp(x) for x in together] == [without_timestamp(x) for x in alone]
+    assert [json.loads(x)["timestamp"] for x in together] == [  # each its own call's end
+        "2026-01-31T00:00:00.123456Z", "2026-01-31T00:00:00.123456Z",
+        "2026-01-31T00:00:00.125456Z"]
+    assert logs.access_lines([]) == ""
+
+
 def test_configure_records_whether_the_fast_shape_applies() -> None:
     try:
         logs.configure("info", "console")
@@ -118,7 +133,7 @@ def test_console_format_goes_through_structlog(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("sys.stderr", Stream())
     try:
         logs.configure("info", "console")
-        Observer.log_access("CheckSession", "OK", 0.000125, "ipv4:127.0.0.1:1", "req-7")
+        Observer().record("CheckSession", "OK", 0.000125, "ipv4:127.0.0.1:1", "req-7")
     finally:
         logs.configure("warning", "json")
     (line,) = written

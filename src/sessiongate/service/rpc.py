@@ -3,8 +3,10 @@
 A decorator rather than a gRPC interceptor: aio interceptors add a coroutine hop per call on
 the hot path; this adds one function frame. Per call it reads the invocation metadata once
 (bearer token and `x-request-id` in one scan), makes the request id at most once (the error
-line and the access line of a call carry the same one), and renders the access line with
-`logs.access_line` (no structlog processor chain) when the JSON format is configured.
+line and the access line of a call carry the same one), and reports the call as a tuple
+(`CallRecord`); the observer hands the calls of the last few milliseconds to the metrics and
+renders their access lines together (`Observer.flush`; `logs.access_lines`, no structlog
+processor chain, when the JSON format is configured).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 import itertools
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, TypeVar
@@ -50,6 +53,11 @@ class LoopBatchedStderr:
                 self.flush()
 
     info = debug = warning = error = critical = exception = msg
+
+    def write(self, lines: str) -> None:
+        """Write `lines` (newline-separated, none at the end) now, after those pending."""
+        self._lines.append(lines)
+        self.flush()
 
     def flush(self) -> None:
         if self._lines:
@@ -87,14 +95,6 @@ _ID_PREFIX = os.urandom(4).hex()
 _ids = itertools.count(1)
 
 
-def request_id(context: Any) -> str:
-    """The caller's `x-request-id` metadata if sane, else a process-unique one."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            return request_id_of(value)
-    return request_id_of(None)
-
-
 def request_id_of(given: str | bytes | None) -> str:
     """`given` (the caller's `x-request-id` value) if sane, else a new process-unique id."""
     if given is not None:
@@ -104,34 +104,84 @@ def request_id_of(given: str | bytes | None) -> str:
     return f"{_ID_PREFIX}-{next(_ids)}"
 
 
-class Observer:
-    """What every RPC reports to: the access log, and the metrics hooks if installed.
+# One finished call, as the wrapper records it (a plain tuple: the cheapest record to make):
+# (method, status, seconds, its end on `perf_counter`, peer, request id or None, the caller's
+#  x-request-id or None, the response or None).
+CallRecord = tuple[str, str, float, float, str, str | None, Any, Any]
 
-    `hooks` get (method, status, seconds) of every call; `response_hooks` get (method,
-    response) of every successful call (the metrics count decisions from them).
+# How long a finished call's record waits for others before the batch is reported, at most:
+# grpc.aio finishes about one call per event-loop iteration, so batching per iteration
+# would write one access line per write(2) (docs/performance.md, "Fourth pass").
+FLUSH_AFTER_S = 0.02
+MAX_PENDING = 2048  # records: beyond, reported at once (bounds memory under any load)
+
+
+class Observer:
+    """What every RPC reports to: the metrics hooks, if installed, and the access log.
+
+    The wrapper appends a `CallRecord` per call (no rendering, no counting on the call's
+    path); `flush` reports them together, at most `FLUSH_AFTER_S` later: `hooks` get the
+    batch (the metrics count latencies and decisions from it), then the access log renders
+    it and writes its lines in one write, each line stamped with its call's end. `active`
+    is whether there is anything to report to (else no record is made).
     """
 
-    def __init__(self, access_log: bool = True) -> None:
+    def __init__(self, access_log: bool = True, loop: asyncio.AbstractEventLoop | None = None,
+                 flush_after: float = FLUSH_AFTER_S) -> None:
         self.access_log = access_log
-        self.hooks: list[Callable[[str, str, float], None]] = []
-        self.response_hooks: list[Callable[[str, Any], None]] = []
+        self.hooks: list[Callable[[list[CallRecord]], None]] = []
+        self.active = access_log
+        self.records: list[CallRecord] = []
+        self.flush_after = flush_after
+        # The server's loop, given: `asyncio.get_running_loop` is a getpid() system call.
+        self._loop = loop
 
-    def observe(self, method: str, code: str, seconds: float, context: Any,
-                rid: str | None = None) -> None:
-        """Report a finished call; `rid` is its request id if already known (else derived)."""
+    def add_hook(self, hook: Callable[[list[CallRecord]], None]) -> None:
+        self.hooks.append(hook)
+        self.active = True
+
+    def record(self, method: str, code: str, seconds: float, peer: str, rid: str | None,
+               given_rid: Any = None, response: Any = None) -> None:
+        """Report a finished call (the wrapper inlines this): `rid` its request id if made
+        already, else made when its line is rendered from `given_rid` (the caller's, if
+        sane)."""
+        records = self.records
+        records.append((method, code, seconds, perf_counter(), peer, rid, given_rid, response))
+        if len(records) == 1:
+            self.schedule()
+        elif len(records) >= MAX_PENDING:
+            self.flush()
+
+    def schedule(self) -> None:
+        """Flush in `flush_after` seconds (at once outside an event loop)."""
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+        loop.call_later(self.flush_after, self.flush)
+
+    def flush(self) -> None:
+        """Report the calls recorded so far: to the hooks, then to the access log."""
+        records = self.records
+        if not records:
+            return
+        self.records = []
         for hook in self.hooks:
-            hook(method, code, seconds)
-        if self.access_log and logs.state.info:
-            self.log_access(method, code, seconds, context.peer(),
-                            request_id(context) if rid is None else rid)
-
-    @staticmethod
-    def log_access(method: str, code: str, seconds: float, peer: str, rid: str) -> None:
-        ms = round(seconds * 1000, 3)
+            hook(records)
+        if not (self.access_log and logs.state.info):
+            return
         if logs.state.json_lines:  # the configured JSON shape, without structlog's chain
-            _access_output.msg(logs.access_line(method, code, ms, peer, rid))
-        else:
-            access_log.info("rpc", method=method, code=code, ms=ms, peer=peer, request_id=rid)
+            wall, now = time.time_ns(), perf_counter()  # a call's end on the wall clock
+            _access_output.write(logs.access_lines(
+                [(m, c, s, p, request_id_of(g) if r is None else r,
+                  wall - int((now - end) * 1e9)) for m, c, s, end, p, r, g, _ in records]))
+            return
+        for method, code, seconds, _, peer, rid, given, _ in records:  # stamped now
+            access_log.info("rpc", method=method, code=code, ms=round(seconds * 1000, 3),
+                            peer=peer, request_id=request_id_of(given) if rid is None else rid)
 
 
 class Servicer:
@@ -156,7 +206,7 @@ def rpc(role: str) -> Callable[[H], H]:
             start = perf_counter()
             code = "OK"
             rid: str | None = None  # the request id, made once (error and access lines share it)
-            header = given_rid = None
+            header = given_rid = response = None
             try:
                 for key, value in context.invocation_metadata() or ():  # one scan: auth + id
                     if key == "authorization":
@@ -166,8 +216,6 @@ def rpc(role: str) -> Callable[[H], H]:
                         given_rid = value
                 self.auth.check_header(header, role)
                 response = await fn(self, request, context)
-                for response_hook in self.observer.response_hooks:
-                    response_hook(method, response)
                 return response
             except grpc.aio.AbortError:  # the handler aborted with its own status
                 code = getattr(context.code(), "name", "ABORTED")
@@ -187,13 +235,17 @@ def rpc(role: str) -> Callable[[H], H]:
                 log.exception("unhandled error", method=method, request_id=rid)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
-                seconds = perf_counter() - start
                 observer = self.observer
-                for hook in observer.hooks:
-                    hook(method, code, seconds)
-                if observer.access_log and logs.state.info:
-                    observer.log_access(method, code, seconds, context.peer(),
-                                        request_id_of(given_rid) if rid is None else rid)
+                if observer.active:  # Observer.record, inlined (the hot path)
+                    end = perf_counter()
+                    records = observer.records
+                    records.append((method, code, end - start, end,
+                                    context.peer() if observer.access_log else "", rid,
+                                    given_rid, response))
+                    if len(records) == 1:
+                        observer.schedule()
+                    elif len(records) >= MAX_PENDING:
+                        observer.flush()
 
         return handler  # type: ignore[return-value]
 

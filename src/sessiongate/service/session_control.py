@@ -46,6 +46,8 @@ SOURCE_TO_PB = {
     "unavailable": cpb.STATE_SOURCE_FAILURE_MODE,
 }
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
+# Memo keys of prebuilt responses, with the user id and no_session (`_verdict_response`).
+_ANSWER, _OPENED = "CheckSession", "CheckSession/opened"
 
 # Usage events may be stamped this far ahead of our clock (clock skew between hosts).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -86,11 +88,23 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def CheckSession(
         self, request: pb.CheckSessionRequest, context: Any
     ) -> pb.CheckSessionResponse:
+        if not request.feature:  # the hot path: an answer the near-cache entry remembers
+            got = self.rt.cache.remembered(
+                request.account_id, (_ANSWER, request.user_id, request.no_session))
+            if got is not None:  # so both ids were valid when it was made: no check needed
+                resp = pb.CheckSessionResponse()
+                resp.CopyFrom(got[0])
+                resp.state_age_ms = got[1]
+                return resp
+        return await self._check_session(request)
+
+    async def _check_session(self, request: pb.CheckSessionRequest
+                             ) -> pb.CheckSessionResponse:
         account_id = check_id("account_id", request.account_id)
         user_id = check_id("user_id", request.user_id)
         if request.feature:
             check_id("feature", request.feature)
-        checked = remembered_login(self.rt, account_id, user_id)  # the hot path: no await
+        checked = remembered_login(self.rt, account_id, user_id)  # no await
         if checked is None:
             checked = await check_login(self.rt, account_id, user_id)
         found, verdict = checked.lookup, checked.verdict
@@ -101,7 +115,9 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         session_id = expires = None
         if not verdict.allowed or account is None or (request.no_session
                                                       and not request.feature):
-            return self._response(verdict, found, checked.memo)  # nothing to open or count
+            return self._verdict_response(  # nothing to open or count
+                verdict, found, None if request.feature else checked.memo,
+                (_ANSWER, user_id, request.no_session))
         now = self.rt.clock.now()
         try:
             if request.feature:  # allowed, with an account: the early return above
@@ -124,9 +140,9 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                     session_id = ref.session_id
         except (RedisError, OSError) as exc:
             return self._failure_mode(str(exc) or type(exc).__name__)
-        # The memo's prebuilt answer is for the login check's verdict only (not a refusal by
-        # entitlement or seat limit).
-        resp = self._response(verdict, found, checked.memo if verdict is checked.verdict else None)
+        resp = self._verdict_response(  # the session's fields added below
+            verdict, found, checked.memo if verdict is checked.verdict else None,
+            (_OPENED, user_id, False))
         if session_id is not None and expires is not None:
             resp.session_id = session_id
             resp.session_expires_at.CopyFrom(ts(expires))
@@ -136,22 +152,25 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 resp.quota_resets_at.CopyFrom(ts(ent.resets_at))
         return resp
 
-    def _response(self, verdict: Verdict, found: Lookup,
-                  memo: dict[Any, Any] | None = None) -> pb.CheckSessionResponse:
-        """The answer for `verdict`; with the near-cache entry's `memo` (see login_check), a
-        copy of the answer prebuilt for this verdict of this snapshot (only the age differs)."""
+    def _verdict_response(self, verdict: Verdict, found: Lookup, memo: dict[Any, Any] | None,
+                          key: tuple[str, str, bool]) -> pb.CheckSessionResponse:
+        """The response for the login check's `verdict`. With the near-cache entry's `memo`
+        (see login_check), a copy of the one kept there under `key` (made and kept the first
+        time): only the state's age differs. Keys (_ANSWER, user id, no_session) are whole
+        answers (CheckSession's hot path returns them); (_OPENED, user id, False) the base
+        of a session-opening answer."""
         if memo is not None:
-            cached = memo.get(("CheckSession", id(verdict)))
-            if cached is not None and cached[0] is verdict:
+            prebuilt = memo.get(key)
+            if prebuilt is not None:
                 resp = pb.CheckSessionResponse()
-                resp.CopyFrom(cached[1])
+                resp.CopyFrom(prebuilt)
                 resp.state_age_ms = found.age_ms
                 return resp
         resp = self._build_response(verdict, found)
         if memo is not None and len(memo) < MAX_MEMO:
             prebuilt = pb.CheckSessionResponse()
             prebuilt.CopyFrom(resp)
-            memo[("CheckSession", id(verdict))] = (verdict, prebuilt)  # holds `verdict`: its id
+            memo[key] = prebuilt
         return resp
 
     def _build_response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
