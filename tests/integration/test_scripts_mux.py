@@ -24,7 +24,7 @@ from sessiongate.store import keys
 from sessiongate.store.client import Client, connect
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.mux import Mux
-from sessiongate.store.scripts import Script, Scripts
+from sessiongate.store.scripts import VARIABLE, Script, Scripts
 from sessiongate.store.sessions import SessionStore
 
 NOW = datetime(2026, 10, 10, tzinfo=UTC)
@@ -276,6 +276,40 @@ def test_a_command_encoded_around_one_argument_is_the_command_encoded_whole(
             await client.aclose()
 
     assert asyncio.run(main()) == [[b"d", b"0_1", None], [None, None, None]]
+
+
+ECHO_ALL = ("local out = {} for _, k in ipairs(KEYS) do out[#out + 1] = k end "
+            "for _, a in ipairs(ARGV) do out[#out + 1] = a end return out")
+
+
+def test_a_prepared_call_is_the_call_with_its_arguments_given_whole(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """`Script.prepare` (a seat-limited login's take_seat): Redis gets exactly the call made
+    with every argument given, wherever the variable ones are and whatever they hold (`%`,
+    CR LF, non-ASCII, empty, long, ints), and a flushed script is loaded again."""
+    values: list[str | int] = ["", "50%d %b %%", "a\r\nb", "é☃", "x" * 2000, 0, -7,
+                               1_769_817_600_123]
+
+    async def main() -> None:
+        client = connect(named(redis_url))
+        mux = Mux.of(client)
+        assert mux is not None
+        script = Script(mux, ECHO_ALL)
+        try:
+            for keys_, args in ((["k1", "%s-k"], ["c", 5, "%d"]), (["k"], []), ([], ["a"])):
+                for at in range(len(args) + 1):
+                    for value in values:
+                        template = [*args[:at], VARIABLE, *args[at:]]
+                        whole = [*args[:at], value, *args[at:]]
+                        got = await script.prepare(keys_, template)(value)
+                        assert got == await script(keys_, whole), (keys_, template, value)
+            two = script.prepare(["k"], [VARIABLE, "mid", VARIABLE])
+            redis_client.script_flush()
+            assert await two("%", 12) == [b"k", b"%", b"mid", b"12"]
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
 
 
 def test_redis_restarted_the_next_calls_reconnect_and_reload(own_redis: EmbeddedRedis) -> None:

@@ -112,7 +112,7 @@ CallRecord = tuple[str, str, float, float, str, str | None, Any, Any]
 # How long a finished call's record waits for others before the batch is reported, at most:
 # grpc.aio finishes about one call per event-loop iteration, so batching per iteration
 # would write one access line per write(2) (docs/performance.md, "Fourth pass").
-FLUSH_AFTER_S = 0.02
+FLUSH_AFTER_S = 0.005
 MAX_PENDING = 2048  # records: beyond, reported at once (bounds memory under any load)
 
 

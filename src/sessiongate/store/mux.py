@@ -207,6 +207,11 @@ class Mux:
                 closers.append(mux.aclose)
         return mux
 
+    @property
+    def text_encoding(self) -> tuple[str, str]:
+        """(encoding, errors) of text arguments, as the redis-py client's."""
+        return self._encoding, self._errors
+
     def encode(self, args: Sequence[Any], head: bytes = b"", count: int = 0) -> bytes:
         """RESP of one command (after `head`, its first `count` arguments already encoded);
         str, bytes and int by hand, the rest by redis-py's encoder (floats; the errors for

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -16,12 +17,14 @@ from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field, peak_field
 from sessiongate.store.codec import to_ms
-from sessiongate.store.scripts import Scripts
+from sessiongate.store.scripts import VARIABLE, Prepared, Scripts
 
 # The lease zset expires this long after its latest lease ends: housekeeping only (a
 # lease is decided by its score against the caller's clock), so that an account nobody uses
 # holds no session keys in Redis. Generous: it covers any clock skew between replicas.
 LEASE_KEYS_MARGIN_MS = 24 * 3600 * 1000
+MAX_LOGIN_CALLS = 10_000  # prepared login calls kept (`SessionStore._login_call`)
+_UNKNOWN: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class SessionStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
+        # A login's take_seat call by (account, user, seat limit, day), encoded but for the
+        # login's own four arguments (`_login_call`).
+        self._login_calls: dict[tuple[str, str, int, str], Prepared | None] = {}
 
     async def take(self, ref: SessionRef, now: datetime, expires: datetime,
                    seat_limit: int, *, login: bool = False) -> SeatResult:
@@ -41,17 +47,39 @@ class SessionStore:
         with `login`, the login's records of the day go in the same call if admitted."""
         aid = ref.account_id
         day = day_name(now)
+        if login:
+            call = self._login_calls.get((aid, ref.user_id, seat_limit, day), _UNKNOWN)
+            if call is _UNKNOWN:
+                call = self._login_call(aid, ref.user_id, seat_limit, day, month_name(now))
+            if call is not None:  # the hot path: the login's arguments formatted in
+                admitted, held = await call(to_ms(now), to_ms(expires), ref.member,
+                                            login_field(day, ref.nonce))
+                return SeatResult(bool(int(admitted)), int(held))
         args = [to_ms(now), to_ms(expires), ref.user_id, ref.member, seat_limit,
                 peak_field(day), LEASE_KEYS_MARGIN_MS, keys.SEAT_OFFSET_MS]
         if login:
             args += [login_field(day, ref.nonce), active_field(day, ref.user_id)]
         admitted, held = await self._scripts.coalesced(  # with concurrent logins' calls
-            "take_seat",
-            keys=[keys.leases(aid), keys.usage(aid, month_name(now)), keys.legacy_seats(aid),
-                  keys.legacy_sessions(aid)],
-            args=args,
-        )
+            "take_seat", keys=self._take_keys(aid, month_name(now)), args=args)
         return SeatResult(bool(int(admitted)), int(held))
+
+    @staticmethod
+    def _take_keys(account_id: str, month: str) -> list[str]:
+        return [keys.leases(account_id), keys.usage(account_id, month),
+                keys.legacy_seats(account_id), keys.legacy_sessions(account_id)]
+
+    def _login_call(self, account_id: str, user_id: str, seat_limit: int, day: str,
+                    month: str) -> Prepared | None:
+        """take_seat for a login of this user on `day`, prepared (the arguments as `take`
+        passes them, `VARIABLE` where each login's own go) and kept; None without a Mux."""
+        calls = self._login_calls
+        if len(calls) >= MAX_LOGIN_CALLS:  # a new day, or many users: start afresh
+            calls.clear()
+        call = calls[(account_id, user_id, seat_limit, day)] = self._scripts.prepare(
+            "take_seat", self._take_keys(account_id, month),
+            [VARIABLE, VARIABLE, user_id, VARIABLE, seat_limit, peak_field(day),
+             LEASE_KEYS_MARGIN_MS, keys.SEAT_OFFSET_MS, VARIABLE, active_field(day, user_id)])
+        return call
 
     async def end(self, ref: SessionRef, now: datetime) -> bool:
         aid = ref.account_id
