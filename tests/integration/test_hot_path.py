@@ -141,3 +141,24 @@ def test_a_prebuilt_answer_skips_nothing_it_must_not(srv: ServerThread) -> None:
     opened = check(srv, "acme", "alice", no_session=False)
     assert opened.session_id and opened.decision == cpb.DECISION_ALLOW
     assert ageless(check(srv, "acme", "alice")) == ageless(plain)
+
+
+def test_a_remembered_login_opens_its_session_or_is_refused_as_the_computed_one(
+        srv: ServerThread) -> None:
+    """Session-opening logins whose verdict the entry remembers open their session on the
+    hot path (`_open_remembered`): each its own session, and once every seat is taken the
+    same refusal as the computed path gives."""
+    upsert(srv, account_id="acme", users=["alice", "bob", "carol"], seat_limit=1)
+    opened = [check(srv, "acme", "alice", no_session=False) for _ in range(3)]
+    assert all(o.decision == cpb.DECISION_ALLOW and o.session_id for o in opened)
+    assert len({o.session_id for o in opened}) == 3
+    for o in opened:  # alice leaves: her seat is free again
+        srv.sessions.EndSession(spb.EndSessionRequest(session_id=o.session_id))
+    assert check(srv, "acme", "bob", no_session=False).session_id  # bob takes it
+    computed = check(srv, "acme", "carol", no_session=False)  # never admitted: computed
+    remembered = check(srv, "acme", "alice", no_session=False)  # admitted before: hot path
+    for r in (computed, remembered):
+        assert (r.decision, r.reason, r.source) == (
+            cpb.DECISION_DENY, cpb.REASON_SEAT_LIMIT_REACHED, NEAR)
+        assert r.message == "all 1 seats of account 'acme' are in use" and not r.session_id
+    assert ageless(remembered) == ageless(computed)

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
-from sessiongate.domain.decision import Decision, Reason, Verdict
+from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
 from sessiongate.domain.errors import BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
@@ -35,6 +35,7 @@ from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
+from sessiongate.store.nearcache import Entry
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.sessions import SessionStore
 from sessiongate.store.usage import UsageRecord, UsageStore
@@ -89,14 +90,66 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self, request: pb.CheckSessionRequest, context: Any
     ) -> pb.CheckSessionResponse:
         if not request.feature:  # the hot path: an answer the near-cache entry remembers
-            got = self.rt.cache.remembered(
-                request.account_id, (_ANSWER, request.user_id, request.no_session))
+            cache, no_session = self.rt.cache, request.no_session
+            got = cache.remembered(request.account_id, (_ANSWER, request.user_id, no_session))
             if got is not None:  # so both ids were valid when it was made: no check needed
                 resp = pb.CheckSessionResponse()
                 resp.CopyFrom(got[0])
                 resp.state_age_ms = got[1]
                 return resp
+            if not no_session:  # an allowed login remembered: open its session
+                got = cache.remembered(request.account_id, (_OPENED, request.user_id, False))
+                if got is not None:
+                    return await self._open_remembered(request, *got)
         return await self._check_session(request)
+
+    async def _open_remembered(self, request: pb.CheckSessionRequest,
+                               base: pb.CheckSessionResponse, age_ms: int, entry: Entry
+                               ) -> pb.CheckSessionResponse:
+        """A login that the near-cache entry's memo allows (`base`: its answer, see
+        `_verdict_response`): only the session to open, as `_check_session` opens it."""
+        account = entry.account
+        assert account is not None  # an allowed verdict is of a known account
+        now = self.rt.clock.now()
+        try:
+            session_id, expires = await self._open_session(
+                account, request.account_id, request.user_id, now)
+        except (RedisError, OSError) as exc:
+            return self._failure_mode(str(exc) or type(exc).__name__)
+        if session_id is None:  # all seats taken
+            verdict: Verdict | None = entry.memo.get(request.user_id)  # kept before `base`
+            if verdict is None:
+                verdict = decide(account, request.user_id, now)  # timeless: the same verdict
+            return self._build_response(self._seat_refusal(account, verdict),
+                                        Lookup(account, "near_cache", age_ms))
+        resp = pb.CheckSessionResponse()
+        resp.CopyFrom(base)
+        resp.state_age_ms = age_ms
+        resp.session_id = session_id
+        resp.session_expires_at.CopyFrom(ts(expires))
+        return resp
+
+    async def _open_session(self, account: Account, account_id: str, user_id: str,
+                            now: datetime) -> tuple[str | None, datetime]:
+        """Open a session of an allowed login: (its id, None if every seat is taken; its
+        expiry). A seat-limited account's seat and login records in one Lua call; otherwise
+        the records go to the batch writer (no round trip)."""
+        ref = new_session(account_id, user_id)
+        expires = now + self._ttl
+        if account.seat_limit > 0:
+            seat = await self.sessions.take(ref, now, expires, account.seat_limit,
+                                            login=True)  # its records too, if admitted
+            if not seat.admitted:
+                return None, expires
+        else:
+            self.batch.login(ref, now, expires)
+        return ref.session_id, expires
+
+    @staticmethod
+    def _seat_refusal(account: Account, verdict: Verdict) -> Verdict:
+        return Verdict(Decision.DENY, Reason.SEAT_LIMIT_REACHED, verdict.state,
+                       f"all {account.seat_limit} seats of account {account.account_id!r}"
+                       " are in use")
 
     async def _check_session(self, request: pb.CheckSessionRequest
                              ) -> pb.CheckSessionResponse:
@@ -125,19 +178,10 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 if not ent.allowed:
                     verdict = Verdict(Decision.DENY, ent.reason, verdict.state, ent.message)
             if verdict.allowed and not request.no_session:
-                ref = new_session(account_id, user_id)
-                expires = now + self._ttl
-                if account.seat_limit > 0:
-                    seat = await self.sessions.take(ref, now, expires, account.seat_limit,
-                                                    login=True)  # its records too, if admitted
-                    if not seat.admitted:
-                        verdict = Verdict(
-                            Decision.DENY, Reason.SEAT_LIMIT_REACHED, verdict.state,
-                            f"all {account.seat_limit} seats of account {account_id!r} are in use")
-                else:
-                    self.batch.login(ref, now, expires)  # the hot path: no round trip
-                if verdict.allowed:
-                    session_id = ref.session_id
+                session_id, expires = await self._open_session(account, account_id, user_id,
+                                                               now)
+                if session_id is None:
+                    verdict = self._seat_refusal(account, verdict)
         except (RedisError, OSError) as exc:
             return self._failure_mode(str(exc) or type(exc).__name__)
         resp = self._verdict_response(  # the session's fields added below
