@@ -33,12 +33,13 @@ log = structlog.get_logger("sessiongate.rpc")
 
 
 class LoopBatchedStderr:
-    """The access log's output: lines rendered as configured, written once per loop iteration.
+    """The access log's output: a batch of JSON lines at once (`write`, from `Observer.flush`),
+    or lines from structlog (console format) gathered until the end of the loop iteration.
 
     structlog's PrintLogger writes and flushes every line under a lock: one syscall per RPC,
     the largest cost of a near-cache CheckSession after gRPC itself (docs/performance.md).
-    Here the lines of one event-loop iteration go out in one write, at the end of that same
-    iteration (`call_soon`), so no line waits for later traffic; outside a loop: at once.
+    Here a line given through structlog goes out with the others of its event-loop iteration
+    in one write, at the end of that iteration (`call_soon`); outside a loop: at once.
     """
 
     def __init__(self) -> None:
