@@ -31,5 +31,5 @@ def test_only_verified_headers_are_remembered_and_the_table_is_bounded() -> None
             auth.check_header(f"Bearer junk{i}", "app")
     for i in range(MAX_REMEMBERED + 10):  # past the bound: still checked, just not remembered
         assert auth.check_header(f"Bearer t{i}", "app") == "app"
-    assert len(auth._known) == MAX_REMEMBERED
-    assert all(header.startswith("Bearer t") for header in auth._known)
+    assert len(auth.verified) == MAX_REMEMBERED
+    assert all(header.startswith("Bearer t") for header in auth.verified)

@@ -35,7 +35,8 @@ class Authenticator:
     def __init__(self, tokens_by_role: Mapping[str, Iterable[str]]) -> None:
         self._tokens = [(t.encode(), role) for role in ROLES for t in tokens_by_role.get(role, ())]
         self.enabled = bool(self._tokens)
-        self._known: dict[str, frozenset[str]] = {}  # verified header -> its roles
+        # Verified header -> its roles (read by the per-RPC wrapper before `check_header`).
+        self.verified: dict[str, frozenset[str]] = {}
 
     def roles_of(self, token: str) -> frozenset[str]:
         """Every role `token` is listed under (empty: unknown token)."""
@@ -63,11 +64,11 @@ class Authenticator:
             header = ""
         elif isinstance(header, bytes):
             header = header.decode(errors="replace")
-        roles = self._known.get(header)
+        roles = self.verified.get(header)
         if roles is None:
             roles = self._roles_of_header(header)
-            if roles and len(self._known) < MAX_REMEMBERED:  # valid tokens only
-                self._known[header] = roles
+            if roles and len(self.verified) < MAX_REMEMBERED:  # valid tokens only
+                self.verified[header] = roles
         if role in roles:
             return role
         if not roles:

@@ -85,22 +85,31 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.usage = UsageStore(rt.redis, rt.scripts)
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
-    @rpc("app")
+    def _remembered_answer(self, request: pb.CheckSessionRequest
+                           ) -> pb.CheckSessionResponse | None:
+        """CheckSession's hot path, tried by the wrapper before the method (no coroutine): the
+        answer the near-cache entry remembers for this user (see `_verdict_response`); None
+        when there is none, or the check asks for a feature."""
+        if request.feature:
+            return None
+        got = self.rt.cache.remembered(
+            request.account_id, (_ANSWER, request.user_id, request.no_session))
+        if got is None:
+            return None
+        resp = pb.CheckSessionResponse()  # both ids were valid when it was made: no check
+        resp.CopyFrom(got[0])
+        resp.state_age_ms = got[1]
+        return resp
+
+    @rpc("app", fast=_remembered_answer)
     async def CheckSession(
         self, request: pb.CheckSessionRequest, context: Any
     ) -> pb.CheckSessionResponse:
-        if not request.feature:  # the hot path: an answer the near-cache entry remembers
-            cache, no_session = self.rt.cache, request.no_session
-            got = cache.remembered(request.account_id, (_ANSWER, request.user_id, no_session))
-            if got is not None:  # so both ids were valid when it was made: no check needed
-                resp = pb.CheckSessionResponse()
-                resp.CopyFrom(got[0])
-                resp.state_age_ms = got[1]
-                return resp
-            if not no_session:  # an allowed login remembered: open its session
-                got = cache.remembered(request.account_id, (_OPENED, request.user_id, False))
-                if got is not None:
-                    return await self._open_remembered(request, *got)
+        if not request.feature and not request.no_session:  # an allowed login remembered
+            got = self.rt.cache.remembered(request.account_id,
+                                           (_OPENED, request.user_id, False))
+            if got is not None:
+                return await self._open_remembered(request, *got)
         return await self._check_session(request)
 
     async def _open_remembered(self, request: pb.CheckSessionRequest,
