@@ -15,7 +15,7 @@ import grpc
 import structlog
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from sessiongate.api.v1 import (
     accounts_pb2,
@@ -155,10 +155,12 @@ class Application:
             (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),
             (external_auth_pb2_grpc.add_AuthorizationServicer_to_server, EnvoyAuthzServicer(rt)),
             (health_pb2_grpc.add_HealthServicer_to_server, self.health),
+            # `reflection.enable_server_reflection`, but through the same view: it would
+            # pre-register ServerReflectionInfo, a pending call more for every RPC to wait on.
+            (reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+             reflection.aio.ReflectionServicer(
+                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME))),
         ])
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         creds = self._credentials()
         if creds is None:

@@ -6,10 +6,14 @@ import asyncio
 from typing import Any
 
 import grpc
+import grpc.aio._server
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
 from sessiongate.service.registration import HOT_METHODS, add_services
+from tests.support import ServerThread, make_settings
 
 
 class Answers(pb_grpc.SessionControlServicer):
@@ -46,3 +50,28 @@ def test_hot_and_other_methods_are_both_served_over_a_real_socket() -> None:
             await server.stop(None)
 
     assert asyncio.run(main()) == ("check u", "heartbeat s", grpc.StatusCode.UNIMPLEMENTED)
+
+
+def test_the_server_pre_registers_only_the_hot_methods(
+        monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+    """Every service of the real server, reflection's and health's included, goes through the
+    hot-methods view: each pre-registered method is a pending call every RPC waits on."""
+    registered: list[str] = []
+    real = grpc.aio._server.Server.add_registered_method_handlers
+
+    def record(self: Any, service: str, handlers: dict[str, Any]) -> None:
+        registered.extend(f"/{service}/{method}" for method in handlers)
+        real(self, service, handlers)
+
+    monkeypatch.setattr(grpc.aio._server.Server, "add_registered_method_handlers", record)
+    srv = ServerThread(make_settings(redis_url)).start()
+    try:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(srv.channel)
+        (answer,) = list(reflection.ServerReflectionInfo(iter([
+            reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=20))
+        served = {s.name for s in answer.list_services_response.service}
+    finally:
+        srv.stop()
+    assert sorted(registered) == sorted(HOT_METHODS)
+    assert {"sessiongate.api.v1.SessionControl", "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection"} <= served
