@@ -32,8 +32,8 @@ def render(result: dict[str, Any]) -> str:
         "",
         "Saturated: 8 connections x 8 streams. Fixed rates: 10 connections, total 1000 and"
         " 2000 requests/s. Saturated runs, and the fixed-rate runs of the near-cache check"
-        " (p99 target), in 3 rounds of the floor then the scenario: the round with the median"
-        " ratio is shown. Latencies in ms.",
+        f" (p99 target), in {result.get('rounds_per_ratio', 3)} rounds of the floor then the"
+        " scenario: the round with the median ratio is shown. Latencies in ms.",
         "",
         "| scenario | saturated req/s | p50 @1000 | p99 @1000 | max @1000 | p50 @2000 |"
         " p99 @2000 | max @2000 | failed |",

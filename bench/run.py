@@ -57,7 +57,7 @@ def machine() -> dict[str, Any]:
 # measured in this many rounds, each the floor then the scenario, and the round with the
 # median ratio (throughput; p99) is reported, all rounds in the JSON: one round can fall on a
 # burst of the other tenants of a shared machine, a median of paired rounds not.
-ROUNDS = 3
+ROUNDS = 5
 
 
 def loads(quick: bool) -> dict[str, h2load.Load]:
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     h2 = h2load.ensure_h2load()
     result: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": quick, "machine": machine(), "latency": {}, "extras": {},
+        "quick": quick, "machine": machine(), "rounds_per_ratio": ROUNDS, "latency": {},
+        "extras": {},
     }
     print(json.dumps(result["machine"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
