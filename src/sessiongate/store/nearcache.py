@@ -227,4 +227,4 @@ class NearCache:
             return RedisConnectionError("unsubscribed")
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
