@@ -1,6 +1,7 @@
 """Where a near-cache CheckSession spends its time: py-spy on `sessiongate serve` under load.
 
     python -m bench.profile [--seconds 15] [--gil] [--native] [--rate 1500] [--floor]
+                            [--scenario seat_login]
 
 Loads the server with h2load (8 connections x 8 streams, or `--rate` requests/s) while py-spy
 samples it, then prints the functions with the most samples, self and inclusive, from the
@@ -22,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from bench import h2load, procs
-from bench.scenarios import CHECK_PATH, SCENARIOS, app_md, check_request
+from bench.scenarios import CHECK_PATH, SCENARIOS, app_md
 from sessiongate.store.embedded import EmbeddedRedis
 
 
@@ -56,6 +57,7 @@ def main() -> int:
     p.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
     p.add_argument("--rate", type=int, default=0, help="fixed total requests/s (0: saturated)")
     p.add_argument("--floor", action="store_true", help="profile the floor server instead")
+    p.add_argument("--scenario", default="near_cache", help="the request: a scenario's name")
     p.add_argument("--out", default="", help="also write the collapsed stacks here")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -64,12 +66,14 @@ def main() -> int:
         work = Path(tmp)
         redis = EmbeddedRedis(work / "redis", persistent=False)
         redis.start()
-        srv = procs.floor(work) if args.floor else procs.serve(redis.url, work, name="profiled")
+        scenario = next(s for s in SCENARIOS if s.name == args.scenario)
+        srv = (procs.floor(work) if args.floor else
+               procs.serve(redis.url, work, name="profiled", **scenario.settings))
         try:
             if not args.floor:
                 with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                    next(s for s in SCENARIOS if s.name == "near_cache").verify(ch)
-            body = h2load.write_request(work / "req.bin", check_request())
+                    scenario.verify(ch)
+            body = h2load.write_request(work / "req.bin", scenario.request())
             shape = {"clients": 10, "streams": 1, "rate": args.rate} if args.rate else {}
             load = h2load.Load(duration=args.seconds + 4, warmup=1.0, **shape)
             url = f"http://127.0.0.1:{srv.port}{CHECK_PATH}"
