@@ -1,4 +1,4 @@
-"""Where a near-cache CheckSession spends its time: py-spy on `sessiongate serve` under load.
+"""Where a request spends its time: py-spy on `sessiongate serve` under load (near-cache check).
 
     python -m bench.profile [--seconds 15] [--gil] [--native] [--rate 1500] [--floor]
                             [--scenario seat_login]
@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from bench import h2load, procs
-from bench.scenarios import CHECK_PATH, SCENARIOS, app_md
+from bench.scenarios import SCENARIOS, app_md
 from sessiongate.store.embedded import EmbeddedRedis
 
 
@@ -76,7 +76,7 @@ def main() -> int:
             body = h2load.write_request(work / "req.bin", scenario.request())
             shape = {"clients": 10, "streams": 1, "rate": args.rate} if args.rate else {}
             load = h2load.Load(duration=args.seconds + 4, warmup=1.0, **shape)
-            url = f"http://127.0.0.1:{srv.port}{CHECK_PATH}"
+            url = f"http://127.0.0.1:{srv.port}{scenario.path}"
             loader = threading.Thread(
                 target=h2load.run, args=(h2, url, body, load, work, app_md()), daemon=True)
             loader.start()
