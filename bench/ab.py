@@ -1,4 +1,4 @@
-"""A/B of `serve` variants by server CPU per near-cache `CheckSession`, paired and alternating.
+"""A/B of `serve` variants by server CPU per request of a scenario, paired and alternating.
 
 Single benchmark runs on a shared 2-core machine vary by more than the cost of a small change
 (docs/performance.md, "Second pass"). This starts each variant in turn against one Redis,
@@ -6,6 +6,8 @@ loads it with h2load (saturated 8x8, or `--rate`), reads its CPU time from /proc
 the round `--rounds` times, so that every variant sees the same moments of the machine.
 
     python -m bench.ab '{"default": {}, "no log": {"ACCESS_LOG": "false"}}' --rounds 4
+    python -m bench.ab '{"now": {}, "before": {"env": {"PYTHONPATH": "/tmp/old/src"}}}' \
+        --scenario seat_login
 
 A variant is a set of settings (env names without the SESSIONGATE_ prefix), or environment
 variables of its own under the key "env" (e.g. PYTHONPATH for a former build).
@@ -24,14 +26,15 @@ from typing import Any
 import grpc
 
 from bench import h2load, procs
-from bench.scenarios import ACCOUNT, CHECK_PATH, USERS, app_md, check_request, upsert
+from bench.scenarios import SCENARIOS, Scenario, app_md
 from sessiongate.store.embedded import EmbeddedRedis
 
 
 def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
-            body: Path, load: h2load.Load) -> tuple[float, float]:
-    """(server CPU us per request, requests/s) of one run of `variant`."""
-    settings = {k: v for k, v in variant.items() if k != "env"}
+            body: Path, load: h2load.Load, scenario: Scenario) -> tuple[float, float, float]:
+    """(server CPU us per request, requests/s, p99 ms) of one run of `variant` on
+    `scenario`'s request (its settings under the variant's)."""
+    settings = {**scenario.settings, **{k: v for k, v in variant.items() if k != "env"}}
     saved = dict(os.environ)
     os.environ.update(variant.get("env", {}))
     try:
@@ -41,14 +44,14 @@ def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: 
         os.environ.update(saved)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-            upsert(ch, account_id=ACCOUNT, users=USERS)
+            scenario.verify(ch)
         before = srv.cpu_seconds()
-        out = h2load.run(h2, f"http://127.0.0.1:{srv.port}{CHECK_PATH}", body, load, work,
+        out = h2load.run(h2, f"http://127.0.0.1:{srv.port}{scenario.path}", body, load, work,
                          app_md())
         cpu = srv.cpu_seconds() - before
         # CPU covers the warm-up too: count its requests at the measured rate.
         sent = out.requests * (load.duration + load.warmup) / load.duration
-        return cpu / sent * 1e6, out.rps
+        return cpu / sent * 1e6, out.rps, out.p99_ms
     finally:
         srv.stop()
 
@@ -60,28 +63,33 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--rate", type=int, default=0, help="total requests/s (0: saturated)")
     p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--scenario", default="near_cache",
+                   choices=[s.name for s in SCENARIOS if not s.floor])
     args = p.parse_args()
+    scenario = next(s for s in SCENARIOS if s.name == args.scenario)
     variants: dict[str, dict[str, Any]] = json.loads(args.variants)
     load = (h2load.Load(clients=10, streams=1, duration=args.seconds, warmup=1.0,
                         rate=args.rate) if args.rate else
             h2load.Load(clients=8, streams=8, duration=args.seconds, warmup=1.0))
     h2 = h2load.ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="sg-ab-"))
-    body = h2load.write_request(work / "check.bin", check_request())
+    body = h2load.write_request(work / "request.bin", scenario.request())
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     try:
         for _ in range(args.rounds):
             for name, variant in variants.items():
-                runs[name].append(measure(redis.url, work, name, variant, h2, body, load))
+                runs[name].append(measure(redis.url, work, name, variant, h2, body, load,
+                                         scenario))
     finally:
         redis.stop()
     for name, got in runs.items():
-        cpu = [c for c, _ in got]
+        cpu = [c for c, _, _ in got]
         print(f"{name}: CPU per request median {statistics.median(cpu):.0f} us"
               f" (runs {', '.join(f'{c:.0f}' for c in cpu)});"
-              f" req/s {', '.join(f'{r:,.0f}' for _, r in got)}")
+              f" req/s {', '.join(f'{r:,.0f}' for _, r, _ in got)};"
+              f" p99 ms {', '.join(f'{p:.2f}' for _, _, p in got)}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,25 @@
 """One multiplexed Redis connection for the hot Lua calls, beside the redis-py client.
 
-Why: a seat-limited login makes one `take_seat.lua` call, and grpc.aio hands a saturated
-server its requests one per event-loop iteration, so they cannot be batched. Through redis-py
-each call costs a pooled connection of its own (so tens of sockets, each woken and read
-separately), its retry and timeout wrappers and a pure-Python encoder: ~130 us of CPU per
-call, more than the floor's whole gRPC request. Here every call is one `transport.write` of
-hand-encoded RESP on one shared connection, and replies, which arrive together, are parsed by
-hiredis in one `data_received` and matched to their callers in order (Redis answers a
-connection's commands in the order sent).
+Why: a seat-limited login makes one `take_seat.lua` call. Through redis-py each call costs a
+pooled connection of its own (so tens of sockets, each woken and read separately), its retry
+and timeout wrappers and a pure-Python encoder: ~130 us of CPU per call, more than the
+floor's whole gRPC request. Here calls are hand-encoded RESP written on one shared
+connection, and replies, which arrive together, are parsed by hiredis in one
+`data_received` and matched to their callers in order (Redis answers a connection's commands
+in the order sent).
+
+Logins' writes are batched by the event loop's idleness, not by a timer. A command sent with
+`hold` (a seat-limited login's take_seat, a session's renewal) is written in the loop
+iteration after the one that queued it, or later while the loop has other callbacks ready
+to run (it is busy, so more logins are coming), until the oldest has waited `HOLD_MAX` or
+`BATCH_MAX` commands are queued. An idle loop writes at once. Saturated, the seat-limited
+login path then makes one write per ~4 logins instead of one each (and Redis one read and
+one reply write), ~20-30 us less CPU per login (docs/performance.md, "Sixth pass"). grpc.aio
+hands a saturated server about one request per loop iteration, so batching within one
+iteration, as Redis clients' auto-pipelining does, found almost nothing to batch (0.6 %).
+Other commands are written at once, with any held ones ahead of them (replies are matched
+in order): a chain of round trips such as the payment consumer's would pay a loop
+iteration more per trip (measured: ~10 % fewer events/s).
 
 What it keeps from the configured client: host, port, TLS context, credentials, db, client
 name, RESP version (2 or 3: a Lua reply's types depend on it), encoding, the socket timeouts,
@@ -47,6 +59,10 @@ _MORE = object()  # hiredis: no complete reply buffered yet
 _SHORT = 1024
 _LENGTHS = [b"$%d\r\n" % n for n in range(_SHORT)]
 _PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band, never an answer
+# Write batching (see above): the longest a queued command waits for a busy loop, and the
+# most commands written at once.
+HOLD_MAX = 0.001
+BATCH_MAX = 64
 
 
 class _Waiter:
@@ -74,24 +90,60 @@ class _Protocol(asyncio.Protocol):
         # A subscriber's connection (`Mux.subscribe`): every reply goes here, none is matched.
         self.on_push: Callable[[Any], None] | None = None
         self.lost: asyncio.Future[Exception] = loop.create_future()  # its error, once closed
+        self._queued: list[bytes] = []  # encoded commands not written yet (`_flush`)
+        self._queued_since = 0.0
+        # The loop's queue of callbacks ready to run (CPython's asyncio; absent on other
+        # loops: then every flush writes).
+        self._ready: Sequence[Any] = getattr(loop, "_ready", ())
+        self.writes = 0  # socket writes of commands, for tests and debugging
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def send(self, payload: bytes, n: int = 1, many: bool = False) -> asyncio.Future[Any]:
-        """Write `n` encoded commands. The future gets the reply, an error reply raised; or
-        with `many`, the list of the `n` replies, error replies in their places."""
+    def send(self, payload: bytes, n: int = 1, many: bool = False, hold: bool = False
+             ) -> asyncio.Future[Any]:
+        """Write `n` encoded commands, or with `hold` queue them for a later write (`_flush`).
+        The future gets the reply, an error reply raised; or with `many`, the list of the
+        `n` replies, error replies in their places."""
         if self.closed or self.transport is None or self.transport.is_closing():
             self._fail(RedisConnectionError("Redis connection closed"))
             raise RedisConnectionError("Redis connection closed")
         fut = self.loop.create_future()
         now = self.loop.time()
         self.pending.append(_Waiter(fut, n, many, now))
-        self.transport.write(payload)
+        queued = self._queued
+        if hold:
+            queued.append(payload)
+            if len(queued) == 1:
+                self._queued_since = now
+                self.loop.call_soon(self._flush)
+        elif queued:  # behind the held ones, in the same write
+            queued.append(payload)
+            self._write_queued()
+        else:
+            self.writes += 1
+            self.transport.write(payload)
         if self._watchdog is None and self.timeout is not None:
             self._watchdog = self.loop.call_at(now + self.timeout, self._check)
         return fut
+
+    def _flush(self) -> None:
+        """Write the queued commands, unless the loop is busy and they may wait longer."""
+        queued = self._queued
+        if not queued or self.closed:  # `_fail` failed their callers
+            return
+        if (self._ready and len(queued) < BATCH_MAX
+                and self.loop.time() - self._queued_since < HOLD_MAX):
+            self.loop.call_soon(self._flush)  # after the callbacks ready now
+            return
+        self._write_queued()
+
+    def _write_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        assert self.transport is not None
+        self.writes += 1
+        self.transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -147,6 +199,7 @@ class _Protocol(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         """Close for good and fail every command in flight with `exc`."""
         self.closed = True
+        self._queued = []
         if not self.lost.done():
             self.lost.set_result(exc)
         if self._watchdog is not None:
@@ -208,6 +261,11 @@ class Mux:
         return mux
 
     @property
+    def writes(self) -> int:
+        """Socket writes of commands on the current connection (tests, debugging)."""
+        return self._proto.writes if self._proto is not None else 0
+
+    @property
     def text_encoding(self) -> tuple[str, str]:
         """(encoding, errors) of text arguments, as the redis-py client's."""
         return self._encoding, self._errors
@@ -260,12 +318,14 @@ class Mux:
         payload = b"".join([self.encode(c) for c in commands])
         return list(await self.request(payload, len(commands), True))
 
-    def send(self, payload: bytes, n: int = 1, many: bool = False) -> Awaitable[Any]:
-        """The reply to `payload` (`n` encoded commands; `many`: as in `_Protocol.send`),
-        without retry: the hot path, a bare future while the connection is up."""
+    def send(self, payload: bytes, n: int = 1, many: bool = False, hold: bool = False
+             ) -> Awaitable[Any]:
+        """The reply to `payload` (`n` encoded commands; `many`, `hold`: as in
+        `_Protocol.send`), without retry: the hot path, a bare future while the connection
+        is up."""
         proto = self._proto
         if proto is not None and not proto.closed and proto.loop is asyncio.get_running_loop():
-            return proto.send(payload, n, many)
+            return proto.send(payload, n, many, hold)
         return self.resend(payload, n, many)
 
     async def request(self, payload: bytes, n: int = 1, many: bool = False) -> Any:

@@ -1,10 +1,11 @@
 """Lua scripts, each in its own `.lua` file with a KEYS/ARGV header, called by EVALSHA.
 
 On one Redis server the calls go through the client's multiplexed connection (`mux.py`):
-a call is one write on a shared socket, not a pooled connection of redis-py's. On Redis
-Cluster (and where `Mux.of` declines) redis-py's own script objects are used. Either way a
-NOSCRIPT reply (Redis restarted, or SCRIPT FLUSH) loads the script and runs the call again:
-a NOSCRIPT call did not run.
+a call is a write on a shared socket (a login's shares one with concurrent logins', see
+`Mux`), not a pooled connection of redis-py's. On Redis Cluster (and where `Mux.of`
+declines) redis-py's own script objects are used. Either way a NOSCRIPT reply (Redis
+restarted, or SCRIPT FLUSH) loads the script and runs the call again: a NOSCRIPT call did
+not run.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Prepared:
         for v in values:
             b = b"%d" % v if type(v) is int else str(v).encode(self._encoding, self._errors)
             parts += (len(b), b)
-        return self._script.run(self._fmt % tuple(parts))
+        return self._script.run(self._fmt % tuple(parts), hold=True)
 
 
 @cache
@@ -67,14 +68,18 @@ class Script:
         self.head = mux.encode(("EVALSHA", self.sha))[4:]  # its first two arguments, in RESP
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Awaitable[Any]:
-        mux = self.mux
-        return self.run(mux.encode((len(keys), *keys, *args), self.head, 2))
+        return self.run(self.encode(keys, args))
 
-    async def run(self, payload: bytes) -> Any:
-        """The reply to `payload`, this script's EVALSHA encoded (NOSCRIPT: loaded, again)."""
+    def encode(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+        """This script's EVALSHA of `keys` and `args`, in RESP."""
+        return self.mux.encode((len(keys), *keys, *args), self.head, 2)
+
+    async def run(self, payload: bytes, hold: bool = False) -> Any:
+        """The reply to `payload`, this script's EVALSHA encoded (NOSCRIPT: loaded, again);
+        `hold`: the write may wait for concurrent calls' (`Mux`, logins)."""
         mux = self.mux
         try:
-            return await mux.send(payload)  # the hot path: one future, no other coroutine
+            return await mux.send(payload, 1, False, hold)  # one future, no other coroutine
         except NoScriptError:
             pass
         except RedisConnectionError:  # one more try on a new connection, as Mux.request
@@ -163,10 +168,14 @@ class Scripts:
     def coalesced(self, name: str, keys: Sequence[Any], args: Sequence[Any]
                   ) -> Awaitable[Any]:
         """One call of script `name` that may share its round trip with concurrent ones:
-        on the multiplexed connection every concurrent call does (one socket; their
-        replies are read together). An awaitable, not a coroutine of its own (hot path)."""
-        script: Awaitable[Any] = self[name](keys=keys, args=args)
-        return script
+        on the multiplexed connection it may wait for them (`hold`: one write for all,
+        their replies read together). An awaitable, not a coroutine of its own (hot
+        path)."""
+        script = self[name]
+        if isinstance(script, Script):
+            return script.run(script.encode(keys, args), hold=True)
+        called: Awaitable[Any] = script(keys=keys, args=args)
+        return called
 
     async def _pipelined(self, script: Any, calls: Sequence[Call]) -> list[Any]:
         """redis-py's pipeline (where the Mux declined), EVALSHA queued by hand: with its
