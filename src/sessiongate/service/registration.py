@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-# Every login (CheckSession) and every request through Envoy (ext_authz Check).
+# Every login. Envoy's ext_authz Check, the other per-request method, was pre-registered too
+# until 4 Dec 2026: served generically it costs the same CPU per check (224 vs 225 us, paired
+# rounds: the name lookup costs what the pending call saved), while its pending call cost
+# every CheckSession ~3 us (docs/performance.md, "Sixth pass").
 HOT_METHODS = frozenset({
     "/sessiongate.api.v1.SessionControl/CheckSession",
-    "/envoy.service.auth.v3.Authorization/Check",
 })
 
 
