@@ -18,7 +18,7 @@ from typing import Any
 # Every login. Envoy's ext_authz Check, the other per-request method, was pre-registered too
 # until 4 Dec 2026: served generically it costs the same CPU per check (224 vs 225 us, paired
 # rounds: the name lookup costs what the pending call saved), while its pending call cost
-# every CheckSession ~3 us (docs/performance.md, "Sixth pass").
+# every CheckSession 1-3 us (docs/performance.md, "Sixth pass").
 HOT_METHODS = frozenset({
     "/sessiongate.api.v1.SessionControl/CheckSession",
 })
