@@ -131,7 +131,7 @@ class _Protocol(asyncio.Protocol):
     def _flush(self) -> None:
         """Write the queued commands, unless the loop is busy and they may wait longer."""
         queued = self._queued
-        if not queued or self.closed:  # `_fail` failed their callers
+        if not queued:  # written behind an unheld command, or dropped by `_fail`
             return
         if (self._ready and len(queued) < BATCH_MAX
                 and self.loop.time() - self._queued_since < HOLD_MAX):
