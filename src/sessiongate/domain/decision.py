@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
+from sessiongate.domain.records import quick_init
 
 
 class Decision(enum.Enum):
@@ -28,6 +29,7 @@ class Reason(enum.Enum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decision: Decision

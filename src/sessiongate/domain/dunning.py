@@ -19,11 +19,13 @@ from sessiongate.domain.ledger import Ledger, Snapshot
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
 from sessiongate.domain.policy import REMINDER_STATES, DunningPolicy
+from sessiongate.domain.records import quick_init
 
 ACTIVE = AccountState.ACTIVE
 SUSPENDED = AccountState.SUSPENDED
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     state: AccountState
@@ -88,6 +90,7 @@ def _span(d: timedelta) -> str:
     return f"{secs} s"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     account: Account

@@ -13,11 +13,13 @@ from datetime import datetime
 
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
+from sessiongate.domain.records import quick_init
 
 T = PaymentEventType
 _EPOCH_KEY = ""  # sorts before any event id
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Invoice:
     invoice_id: str
@@ -26,6 +28,7 @@ class Invoice:
     open_minor: int  # what is left to pay after payments were allocated oldest first
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What dunning needs: how much is owed, and since when."""
@@ -50,6 +53,7 @@ class Snapshot:
         return None if inv is None else inv.due_at
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Ledger:
     currency: str = ""

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
+from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
 from sessiongate.store.mux import Mux
@@ -41,6 +42,7 @@ IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
 UNSCHEDULE = "-"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     status: str  # "ok" | "conflict" | "duplicate"
@@ -55,6 +57,7 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """What a read-modify-write wants committed (see `AccountStore.update`)."""

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sessiongate.domain.model import Account
+from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.mux import Mux
@@ -29,6 +30,7 @@ from sessiongate.store.mux import Mux
 log = structlog.get_logger(__name__)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     account: Account | None  # None: known not to exist (negative entry)
