@@ -6,7 +6,6 @@ keys of the former layout are still read, and moved into the hash by the next co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from sessiongate.domain.model import Account
 from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
+from sessiongate.store.jsontext import dumps
 from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
     EVENTS_BYTES,
@@ -76,8 +76,6 @@ Mutator = Callable[[Account | None, str | None], Awaitable[Change | None] | Chan
 MAX_CAS_ATTEMPTS = 50
 
 
-# json.dumps(x, separators=(",", ":")) without building an encoder per call.
-_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def _commit_call(change: Change, expected_version: int, now: datetime
@@ -94,8 +92,7 @@ def _commit_call(change: Change, expected_version: int, now: datetime
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES,
             SEAT_CHANGES_BYTES]
     if change.notifications:
-        encode = _JSON.encode
-        args.extend([encode(n) for n in change.notifications])
+        args.extend([dumps(n) for n in change.notifications])
     return keys.commit_keys(aid), args
 
 

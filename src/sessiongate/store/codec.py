@@ -7,12 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
+from sessiongate.store.jsontext import dumps, loads
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-# json.dumps(x, separators=(",", ":")) without building an encoder per call.
-_JSON = json.JSONEncoder(separators=(",", ":"))
-_DECODE = json.JSONDecoder().decode
 
 
 def to_ms(when: datetime | None) -> int | None:
@@ -112,7 +110,7 @@ def encode_account(a: Account) -> str:
         d["next_eval"] = to_ms(a.next_evaluation_at)
     if a.extra != {}:
         d["extra"] = a.extra
-    return _JSON.encode(d)
+    return dumps(d)
 
 
 _KINDS = {k.value: k for k in AccountKind}
@@ -121,8 +119,8 @@ _STATES = {s.value: s for s in AccountState}
 
 def decode_account(data: str | bytes, version: int) -> Account:
     """Reads this format and the former one (every field written, defaults included)."""
-    d = _DECODE(data.decode(json.detect_encoding(data), "surrogatepass")
-                if isinstance(data, bytes) else data)  # json.loads, without its wrapper
+    d = loads(data.decode(json.detect_encoding(data), "surrogatepass")
+              if isinstance(data, bytes) else data)
     kind, state = d.get("kind", "ENTERPRISE"), d.get("state", "ACTIVE")
     try:  # a dict's lookup: the enum's own costs ~0.4 us each
         kind, state = _KINDS[kind], _STATES[state]

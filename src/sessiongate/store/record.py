@@ -23,6 +23,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sessiongate.store.jsontext import dumps
+
 RS, US = "\x1e", "\x1f"
 
 # Byte budgets of the hash's growing fields (entries beyond go to the side keys).
@@ -37,8 +39,6 @@ _UNESCAPE = re.compile("%(25|1E|1F)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HISTORY_KEYS = ("at", "from", "to", "cause", "actor", "event_id")
 _HISTORY_KEYSET = frozenset(_HISTORY_KEYS)
-# json.dumps(x, separators=(",", ":")) without building an encoder per call.
-_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def escape(text: str) -> str:
@@ -115,7 +115,7 @@ def encode_history(entry: dict[str, Any]) -> str:
                 break
         else:
             return US.join(parts).rstrip(US)
-    return _JSON.encode(entry)
+    return dumps(entry)
 
 
 def decode_history(raw: str | bytes) -> dict[str, Any]:
