@@ -1,4 +1,4 @@
-"""`quick_init`: the faster __init__ builds what the dataclass's would, and stays frozen."""
+"""`quick_init`, `replacer`: build what the dataclass's __init__ and `replace` would."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sessiongate.domain.model import Account, AccountState, StateOverride
-from sessiongate.domain.records import quick_init
+from sessiongate.domain.records import quick_init, replacer
 from sessiongate.store.accounts import Change
 
 
@@ -75,3 +75,21 @@ def test_refuses_what_it_would_get_wrong() -> None:
     with pytest.raises(TypeError, match="init"):
         quick_init(dataclass(frozen=True, slots=True)(type("NoInit", (), {
             "__annotations__": {"a": "int"}, "a": field(default=1, init=False)})))
+
+
+def test_replacer_is_replace_of_its_fields() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    a = Account("acc", users=frozenset({"u"}), admin_emails=("x@y",), version=7,
+                extra={"k": "v"})
+    derive = replacer(Account, "derived_state", "state_since", "balance_minor")
+    b = derive(a, AccountState.SUSPENDED, now, 500)
+    assert b == dataclasses.replace(a, derived_state=AccountState.SUSPENDED, state_since=now,
+                                    balance_minor=500)
+    assert type(b) is Account and b.extra is a.extra and a.balance_minor == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.version = 1  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        replacer(Account, "nope")
+    with pytest.raises(TypeError, match="frozen"):
+        replacer(dataclass(slots=True)(type("Mutable", (), {"__annotations__": {"a": "int"}})),
+                 "a")

@@ -119,8 +119,10 @@ _STATES = {s.value: s for s in AccountState}
 
 def decode_account(data: str | bytes, version: int) -> Account:
     """Reads this format and the former one (every field written, defaults included)."""
-    d = loads(data.decode(json.detect_encoding(data), "surrogatepass")
-              if isinstance(data, bytes) else data)
+    if isinstance(data, bytes):  # as json.loads reads bytes; what starts `{"` is UTF-8
+        data = data.decode("utf-8" if data[:2] == b'{"' else json.detect_encoding(data),
+                           "surrogatepass")
+    d = loads(data)
     kind, state = d.get("kind", "ENTERPRISE"), d.get("state", "ACTIVE")
     try:  # a dict's lookup: the enum's own costs ~0.4 us each
         kind, state = _KINDS[kind], _STATES[state]
