@@ -21,6 +21,7 @@ def test_same_text_and_values_as_json(fast: bool) -> None:
     dumps = jsontext.dumps if fast else jsontext._dumps_with(None)
     loads = jsontext.loads if fast else jsontext._loads_with(None)
     assert (dumps == jsontext._ENCODER.encode) is not fast  # CPython has the C module
+    assert (loads is json.loads) is not fast
     for v in VALUES:
         text = dumps(v)
         assert text == json.dumps(v, separators=(",", ":"))
