@@ -18,7 +18,7 @@ from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
 from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
-from sessiongate.store.codec import decode_account, encode_account, to_ms
+from sessiongate.store.codec import decode_account, encode_account, kept_ms
 from sessiongate.store.jsontext import dumps
 from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
@@ -82,12 +82,12 @@ def _commit_call(change: Change, expected_version: int, now: datetime
                  ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `commit_account.lua` for `change` (see its header)."""
     nxt = change.next_evaluation
-    next_eval_arg = str(to_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
+    next_eval_arg = str(kept_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
     aid = change.account.account_id
     entry = change.history_entry
     event_id = change.event_id
     args = [expected_version, encode_account(change.account), change.ledger_json,
-            event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
+            event_id, kept_ms(now), next_eval_arg, encode_history(entry) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES,
             SEAT_CHANGES_BYTES]

@@ -22,6 +22,22 @@ def to_ms(when: datetime | None) -> int | None:
     return (when - _EPOCH) // _MS
 
 
+def kept_ms(when: datetime | None) -> int | None:
+    """`to_ms`, the last few thousand aware times kept, as `from_ms` keeps its: for the times
+    that accounts share (a sweep's now, due dates and what follows): 0.06 us a time kept,
+    against 0.34; what a login converts is new each time, and goes through `to_ms`."""
+    if when is None:
+        return None
+    ms = _TO_MS.get(when)
+    if ms is None:
+        if when.tzinfo is None:  # local time: not kept (the zone may change)
+            return to_ms(when)
+        if len(_TO_MS) >= _FROM_MS_KEPT:
+            _TO_MS.clear()
+        ms = _TO_MS[when] = (when - _EPOCH) // _MS
+    return ms
+
+
 def from_ms(ms: int | None) -> datetime | None:
     """The aware UTC datetime of `ms`; the last few thousand are kept (a sweep's accounts
     share their times: the sweep's now, their invoices' due dates and what follows from
@@ -38,6 +54,7 @@ def from_ms(ms: int | None) -> datetime | None:
 
 
 _FROM_MS: dict[int, datetime] = {}
+_TO_MS: dict[datetime, int] = {}  # aware times only
 _FROM_MS_KEPT = 4096
 
 
@@ -97,17 +114,17 @@ def encode_account(a: Account) -> str:
     if a.derived_state is not AccountState.ACTIVE:
         d["state"] = a.derived_state.value
     if a.state_since is not None:
-        d["since"] = to_ms(a.state_since)
+        d["since"] = kept_ms(a.state_since)
     if a.override is not None:
         d["override"] = _override_to_dict(a.override)
     if a.balance_minor != 0:
         d["balance"] = a.balance_minor
     if a.oldest_due_at is not None:
-        d["due"] = to_ms(a.oldest_due_at)
+        d["due"] = kept_ms(a.oldest_due_at)
     if a.suspends_at is not None:
-        d["suspends"] = to_ms(a.suspends_at)
+        d["suspends"] = kept_ms(a.suspends_at)
     if a.next_evaluation_at is not None:
-        d["next_eval"] = to_ms(a.next_evaluation_at)
+        d["next_eval"] = kept_ms(a.next_evaluation_at)
     if a.extra != {}:
         d["extra"] = a.extra
     return dumps(d)
