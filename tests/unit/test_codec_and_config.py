@@ -73,10 +73,10 @@ def test_kept_ms_is_to_ms_kept_or_not() -> None:
     None, and past its limit (when it starts over)."""
     from datetime import timezone
 
-    from sessiongate.store.codec import _FROM_MS_KEPT, kept_ms, to_ms
+    from sessiongate.store.codec import _TIMES_KEPT, kept_ms, to_ms
 
     base = datetime(2026, 1, 1, 0, 0, 1, 1000, tzinfo=UTC)
-    times = [base + timedelta(milliseconds=7 * i) for i in range(_FROM_MS_KEPT + 10)]
+    times = [base + timedelta(milliseconds=7 * i) for i in range(_TIMES_KEPT + 10)]
     for t in [*times, *times[:20], base.astimezone(timezone(timedelta(hours=-5))),
               datetime(2026, 1, 1, 12, 0, 0, 1500), None]:
         assert kept_ms(t) == to_ms(t), t

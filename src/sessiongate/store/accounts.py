@@ -76,8 +76,6 @@ Mutator = Callable[[Account | None, str | None], Awaitable[Change | None] | Chan
 MAX_CAS_ATTEMPTS = 50
 
 
-
-
 def _commit_call(change: Change, expected_version: int, now: datetime
                  ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `commit_account.lua` for `change` (see its header)."""

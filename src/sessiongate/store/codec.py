@@ -32,9 +32,9 @@ def kept_ms(when: datetime | None) -> int | None:
     if ms is None:
         if when.tzinfo is None:  # local time: not kept (the zone may change)
             return to_ms(when)
-        if len(_TO_MS) >= _FROM_MS_KEPT:
+        if len(_TO_MS) >= _TIMES_KEPT:
             _TO_MS.clear()
-        ms = _TO_MS[when] = (when - _EPOCH) // _MS
+        ms = _TO_MS[when] = (when - _EPOCH) // _MS  # to_ms of an aware time
     return ms
 
 
@@ -46,7 +46,7 @@ def from_ms(ms: int | None) -> datetime | None:
         return None
     when = _FROM_MS.get(ms)
     if when is None:
-        if len(_FROM_MS) >= _FROM_MS_KEPT:
+        if len(_FROM_MS) >= _TIMES_KEPT:
             _FROM_MS.clear()
         # timedelta(days, seconds, microseconds, milliseconds): positional is quicker.
         when = _FROM_MS[ms] = _EPOCH + timedelta(0, 0, 0, ms)
@@ -55,7 +55,7 @@ def from_ms(ms: int | None) -> datetime | None:
 
 _FROM_MS: dict[int, datetime] = {}
 _TO_MS: dict[datetime, int] = {}  # aware times only
-_FROM_MS_KEPT = 4096
+_TIMES_KEPT = 4096
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:
