@@ -10,10 +10,12 @@ an evaluation (a replay, a second replica, a retried compare-and-set) never remi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sessiongate.domain.isotime import iso
 from sessiongate.domain.ledger import Ledger, Snapshot
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
@@ -79,6 +81,7 @@ def evaluate(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
     return Evaluation(state, balance, due, suspends_at, min(future, default=None), reminder, why)
 
 
+@functools.lru_cache(maxsize=1024)  # the accounts of a sweep share their overdue spans
 def _span(d: timedelta) -> str:
     if d >= timedelta(days=1):
         n = d.days
@@ -112,10 +115,10 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     prev = account.derived_state
     override = account.override
     entry: dict[str, Any] | None = None
-    at = ""  # now.isoformat(), made once if anything is recorded
+    at = ""  # iso(now), once something is recorded
     if override is not None and not override.active(now):
         override = None
-        at = now.isoformat()
+        at = iso(now)
         entry = _entry(at, account.override.state if account.override else prev,
                        ev.state, "override expired", actor, event_id)
     notes: list[dict[str, Any]] = []
@@ -123,7 +126,7 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     if ev.state is not prev:
         since = now
         why = f"{cause}: {ev.reason}" if cause else ev.reason
-        at = at or now.isoformat()
+        at = at or iso(now)
         entry = _entry(at, prev, ev.state, why, actor, event_id)
         if not account.exempt:
             notes.append(_note(account, version, "transition", ev, prev, at, ledger.currency))
@@ -132,7 +135,7 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
         due, ordinal = ev.reminder
         fresh = mark is None or mark[0] != due or mark[1] < ordinal
         if ev.state is prev and fresh:
-            notes.append(_note(account, version, "reminder", ev, prev, at or now.isoformat(),
+            notes.append(_note(account, version, "reminder", ev, prev, at or iso(now),
                                ledger.currency, ordinal=ordinal))
         if fresh:
             mark = ev.reminder
@@ -167,7 +170,7 @@ def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: Accou
         "previous_state": prev.value,
         "amount_due_minor": ev.balance_minor,
         "currency": currency or account.currency,
-        "suspends_at": None if ev.suspends_at is None else ev.suspends_at.isoformat(),
+        "suspends_at": None if ev.suspends_at is None else iso(ev.suspends_at),
         "reason": ev.reason,
         "at": at,
         "admin_emails": list(account.admin_emails),

@@ -106,11 +106,11 @@ class Ledger:
                 reversals.append(ev)
             elif ev.type is T.PAYMENT_FAILED:
                 failed += 1
-        paid -= _reversed_total(reversals, payments)
-        live = sorted(
-            (ev for iid, ev in issued.items() if iid not in voided),
-            key=lambda ev: (ev.due_at, ev.invoice_id),
-        )
+        if reversals:
+            paid -= _reversed_total(reversals, payments)
+        live = [ev for iid, ev in issued.items() if iid not in voided]
+        if len(live) > 1:
+            live.sort(key=_due_order)
         pool = paid
         billed = 0
         invoices = []
@@ -128,6 +128,10 @@ class Ledger:
             invoices=tuple(invoices),
             failed_payments=failed,
         )
+
+
+def _due_order(ev: PaymentEvent) -> tuple[datetime | None, str]:
+    return (ev.due_at, ev.invoice_id)
 
 
 def _order(ev: PaymentEvent) -> tuple[str, str]:

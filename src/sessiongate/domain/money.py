@@ -16,5 +16,5 @@ def format_money(amount_minor: int, currency: str) -> str:
     exp = exponent(currency)
     sign = "-" if amount_minor < 0 else ""
     units, minor = divmod(abs(amount_minor), 10**exp)
-    body = f"{units}.{minor:0{exp}d}" if exp else str(units)
+    body = f"{units}.{str(minor).zfill(exp)}" if exp else str(units)  # {minor:0{exp}d}: 2x
     return f"{sign}{body} {currency.upper()}"

@@ -123,8 +123,11 @@ def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:
     cur_text, mark_ms, mark_n = [*head.split(US), "", ""][:3]
     cur = unescape(cur_text)
     due = from_ms(_ms(mark_ms))
-    parsed = (_event_from_text(e, account_id, cur) for e in events)
-    return Ledger(currency=cur, events={e.event_id: e for e in parsed},
+    by_id: dict[str, PaymentEvent] = {}
+    for item in events:
+        e = _event_from_text(item, account_id, cur)
+        by_id[e.event_id] = e
+    return Ledger(currency=cur, events=by_id,
                   last_reminder=None if due is None else (due, int(mark_n)))
 
 
