@@ -2,7 +2,7 @@
 
 `isoformat` costs ~1.6 us on the bench VM; a scheduled evaluation writes two (its now, the
 account's suspension date) into the history entry and the notification, and the accounts
-of a sweep share them (one now, the due dates of a billing run): a kept one costs ~0.05 us.
+of a sweep share them (one now, the due dates of a billing run): a kept one costs ~0.1 us.
 """
 
 from __future__ import annotations
