@@ -10,7 +10,8 @@ the round `--rounds` times, so that every variant sees the same moments of the m
         --scenario seat_login
 
 A variant is a set of settings (env names without the SESSIONGATE_ prefix), or environment
-variables of its own under the key "env" (e.g. PYTHONPATH for a former build).
+variables of its own under the key "env" (e.g. PYTHONPATH for a former build); `{"floor":
+true}` is the floor server (bench/floor.py) instead of `serve`.
 """
 
 from __future__ import annotations
@@ -34,17 +35,20 @@ def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: 
             body: Path, load: h2load.Load, scenario: Scenario) -> tuple[float, float, float]:
     """(server CPU us per request, requests/s, p99 ms) of one run of `variant` on
     `scenario`'s request (its settings under the variant's)."""
-    settings = {**scenario.settings, **{k: v for k, v in variant.items() if k != "env"}}
+    settings = {**scenario.settings,
+                **{k: v for k, v in variant.items() if k not in ("env", "floor")}}
     saved = dict(os.environ)
     os.environ.update(variant.get("env", {}))
     try:
-        srv = procs.serve(redis_url, work, name=name.replace(" ", "-"), **settings)
+        srv = (procs.floor(work) if variant.get("floor") else
+               procs.serve(redis_url, work, name=name.replace(" ", "-"), **settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-            scenario.verify(ch)
+        if not variant.get("floor"):  # the floor answers an empty response
+            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                scenario.verify(ch)
         before = srv.cpu_seconds()
         out = h2load.run(h2, f"http://127.0.0.1:{srv.port}{scenario.path}", body, load, work,
                          app_md())
