@@ -37,7 +37,7 @@ class Floor(pb_grpc.SessionControlServicer):
 
 async def serve(port: int) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # as app.py, one worker
-    # Registered as app.py registers its services: only the hot methods pre-registered.
+    # Registered as app.py registers its services: one method table, nothing pre-registered.
     add_services(server, [(pb_grpc.add_SessionControlServicer_to_server, Floor())])
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

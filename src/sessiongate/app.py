@@ -149,7 +149,7 @@ class Application:
         )
         session_control = SessionControlServicer(rt)
         self.components.append(session_control.batch)  # session/login records off the hot path
-        add_services(server, [  # the hot methods pre-registered, the rest generic
+        add_services(server, [  # one method table, nothing pre-registered (registration.py)
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
             (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
             (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),

@@ -1,50 +1,62 @@
-"""Which methods the gRPC server pre-registers: the hot ones only.
+"""How the gRPC server finds its methods: one table, nothing pre-registered.
 
 grpc.aio's server keeps one pending "request call" per pre-registered method, plus one for
 all the others, and waits for the next call with `asyncio.wait` over all of them: every
 RPC pays for every registered method (a done-callback added and removed on each, ~0.2 us
-apiece in Python). The generated `add_*Servicer_to_server` functions pre-register every
-method of a service; with five services that was ~22 pending calls per RPC, ~186 Python
-calls more per login check (docs/performance.md, "gRPC method registration"). A method left
-unregistered is served all the same, through the generic handlers that the same functions
-add (a dictionary lookup by name).
+apiece in Python). And a pre-registered method's call never reaches the generic handlers,
+which are the only place that sees the call's metadata as grpc has already built it (for
+the handler lookup): a handler that reads `context.invocation_metadata()` has it built a
+second time (a namedtuple per header; ~4 % of the near-cache check's GIL time, py-spy,
+docs/performance.md "Tenth pass").
+
+So the generated `add_*Servicer_to_server` functions see a view of the server (`MethodTable`)
+that keeps every method in one dictionary, served by a single generic handler placed first:
+it records the call's metadata in `call_metadata` (a context variable: each RPC runs in its
+own task) and returns the method's handler. The generated generic handlers are passed
+through behind it (they answer nothing the table does not).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
-# Every login. Envoy's ext_authz Check, the other per-request method, was pre-registered too
-# until 4 Dec 2026: served generically it costs the same CPU per check (224 vs 225 us, paired
-# rounds: the name lookup costs what the pending call saved), while its pending call cost
-# every CheckSession 1-3 us (docs/performance.md, "Sixth pass").
-HOT_METHODS = frozenset({
-    "/sessiongate.api.v1.SessionControl/CheckSession",
-})
+import grpc
+
+# The current RPC's invocation metadata, as grpc built it for the handler lookup; None
+# outside an RPC resolved by a `MethodTable` (then read `context.invocation_metadata()`).
+call_metadata: ContextVar[tuple[tuple[str, Any], ...] | None] = ContextVar(
+    "call_metadata", default=None)
 
 
-class HotMethodsOnly:
-    """A server as the generated `add_*Servicer_to_server(servicer, server)` see it: generic
-    handlers pass through, pre-registration only for `hot` methods ("/service/method")."""
+class MethodTable:
+    """Every method's handler by its full name ("/service/method"), as the generic handler
+    of a server; to the generated `add_*Servicer_to_server(servicer, server)` functions it
+    looks like the server (`add_registered_method_handlers` fills the table)."""
 
-    def __init__(self, server: Any, hot: Collection[str] = HOT_METHODS) -> None:
+    def __init__(self, server: Any) -> None:
         self._server = server
-        self._hot = hot
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        server.add_generic_rpc_handlers((self,))
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
+        call_metadata.set(handler_call_details.invocation_metadata)
+        return self.handlers.get(handler_call_details.method)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         self._server.add_generic_rpc_handlers(handlers)
 
-    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]
-                                       ) -> None:
-        hot = {m: h for m, h in handlers.items() if f"/{service}/{m}" in self._hot}
-        if hot:
-            self._server.add_registered_method_handlers(service, hot)
+    def add_registered_method_handlers(self, service: str,
+                                       handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        for method, handler in handlers.items():
+            self.handlers[f"/{service}/{method}"] = handler
 
 
-def add_services(server: Any, adders: Sequence[tuple[Callable[[Any, Any], None], Any]],
-                 hot: Collection[str] = HOT_METHODS) -> None:
-    """`add(servicer, server)` for each (add, servicer), pre-registering only `hot`."""
-    view = HotMethodsOnly(server, hot)
+def add_services(server: Any, adders: Sequence[tuple[Callable[[Any, Any], None], Any]]
+                 ) -> MethodTable:
+    """`add(servicer, server)` for each (add, servicer), into one `MethodTable`."""
+    table = MethodTable(server)
     for add, servicer in adders:
-        add(servicer, view)
+        add(servicer, table)
+    return table

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from sessiongate import logs
 from sessiongate.domain import errors
+from sessiongate.service.registration import call_metadata
 
 log = structlog.get_logger("sessiongate.rpc")
 
@@ -212,7 +213,10 @@ def rpc(role: str, fast: Callable[[Any, Any], Any] | None = None) -> Callable[[H
             rid: str | None = None  # the request id, made once (error and access lines share it)
             header = given_rid = response = None
             try:
-                for key, value in context.invocation_metadata() or ():  # one scan: auth + id
+                metadata = call_metadata.get()  # as grpc built it (service/registration.py)
+                if metadata is None:
+                    metadata = context.invocation_metadata() or ()
+                for key, value in metadata:  # one scan: auth + id
                     if key == "authorization":
                         if header is None:
                             header = value
