@@ -34,18 +34,23 @@ def write_request(path: Path, message: Message | bytes) -> Path:
     return path
 
 
-def ensure_h2load() -> str:
-    """h2load's path; installs Debian's nghttp2-client when missing (needs root and apt)."""
-    found = shutil.which("h2load")
+def ensure_tool(binary: str, package: str) -> str:
+    """`binary`'s path; installs the Debian `package` when missing (needs root and apt)."""
+    found = shutil.which(binary)
     if found:
         return found
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, env=env)
-    found = shutil.which("h2load")
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
+    found = shutil.which(binary)
     if not found:
-        raise RuntimeError("h2load not found after installing nghttp2-client")
+        raise RuntimeError(f"{binary} not found after installing {package}")
     return found
+
+
+def ensure_h2load() -> str:
+    """h2load's path; installs Debian's nghttp2-client when missing."""
+    return ensure_tool("h2load", "nghttp2-client")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -72,7 +72,7 @@ class Proc:
 
 
 def serve(redis_url: str, workdir: Path, *, name: str = "serve", workers: int = 1,
-          **settings: str) -> Proc:
+          prefix: Sequence[str] = (), **settings: str) -> Proc:
     """`sessiongate serve` with the default configuration (tokens, access log, metrics on),
     overridden by `settings` (env names without the SESSIONGATE_ prefix)."""
     port = free_port()
@@ -88,18 +88,19 @@ def serve(redis_url: str, workdir: Path, *, name: str = "serve", workers: int = 
         **{f"SESSIONGATE_{k.upper()}": v for k, v in settings.items()},
     }
     exe = str(Path(sys.executable).with_name("sessiongate"))
-    proc = Proc([exe, "serve"], port, env, workdir / f"{name}.log")
+    proc = Proc([*prefix, exe, "serve"], port, env, workdir / f"{name}.log")
     try:
-        wait_serving(port)
+        wait_serving(port, timeout=180 if prefix else 30)
     except Exception:
         proc.stop()
         raise
     return proc
 
 
-def floor(workdir: Path) -> Proc:
+def floor(workdir: Path, prefix: Sequence[str] = ()) -> Proc:
+    """The floor server (bench/floor.py); `prefix`: a command to run it under (valgrind)."""
     port = free_port()
-    proc = Proc([sys.executable, "-m", "bench.floor", "--port", str(port)], port, {},
+    proc = Proc([*prefix, sys.executable, "-m", "bench.floor", "--port", str(port)], port, {},
                 workdir / "floor.log")
-    wait_serving(port)
+    wait_serving(port, timeout=180 if prefix else 30)
     return proc
