@@ -7,7 +7,7 @@ settings, another build through "env", or `{"floor": true}`) under `valgrind
 --tool=callgrind` with instrumentation off, warms it up, then counts every thread's
 instructions over N requests sent by h2load (4 connections x 4 streams).
 
-    python -m bench.icount '{"floor": {"floor": true}, "now": {}, "no log": {"ACCESS_LOG": "false"}}'
+    python -m bench.icount '{"floor": {"floor": true}, "now": {}, "no log": {"ACCESS_LOG": "0"}}'
     python -m bench.icount '{"before": {"env": {"PYTHONPATH": "/tmp/old/src:/tmp/old"}}, "now": {}}'
 
 Read with care: instructions are not time (system calls, cache misses and waits are not in
