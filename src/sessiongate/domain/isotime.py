@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-_KEPT = 4096
-_TEXT: dict[datetime, str] = {}
+from sessiongate.domain.kept import Kept
+
+_TEXT: Kept[datetime, str] = Kept(4096)
 
 
 def iso(when: datetime) -> str:
@@ -20,7 +21,5 @@ def iso(when: datetime) -> str:
         return when.isoformat()
     text = _TEXT.get(when)
     if text is None:
-        if len(_TEXT) >= _KEPT:
-            _TEXT.clear()
-        text = _TEXT[when] = when.isoformat()
+        text = _TEXT.keep(when, when.isoformat())
     return text

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sessiongate.domain.kept import Kept
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
 from sessiongate.store.jsontext import dumps, loads
 
@@ -32,9 +33,7 @@ def kept_ms(when: datetime | None) -> int | None:
     if ms is None:
         if when.tzinfo is None:  # local time: not kept (the zone may change)
             return to_ms(when)
-        if len(_TO_MS) >= _TIMES_KEPT:
-            _TO_MS.clear()
-        ms = _TO_MS[when] = (when - _EPOCH) // _MS  # to_ms of an aware time
+        ms = _TO_MS.keep(when, (when - _EPOCH) // _MS)  # to_ms of an aware time
     return ms
 
 
@@ -46,16 +45,14 @@ def from_ms(ms: int | None) -> datetime | None:
         return None
     when = _FROM_MS.get(ms)
     if when is None:
-        if len(_FROM_MS) >= _TIMES_KEPT:
-            _FROM_MS.clear()
         # timedelta(days, seconds, microseconds, milliseconds): positional is quicker.
-        when = _FROM_MS[ms] = _EPOCH + timedelta(0, 0, 0, ms)
+        when = _FROM_MS.keep(ms, _EPOCH + timedelta(0, 0, 0, ms))
     return when
 
 
-_FROM_MS: dict[int, datetime] = {}
-_TO_MS: dict[datetime, int] = {}  # aware times only
 _TIMES_KEPT = 4096
+_FROM_MS: Kept[int, datetime] = Kept(_TIMES_KEPT)
+_TO_MS: Kept[datetime, int] = Kept(_TIMES_KEPT)  # aware times only
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from sessiongate.domain.kept import Kept
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
@@ -39,7 +40,9 @@ class SessionStore:
         self._scripts = scripts
         # A login's take_seat call by (account, user, seat limit, day), encoded but for the
         # login's own four arguments (`_login_call`).
-        self._login_calls: dict[tuple[str, str, int, str], Prepared | None] = {}
+        # a new day, or many users: started afresh (`Kept`)
+        self._login_calls: Kept[tuple[str, str, int, str], Prepared | None] = Kept(
+            MAX_LOGIN_CALLS)
 
     async def take(self, ref: SessionRef, now: datetime, expires: datetime,
                    seat_limit: int, *, login: bool = False) -> SeatResult:
@@ -72,14 +75,11 @@ class SessionStore:
                     month: str) -> Prepared | None:
         """take_seat for a login of this user on `day`, prepared (the arguments as `take`
         passes them, `VARIABLE` where each login's own go) and kept; None without a Mux."""
-        calls = self._login_calls
-        if len(calls) >= MAX_LOGIN_CALLS:  # a new day, or many users: start afresh
-            calls.clear()
-        call = calls[(account_id, user_id, seat_limit, day)] = self._scripts.prepare(
+        call = self._scripts.prepare(
             "take_seat", self._take_keys(account_id, month),
             [VARIABLE, VARIABLE, user_id, VARIABLE, seat_limit, peak_field(day),
              LEASE_KEYS_MARGIN_MS, keys.SEAT_OFFSET_MS, VARIABLE, active_field(day, user_id)])
-        return call
+        return self._login_calls.keep((account_id, user_id, seat_limit, day), call)
 
     async def end(self, ref: SessionRef, now: datetime) -> bool:
         aid = ref.account_id
