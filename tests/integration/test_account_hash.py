@@ -18,6 +18,7 @@ from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.domain.model import Account
+from sessiongate.domain.proration import Seats
 from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import ts
 from sessiongate.store import keys
@@ -335,10 +336,10 @@ def test_seat_changes_beyond_their_budget_go_to_the_list_and_read_whole(
         usage = UsageStore(client, Scripts(client))
         try:
             for v in range(1, 11):
-                roster = [f"user-{i}" for i in range(v)]
+                roster = Seats(frozenset(f"user-{i}" for i in range(v)))
                 await usage.log_seats("acme", v, roster, T0 + timedelta(days=v))
             got = await usage.month("acme", "2026-10", T0, T0 + timedelta(days=31))
-            assert [len(seats) for _, seats in got.seat_log] == list(range(1, 11))
+            assert [len(seats.named) for _, seats in got.seat_log] == list(range(1, 11))
             assert [at for at, _ in got.seat_log] == [
                 int((T0 + timedelta(days=v)).timestamp()) for v in range(1, 11)]
             newest = await client.hget(keys.account("acme"), "s") or b""

@@ -110,6 +110,8 @@ BAD_UPSERTS = [
     (dict(account_id="a\x00"), "account.account_id"),
     (dict(account_id="a", users=["ok", ""]), "account.users[1]"),
     (dict(account_id="a", seat_limit=-1), "account.seat_limit"),
+    (dict(account_id="a", seat_limit=1_000_001), "account.seat_limit"),  # MAX_SEAT_LIMIT + 1
+    (dict(account_id="a", seat_limit=2**31 - 1), "account.seat_limit"),
     (dict(account_id="a", state=99), "account.state"),
     (dict(account_id="a", kind=7), "account.kind"),
     (dict(account_id="a", currency="dollars"), "account.currency"),

@@ -12,7 +12,9 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.proration import MAX_SEAT_LIMIT
 from sessiongate.service.convert import ts
+from sessiongate.service.plans import MAX_UNIT_PRICE_MINOR
 from sessiongate.store import keys
 from tests.support import ServerThread
 
@@ -318,6 +320,24 @@ def test_seat_limit_without_roster_is_billed_per_seat(server: ServerThread) -> N
     assert (s.peak_concurrent_seats, charges[apb.PRORATION_MODE_PRORATA]) == (4, 3000)
     assert charges[apb.PRORATION_MODE_WHOLE_PERIOD] == 4000
     assert charges[apb.PRORATION_MODE_NEXT_PERIOD] == 2000
+
+
+def test_the_largest_seat_limit_is_billed_without_spelling_out_its_seats(
+    server: ServerThread, redis_client: redis.Redis
+) -> None:
+    """A million anonymous seats at the top unit price: one seat-log token, charges that fit
+    int64 (a seat set of a million names once took seconds and ~100 MB per upsert)."""
+    server.clock.set(datetime(2026, 4, 1, tzinfo=UTC))
+    upsert(server, account_id="acme", seat_limit=MAX_SEAT_LIMIT)
+    server.clock.set(datetime(2026, 4, 16, tzinfo=UTC))
+    upsert(server, account_id="acme", seat_limit=MAX_SEAT_LIMIT // 2)
+    assert len(redis_client.hget(keys.account("acme"), "s") or b"") < 64
+    s = summary(server, "2026-04", MAX_UNIT_PRICE_MINOR)
+    charges = {c.mode: c.amount_minor for c in s.seat_charges}
+    assert s.peak_concurrent_seats == MAX_SEAT_LIMIT
+    assert charges[apb.PRORATION_MODE_WHOLE_PERIOD] == MAX_UNIT_PRICE_MINOR * MAX_SEAT_LIMIT
+    # a million seats for 15 days, half a million for 15: three quarters of the top charge
+    assert charges[apb.PRORATION_MODE_PRORATA] == MAX_UNIT_PRICE_MINOR * MAX_SEAT_LIMIT * 3 // 4
 
 
 def test_bad_summary_requests(server: ServerThread) -> None:

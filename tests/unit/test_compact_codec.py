@@ -16,7 +16,13 @@ import pytest
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
-from sessiongate.store.activity import decode_seat_change, encode_seat_change, split_month
+from sessiongate.domain.proration import Seats
+from sessiongate.store.activity import (
+    decode_seat_change,
+    encode_seat_change,
+    seats_from_tokens,
+    split_month,
+)
 from sessiongate.store.codec import decode_account, encode_account, from_ms
 from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
 
@@ -166,11 +172,25 @@ def test_month_fields_split_by_kind() -> None:
 
 
 def test_seat_changes_round_trip() -> None:
-    entry = encode_seat_change(3, 1_790_000_000_123, ["bob", "alice", "#1"])
+    roster = Seats(frozenset({"bob", "alice", "#1"}))
+    entry = encode_seat_change(3, 1_790_000_000_123, roster)
     assert entry == "3\x1f1790000000123\x1f#1\x1falice\x1fbob"
-    assert decode_seat_change(entry.encode()) == (3, 1_790_000_000_123,
-                                                  frozenset({"alice", "bob", "#1"}))
-    assert decode_seat_change(encode_seat_change(4, 5, [])) == (4, 5, frozenset())
+    assert decode_seat_change(entry.encode()) == (3, 1_790_000_000_123, roster)
+    assert decode_seat_change(encode_seat_change(4, 5, Seats())) == (4, 5, Seats())
+
+
+def test_anonymous_seats_are_one_token_however_many() -> None:
+    entry = encode_seat_change(7, 9, Seats(anonymous=1_000_000))
+    assert entry == "7\x1f9\x1f\x1d1000000"
+    assert decode_seat_change(entry) == (7, 9, Seats(anonymous=1_000_000))
+
+
+def test_seats_spelled_out_by_an_earlier_release_read_as_a_count() -> None:
+    assert seats_from_tokens(["#2", "#1", "#3"]) == Seats(anonymous=3)
+    assert decode_seat_change("2\x1f5\x1f#1\x1f#2") == (2, 5, Seats(anonymous=2))
+    # Not the run #1..#N: users whose ids happen to start with "#".
+    assert seats_from_tokens(["#1", "#3"]) == Seats(frozenset({"#1", "#3"}))
+    assert seats_from_tokens(["#1", "bob"]) == Seats(frozenset({"#1", "bob"}))
 
 
 def test_the_new_keys_share_their_account_slot() -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import hypothesis.strategies as st
+from hypothesis import given, settings
+
 from sessiongate.domain.proration import (
+    MAX_SEAT_LIMIT,
     ProrationMode,
     SeatInterval,
+    Seats,
     billable_seats,
     charge,
     peak_concurrent,
@@ -18,6 +23,10 @@ START = int(datetime(2026, 4, 1, tzinfo=UTC).timestamp())
 END = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp())
 DAY = 86_400
 T = END - START
+
+
+def named(users: set[str]) -> Seats:
+    return Seats(frozenset(users))
 
 
 def at(day: int) -> int:
@@ -32,9 +41,9 @@ def test_period_length() -> None:
 def test_mid_period_add_and_remove() -> None:
     # a and b from before the month; c added on the 10th; b removed on the 20th.
     log = [
-        (START - 5 * DAY, frozenset({"a", "b"})),
-        (at(10), frozenset({"a", "b", "c"})),
-        (at(20), frozenset({"a", "c"})),
+        (START - 5 * DAY, named({"a", "b"})),
+        (at(10), named({"a", "b", "c"})),
+        (at(20), named({"a", "c"})),
     ]
     iv = seat_intervals(log, START, END)
     assert iv == [
@@ -67,7 +76,7 @@ def test_prorata_to_the_second_rounds_half_up() -> None:
 
 
 def test_added_mid_period_is_charged_from_next_period_only_in_next_period_mode() -> None:
-    log = [(at(16), frozenset({"new"}))]
+    log = [(at(16), named({"new"}))]
     iv = seat_intervals(log, START, END)
     assert iv == [SeatInterval("new", at(16), END)]
     # 15 of 30 days: half the price.
@@ -81,9 +90,9 @@ def test_added_mid_period_is_charged_from_next_period_only_in_next_period_mode()
 
 def test_removed_mid_period_and_readded() -> None:
     log = [
-        (START, frozenset({"a"})),
-        (at(5) + 7, frozenset()),
-        (at(25), frozenset({"a"})),
+        (START, named({"a"})),
+        (at(5) + 7, Seats()),
+        (at(25), named({"a"})),
     ]
     iv = seat_intervals(log, START, END)
     assert iv == [SeatInterval("a", START, at(5) + 7), SeatInterval("a", at(25), END)]
@@ -93,14 +102,14 @@ def test_removed_mid_period_and_readded() -> None:
 
 
 def test_swap_at_the_same_second_does_not_overlap() -> None:
-    log = [(START, frozenset({"a"})), (at(10), frozenset({"b"}))]
+    log = [(START, named({"a"})), (at(10), named({"b"}))]
     iv = seat_intervals(log, START, END)
     assert peak_concurrent(iv) == 1
     assert seat_seconds(iv) == T
 
 
 def test_changes_after_the_period_are_ignored_and_empty_log_costs_nothing() -> None:
-    log = [(START, frozenset({"a"})), (END + 10, frozenset({"a", "b"}))]
+    log = [(START, named({"a"})), (END + 10, named({"a", "b"}))]
     assert seat_intervals(log, START, END) == [SeatInterval("a", START, END)]
     assert seat_intervals([], START, END) == []
     for mode in ProrationMode:
@@ -108,9 +117,57 @@ def test_changes_after_the_period_are_ignored_and_empty_log_costs_nothing() -> N
 
 
 def test_billable_seats_are_named_users_else_the_seat_limit() -> None:
-    assert billable_seats(["bob", "alice"], 10) == {"alice", "bob"}
-    assert billable_seats([], 3) == {"#1", "#2", "#3"}
-    assert billable_seats([], 0) == frozenset()
+    assert billable_seats(["bob", "alice"], 10) == named({"alice", "bob"})
+    assert billable_seats([], 3) == Seats(anonymous=3)
+    assert billable_seats([], 0) == Seats()
+
+
+def test_anonymous_seats_come_in_bands() -> None:
+    # 5 seats from before April, 3 from the 10th, 6 from the 20th.
+    log = [(START - DAY, Seats(anonymous=5)), (at(10), Seats(anonymous=3)),
+           (at(20), Seats(anonymous=6))]
+    iv = seat_intervals(log, START, END)
+    assert iv == [
+        SeatInterval("#1-3", START, END, 3, 1),
+        SeatInterval("#4-5", START, at(10), 2, 4),
+        SeatInterval("#4-6", at(20), END, 3, 4),
+    ]
+    assert seat_seconds(iv) == (3 * 30 + 2 * 9 + 3 * 11) * DAY
+    assert peak_concurrent(iv) == 6
+    assert charge(ProrationMode.WHOLE_PERIOD, iv, 100, START, END) == 600  # #1..#6 held
+    assert charge(ProrationMode.NEXT_PERIOD, iv, 100, START, END) == 500
+    # 141 seat-days of 30: 100 * 141 / 30 = 470
+    assert charge(ProrationMode.PRORATA, iv, 100, START, END) == 470
+
+
+def test_the_largest_seat_limit_costs_one_interval_and_fits_int64() -> None:
+    log = [(START, Seats(anonymous=MAX_SEAT_LIMIT))]
+    iv = seat_intervals(log, START, END)
+    assert len(iv) == 1
+    top_price = 10**12  # service.plans.MAX_UNIT_PRICE_MINOR
+    for mode in ProrationMode:
+        assert charge(mode, iv, top_price, START, END) == top_price * MAX_SEAT_LIMIT < 2**63
+
+
+def _spelled_out(seats: Seats) -> Seats:
+    """The same seats with #1..#N as users, how they were billed before bands existed."""
+    return Seats(seats.named | {f"#{i}" for i in range(1, seats.anonymous + 1)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(START - 3 * DAY, END + DAY),
+                          st.frozensets(st.sampled_from("abc"), max_size=3),
+                          st.integers(0, 6)), max_size=8))
+def test_bands_bill_exactly_as_seats_spelled_out_one_by_one(
+        changes: list[tuple[int, frozenset[str], int]]) -> None:
+    log = [(t, Seats(users, n)) for t, users, n in changes]
+    bands = seat_intervals(log, START, END)
+    one_by_one = seat_intervals([(t, _spelled_out(s)) for t, s in log], START, END)
+    assert all(i.count == 1 for i in one_by_one)
+    assert seat_seconds(bands) == seat_seconds(one_by_one)
+    assert peak_concurrent(bands) == peak_concurrent(one_by_one)
+    for mode in ProrationMode:
+        assert charge(mode, bands, 997, START, END) == charge(mode, one_by_one, 997, START, END)
 
 
 def test_seat_log_follows_commit_order_not_request_times() -> None:
@@ -118,6 +175,6 @@ def test_seat_log_follows_commit_order_not_request_times() -> None:
 
     # version 2 committed last but its request began 1 s before version 1's
     raw = [(b'{"v":2,"seats":["b"]}', 9_000.0), (b'{"v":1,"seats":["a"]}', 10_000.0)]
-    assert _seat_log(raw) == [(10, frozenset({"a"})), (10, frozenset({"b"}))]
+    assert _seat_log(raw) == [(10, named({"a"})), (10, named({"b"}))]
     iv = seat_intervals(_seat_log(raw), 0, 100)
     assert iv == [SeatInterval("b", 10, 100)]

@@ -1,9 +1,12 @@
 """Seat charges for one billing period, from the account's seat intervals. Pure integer math.
 
 A billable seat is a named user on the roster; an account without a roster but with a seat
-limit has that many anonymous seats ("#1".."#N"). Every roster or seat-limit change is logged
-with its time (seconds), so each seat has intervals [start, end) within the period. Formulas
-(P = unit price per seat per period, T = period length in seconds), see docs/billing.md:
+limit has that many anonymous seats #1..#N, held as a count and never spelled out one by one
+(a seat limit of a million costs what a limit of one does). Every roster or seat-limit change
+is logged with its time (seconds), so each seat has intervals [start, end) within the period;
+anonymous seats come as bands (seats first..first+count-1 over one interval), since #k is held
+exactly while the limit is at least k. Formulas (P = unit price per seat per period, T = period
+length in seconds), see docs/billing.md:
 
 - PRORATA (default): round_half_up(P * seat_seconds / T), seat_seconds = sum of interval lengths.
 - WHOLE_PERIOD: P * (number of seats with any time in the period).
@@ -17,6 +20,10 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+# The most seats an account may be limited to: a charge (unit price up to 10^12 minor units,
+# times seats) must fit the int64 fields it is reported in, 10^18 < 2^63 with room to spare.
+MAX_SEAT_LIMIT = 1_000_000
+
 
 class ProrationMode(enum.Enum):
     PRORATA = "PRORATA"
@@ -25,53 +32,90 @@ class ProrationMode(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Seats:
+    """The billable seats from one log entry on: named users, or `anonymous` seats #1..#N."""
+
+    named: frozenset[str] = frozenset()
+    anonymous: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SeatInterval:
-    seat: str
+    seat: str  # a user id, or "#first-last" for a band of anonymous seats
     start: int  # Unix seconds, inclusive
     end: int  # Unix seconds, exclusive
+    count: int = 1  # seats in the interval: 1 for a user, the band's width for anonymous seats
+    first: int = 0  # the band's first anonymous seat number (1-based); 0 for a user
+
+    @property
+    def last(self) -> int:
+        """The highest anonymous seat number in the band (0 for a user)."""
+        return self.first + self.count - 1 if self.first else 0
 
 
-def billable_seats(users: Iterable[str], seat_limit: int) -> frozenset[str]:
+def billable_seats(users: Iterable[str], seat_limit: int) -> Seats:
     """Named users when there is a roster, else `seat_limit` anonymous seats."""
     named = frozenset(users)
     if named:
-        return named
-    return frozenset(f"#{i}" for i in range(1, seat_limit + 1))
+        return Seats(named)
+    return Seats(anonymous=seat_limit)
 
 
-def seat_intervals(log: Sequence[tuple[int, frozenset[str]]], start: int,
+def _band(first: int, last: int, start: int, end: int) -> SeatInterval:
+    return SeatInterval(f"#{first}-{last}", start, end, last - first + 1, first)
+
+
+def seat_intervals(log: Sequence[tuple[int, Seats]], start: int,
                    end: int) -> list[SeatInterval]:
     """Intervals of each seat within [start, end), from a log of (time, seats from then on).
 
     The log need not be sorted; the last entry at or before `start` gives the seats at the
-    beginning. A seat present when the log ends stays until `end`.
+    beginning. A seat present when the log ends stays until `end`. Anonymous seats are a
+    stack of bands [first, last, since]: a higher limit pushes the new seats, a lower one pops
+    (or cuts) the top, so the work is per log entry, never per seat.
     """
     ordered = sorted(log, key=lambda e: e[0])
     current: frozenset[str] = frozenset()
     opened: dict[str, int] = {}
+    bands: list[list[int]] = []
+    held = 0
     out: list[SeatInterval] = []
     for at, seats in ordered:
         at = max(at, start)
         if at >= end:
             break
-        for seat in current - seats:
+        for seat in current - seats.named:
             if opened[seat] < at:
                 out.append(SeatInterval(seat, opened[seat], at))
             del opened[seat]
-        for seat in seats - current:
+        for seat in seats.named - current:
             opened[seat] = at
-        current = seats
+        current = seats.named
+        while bands and bands[-1][1] > seats.anonymous:
+            first, last, since = bands[-1]
+            cut = max(first, seats.anonymous + 1)
+            if since < at:
+                out.append(_band(cut, last, since, at))
+            if cut == first:
+                bands.pop()
+            else:
+                bands[-1][1] = cut - 1
+        if seats.anonymous > held:
+            bands.append([held + 1, seats.anonymous, at])
+        held = seats.anonymous
     out.extend(SeatInterval(seat, since, end) for seat, since in opened.items() if since < end)
-    return sorted(out, key=lambda i: (i.start, i.seat))
+    out.extend(_band(first, last, since, end) for first, last, since in bands if since < end)
+    return sorted(out, key=lambda i: (i.start, i.first, i.seat))
 
 
 def seat_seconds(intervals: Iterable[SeatInterval]) -> int:
-    return sum(i.end - i.start for i in intervals)
+    return sum((i.end - i.start) * i.count for i in intervals)
 
 
 def peak_concurrent(intervals: Iterable[SeatInterval]) -> int:
     """Most seats held at one instant; an end and a start at the same second do not overlap."""
-    edges = sorted([(i.start, 1) for i in intervals] + [(i.end, -1) for i in intervals])
+    edges = sorted([(i.start, i.count) for i in intervals]
+                   + [(i.end, -i.count) for i in intervals])
     peak = level = 0
     for _, step in edges:  # (t, -1) sorts before (t, +1)
         level += step
@@ -86,5 +130,9 @@ def charge(mode: ProrationMode, intervals: Sequence[SeatInterval], unit_price_mi
         length = end - start
         return (2 * unit_price_minor * seat_seconds(intervals) + length) // (2 * length)
     if mode is ProrationMode.WHOLE_PERIOD:
-        return unit_price_minor * len({i.seat for i in intervals if i.end > i.start})
-    return unit_price_minor * len({i.seat for i in intervals if i.start <= start < i.end})
+        # Anonymous seat #k is held whenever #k+1 is, so the highest one held is their number.
+        users = {i.seat for i in intervals if i.end > i.start and not i.first}
+        anonymous = max((i.last for i in intervals if i.end > i.start), default=0)
+        return unit_price_minor * (len(users) + anonymous)
+    # Intervals at one instant are distinct users and disjoint bands: their counts add up.
+    return unit_price_minor * sum(i.count for i in intervals if i.start <= start < i.end)

@@ -10,6 +10,7 @@ from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
+from sessiongate.domain.proration import MAX_SEAT_LIMIT
 from sessiongate.domain.validation import check_id, check_ids, check_non_negative
 from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
@@ -33,7 +34,8 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
     check_id(f + "parent_id", msg.parent_id, required=False)
     if msg.parent_id == aid:
         raise InvalidArgument(f + "parent_id", "an account cannot be its own parent")
-    check_non_negative(f + "seat_limit", msg.seat_limit)
+    if check_non_negative(f + "seat_limit", msg.seat_limit) > MAX_SEAT_LIMIT:
+        raise InvalidArgument(f + "seat_limit", f"larger than {MAX_SEAT_LIMIT:,}")
     emails = check_ids(f + "admin_emails", list(msg.admin_emails))
     for i, e in enumerate(emails):
         if "@" not in e or " " in e:

@@ -151,4 +151,4 @@ class PlanMethods:
                                                    previous.seat_limit) == seats:
             return
         await UsageStore(self.rt.redis, self.rt.scripts).log_seats(
-            account.account_id, account.version, sorted(seats), now.astimezone(UTC))
+            account.account_id, account.version, seats, now.astimezone(UTC))

@@ -10,9 +10,14 @@ digits (the month is in the key name), and the seat log is a list (`keys.seat_ch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sessiongate.domain.proration import Seats
+
 SEP = "\x1f"  # unit separator: ids hold no control characters, so it cannot clash
+ANONYMOUS = "\x1d"  # group separator, then N: the token for N anonymous seats (RS and US
+# already delimit the account hash's entries and a seat change's tokens)
 
 LOGIN, ACTIVE, PEAK = "l:", "a:", "p:"  # usage's own fields start with "t:", "n:" or "d:"
 
@@ -60,13 +65,32 @@ def split_month(month: str, raw: dict[str, str]) -> MonthFields:
     return out
 
 
-def encode_seat_change(version: int, at_ms: int, seats: list[str] | tuple[str, ...]) -> str:
-    """`<version> US <ms> US <seat> US ...`: about half the bytes of the former JSON member."""
-    return SEP.join([str(version), str(at_ms), *sorted(seats)])
+def encode_seat_change(version: int, at_ms: int, seats: Seats) -> str:
+    """`<version> US <ms> US <user> US ...`, or `<version> US <ms> US GS<N>` for N anonymous
+    seats: about half the bytes of the former JSON member, and one token however large N."""
+    tokens = sorted(seats.named)
+    if seats.anonymous:
+        tokens.append(f"{ANONYMOUS}{seats.anonymous}")
+    return SEP.join([str(version), str(at_ms), *tokens])
 
 
-def decode_seat_change(raw: str | bytes) -> tuple[int, int, frozenset[str]]:
+def seats_from_tokens(tokens: Iterable[str]) -> Seats:
+    """Users and the `GS<N>` token; the spelled-out `#1`..`#N` of entries written before
+    anonymous seats were a count reads as that count."""
+    named: set[str] = set()
+    anonymous = 0
+    for token in tokens:
+        if token.startswith(ANONYMOUS):
+            anonymous = int(token[1:])
+        else:
+            named.add(token)
+    if named and named == {f"#{i}" for i in range(1, len(named) + 1)}:
+        return Seats(anonymous=len(named))
+    return Seats(frozenset(named), anonymous)
+
+
+def decode_seat_change(raw: str | bytes) -> tuple[int, int, Seats]:
     """(account version, time in ms, billable seats from then on)."""
     text = raw.decode() if isinstance(raw, bytes) else raw
-    version, at_ms, *seats = text.split(SEP)
-    return int(version), int(at_ms), frozenset(seats)
+    version, at_ms, *tokens = text.split(SEP)
+    return int(version), int(at_ms), seats_from_tokens(tokens)

@@ -11,9 +11,16 @@ from typing import Any
 from redis.asyncio import Redis
 
 from sessiongate.domain.periods import day_name
+from sessiongate.domain.proration import Seats
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
-from sessiongate.store.activity import SEP, decode_seat_change, encode_seat_change, split_month
+from sessiongate.store.activity import (
+    SEP,
+    decode_seat_change,
+    encode_seat_change,
+    seats_from_tokens,
+    split_month,
+)
 from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
 from sessiongate.store.record import SEAT_CHANGES_BYTES
@@ -40,25 +47,25 @@ class MonthData:
     logins: dict[str, int]  # day -> logins
     peak_seats: dict[str, int]  # day -> most seats held at once (seat-limited accounts)
     active: list[tuple[str, str]]  # (day, user)
-    seat_log: list[tuple[int, frozenset[str]]]  # (Unix seconds, billable seats from then on)
+    seat_log: list[tuple[int, Seats]]  # (Unix seconds, billable seats from then on)
 
 
 def _text(v: str | bytes) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _legacy_seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, int, frozenset[str]]]:
+def _legacy_seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, int, Seats]]:
     """Entries of the former `keys.seat_log` zset: JSON {v, seats} -> time (ms)."""
     entries = []
     for member, score in raw:
         d = json.loads(member)
-        entries.append((int(d["v"]), int(score), frozenset(d["seats"])))
+        entries.append((int(d["v"]), int(score), seats_from_tokens(d["seats"])))
     return entries
 
 
 def _seat_log(raw: list[tuple[bytes, float]],
               changes: Sequence[str | bytes] = (),
-              until_ms: int | None = None) -> list[tuple[int, frozenset[str]]]:
+              until_ms: int | None = None) -> list[tuple[int, Seats]]:
     """In commit order (account version); a time earlier than its predecessor's is raised to it.
 
     Each entry is logged after its commit with the time its request began, so two racing
@@ -69,7 +76,7 @@ def _seat_log(raw: list[tuple[bytes, float]],
     if until_ms is not None:
         entries = [e for e in entries if e[1] <= until_ms]
     entries.sort(key=lambda e: e[0])
-    out: list[tuple[int, frozenset[str]]] = []
+    out: list[tuple[int, Seats]] = []
     last = None
     for _, ms, seats in entries:
         last = ms if last is None else max(last, ms)
@@ -142,11 +149,11 @@ class UsageStore:
             raise failed
         return out
 
-    async def log_seats(self, account_id: str, version: int, seats: Sequence[str],
+    async def log_seats(self, account_id: str, version: int, seats: Seats,
                         at: datetime) -> None:
         """Append the account's billable seats as of `at` (after a roster or limit change), to
         the account hash's `s` (`log_seats.lua`)."""
-        entry = encode_seat_change(version, to_ms(at) or 0, list(seats))
+        entry = encode_seat_change(version, to_ms(at) or 0, seats)
         await self._scripts["log_seats"](
             keys=[keys.account(account_id), keys.seat_changes(account_id)],
             args=[entry, SEAT_CHANGES_BYTES])
