@@ -11,6 +11,8 @@ numbers, out-of-range timestamps, random nesting. For every call:
 
 from __future__ import annotations
 
+import os
+import resource
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,12 +157,23 @@ def call(
     return grpc.StatusCode.OK
 
 
+HEADROOM = 4 << 30  # address space the fuzzed server may grow by: far above any real request
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(redis_url: str) -> Iterator[ServerThread]:
+    """The server, in a process capped at its size now plus HEADROOM while the fuzz runs: an
+    input that makes it allocate without bound (a seat limit of 2^31-1 once spelled out
+    every seat) fails as a MemoryError -> INTERNAL here, instead of the kernel killing CI."""
     srv = ServerThread(make_settings(redis_url, scheduler=False)).start()
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size + HEADROOM, before[1]))
     try:
         yield srv
     finally:
+        resource.setrlimit(resource.RLIMIT_AS, before)
         srv.stop()
 
 
