@@ -117,7 +117,7 @@ def peak_concurrent(intervals: Iterable[SeatInterval]) -> int:
     edges = sorted([(i.start, i.count) for i in intervals]
                    + [(i.end, -i.count) for i in intervals])
     peak = level = 0
-    for _, step in edges:  # (t, -1) sorts before (t, +1)
+    for _, step in edges:  # (t, -n) sorts before (t, +n): an end before a start
         level += step
         peak = max(peak, level)
     return peak
