@@ -38,7 +38,8 @@ from sessiongate.service.envoy_authz import EnvoyAuthzServicer
 from sessiongate.service.registration import add_services
 from sessiongate.service.rpc import Observer
 from sessiongate.service.runtime import Runtime
-from sessiongate.service.session_control import SessionControlServicer
+from sessiongate.service.session_control import RAW_METHOD, SessionControlServicer
+from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.client import connect
 from sessiongate.store.embedded import EmbeddedRedis
@@ -103,6 +104,7 @@ class Application:
         self.port = 0
         self.rt: Runtime | None = None
         self.metrics: Metrics | None = None
+        self.session_control: SessionControlServicer | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -147,9 +149,9 @@ class Application:
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
-        session_control = SessionControlServicer(rt)
+        session_control = self.session_control = SessionControlServicer(rt)
         self.components.append(session_control.batch)  # session/login records off the hot path
-        add_services(server, [  # one method table, nothing pre-registered (registration.py)
+        table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
             (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
             (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),
@@ -161,6 +163,7 @@ class Application:
              reflection.aio.ReflectionServicer(
                  (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME))),
         ])
+        table.raw(RAW_METHOD, as_wire)  # the login check's hot path (service/wire.py)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         creds = self._credentials()
         if creds is None:

@@ -19,7 +19,9 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.service import session_control
 from sessiongate.service.convert import ts
+from sessiongate.service.wire import parse_check
 from tests.support import ServerThread, make_settings
 
 NEAR = cpb.STATE_SOURCE_NEAR_CACHE
@@ -162,3 +164,84 @@ def test_a_remembered_login_opens_its_session_or_is_refused_as_the_computed_one(
             cpb.DECISION_DENY, cpb.REASON_SEAT_LIMIT_REACHED, NEAR)
         assert r.message == "all 1 seats of account 'acme' are in use" and not r.session_id
     assert ageless(remembered) == ageless(computed)
+
+
+CHECK = "/sessiongate.api.v1.SessionControl/CheckSession"
+
+
+def raw_check(srv: ServerThread, body: bytes) -> spb.CheckSessionResponse:
+    """CheckSession with the request's bytes as given (the client serializes nothing)."""
+    assert srv.channel is not None
+    call = srv.channel.unary_unary(CHECK, request_serializer=None,
+                                   response_deserializer=spb.CheckSessionResponse.FromString)
+    return call(body, timeout=10)  # type: ignore[no-any-return]
+
+
+def raw_keys(srv: ServerThread) -> dict[bytes, object]:
+    assert srv.app.session_control is not None
+    return srv.app.session_control._raw_keys  # type: ignore[return-value]
+
+
+def test_request_bytes_seen_before_are_answered_from_prebuilt_bytes(
+        srv: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    upsert(srv, account_id="acme", users=["alice"])
+    canonical = spb.CheckSessionRequest(account_id="acme", user_id="alice",
+                                        no_session=True).SerializeToString()
+    # The same question in other bytes: the fields in reverse order (a merge of three).
+    reordered = b"".join(spb.CheckSessionRequest(**f).SerializeToString() for f in (
+        {"no_session": True}, {"user_id": "alice"}, {"account_id": "acme"}))
+    assert reordered != canonical
+    raw_check(srv, canonical)  # may come from Redis
+    first = raw_check(srv, canonical)
+    assert (first.decision, first.source) == (cpb.DECISION_ALLOW, NEAR)
+    assert set(raw_keys(srv)) == {canonical}
+    for body in (reordered, reordered, canonical, reordered):
+        assert ageless(raw_check(srv, body)) == ageless(first)
+    assert set(raw_keys(srv)) == {canonical, reordered}
+    parsed: list[bytes] = []  # what reaches the method (which parses the bytes)
+    monkeypatch.setattr(session_control, "parse_check",
+                        lambda raw: parsed.append(raw) or parse_check(raw))
+    for body in (reordered, canonical):
+        assert ageless(raw_check(srv, body)) == ageless(first)
+    assert parsed == []  # answered before the method, from the bytes
+    upsert(srv, account_id="acme", users=["bob"])  # both byte forms see the update
+    for body in (canonical, reordered):
+        poll("alice refused", lambda body=body: raw_check(srv, body).reason  # type: ignore[misc]
+             == cpb.REASON_USER_NOT_AUTHORIZED)
+        assert raw_check(srv, body).account_version == 2
+    # The update dropped the entry and its memo: the next check was parsed and answered
+    # anew; the other byte form shares the new memo key, so it need not be parsed again.
+    assert parsed and parsed[0] == canonical
+
+
+def test_bytes_that_are_no_request_are_refused_naming_it(srv: ServerThread) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_check(srv, b"\xff\xff\xff")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: not a CheckSessionRequest")
+    assert raw_keys(srv) == {}
+
+
+def test_feature_checks_and_bad_ids_are_not_remembered_by_their_bytes(srv: ServerThread
+                                                                      ) -> None:
+    upsert(srv, account_id="acme", users=["alice"])
+    feature = spb.CheckSessionRequest(account_id="acme", user_id="alice", no_session=True,
+                                      feature="reports").SerializeToString()
+    for _ in range(3):
+        raw_check(srv, feature)
+    bad = spb.CheckSessionRequest(account_id="", user_id="alice").SerializeToString()
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_check(srv, bad)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raw_keys(srv) == {}
+
+
+def test_the_remembered_request_bytes_are_bounded(srv: ServerThread,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_control, "MAX_RAW_KEYS", 2)
+    upsert(srv, account_id="acme", users=["alice", "bob", "carol"])
+    for user in ("alice", "bob", "carol", "alice", "mallory"):
+        for _ in range(2):
+            got = check(srv, "acme", user)
+        assert got.decision == (cpb.DECISION_DENY if user == "mallory" else cpb.DECISION_ALLOW)
+        assert len(raw_keys(srv)) <= 2

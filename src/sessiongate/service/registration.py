@@ -13,7 +13,8 @@ So the generated `add_*Servicer_to_server` functions see a view of the server (`
 that keeps every method in one dictionary, served by a single generic handler placed first:
 it records the call's metadata in `call_metadata` (a context variable: each RPC runs in its
 own task) and returns the method's handler. The generated generic handlers are passed
-through behind it (they answer nothing the table does not).
+through behind it (they answer nothing the table does not). A method may be served `raw`:
+its handler gets the request's bytes (CheckSession's hot path, service/wire.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class MethodTable:
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         self._server.add_generic_rpc_handlers(handlers)
+
+    def raw(self, method: str, serializer: Callable[[Any], bytes]) -> None:
+        """Serve `method` ("/service/method") without deserializing its requests: its
+        handler gets the bytes (service/wire.py); `serializer` writes its responses."""
+        handler = self.handlers[method]
+        self.handlers[method] = handler._replace(  # grpc's handlers are named tuples
+            request_deserializer=None, response_serializer=serializer)
 
     def add_registered_method_handlers(self, service: str,
                                        handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:

@@ -33,6 +33,7 @@ from sessiongate.service.login_check import (
 from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.service.wire import Answered, Prebuilt, age_bytes, parse_check
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.nearcache import Entry
@@ -49,6 +50,10 @@ SOURCE_TO_PB = {
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 # Memo keys of prebuilt responses, with the user id and no_session (`_verdict_response`).
 _ANSWER, _OPENED = "CheckSession", "CheckSession/opened"
+# The method served raw (app.py), and how many request bytes it remembers the memo key of:
+# beyond, forgotten at once (a burst of distinct requests must not grow without bound).
+RAW_METHOD = "/sessiongate.api.v1.SessionControl/CheckSession"
+MAX_RAW_KEYS = 100_000
 
 # Usage events may be stamped this far ahead of our clock (clock skew between hosts).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -82,35 +87,48 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.batch = BatchWriter(rt.redis)  # registered as an app component by app.py
         self.sessions = SessionStore(rt.redis, rt.scripts)
         self.plans = PlanStore.shared(rt.redis, rt.scripts, rt.settings.near_cache_ttl)
+        # Request bytes parsed before -> (account id, memo key of their answer): the hot path.
+        self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
         self.usage = UsageStore(rt.redis, rt.scripts)
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
-    def _remembered_answer(self, request: pb.CheckSessionRequest
-                           ) -> pb.CheckSessionResponse | None:
-        """CheckSession's hot path, tried by the wrapper before the method (no coroutine): the
-        answer the near-cache entry remembers for this user (see `_verdict_response`); None
-        when there is none, or the check asks for a feature."""
-        if request.feature:
+    def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:
+        """CheckSession's hot path, tried by the wrapper before the method (no coroutine):
+        for request bytes parsed before (`RAW_METHOD`), the answer's bytes that the
+        near-cache entry remembers for them (see `_verdict_response`) and what the metrics
+        read of it; None when there is none (the method then parses and answers)."""
+        key = self._raw_keys.get(raw) if raw.__class__ is bytes else None
+        if key is None:
             return None
-        got = self.rt.cache.remembered(
-            request.account_id, (_ANSWER, request.user_id, request.no_session))
+        got = self.rt.cache.remembered(key[0], key[1])
         if got is None:
             return None
-        resp = pb.CheckSessionResponse()  # both ids were valid when it was made: no check
-        resp.CopyFrom(got[0])
-        resp.state_age_ms = got[1]
-        return resp
+        pre: Prebuilt = got[0]
+        age_ms: int = got[1]
+        return pre.wire + age_bytes(age_ms), Answered(pre.decision, pre.reason, pre.source,
+                                                      age_ms)
 
     @rpc("app", fast=_remembered_answer)
     async def CheckSession(
-        self, request: pb.CheckSessionRequest, context: Any
+        self, request: pb.CheckSessionRequest | bytes, context: Any
     ) -> pb.CheckSessionResponse:
+        raw = None
+        if request.__class__ is bytes:  # served raw (app.py): parsed here
+            raw = request
+            request = parse_check(raw)
+        assert isinstance(request, pb.CheckSessionRequest)
         if not request.feature and not request.no_session:  # an allowed login remembered
             got = self.rt.cache.remembered(request.account_id,
                                            (_OPENED, request.user_id, False))
             if got is not None:
-                return await self._open_remembered(request, *got)
-        return await self._check_session(request)
+                return await self._open_remembered(request, got[0].message, *got[1:])
+        resp = await self._check_session(request)
+        if raw is not None and not request.feature:  # the ids were valid: remember the bytes
+            keys = self._raw_keys
+            if len(keys) >= MAX_RAW_KEYS:
+                keys.clear()
+            keys[raw] = (request.account_id, (_ANSWER, request.user_id, request.no_session))
+        return resp
 
     async def _open_remembered(self, request: pb.CheckSessionRequest,
                                base: pb.CheckSessionResponse, age_ms: int, entry: Entry
@@ -208,22 +226,20 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     def _verdict_response(self, verdict: Verdict, found: Lookup, memo: dict[Any, Any] | None,
                           key: tuple[str, str, bool]) -> pb.CheckSessionResponse:
         """The response for the login check's `verdict`. With the near-cache entry's `memo`
-        (see login_check), a copy of the one kept there under `key` (made and kept the first
-        time): only the state's age differs. Keys (_ANSWER, user id, no_session) are whole
-        answers (CheckSession's hot path returns them); (_OPENED, user id, False) the base
-        of a session-opening answer."""
+        (see login_check), a copy of the one kept there under `key` (a `Prebuilt`, made and
+        kept the first time): only the state's age differs. Keys (_ANSWER, user id,
+        no_session) are whole answers (CheckSession's hot path sends their bytes);
+        (_OPENED, user id, False) the base of a session-opening answer."""
         if memo is not None:
-            prebuilt = memo.get(key)
+            prebuilt: Prebuilt | None = memo.get(key)
             if prebuilt is not None:
                 resp = pb.CheckSessionResponse()
-                resp.CopyFrom(prebuilt)
+                resp.CopyFrom(prebuilt.message)
                 resp.state_age_ms = found.age_ms
                 return resp
         resp = self._build_response(verdict, found)
         if memo is not None and len(memo) < MAX_MEMO:
-            prebuilt = pb.CheckSessionResponse()
-            prebuilt.CopyFrom(resp)
-            memo[key] = prebuilt
+            memo[key] = Prebuilt.of(resp)
         return resp
 
     def _build_response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:

@@ -1,0 +1,59 @@
+"""CheckSession's answer bytes: the appended age parses as the field, prebuilt bytes carry
+none, bad request bytes name the request."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as pb
+from sessiongate.domain.errors import InvalidArgument
+from sessiongate.service.wire import Prebuilt, age_bytes, age_field, as_wire, parse_check
+
+
+def answer() -> pb.CheckSessionResponse:
+    return pb.CheckSessionResponse(
+        decision=cpb.DECISION_ALLOW, reason=cpb.REASON_OK, state=cpb.ACCOUNT_STATE_ACTIVE,
+        message="account 'acme' is active", source=cpb.STATE_SOURCE_NEAR_CACHE,
+        state_age_ms=1234, account_version=7)
+
+
+@pytest.mark.parametrize("ms", [0, 1, 127, 128, 300, 9_999, 10_000, 16_384, 2**40])
+def test_the_age_appended_to_prebuilt_bytes_parses_as_state_age_ms(ms: int) -> None:
+    pre = Prebuilt.of(answer())
+    sent, recorded = pre.answer(ms)
+    got = pb.CheckSessionResponse.FromString(sent)
+    expected = answer()
+    expected.state_age_ms = ms
+    assert got == expected
+    assert sent == pre.wire + age_field(ms) == pre.wire + age_bytes(ms)
+    assert recorded == (cpb.DECISION_ALLOW, cpb.REASON_OK, cpb.STATE_SOURCE_NEAR_CACHE, ms)
+    assert tuple(recorded) == (got.decision, got.reason, got.source, got.state_age_ms)
+
+
+def test_a_prebuilt_answer_keeps_no_age_and_is_a_copy() -> None:
+    original = answer()
+    pre = Prebuilt.of(original)
+    assert pre.message.state_age_ms == 0 and original.state_age_ms == 1234
+    assert pb.CheckSessionResponse.FromString(pre.wire) == pre.message
+    original.message = "changed"
+    assert pre.message.message == "account 'acme' is active"
+
+
+def test_zero_age_is_written_as_proto3_writes_it() -> None:
+    msg = answer()
+    msg.state_age_ms = 0
+    assert Prebuilt.of(answer()).answer(0)[0] == msg.SerializeToString()
+
+
+def test_the_serializer_sends_bytes_as_they_are_and_serializes_messages() -> None:
+    assert as_wire(b"\x08\x01") == b"\x08\x01"
+    assert as_wire(answer()) == answer().SerializeToString()
+
+
+def test_bytes_that_are_no_request_are_an_invalid_argument_naming_it() -> None:
+    req = pb.CheckSessionRequest(account_id="acme", user_id="alice", no_session=True)
+    assert parse_check(req.SerializeToString()) == req
+    with pytest.raises(InvalidArgument) as caught:
+        parse_check(b"\xff\xff\xff")
+    assert caught.value.field == "request"
