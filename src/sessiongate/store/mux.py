@@ -43,7 +43,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.asyncio import Redis
@@ -98,8 +98,8 @@ class _Protocol(asyncio.Protocol):
         self.writes = 0  # socket writes of commands, for tests and debugging
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's is not a subclass of asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, payload: bytes, n: int = 1, many: bool = False, hold: bool = False
              ) -> asyncio.Future[Any]:
