@@ -114,7 +114,6 @@ def count(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: st
     return Count(total / requests, (total - background * loaded) / requests, background)
 
 
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
