@@ -57,3 +57,7 @@ def test_bytes_that_are_no_request_are_an_invalid_argument_naming_it() -> None:
     with pytest.raises(InvalidArgument) as caught:
         parse_check(b"\xff\xff\xff")
     assert caught.value.field == "request"
+
+
+def test_a_negative_age_is_written_as_no_age_never_as_other_bytes() -> None:
+    assert age_bytes(-1) == age_field(-1) == b""

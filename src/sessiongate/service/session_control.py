@@ -33,7 +33,7 @@ from sessiongate.service.login_check import (
 from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.service.wire import Answered, Prebuilt, age_bytes, parse_check
+from sessiongate.service.wire import Answered, Prebuilt, parse_check
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.nearcache import Entry
@@ -104,9 +104,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         if got is None:
             return None
         pre: Prebuilt = got[0]
-        age_ms: int = got[1]
-        return pre.wire + age_bytes(age_ms), Answered(pre.decision, pre.reason, pre.source,
-                                                      age_ms)
+        return pre.answer(got[1])
 
     @rpc("app", fast=_remembered_answer)
     async def CheckSession(

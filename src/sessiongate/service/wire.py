@@ -38,11 +38,13 @@ def age_field(ms: int) -> bytes:
     return bytes(out)
 
 
-_AGE_FIELDS = [age_field(ms) for ms in range(10_000)]  # a near-cache TTL of up to 10 s
+_KEPT_AGES = 10_000  # ms: made once, for a near-cache TTL of up to 10 s
+_AGE_FIELDS = [age_field(ms) for ms in range(_KEPT_AGES)]
 
 
 def age_bytes(ms: int) -> bytes:
-    return _AGE_FIELDS[ms] if ms < 10_000 else age_field(ms)
+    """`age_field(ms)`, made once for the usual ages."""
+    return _AGE_FIELDS[ms] if 0 <= ms < _KEPT_AGES else age_field(ms)
 
 
 class Answered(NamedTuple):
