@@ -52,7 +52,7 @@ _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 _ANSWER, _OPENED = "CheckSession", "CheckSession/opened"
 # The method served raw (app.py), and how many request bytes it remembers the memo key of:
 # beyond, forgotten at once (a burst of distinct requests must not grow without bound).
-RAW_METHOD = "/sessiongate.api.v1.SessionControl/CheckSession"
+RAW_METHOD = f"/{pb.DESCRIPTOR.services_by_name['SessionControl'].full_name}/CheckSession"
 MAX_RAW_KEYS = 100_000
 
 # Usage events may be stamped this far ahead of our clock (clock skew between hosts).
