@@ -1,0 +1,42 @@
+"""Debian packages the suite runs for real (nginx, Caddy, Chromium), installed when missing.
+
+CI starts from a fresh machine and runs only `make test`, so the suite installs what it needs
+itself (apt-get, as root) rather than skipping. One lock file serialises apt across pytest
+processes; `apt-get update` runs once per machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+_LOCK = Path("/tmp/sessiongate-apt.lock")
+_UPDATED = Path("/tmp/sessiongate-apt.updated")
+
+
+def ensure(binary: str, package: str) -> str:
+    """The path of `binary`, installing Debian's `package` first when it is not on PATH."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise RuntimeError(f"{binary} is missing and installing {package} needs root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with _LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = shutil.which(binary)
+        if found:
+            return found
+        if not _UPDATED.exists():
+            subprocess.run(["apt-get", "update", "-q"], check=True, env=env,
+                           stdout=subprocess.DEVNULL, timeout=600)
+            _UPDATED.touch()
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+                       check=True, env=env, stdout=subprocess.DEVNULL, timeout=900)
+    found = shutil.which(binary)
+    if not found:
+        raise RuntimeError(f"installed {package} but {binary} is still not on PATH")
+    return found
