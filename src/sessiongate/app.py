@@ -9,6 +9,7 @@ import ipaddress
 import pathlib
 import signal
 import urllib.parse
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -232,15 +233,22 @@ class Application:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped")
 
-    async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then drain and return (exit status 0)."""
+    async def serve_forever(self, ready: Callable[[Application], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then drain and return (exit status 0).
+
+        The handlers are in place before start-up, so a Ctrl-C while the embedded Redis starts
+        lets start-up finish and then drains: nothing is left running. `ready` is called once
+        serving (the CLI's greeting on a terminal).
+        """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        settle_heap()
         try:
+            await self.start()
+            settle_heap()
+            if ready is not None and not stop.is_set():
+                ready(self)
             await stop.wait()
         finally:
             await self.stop()

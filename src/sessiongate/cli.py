@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,8 +60,24 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         return run_workers(settings)
     from sessiongate.app import Application
 
-    asyncio.run(Application(settings).serve_forever())
+    ready = _greet if sys.stdout.isatty() else None
+    asyncio.run(Application(settings).serve_forever(ready))
     return 0
+
+
+def _greet(app: Any) -> None:
+    """One line for a human at a terminal: where it listens, where its data is, what to try."""
+    s = app.settings
+    data = f"data in {s.data_dir}" if app.embedded is not None else "Redis at " + s.redis_url
+    cli = Path(sys.argv[0])
+    with contextlib.suppress(ValueError):
+        cli = cli.absolute().relative_to(Path.cwd())
+    # The CLI reads the same variable; only a `--grpc-addr` flag needs repeating.
+    env_addr = os.environ.get("SESSIONGATE_GRPC_ADDR", Settings.grpc_addr)
+    addr = "" if s.grpc_addr == env_addr else f" --addr {s.grpc_addr}"
+    print(f"sessiongate is serving on {s.grpc_addr}, {data}. Try: {cli} account upsert"
+          f"{addr} acme --user alice && {cli} check{addr} acme alice  (Ctrl-C stops it)",
+          flush=True)
 
 
 def _channel(ns: argparse.Namespace) -> tuple[grpc.Channel, list[tuple[str, str]]]:

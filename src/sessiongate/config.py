@@ -165,6 +165,9 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        # Resolved once, here: the embedded redis-server changes into this directory
+        # (`--dir`), so a relative path handed on would be read relative to itself.
+        object.__setattr__(self, "data_dir", str(pathlib.Path(self.data_dir).absolute()))
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -46,6 +47,16 @@ def redis_server_binary() -> str:
     return found
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -73,8 +84,15 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pidfile(self) -> pathlib.Path:
+        return self.data_dir / "redis.pid"
+
     def start(self, timeout: float = 10.0) -> None:
+        """Start and wait for PONG. Interrupted or failed (Ctrl-C included), it leaves no
+        redis-server behind."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
         args = [
             redis_server_binary(),
             "--port", str(self.port),
@@ -85,13 +103,27 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.persistent else "no",
             "--appendfsync", "everysec",
             "--logfile", str(self.data_dir / "redis.log"),
+            "--pidfile", str(self.pidfile),
             *self.extra_args,
         ]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own process group: a terminal's Ctrl-C reaches sessiongate alone, which drains
+        # its writers into this server and stops it last (`Application.stop`).
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, process_group=0)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._proc.returncode}")
+                raise RuntimeError(
+                    f"redis-server exited with {self._proc.returncode};"
+                    f" see {self.data_dir / 'redis.log'}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
@@ -102,8 +134,25 @@ class EmbeddedRedis:
             except OSError:
                 pass
             time.sleep(0.02)
-        self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def _stop_orphan(self) -> None:
+        """A redis-server of this directory whose sessiongate was killed (SIGKILL, OOM) keeps
+        running with init as its parent; stop it before starting ours on the same files."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if b"redis-server" not in cmdline or (parent != 1 and _alive(parent)):
+            return
+        log.warning("stopping a redis-server left running by a killed sessiongate", pid=pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     @staticmethod
     def _configure(conn: socket.socket) -> None:
