@@ -44,6 +44,15 @@ def _stamp(field: str, text: str) -> Timestamp:
     return t
 
 
+def _expiry(text: str) -> Timestamp:
+    """`--expires`: a duration from now (`7d`) or an ISO 8601 time."""
+    if re.fullmatch(r"\d+[smhd]?", text.strip()):
+        t = Timestamp()
+        t.FromDatetime(datetime.now(UTC) + parse_duration("--expires", text))
+        return t
+    return _stamp("--expires", text)
+
+
 def parse_duration(field: str, text: str) -> timedelta:
     """`90`, `90s`, `5m`, `2h`, `15d`."""
     m = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
@@ -79,7 +88,7 @@ def cmd_override(ns: argparse.Namespace, ch: grpc.Channel, md: Metadata) -> int:
     if ns.state != "clear":
         req.state = cpb.AccountState.Value(f"ACCOUNT_STATE_{ns.state.upper()}")
     if ns.expires:
-        req.expires_at.CopyFrom(_stamp("--expires", ns.expires))
+        req.expires_at.CopyFrom(_expiry(ns.expires))
     got = apb_grpc.AccountsStub(ch).OverrideState(req, metadata=md, timeout=10)
     emit(ns, got, f"{got.account_id}: {state_name(got.state)}"
            + (f" (override: {got.override.reason})" if got.HasField("override") else ""))
@@ -156,7 +165,8 @@ def add_dunning_commands(account: Any, sub: Any, client: Client) -> None:
     p.add_argument("account_id")
     p.add_argument("state", choices=[*STATES, "clear"])
     p.add_argument("--reason")
-    p.add_argument("--expires", help="ISO 8601 time the override ends (default: never)")
+    p.add_argument("--expires", help="when the override ends: a duration from now (7d, 12h) or an ISO 8601"
+                   " time (default: never)")
     p.add_argument("--actor")
 
     policy = sub.add_parser("policy", help="dunning policies").add_subparsers(

@@ -129,7 +129,9 @@ class EmbeddedRedis:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         self._configure(s)
-                        log.info("embedded redis started", port=self.port, dir=str(self.data_dir))
+                        # For humans and scripts: `redis-cli -u "$(cat .sessiongate/redis.url)"`.
+                        (self.data_dir / "redis.url").write_text(self.url + "\n")
+                        log.info("embedded redis started", url=self.url, dir=str(self.data_dir))
                         return
             except OSError:
                 pass
@@ -138,16 +140,22 @@ class EmbeddedRedis:
 
     def _stop_orphan(self) -> None:
         """A redis-server of this directory whose sessiongate was killed (SIGKILL, OOM) keeps
-        running with init as its parent; stop it before starting ours on the same files."""
+        running, adopted by init or a subreaper; stop it before starting ours on its files.
+        One whose parent is a live sessiongate is in use and left alone."""
         try:
             pid = int(self.pidfile.read_text().strip())
             stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
             cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return
-        parent = int(stat.rpartition(")")[2].split()[1])
-        if b"redis-server" not in cmdline or (parent != 1 and _alive(parent)):
+        if b"redis-server" not in cmdline:
             return
+        parent = int(stat.rpartition(")")[2].split()[1])
+        try:
+            if b"sessiongate" in pathlib.Path(f"/proc/{parent}/cmdline").read_bytes():
+                return
+        except OSError:
+            pass
         log.warning("stopping a redis-server left running by a killed sessiongate", pid=pid)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
