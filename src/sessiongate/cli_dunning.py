@@ -165,8 +165,8 @@ def add_dunning_commands(account: Any, sub: Any, client: Client) -> None:
     p.add_argument("account_id")
     p.add_argument("state", choices=[*STATES, "clear"])
     p.add_argument("--reason")
-    p.add_argument("--expires", help="when the override ends: a duration from now (7d, 12h) or an ISO 8601"
-                   " time (default: never)")
+    p.add_argument("--expires", help="when the override ends: a duration from now (7d, 12h)"
+                   " or an ISO 8601 time (default: never)")
     p.add_argument("--actor")
 
     policy = sub.add_parser("policy", help="dunning policies").add_subparsers(
