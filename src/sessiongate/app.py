@@ -237,7 +237,7 @@ class Application:
         """Run until SIGTERM or SIGINT, then drain and return (exit status 0).
 
         The handlers are in place before start-up, so a Ctrl-C while the embedded Redis starts
-        lets start-up finish and then drains: nothing is left running. `ready` is called once
+        lets start-up finish (or fail) and then drains: nothing is left running, exit 0. `ready` is called once
         serving (the CLI's greeting on a terminal).
         """
         stop = asyncio.Event()
@@ -245,7 +245,15 @@ class Application:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await self.start()
+            try:
+                await self.start()
+            except Exception:
+                # The same Ctrl-C can reach a redis-server still being forked (in our process
+                # group until it execs) and fail the start: an interrupt, not an error.
+                if not stop.is_set():
+                    raise
+                log.info("interrupted during start-up")
+                return
             settle_heap()
             if ready is not None and not stop.is_set():
                 ready(self)

@@ -174,6 +174,7 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
+        (self.data_dir / "redis.url").unlink(missing_ok=True)
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()  # redis-server saves (AOF fsync) and exits on SIGTERM
