@@ -237,8 +237,8 @@ class Application:
         """Run until SIGTERM or SIGINT, then drain and return (exit status 0).
 
         The handlers are in place before start-up, so a Ctrl-C while the embedded Redis starts
-        lets start-up finish (or fail) and then drains: nothing is left running, exit 0. `ready` is called once
-        serving (the CLI's greeting on a terminal).
+        lets start-up finish (or fail) and then drains: nothing is left running, exit 0.
+        `ready` is called once serving (the CLI's greeting on a terminal).
         """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
