@@ -76,6 +76,7 @@ access_log = structlog.wrap_logger(_access_output)
 STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Conflict, grpc.StatusCode.ABORTED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
