@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from redis.exceptions import RedisError
 
 from sessiongate.api.v1 import common_pb2 as cpb
@@ -60,6 +61,8 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_LENGTH = 256
 MAX_STREAM_EVENTS = 10_000
+
+log = structlog.get_logger(__name__)
 
 
 # Larger quantities are surely a bug, and would risk overflowing Redis's 64-bit counters.
@@ -273,7 +276,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
         checked = await check_login(self.rt, account_id, user_id)
         if checked.lookup.source == "unavailable":
-            raise BackendUnavailable(f"account state unavailable: {checked.lookup.error}")
+            log.warning("account state unavailable", error=checked.lookup.error)
+            raise BackendUnavailable("account state unavailable")
         return checked.lookup, checked.verdict
 
     # Sessions
@@ -421,7 +425,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """The account exists, and its plan (if any) has `feature`."""
         found = await lookup_account(self.rt, account_id)
         if found.source == "unavailable":
-            raise BackendUnavailable(f"account state unavailable: {found.error}")
+            log.warning("account state unavailable", error=found.error)
+            raise BackendUnavailable("account state unavailable")
         account = found.account
         if account is None:
             raise NotFound(f"{f}account_id: no account {account_id!r}")
