@@ -59,6 +59,10 @@ ACCOUNTS_SCAN_INTERVAL = 60.0
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 AGE_BUCKETS = (0.001, 0.1, 0.5, 1.0, 2.0, 5.0, 30.0, 300.0)
 _DEGRADED = (cpb.STATE_SOURCE_FAILURE_MODE, cpb.STATE_SOURCE_STALE)
+# The `source` label of a refused call's conflicting duplicate, by method.
+CONFLICT_SOURCE = {"PushPaymentEvent": "payments_grpc", "RecordUsage": "usage",
+                   "RecordUsageStream": "usage", "RecordUsageBatches": "usage",
+                   "ConsumeEntitlement": "usage"}
 
 
 def _enum_label(enum: Any, value: int, prefix: str) -> str:
@@ -117,6 +121,7 @@ class Metrics:
         self.decisions: dict[tuple[int, int, int], int] = {}  # by (decision, reason, source)
         self.state_age = Buckets(AGE_BUCKETS)
         self.redis_errors = {"rpc": 0, "lookup": 0, "scrape": 0}  # one writer per key
+        self.conflicting_duplicates: dict[str, int] = {}  # refused calls, by source
         self.collector = ScrapeCollector(self, redis_url, cache, components)
         self.registry.register(self.collector)
         self._server: Any = None
@@ -130,6 +135,7 @@ class Metrics:
         status; for CheckSession answers, the decision and the age of the state behind it.
         (`Buckets.observe` inlined: this runs for every RPC.)"""
         rpc_seconds, decisions, age = self.rpc_seconds, self.decisions, self.state_age
+        conflicts = self.conflicting_duplicates
         age_bounds, age_counts = age.bounds, age.counts
         last: tuple[str, str] | None = None
         hist = None
@@ -145,6 +151,9 @@ class Metrics:
             if response is None:
                 if code == "UNAVAILABLE":
                     self.redis_errors["rpc"] += 1
+                elif code == "ALREADY_EXISTS":
+                    source = CONFLICT_SOURCE.get(method, method)
+                    conflicts[source] = conflicts.get(source, 0) + 1
                 continue
             if method != "CheckSession":
                 continue
@@ -183,6 +192,21 @@ class Metrics:
         for where, n in list(self.redis_errors.items()):
             errors.add_metric([where], n)
         yield from (rpc, decisions, age, errors)
+
+    def conflicts_family(self, stream_entries: int) -> Metric:
+        """Event ids reused with other content: refused calls by source (ALREADY_EXISTS),
+        and `stream_entries` dead-lettered by this process's payment consumer."""
+        fam = CounterMetricFamily(
+            "sessiongate_conflicting_duplicates",
+            "events refused for reusing an event id with different content, by source",
+            labels=["source"])
+        counts = dict(self.conflicting_duplicates)
+        counts["payments_stream"] = stream_entries
+        for source in ("payments_grpc", "payments_stream", "usage"):
+            counts.setdefault(source, 0)
+        for source, n in sorted(counts.items()):
+            fam.add_metric([source], n)
+        return fam
 
     # -- HTTP endpoint ---------------------------------------------------------------------
 
@@ -242,6 +266,8 @@ class ScrapeCollector(Collector):
             yield up
             yield from families
             yield from self._metrics.families()
+            stream = [getattr(c, "conflicting_duplicates", 0) for c in self._components()]
+            yield self._metrics.conflicts_family(sum(n for n in stream if isinstance(n, int)))
 
     def _near_cache(self) -> Iterator[Metric]:
         yield CounterMetricFamily(

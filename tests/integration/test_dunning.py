@@ -352,8 +352,11 @@ def test_cli_dunning_commands(srv: ServerThread, capsys: pytest.CaptureFixture[s
     out = run("invoice", "acme", "inv-9", "2500", "--due", "2025-12-31T23:59:00Z",
               "--event-id", "cli-inv")
     assert out.strip() == "cli-inv: GRACE, balance 2500"
-    assert "(duplicate" in run("invoice", "acme", "inv-9", "2500", "--due", "2025-12-31",
-                               "--event-id", "cli-inv")
+    assert "(duplicate" in run("invoice", "acme", "inv-9", "2500", "--due",
+                               "2025-12-31T23:59:00Z", "--event-id", "cli-inv")
+    # the same event id for another due date is another event: refused (ALREADY_EXISTS)
+    assert main(["invoice", "acme", "inv-9", "2500", "--due", "2025-12-31", "--event-id",
+                 "cli-inv", "--addr", srv.addr]) == 1
     assert "SUSPENDED" not in run("account", "preview", "acme")
     assert "ACTIVE" in run("pay", "acme", "2500")
     history = run("account", "history", "acme")

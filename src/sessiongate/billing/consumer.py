@@ -4,8 +4,9 @@ One consumer group (`sessiongate`) shared by every replica. An entry is acknowle
 after its state change is committed (or it was found a duplicate), so a crash between the
 two means a redelivery that the event-id idempotency turns into a no-op. Entries left
 pending by a crashed consumer are taken over with `XAUTOCLAIM` once idle long enough.
-An entry that can never apply (malformed, unknown account, wrong currency) is copied to the
-dead-letter stream with the reason and acknowledged, so it never blocks the queue. Only
+An entry that can never apply (malformed, unknown account, wrong currency, an event id
+reused with other content, or any unexpected error while parsing or applying it) is copied
+to the dead-letter stream with the reason and acknowledged, so it never blocks the queue. Only
 backend trouble (Redis unreachable, too many concurrent writers) leaves an entry pending
 for a later retry.
 """
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from sessiongate.billing.engine import Applied, DunningEngine
-from sessiongate.domain.errors import Conflict, SessionGateError
+from sessiongate.domain.errors import AlreadyExists, Conflict, SessionGateError
 from sessiongate.domain.payment_event import PaymentEvent, event_from_fields
 from sessiongate.store import keys
 
@@ -61,6 +62,7 @@ class PaymentConsumer:
         self.applied = 0
         self.duplicates = 0
         self.dead = 0
+        self.conflicting_duplicates = 0  # entries that reused an event id with new content
         self._task: asyncio.Task[None] | None = None
         self._group_ready = False
         self._stopping = False
@@ -125,7 +127,10 @@ class PaymentConsumer:
                 parsed.append((eid, fields, event_from_fields(fields)))
             except SessionGateError as exc:
                 dead.append((eid, fields, str(exc)))
-        results = await self.engine.apply_events([e for _, _, e in parsed])
+            except Exception as exc:  # a parser bug must not block the queue
+                log.error("payment entry unreadable", entry=eid, error=repr(exc))
+                dead.append((eid, fields, f"internal error: {exc!r}"))
+        results = await self._apply([e for _, _, e in parsed])
         for (eid, fields, _), res in zip(parsed, results, strict=True):
             if isinstance(res, Applied):
                 ack.append(eid)
@@ -136,6 +141,9 @@ class PaymentConsumer:
             elif isinstance(res, (Conflict, RedisError, OSError)):
                 log.warning("payment entry left pending for a retry", entry=eid,
                             error=repr(res))
+            elif isinstance(res, AlreadyExists):
+                self.conflicting_duplicates += 1
+                dead.append((eid, fields, f"conflicting duplicate: {res}"))
             elif isinstance(res, SessionGateError):
                 dead.append((eid, fields, str(res)))
             else:  # a bug must not block the queue either
@@ -155,6 +163,23 @@ class PaymentConsumer:
         if ack:
             await self.redis.xack(keys.PAYMENT_STREAM, GROUP, *ack)
         return len(ack)
+
+    async def _apply(self, events: list[PaymentEvent]) -> list[Applied | Exception]:
+        """Each event's outcome; if the batch itself fails unexpectedly, the events are
+        applied one at a time, so that the failure is pinned on the entries that cause it."""
+        try:
+            return await self.engine.apply_events(events)
+        except (RedisError, OSError):
+            raise  # backend trouble: every entry stays pending
+        except Exception as exc:
+            log.error("payment batch failed: applying its entries one by one", error=repr(exc))
+        out: list[Applied | Exception] = []
+        for event in events:
+            try:
+                out.append(await self.engine.apply_event(event))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     async def forget_idle_consumers(self, idle_ms: int = FORGET_AFTER_MS) -> list[str]:
         """Delete group members of past processes (restarts get new names): those with

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sessiongate.domain.dunning import Outcome, reconsider
-from sessiongate.domain.errors import NotFound
+from sessiongate.domain.errors import AlreadyExists, NotFound
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountState, StateOverride
 from sessiongate.domain.payment_event import PaymentEvent
@@ -73,11 +73,18 @@ def _event_change(event: PaymentEvent, account: Account | None, raw: str | None,
         raise NotFound(f"account_id: no account {aid!r} (create it with UpsertAccount)")
     ledger = decode_ledger(raw, aid)
     if event.event_id in ledger:
-        return None  # applied long ago (beyond the idempotency window): still a no-op
+        _refuse_conflicting(ledger, event)
+        return None  # a redelivery (even beyond the idempotency window): a no-op
     grown = ledger.add(event, account.currency)
     out = reconsider(account, grown, policy(account), now, actor="billing",
                      cause=f"{event.type.name} {event.event_id}", event_id=event.event_id)
     return _change(out, ledger, event_id=event.event_id, raw=raw)
+
+
+def _refuse_conflicting(ledger: Ledger, event: PaymentEvent) -> None:
+    if ledger.differs(event):
+        raise AlreadyExists("event_id", f"{event.event_id!r} was applied with other content "
+                            "(an event id names one event: use a new id)")
 
 
 def _due_change(account_id: str, account: Account | None, raw: str | None,
@@ -154,6 +161,9 @@ class DunningEngine:
             return _event_change(event, account, raw, await self._policy_of(account), now)
 
         res, change = await self.accounts.update(event.account_id, mutate, self.now)
+        if res.status == "duplicate":  # committed by another writer since it was read
+            _, raw = await self.accounts.read(event.account_id)
+            _refuse_conflicting(decode_ledger(raw, event.account_id), event)
         if res.status in ("duplicate", "unchanged"):
             return Applied(True, None)
         return Applied(False, _saved(res, change))
@@ -190,7 +200,8 @@ class DunningEngine:
             return Applied(not res.ok, _saved(res, change))
 
         return await self._batch([e.account_id for e in events], build, done,
-                                 lambda i: self.apply_event(events[i]), redo_on=("conflict",))
+                                 lambda i: self.apply_event(events[i]),
+                                 redo_on=("conflict", "duplicate"))
 
     async def _batch(
         self,

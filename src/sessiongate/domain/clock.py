@@ -6,6 +6,17 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+# The latest time there is: what a derived time beyond the calendar saturates at.
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def later(when: datetime, span: timedelta) -> datetime:
+    """`when + span` (span >= 0), or `END_OF_TIME` past the calendar's end: an invoice due
+    9999-12-31 (a common "never") plus a dunning stage's delay must not overflow."""
+    if span > END_OF_TIME - when:
+        return END_OF_TIME
+    return when + span
+
 
 class Clock(Protocol):
     def now(self) -> datetime:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sessiongate.domain.clock import later
 from sessiongate.domain.isotime import iso
 from sessiongate.domain.ledger import Ledger, Snapshot
 from sessiongate.domain.model import Account, AccountState
@@ -58,7 +59,7 @@ def evaluate(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
     for s in policy.stages:
         if balance < s.min_balance_minor:
             continue
-        at = due + s.after
+        at = later(due, s.after)
         if now >= at:
             state = s.state
         else:
@@ -71,7 +72,7 @@ def evaluate(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
     if state in REMINDER_STATES and anchor is not None:
         ordinal = (now - anchor) // policy.reminder_interval + 1
         reminder = (due, ordinal)
-        future.append(anchor + ordinal * policy.reminder_interval)
+        future.append(later(anchor, ordinal * policy.reminder_interval))
     overdue = now - due
     if overdue >= timedelta(0):
         why = f"invoice {inv.invoice_id} is {_span(overdue)} overdue"
@@ -189,7 +190,7 @@ def preview(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
         return [(ACTIVE, now)]
     due = ev.oldest_due_at
     assert due is not None
-    starts = {s.state: due + s.after for s in policy.stages
+    starts = {s.state: later(due, s.after) for s in policy.stages
               if snapshot.balance_minor >= s.min_balance_minor}
     timeline = [(ev.state, starts.get(ev.state, now))]
     for t in sorted(set(starts.values())):

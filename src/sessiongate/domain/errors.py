@@ -20,6 +20,14 @@ class NotFound(SessionGateError):
     """The named thing does not exist."""
 
 
+class AlreadyExists(SessionGateError):
+    """An id already used for something else: an event id reused with different content."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
 class FailedPrecondition(SessionGateError):
     """The request is well-formed but the current state forbids it."""
 

@@ -78,6 +78,13 @@ class Ledger:
         events[event.event_id] = replace(event, currency=event_currency)
         return replace(self, currency=currency, events=events)
 
+    def differs(self, event: PaymentEvent) -> bool:
+        """Whether the ledger holds `event`'s id with other content: a reused event id,
+        not a redelivery. Compared as stored: no currency is the ledger's, times to the ms."""
+        held = self.events.get(event.event_id)
+        return held is not None and _content(held, self.currency) != _content(event,
+                                                                              self.currency)
+
     def with_reminder(self, mark: tuple[datetime, int] | None) -> Ledger:
         if mark == self.last_reminder:
             return self
@@ -128,6 +135,15 @@ class Ledger:
             invoices=tuple(invoices),
             failed_payments=failed,
         )
+
+
+def _content(ev: PaymentEvent, currency: str) -> tuple[object, ...]:
+    return (ev.type, ev.invoice_id, ev.amount_minor, ev.currency or currency,
+            _to_ms(ev.occurred_at), _to_ms(ev.due_at), ev.payment_id)
+
+
+def _to_ms(when: datetime | None) -> datetime | None:
+    return None if when is None else when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
 def _due_order(ev: PaymentEvent) -> tuple[datetime | None, str]:

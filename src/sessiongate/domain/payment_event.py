@@ -70,18 +70,27 @@ def parse_type(value: int | str) -> PaymentEventType:
             what = "PAYMENT_EVENT_TYPE_UNSPECIFIED" if value == 0 else f"unknown value {value}"
             raise InvalidArgument("type", f"{what}: must be one of {_names()}") from None
     text = value.strip().upper()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²": a digit to isdigit, not to int
+        if len(text) > 3:  # every type number has one digit; no 5,000-digit int() either
+            raise InvalidArgument("type", f"unknown value {_shown(text)}: must be one of "
+                                  f"{_names()}")
         return parse_type(int(text))
     name = text.removeprefix(TYPE_PREFIX)
     try:
         return PaymentEventType[name]
     except KeyError:
-        raise InvalidArgument("type", f"unknown event type {value!r}: must be one of {_names()}"
-                              ) from None
+        raise InvalidArgument("type", f"unknown event type {_shown(value)}: must be one of "
+                              f"{_names()}") from None
 
 
 def _names() -> str:
     return ", ".join(t.name for t in PaymentEventType)
+
+
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut short: a dead letter need not repeat 5,000
+    digits."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 def check_time(field: str, when: datetime | None) -> datetime | None:
@@ -89,7 +98,10 @@ def check_time(field: str, when: datetime | None) -> datetime | None:
         return None
     if when.tzinfo is None:
         raise InvalidArgument(field, "must carry a time zone")
-    when = when.astimezone(UTC)
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise InvalidArgument(field, "out of range (1970 to 9999)") from None
     if not MIN_TIME <= when <= MAX_TIME:
         raise InvalidArgument(field, "out of range (1970 to 9999)")
     return when
@@ -151,9 +163,10 @@ def parse_time(field: str, text: str) -> datetime | None:
             return datetime.fromtimestamp(float(text), UTC)
         when = datetime.fromisoformat(text.replace("z", "Z"))
     except (ValueError, OverflowError, OSError):
-        raise InvalidArgument(field, f"{text!r} is neither RFC 3339 nor Unix seconds") from None
+        raise InvalidArgument(field, f"{_shown(text)} is neither RFC 3339 nor Unix seconds"
+                              ) from None
     if when.tzinfo is None:
-        raise InvalidArgument(field, f"{text!r} has no time zone offset (use Z for UTC)")
+        raise InvalidArgument(field, f"{_shown(text)} has no time zone offset (use Z for UTC)")
     return when
 
 
@@ -163,7 +176,7 @@ def parse_amount(field: str, text: str) -> int:
         return 0
     body = text[1:] if text[0] in "+-" else text
     if not body.isascii() or not body.isdigit() or len(body) > 19:
-        raise InvalidArgument(field, f"{text!r} is not a decimal integer")
+        raise InvalidArgument(field, f"{_shown(text)} is not a decimal integer")
     return int(text)
 
 

@@ -72,6 +72,8 @@ def new_policy(
     interval = reminder_interval or timedelta(days=1)
     if interval < MIN_INTERVAL:
         raise InvalidArgument("reminder_interval", "must be at least one second")
+    if interval > MAX_AFTER:
+        raise InvalidArgument("reminder_interval", "longer than ten years")
     if tolerance_minor < 0:
         raise InvalidArgument("tolerance_minor", "must not be negative")
     ordered = tuple(sorted(stages, key=lambda s: s.state.severity))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import unicodedata
+import zoneinfo
 
 from sessiongate.domain.errors import InvalidArgument
 
@@ -42,3 +44,19 @@ def check_non_negative(field: str, value: int) -> int:
     if value < 0:
         raise InvalidArgument(field, "must not be negative")
     return value
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {"UTC"}
+
+
+def check_time_zone(field: str, name: str) -> str:
+    """An IANA time zone name (`Europe/Paris`); empty means UTC. Looked up in the set of
+    known names, never opened as a path (`../../../etc/passwd` is a file, not a zone)."""
+    if not name:
+        return "UTC"
+    if name not in _zones():
+        raise InvalidArgument(field, f"{name[:64]!r} is not an IANA time zone name "
+                              "(e.g. Europe/Paris)")
+    return name

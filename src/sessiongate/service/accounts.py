@@ -11,7 +11,7 @@ from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
-from sessiongate.domain.validation import check_id, check_ids, check_non_negative
+from sessiongate.domain.validation import check_id, check_ids, check_non_negative, check_time_zone
 from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
 from sessiongate.service.plans import PlanMethods
@@ -43,8 +43,7 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
     currency = msg.currency or "USD"
     if len(currency) != 3 or not currency.isalpha():
         raise InvalidArgument(f + "currency", "must be a 3-letter ISO 4217 code")
-    tz = msg.time_zone or "UTC"
-    check_id(f + "time_zone", tz)
+    tz = check_time_zone(f + "time_zone", msg.time_zone)
     state = state_from_pb(f + "state", msg.state)
     override = None
     if state is not None:

@@ -12,13 +12,18 @@ memo with it, so a remembered verdict is exactly what `decide` would answer agai
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
+
+import structlog
 
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.model import Account
 from sessiongate.domain.parents import inherit_parent
 from sessiongate.service.lookup import Lookup, load_account, lookup_account
 from sessiongate.service.runtime import Runtime
+
+log = structlog.get_logger(__name__)
 
 # Entries per memo (verdicts per user, plus what callers derive from them): a burst of
 # logins by unknown users must not grow an entry without bound. Beyond it: computed anew.
@@ -34,15 +39,26 @@ class LoginCheck(NamedTuple):
 
 
 def failure_verdict(failure_mode: str, error: str) -> Verdict:
-    """Redis is unreachable and no usable state is known: the configured failure mode decides."""
+    """Redis is unreachable and no usable state is known: the configured failure mode decides.
+
+    `error` goes to the log (at most once a second: an outage fails every login), never to
+    the client: Redis's text names hosts, ports and script hashes."""
+    global _logged_at
     allow = failure_mode == "open"
+    now = time.monotonic()
+    if now - _logged_at >= 1.0:
+        _logged_at = now
+        log.warning("account state unavailable", error=error, failure_mode=failure_mode)
     return Verdict(
         Decision.ALLOW if allow else Decision.DENY,
         Reason.BACKEND_UNAVAILABLE,
         None,
-        f"account state unavailable ({error}); failure mode {failure_mode}: "
+        f"account state unavailable; failure mode {failure_mode}: "
         f"{'allowed' if allow else 'denied'}",
     )
+
+
+_logged_at = float("-inf")
 
 
 def remembered_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck | None:

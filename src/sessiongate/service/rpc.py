@@ -76,6 +76,7 @@ access_log = structlog.wrap_logger(_access_output)
 STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Conflict, grpc.StatusCode.ABORTED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
@@ -248,7 +249,9 @@ def rpc(role: str, fast: Fast | None = None) -> Callable[[H], H]:
                 code = "UNAVAILABLE"
                 rid = request_id_of(given_rid)
                 log.warning("backend error", method=method, error=repr(exc), request_id=rid)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"backend unavailable: {exc}")
+                # Redis's text (hosts, script hashes) stays in the log; the id finds it there.
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"backend unavailable (request id {rid})")
             except Exception:
                 code = "INTERNAL"
                 rid = request_id_of(given_rid)

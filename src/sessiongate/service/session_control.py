@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from redis.exceptions import RedisError
 
 from sessiongate.api.v1 import common_pb2 as cpb
@@ -19,7 +20,7 @@ from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
-from sessiongate.domain.errors import BackendUnavailable, InvalidArgument, NotFound
+from sessiongate.domain.errors import AlreadyExists, BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id, is_plain_id
@@ -39,7 +40,7 @@ from sessiongate.store.batch import BatchWriter
 from sessiongate.store.nearcache import Entry
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.sessions import SessionStore
-from sessiongate.store.usage import UsageRecord, UsageStore
+from sessiongate.store.usage import ConflictingDuplicates, UsageRecord, UsageStore
 
 SOURCE_TO_PB = {
     "near_cache": cpb.STATE_SOURCE_NEAR_CACHE,
@@ -60,6 +61,8 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_LENGTH = 256
 MAX_STREAM_EVENTS = 10_000
+
+log = structlog.get_logger(__name__)
 
 
 # Larger quantities are surely a bug, and would risk overflowing Redis's 64-bit counters.
@@ -273,7 +276,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
         checked = await check_login(self.rt, account_id, user_id)
         if checked.lookup.source == "unavailable":
-            raise BackendUnavailable(f"account state unavailable: {checked.lookup.error}")
+            log.warning("account state unavailable", error=checked.lookup.error)
+            raise BackendUnavailable("account state unavailable")
         return checked.lookup, checked.verdict
 
     # Sessions
@@ -344,7 +348,11 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         elif not definition.metered:
             ent = evaluate(definition, 0, now)
         elif consume:
-            done = await self.plans.consume(account_id, definition, quantity, event_id, now)
+            done = await self.plans.consume(account_id, definition, quantity, event_id, now,
+                                            user_id)
+            if done.status == "conflict":
+                raise AlreadyExists("event_id", f"{event_id!r} was consumed with other content"
+                                    " (an event id names one consumption: use a new id)")
             ent = evaluate(definition, done.used, now, consumed=done.status == "ok",
                            refused=done.status == "exhausted",
                            duplicate=done.status == "duplicate")
@@ -386,6 +394,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         quantity = e.quantity
         if quantity < 0 or quantity > MAX_QUANTITY:
             check_quantity(f + "quantity", quantity)
+        stated = True
         if e.HasField("occurred_at"):
             try:
                 occurred = from_ts(e.occurred_at)
@@ -398,6 +407,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 raise InvalidArgument(f + "occurred_at", "older than the deduplication window")
         else:
             occurred = now
+            stated = False
         attributes = e.attributes
         if attributes:
             if len(attributes) > MAX_ATTRIBUTES:
@@ -407,14 +417,16 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 if len(v) > MAX_ATTRIBUTE_LENGTH or not v.isprintable():
                     raise InvalidArgument(f"{f}attributes[{k}]", "too long or not printable")
             return UsageRecord(event_id, account_id, user_id, feature, quantity, occurred,
-                               dict(attributes))
-        return UsageRecord(event_id, account_id, user_id, feature, quantity, occurred)
+                               dict(attributes), stated)
+        return UsageRecord(event_id, account_id, user_id, feature, quantity, occurred,
+                           stated_at=stated)
 
     async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
         """The account exists, and its plan (if any) has `feature`."""
         found = await lookup_account(self.rt, account_id)
         if found.source == "unavailable":
-            raise BackendUnavailable(f"account state unavailable: {found.error}")
+            log.warning("account state unavailable", error=found.error)
+            raise BackendUnavailable("account state unavailable")
         account = found.account
         if account is None:
             raise NotFound(f"{f}account_id: no account {account_id!r}")
@@ -470,6 +482,13 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 await self._check_recordable(*pair, f"events[{n}].")
                 known.add(pair)
             records.append(record)
-        recorded = await self.usage.record(records, now) if records else []
+        try:
+            recorded = await self.usage.record(records, now) if records else []
+        except ConflictingDuplicates as exc:
+            n = exc.positions[0]
+            raise AlreadyExists(f"events[{n}].event_id", f"{records[n].event_id!r} was "
+                                "recorded before with other content (an event id names one "
+                                f"event: use a new id); {len(exc.positions)} such event(s) "
+                                "refused, the others recorded") from None
         accepted = sum(recorded)
         return pb.RecordUsageBatchResponse(accepted=accepted, duplicates=len(recorded) - accepted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import weakref
@@ -40,7 +41,7 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 
 @dataclass(frozen=True, slots=True)
 class Consumed:
-    status: str  # "ok" | "duplicate" | "exhausted"
+    status: str  # "ok" | "duplicate" | "conflict" | "exhausted"
     used: int
 
 
@@ -85,8 +86,11 @@ class PlanStore:
         return int(raw or 0)
 
     async def consume(self, account_id: str, feature: Feature, quantity: int, event_id: str,
-                      now: datetime) -> Consumed:
-        """One Lua call (`consume_quota.lua`)."""
+                      now: datetime, user_id: str = "") -> Consumed:
+        """One Lua call (`consume_quota.lua`). A reused `event_id` is compared by the
+        consumption's content (user, feature, quantity): "conflict" if it differs."""
+        digest = hashlib.blake2b(f"{user_id}\x1f{feature.name}\x1f{quantity}".encode(),
+                                 digest_size=8).hexdigest()
         _, end = window(feature.period, now)
         # Relative, so that a test clock far from Redis's own clock cannot expire it early.
         expire = "" if end is None else str(int((end - now).total_seconds() * 1000) + WEEK_MS)
@@ -95,6 +99,6 @@ class PlanStore:
                   keys.usage_events(account_id)],
             args=[quantity, feature.quota, "1" if feature.limit is LimitMode.HARD else "0",
                   f"c:{event_id}" if event_id else "", to_ms(now), IDEMPOTENCY_RETENTION_MS,
-                  expire],
+                  expire, digest],
         )
         return Consumed(status.decode() if isinstance(status, bytes) else str(status), int(used))

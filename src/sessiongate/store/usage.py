@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from sessiongate.domain.errors import AlreadyExists
 from sessiongate.domain.periods import day_name
 from sessiongate.domain.proration import Seats
 from sessiongate.store import keys
@@ -23,7 +25,7 @@ from sessiongate.store.activity import (
 )
 from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
-from sessiongate.store.record import SEAT_CHANGES_BYTES
+from sessiongate.store.record import SEAT_CHANGES_BYTES, US
 from sessiongate.store.record import entries as hash_entries
 from sessiongate.store.scripts import Scripts
 
@@ -37,6 +39,7 @@ class UsageRecord:
     quantity: int
     occurred_at: datetime
     attributes: dict[str, str] = field(default_factory=dict)
+    stated_at: bool = True  # occurred_at came with the event (not the time it arrived)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,24 @@ def _attributes_json(attributes: dict[str, str]) -> str:
     return json.dumps(attributes, sort_keys=True, separators=(",", ":"))
 
 
+def usage_digest(e: UsageRecord, stamp: str) -> str:
+    """What a reused event id is compared by (its content but not the time it arrived, which
+    a retry changes): 16 hex digits."""
+    text = US.join((e.user_id, e.feature, str(e.quantity), stamp if e.stated_at else "",
+                    _attributes_json(e.attributes)))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class ConflictingDuplicates(AlreadyExists):
+    """Events whose id was recorded with other content (`positions` in the call's events);
+    the call's other events were recorded."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__("event_id", "recorded before with other content (an event id names "
+                         "one event: use a new id)")
+        self.positions = positions
+
+
 # Events per `record_usage.lua` call: a call blocks Redis while it runs (~10 us an event),
 # so a large batch is cut into calls that keep other clients' commands waiting ~2 ms at most.
 EVENTS_PER_CALL = 200
@@ -104,6 +125,8 @@ class UsageStore:
 
     async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
         """Record each event once (`record_usage.lua`); True: recorded, False: a duplicate.
+        An event whose id was recorded with other content is not recorded: after the others,
+        `ConflictingDuplicates` is raised naming them.
 
         One script call per account and month and at most `EVENTS_PER_CALL` events, all
         calls in one round trip (`Scripts.run_many`). A failed call writes nothing; the
@@ -132,11 +155,13 @@ class UsageStore:
                           str(events[i].quantity), stamps[i], stamps[i][:10],
                           _attributes_json(events[i].attributes)] for i in part]
                 args = [to_ms(now), IDEMPOTENCY_RETENTION_MS, aid, recorded_at,
-                        json.dumps(batch, ensure_ascii=False, separators=(",", ":"))]
+                        json.dumps(batch, ensure_ascii=False, separators=(",", ":")),
+                        json.dumps([usage_digest(events[i], stamps[i]) for i in part])]
                 calls.append(([keys.usage_events(aid), keys.usage(aid, month),
                                keys.usage_stream_of(aid, sharded=self._sharded)], args))
                 parts.append(part)
         out = [False] * len(events)
+        conflicts: list[int] = []
         failed: Exception | None = None
         for part, res in zip(parts, await self._scripts.run_many("record_usage", calls),
                              strict=True):
@@ -144,9 +169,13 @@ class UsageStore:
                 failed = failed or res
                 continue
             for i, r in zip(part, res, strict=True):
-                out[i] = bool(int(r))
+                out[i] = int(r) == 1
+                if int(r) == 2:
+                    conflicts.append(i)
         if failed is not None:
             raise failed
+        if conflicts:
+            raise ConflictingDuplicates(sorted(conflicts))
         return out
 
     async def log_seats(self, account_id: str, version: int, seats: Seats,

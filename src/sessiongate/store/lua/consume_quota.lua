@@ -5,10 +5,19 @@
 -- ARGV[1] quantity   ARGV[2] quota   ARGV[3] "1": hard limit, "0": soft
 -- ARGV[4] event id (prefixed by the caller), or ""   ARGV[5] now (ms)
 -- ARGV[6] idempotency retention (ms)   ARGV[7] counter lifetime (ms, past its window's end), or "" (never)
--- Returns {status, used}: "ok" (used after), "duplicate" or "exhausted" (used as it stands).
+-- ARGV[8] the event's content digest
+-- Returns {status, used}: "ok" (used after), "duplicate", "conflict" (the event id was
+-- claimed with another digest) or "exhausted" (used as it stands).
+-- Digest members as in record_usage.lua: 'd:' .. claim .. US .. digest, and the marker 'd:'.
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[4]) then
-  return {'duplicate', used}
+local at = ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[4])
+if at then
+  local since = redis.call('ZSCORE', KEYS[2], 'd:')
+  if redis.call('ZSCORE', KEYS[2], 'd:' .. ARGV[4] .. '\31' .. ARGV[8])
+      or not since or tonumber(at) < tonumber(since) then
+    return {'duplicate', used}
+  end
+  return {'conflict', used}
 end
 local qty = tonumber(ARGV[1])
 if ARGV[3] == '1' and used + qty > tonumber(ARGV[2]) then
@@ -21,7 +30,11 @@ if ARGV[7] ~= '' then
 end
 if ARGV[4] ~= '' then
   local now = tonumber(ARGV[5])
-  redis.call('ZADD', KEYS[2], now, ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[6]))
+  local cutoff = now - tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[2], 'NX', now, 'd:')
+  redis.call('ZADD', KEYS[2], now, ARGV[4], now, 'd:' .. ARGV[4] .. '\31' .. ARGV[8])
+  local since = redis.call('ZSCORE', KEYS[2], 'd:')
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+  if tonumber(since) <= cutoff then redis.call('ZADD', KEYS[2], cutoff, 'd:') end
 end
 return {'ok', used}
