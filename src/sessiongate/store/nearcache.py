@@ -15,7 +15,8 @@ A load waits for Redis at most `load_timeout` (the login path's budget): a hung 
 fails the lookup with a `TimeoutError` as an unreachable one does, and the read itself goes
 on in the background (it is never cancelled: nothing abandons a command mid-connection) and
 fills the cache if Redis answers before its socket timeout; lookups of the same account
-wait for that read instead of sending another.
+wait for that read instead of sending another. At most `max_loads` reads are in flight (a
+hung Redis and many distinct ids): beyond, a lookup fails at once, as with Redis down.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class NearCache:
         max_unknown: int = 10_000,
         memo_budget: int = 64 << 20,
         load_timeout: float | None = None,
+        max_loads: int = 4096,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -91,6 +93,7 @@ class NearCache:
         self._max_unknown = max_unknown
         self._memo_budget = memo_budget
         self._load_timeout = load_timeout
+        self._max_loads = max_loads
         self._now = monotonic
         self._entries: dict[str, Entry] = {}  # of existing accounts
         self._unknown: dict[str, Entry] = {}  # negative entries: ids that name no account
@@ -159,6 +162,9 @@ class NearCache:
         not cancelled (see the module's docstring)."""
         task = self._inflight.get(account_id)
         if task is None:
+            if len(self._inflight) >= self._max_loads:
+                raise RedisConnectionError(
+                    f"{self._max_loads} Redis reads in flight: Redis is not answering")
             task = asyncio.ensure_future(self._fetch(account_id))
             self._inflight[account_id] = task
             task.add_done_callback(lambda done: self._landed(account_id, done))
