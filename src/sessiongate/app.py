@@ -138,7 +138,9 @@ class Application:
         scripts = Scripts(redis)
         store = AccountStore(redis, scripts)
         cache = NearCache(
-            store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age
+            store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age,
+            max_entries=s.near_cache_entries, max_unknown=s.near_cache_unknown,
+            load_timeout=s.login_redis_timeout,
         )
         rt = self.rt = Runtime(
             settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,

@@ -48,10 +48,23 @@ class Settings:
     near_cache_ttl: float = _setting(
         2.0, "SESSIONGATE_NEAR_CACHE_TTL", "seconds a cached account stays fresh without news"
     )
+    near_cache_entries: int = _setting(
+        200_000, "SESSIONGATE_NEAR_CACHE_ENTRIES", "accounts the near-cache holds at most"
+    )
+    near_cache_unknown: int = _setting(
+        10_000, "SESSIONGATE_NEAR_CACHE_UNKNOWN",
+        "ids naming no account that the near-cache remembers at most (apart from the accounts:"
+        " a flood of unknown ids evicts only these)",
+    )
     failure_mode: str = _setting(
         "closed", "SESSIONGATE_FAILURE_MODE",
         "when Redis is unreachable: closed (deny), open (allow), static (last known state)",
         choices=FAILURE_MODES,
+    )
+    login_redis_timeout: float = _setting(
+        0.25, "SESSIONGATE_LOGIN_REDIS_TIMEOUT",
+        "seconds a login check waits for a Redis read (account state, a feature's counter)"
+        " before the failure mode answers; keep it well below the clients' deadlines",
     )
     static_max_age: float = _setting(
         300.0, "SESSIONGATE_STATIC_MAX_AGE", "failure mode static: oldest usable state, seconds"
@@ -172,12 +185,15 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise InvalidArgument(f.metadata["env"], f"must be one of {', '.join(choices)}")
-        for name in ("near_cache_ttl", "static_max_age", "session_ttl", "sweep_interval",
-                     "payment_claim_idle",
+        for name in ("near_cache_ttl", "login_redis_timeout", "static_max_age", "session_ttl",
+                     "sweep_interval", "payment_claim_idle",
                      "notify_retry_base", "notify_retry_max", "notify_claim_idle",
                      "notify_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(name, "must be positive")
+        for name in ("near_cache_entries", "near_cache_unknown"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, "must be at least 1")
         if self.workers < 1:
             raise InvalidArgument("workers", "must be at least 1")
         if not 0 <= self.worker_index < self.workers:

@@ -31,7 +31,8 @@ class Client:
     """`with Client(ClientConfig(addr=..., token=...)) as sg: sg.check_session("acme", "alice")`.
 
     Idempotent calls (a check that opens no session, heartbeats, ends, reads, and writes keyed
-    by an event id) are retried on UNAVAILABLE / DEADLINE_EXCEEDED; the others are tried once.
+    by an event id) are retried on UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED (see
+    `config.RETRYABLE`); the others are tried once.
     """
 
     def __init__(self, config: ClientConfig | None = None, **kw: Any) -> None:

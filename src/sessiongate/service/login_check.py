@@ -13,7 +13,7 @@ memo with it, so a remembered verdict is exactly what `decide` would answer agai
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import structlog
 
@@ -22,12 +22,17 @@ from sessiongate.domain.model import Account
 from sessiongate.domain.parents import inherit_parent
 from sessiongate.service.lookup import Lookup, load_account, lookup_account
 from sessiongate.service.runtime import Runtime
+from sessiongate.store.nearcache import Memo
 
 log = structlog.get_logger(__name__)
 
 # Entries per memo (verdicts per user, plus what callers derive from them): a burst of
 # logins by unknown users must not grow an entry without bound. Beyond it: computed anew.
+# Every memo's bytes count against the near-cache's budget too (`NearCache.keep`).
 MAX_MEMO = 256
+# Bytes charged for a remembered verdict beyond its user id and message: the dict slot, the
+# key and the `Verdict` object.
+VERDICT_COST = 300
 
 
 class LoginCheck(NamedTuple):
@@ -35,7 +40,7 @@ class LoginCheck(NamedTuple):
     lookup: Lookup  # where the state came from; `account` is None when unknown or unavailable
     # The fresh near-cache entry's memo when `verdict` came from it and holds as long as the
     # entry: callers may keep there what they derive from the verdict (keys: tuples).
-    memo: dict[Any, Any] | None = None
+    memo: Memo | None = None
 
 
 def failure_verdict(failure_mode: str, error: str) -> Verdict:
@@ -89,7 +94,8 @@ async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
             return LoginCheck(await _decide(rt, found, user_id), found)
         verdict = await _decide(rt, found, user_id)
         if len(memo) < MAX_MEMO:
-            memo[user_id] = verdict
+            rt.cache.keep(memo, user_id, verdict,
+                          VERDICT_COST + len(user_id) + len(verdict.message))
         return LoginCheck(verdict, found, memo)
     found = await load_account(rt, account_id)
     if found.source == "unavailable":

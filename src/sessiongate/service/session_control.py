@@ -8,11 +8,13 @@ check adds one read of its counter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from google.protobuf.unknown_fields import UnknownFieldSet
 from redis.exceptions import RedisError
 
 from sessiongate.api.v1 import common_pb2 as cpb
@@ -37,7 +39,7 @@ from sessiongate.service.runtime import Runtime
 from sessiongate.service.wire import Answered, Prebuilt, parse_check
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
-from sessiongate.store.nearcache import Entry
+from sessiongate.store.nearcache import Entry, Memo
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.sessions import SessionStore
 from sessiongate.store.usage import ConflictingDuplicates, UsageRecord, UsageStore
@@ -51,10 +53,19 @@ SOURCE_TO_PB = {
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 # Memo keys of prebuilt responses, with the user id and no_session (`_verdict_response`).
 _ANSWER, _OPENED = "CheckSession", "CheckSession/opened"
-# The method served raw (app.py), and how many request bytes it remembers the memo key of:
-# beyond, forgotten at once (a burst of distinct requests must not grow without bound).
+# The method served raw (app.py). Its memo of request bytes -> memo key of their answer
+# keeps only requests of at most MAX_RAW_KEY bytes with no unknown field (unknown fields are
+# legal: a caller could otherwise make every key megabytes), and at most MAX_RAW_KEYS keys
+# or MAX_RAW_BYTES charged (RAW_KEY_COST each beyond its bytes): beyond, it is emptied (a
+# burst of distinct requests must not grow it without bound).
 RAW_METHOD = f"/{pb.DESCRIPTOR.services_by_name['SessionControl'].full_name}/CheckSession"
+MAX_RAW_KEY = 512
 MAX_RAW_KEYS = 100_000
+MAX_RAW_BYTES = 32 << 20
+RAW_KEY_COST = 200
+# Bytes charged against the near-cache's memo budget for a prebuilt answer beyond its user
+# id and twice its wire size (the bytes and the message): the dict slot, key and objects.
+PREBUILT_COST = 400
 
 # Usage events may be stamped this far ahead of our clock (clock skew between hosts).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -92,6 +103,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.plans = PlanStore.shared(rt.redis, rt.scripts, rt.settings.near_cache_ttl)
         # Request bytes parsed before -> (account id, memo key of their answer): the hot path.
         self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
+        self._raw_bytes = 0  # charged for `_raw_keys` (see MAX_RAW_BYTES)
         self.usage = UsageStore(rt.redis, rt.scripts)
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
@@ -125,11 +137,22 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 return await self._open_remembered(request, got[0].message, *got[1:])
         resp = await self._check_session(request)
         if raw is not None and not request.feature:  # the ids were valid: remember the bytes
-            keys = self._raw_keys
-            if len(keys) >= MAX_RAW_KEYS:
-                keys.clear()
-            keys[raw] = (request.account_id, (_ANSWER, request.user_id, request.no_session))
+            self._remember_raw(raw, request)
         return resp
+
+    def _remember_raw(self, raw: bytes, request: pb.CheckSessionRequest) -> None:
+        """Key the answer's memo key by the request's bytes, if they are worth keeping (see
+        MAX_RAW_KEY): a short request of known fields only."""
+        if len(raw) > MAX_RAW_KEY or len(UnknownFieldSet(request)):
+            return
+        keys = self._raw_keys
+        cost = RAW_KEY_COST + len(raw)
+        if raw not in keys:
+            if len(keys) >= MAX_RAW_KEYS or self._raw_bytes + cost > MAX_RAW_BYTES:
+                keys.clear()
+                self._raw_bytes = 0
+            self._raw_bytes += cost
+        keys[raw] = (request.account_id, (_ANSWER, request.user_id, request.no_session))
 
     async def _open_remembered(self, request: pb.CheckSessionRequest,
                                base: pb.CheckSessionResponse, age_ms: int, entry: Entry
@@ -202,7 +225,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         now = self.rt.clock.now()
         try:
             if request.feature:  # allowed, with an account: the early return above
-                ent = await self._entitlement(account, request.feature, now)
+                async with asyncio.timeout(self.rt.settings.login_redis_timeout):
+                    ent = await self._entitlement(account, request.feature, now)
                 if not ent.allowed:
                     verdict = Verdict(Decision.DENY, ent.reason, verdict.state, ent.message)
             if verdict.allowed and not request.no_session:
@@ -224,7 +248,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 resp.quota_resets_at.CopyFrom(ts(ent.resets_at))
         return resp
 
-    def _verdict_response(self, verdict: Verdict, found: Lookup, memo: dict[Any, Any] | None,
+    def _verdict_response(self, verdict: Verdict, found: Lookup, memo: Memo | None,
                           key: tuple[str, str, bool]) -> pb.CheckSessionResponse:
         """The response for the login check's `verdict`. With the near-cache entry's `memo`
         (see login_check), a copy of the one kept there under `key` (a `Prebuilt`, made and
@@ -240,7 +264,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 return resp
         resp = self._build_response(verdict, found)
         if memo is not None and len(memo) < MAX_MEMO:
-            memo[key] = Prebuilt.of(resp)
+            pre = Prebuilt.of(resp)
+            self.rt.cache.keep(memo, key, pre, PREBUILT_COST + len(key[1]) + 2 * len(pre.wire))
         return resp
 
     def _build_response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
