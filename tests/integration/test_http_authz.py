@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.store.embedded import free_port
+from sessiongate.store.embedded import EmbeddedRedis, free_port
 from tests.support import ServerThread, make_settings
 
 ADMIN = [("authorization", "Bearer admin-t")]
@@ -135,6 +135,24 @@ def test_identity_from_a_jwt_verified_by_a_jwks_file_or_cookie(
             assert (status, body["error"]) == (401, "invalid_token"), bad
         status, _, body = authz(srv, forged_headers)  # headers alone are no identity
         assert (status, body["error"], body["field"]) == (401, "missing_identity", "JWT")
+
+
+@pytest.mark.parametrize(("mode", "status"), [("closed", 503), ("open", 200)])
+def test_redis_unreachable_follows_the_failure_mode(tmp_path: Path, mode: str,
+                                                     status: int) -> None:
+    backend = EmbeddedRedis(tmp_path, persistent=False)
+    backend.start()
+    try:
+        with serving(backend.url, failure_mode=mode, near_cache=False) as srv:
+            upsert(srv, account_id="acme", users=["alice"])
+            backend.kill()
+            got, headers, body = authz(srv, {"x-account-id": "acme", "x-user-id": "alice"})
+    finally:
+        backend.stop()
+    assert got == status
+    assert headers["x-sessiongate-reason"] == "BACKEND_UNAVAILABLE"
+    if mode == "closed":
+        assert body["reason"] == "BACKEND_UNAVAILABLE"
 
 
 def test_serving_http_off_loopback_needs_tokens(tmp_path: Path) -> None:

@@ -120,3 +120,16 @@ def test_open_paths() -> None:
 def test_reads_only() -> None:
     assert reads_only("GET") and reads_only("head") and reads_only("OPTIONS")
     assert not any(reads_only(m) for m in ("POST", "PUT", "PATCH", "DELETE", ""))
+
+
+def test_proxy_settings_take_their_new_names_and_still_read_the_old_ones() -> None:
+    from sessiongate.config import Settings
+
+    old = Settings.from_env({"SESSIONGATE_ENVOY_ACCOUNT_HEADER": "x-tenant",
+                             "SESSIONGATE_ENVOY_PAYMENT_URL": "https://old.example/"})
+    assert (old.envoy_account_header, old.envoy_payment_url) == (
+        "x-tenant", "https://old.example/")
+    both = Settings.from_env({"SESSIONGATE_ACCOUNT_HEADER": "x-org",
+                              "SESSIONGATE_ENVOY_ACCOUNT_HEADER": "x-tenant"})
+    assert both.envoy_account_header == "x-org"  # the new name wins
+    assert Settings.from_env({}).http_addr == "127.0.0.1:9465"
