@@ -44,6 +44,9 @@ def test_a_read_only_stage_answers_allow_read_only(server: ServerThread) -> None
         S.DECISION_ALLOW, S.ACCESS_LEVEL_READ_ONLY, S.REASON_ACCOUNT_SUSPENDED,
         S.ACCOUNT_STATE_SUSPENDED)
     assert "read-only" in r.message and "owed" in r.message and r.session_id
+    for _ in range(3):  # the remembered answer (near-cache memo, raw hot path) says it too
+        again = login(server, "acme", "alice", no_session=True)
+        assert (again.decision, again.access) == (S.DECISION_ALLOW, S.ACCESS_LEVEL_READ_ONLY)
     hb = server.sessions.Heartbeat(spb.HeartbeatRequest(session_id=r.session_id))
     assert (hb.decision, hb.access) == (S.DECISION_ALLOW, S.ACCESS_LEVEL_READ_ONLY)
     # The default policy's SUSPENDED grants nothing; plain answers say FULL / NONE.

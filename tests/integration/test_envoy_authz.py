@@ -405,3 +405,13 @@ def test_open_paths_and_features_pass_for_a_suspended_account_only(
         denied(check(srv, check_request("gone", "alice", "/billing")), 403)  # closed
         denied(check(srv, check_request("gone", "alice", "/features/invoices")), 403)
         denied(check(srv, check_request("nobody", "alice", "/billing")), 403)  # unknown
+
+
+def test_the_parent_chain_rules_envoy_checks(server: ServerThread) -> None:
+    upsert(server, account_id="top", state=cpb.ACCOUNT_STATE_SUSPENDED)
+    upsert(server, account_id="mid", parent_id="top")
+    upsert(server, account_id="leaf", parent_id="mid", users=["alice"])
+    body = denied(check(server, check_request("leaf", "alice")), 402)
+    assert body["reason"] == "ACCOUNT_SUSPENDED" and "'top'" in body["message"]
+    upsert(server, account_id="top", state=cpb.ACCOUNT_STATE_ACTIVE)
+    allowed(check(server, check_request("leaf", "alice")))

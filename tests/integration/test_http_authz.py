@@ -99,6 +99,21 @@ def test_identity_from_headers_method_and_uri_from_either_family(
         assert json.loads(headers["x-sessiongate-body"])["reason"] == "ACCOUNT_SUSPENDED"
 
 
+def test_the_parent_chain_rules_http_checks(redis_client: redis.Redis, redis_url: str) -> None:
+    with serving(redis_url) as srv:
+        srv.accounts.UpsertPolicy(apb.DunningPolicy(policy_id="ro", stages=[apb.DunningStage(
+            state=cpb.ACCOUNT_STATE_SUSPENDED, access=cpb.ACCESS_LEVEL_READ_ONLY)]))
+        upsert(srv, account_id="top", policy_id="ro", state=cpb.ACCOUNT_STATE_SUSPENDED)
+        upsert(srv, account_id="mid", parent_id="top")
+        upsert(srv, account_id="leaf", parent_id="mid", users=["alice"])
+        who = {"x-account-id": "leaf", "x-user-id": "alice"}
+        status, headers, _ = authz(srv, {**who, "x-forwarded-method": "GET"})
+        assert (status, headers["x-sessiongate-access"]) == (200, "read-only")
+        status, _, body = authz(srv, {**who, "x-forwarded-method": "POST"})
+        assert (status, body["reason"]) == (402, "ACCOUNT_SUSPENDED")
+        assert "'top'" in body["message"]
+
+
 def rsa_jwks(tmp_path: Path) -> tuple[Any, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
