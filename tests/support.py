@@ -72,6 +72,7 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         grpc_addr="127.0.0.1:0",
         redis_url=redis_url,
         metrics_addr="",
+        http_addr="",
         access_log=False,
         log_format="json",
         drain_timeout=2.0,

@@ -9,8 +9,8 @@ import ipaddress
 import pathlib
 import signal
 import urllib.parse
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -30,6 +30,8 @@ from sessiongate.billing.components import billing_components
 from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
+from sessiongate.http.authz import AuthzHandler
+from sessiongate.http.server import HttpServer
 from sessiongate.metrics import Metrics
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
@@ -106,6 +108,8 @@ class Application:
         self.rt: Runtime | None = None
         self.metrics: Metrics | None = None
         self.session_control: SessionControlServicer | None = None
+        self.http: HttpServer | None = None
+        self.http_port = 0
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -126,6 +130,12 @@ class Application:
                 f"refusing to listen on {s.grpc_addr} without tokens: set"
                 " SESSIONGATE_APP_TOKENS, SESSIONGATE_BILLING_TOKENS and"
                 " SESSIONGATE_ADMIN_TOKENS, or use a loopback address"
+            )
+        if s.http_addr and not auth.enabled and not is_loopback(s.http_addr):
+            raise SystemExit(
+                f"refusing to serve HTTP on {s.http_addr} without tokens: set"
+                " SESSIONGATE_APP_TOKENS (the proxy sends one in x-sessiongate-token), or use"
+                " a loopback address"
             )
         if not auth.enabled:
             log.warning("no tokens configured: every caller is trusted (loopback only)")
@@ -174,6 +184,8 @@ class Application:
         else:
             self.port = server.add_secure_port(s.grpc_addr, creds)
         await server.start()
+        if s.http_addr:
+            await self._start_http(rt)
         ready = asyncio.Event()
         self.tasks.append(asyncio.create_task(cache.listen(redis, ready)))
         with contextlib.suppress(TimeoutError):
@@ -186,9 +198,24 @@ class Application:
         for component in self.components:
             await component.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, redis=redacted(url),
+        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, http=self.http_port,
+                 redis=redacted(url),
                  auth=auth.enabled, tls=creds is not None)
         return self.port
+
+    async def _start_http(self, rt: Runtime) -> None:
+        """The HTTP endpoint: /authz for proxies (more routes are added to `self.http.app`
+        here, before it starts)."""
+        s = self.settings
+        http = HttpServer(s.http_addr, drain_timeout=s.drain_timeout, reuse_port=s.workers > 1)
+        http.add_routes(AuthzHandler(rt).routes())
+        try:
+            self.http_port = await http.start()
+        except OSError as exc:
+            assert self.server is not None
+            await self.server.stop(0)
+            raise SystemExit(f"cannot serve HTTP on {s.http_addr}: {exc}") from None
+        self.http = http
 
     def _start_metrics(self, redis_url: str, cache: NearCache) -> None:
         assert self.rt is not None
@@ -213,8 +240,12 @@ class Application:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.settings.drain_delay > 0:
             await asyncio.sleep(self.settings.drain_delay)  # still serving while routed away
+        draining: list[Coroutine[Any, Any, Any]] = []
         if self.server is not None:
-            await self.server.stop(self.settings.drain_timeout)
+            draining.append(self.server.stop(self.settings.drain_timeout))
+        if self.http is not None:
+            draining.append(self.http.stop())
+        await asyncio.gather(*draining)  # gRPC and HTTP calls in flight finish side by side
         if self.rt is not None:
             self.rt.observer.flush()  # the access lines of the last calls, now
         for component in reversed(self.components):

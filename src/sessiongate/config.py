@@ -144,17 +144,47 @@ class Settings:
         " the dunning sweep's share of the buckets",
     )
     envoy_account_header: str = _setting(
-        "x-account-id", "SESSIONGATE_ENVOY_ACCOUNT_HEADER",
-        "Envoy ext_authz: request header naming the account; empty: none (see docs/envoy.md)",
+        "x-account-id", "SESSIONGATE_ACCOUNT_HEADER",
+        "proxies: request header naming the account; empty: none (see docs/envoy.md)",
+        aliases=("SESSIONGATE_ENVOY_ACCOUNT_HEADER",),
     )
     envoy_user_header: str = _setting(
-        "x-user-id", "SESSIONGATE_ENVOY_USER_HEADER",
-        "Envoy ext_authz: request header naming the user; empty: none",
+        "x-user-id", "SESSIONGATE_USER_HEADER",
+        "proxies: request header naming the user; empty: none",
+        aliases=("SESSIONGATE_ENVOY_USER_HEADER",),
     )
     envoy_feature_pattern: str = _setting(
-        r"^/features/(?P<feature>[^/]+)", "SESSIONGATE_ENVOY_FEATURE_PATTERN",
-        "Envoy ext_authz: regex on the request path whose group `feature` (or first group)"
+        r"^/features/(?P<feature>[^/]+)", "SESSIONGATE_FEATURE_PATTERN",
+        "proxies: regex on the request path whose group `feature` (or first group)"
         " names the feature; empty: none",
+        aliases=("SESSIONGATE_ENVOY_FEATURE_PATTERN",),
+    )
+    http_addr: str = _setting(
+        "127.0.0.1:9465", "SESSIONGATE_HTTP_ADDR",
+        "HTTP forward-auth endpoint (/authz) for nginx, Traefik and Caddy; empty: off",
+    )
+    authz_open_paths: str = _setting(
+        "", "SESSIONGATE_AUTHZ_OPEN_PATHS",
+        "proxies: comma-separated path prefixes (e.g. /billing,/export) that stay open to a"
+        " rostered user of an account restricted for non-payment",
+    )
+    jwt_secret: str = _setting(
+        "", "SESSIONGATE_JWT_SECRET",
+        "/authz: HS256 secret that verifies a JWT naming the account and user", secret=True,
+    )
+    jwt_jwks_file: str = _setting(
+        "", "SESSIONGATE_JWT_JWKS_FILE",
+        "/authz: JWKS file (JSON) whose public keys verify a JWT (RS*, ES*, PS*, EdDSA)",
+    )
+    jwt_cookie: str = _setting(
+        "", "SESSIONGATE_JWT_COOKIE",
+        "/authz: cookie carrying the JWT when there is no Authorization: Bearer header",
+    )
+    jwt_audience: str = _setting(
+        "", "SESSIONGATE_JWT_AUDIENCE", "/authz: required JWT audience (aud); empty: not checked"
+    )
+    jwt_issuer: str = _setting(
+        "", "SESSIONGATE_JWT_ISSUER", "/authz: required JWT issuer (iss); empty: not checked"
     )
     envoy_jwt_metadata_key: str = _setting(
         "", "SESSIONGATE_ENVOY_JWT_METADATA_KEY",
@@ -165,16 +195,19 @@ class Settings:
         "Envoy ext_authz: header with the verified JWT payload (base64url JSON); empty: off",
     )
     envoy_account_claim: str = _setting(
-        "account_id", "SESSIONGATE_ENVOY_ACCOUNT_CLAIM",
-        "Envoy ext_authz: JWT claim (dotted path) naming the account; empty: use the header",
+        "account_id", "SESSIONGATE_ACCOUNT_CLAIM",
+        "proxies: JWT claim (dotted path) naming the account; empty: use the header",
+        aliases=("SESSIONGATE_ENVOY_ACCOUNT_CLAIM",),
     )
     envoy_user_claim: str = _setting(
-        "sub", "SESSIONGATE_ENVOY_USER_CLAIM",
-        "Envoy ext_authz: JWT claim (dotted path) naming the user; empty: use the header",
+        "sub", "SESSIONGATE_USER_CLAIM",
+        "proxies: JWT claim (dotted path) naming the user; empty: use the header",
+        aliases=("SESSIONGATE_ENVOY_USER_CLAIM",),
     )
     envoy_payment_url: str = _setting(
-        "", "SESSIONGATE_ENVOY_PAYMENT_URL",
-        "Envoy ext_authz: where a suspended account pays, quoted in the HTTP 402 body",
+        "", "SESSIONGATE_PAYMENT_URL",
+        "proxies: where a suspended account pays, quoted in the HTTP 402 body",
+        aliases=("SESSIONGATE_ENVOY_PAYMENT_URL",),
     )
 
     def __post_init__(self) -> None:
@@ -215,6 +248,9 @@ class Settings:
             raw = env.get(var)
             if raw is None and f"{var}_FILE" in env:
                 raw = pathlib.Path(env[f"{var}_FILE"]).read_text().strip()
+            for old in f.metadata.get("aliases", ()):  # the names of earlier releases
+                if raw is None:
+                    raw = env.get(old)
             if raw is not None:
                 values[f.name] = parse_value(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -10,6 +10,7 @@ from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
+from sessiongate.domain.parents import MAX_DEPTH, check_ancestry
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
 from sessiongate.domain.validation import check_id, check_ids, check_non_negative, check_time_zone
 from sessiongate.service.billing import engine_for
@@ -96,6 +97,9 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
     async def UpsertAccount(self, request: pb.UpsertAccountRequest, context: Any) -> pb.Account:
         now = self.rt.clock.now()
         wanted, override = parse_account(request.account, now)
+        if wanted.parent_id:
+            check_ancestry(wanted.account_id, await self._ancestry(wanted.parent_id),
+                           "account.parent_id")
 
         previous: list[Account | None] = [None]
 
@@ -124,6 +128,19 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
         # roster / seat-limit intervals for proration (#4)
         await self.log_seats(saved, now, previous=previous[0])
         return account_to_pb(saved, now)
+
+    async def _ancestry(self, parent_id: str) -> list[str]:
+        """The stored chain from `parent_id` up (for `check_ancestry`): it ends at an account
+        without a parent or an unknown one, at a repeat, or one past MAX_DEPTH."""
+        chain: list[str] = []
+        current = parent_id
+        while current and len(chain) <= MAX_DEPTH:
+            chain.append(current)
+            if chain.count(current) > 1:
+                break
+            parent = await self.rt.accounts.get(current)
+            current = parent.parent_id if parent is not None else ""
+        return chain
 
     @rpc("admin")
     async def GetAccount(self, request: pb.GetAccountRequest, context: Any) -> pb.Account:

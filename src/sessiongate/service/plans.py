@@ -51,7 +51,8 @@ def plan_from_pb(msg: pb.Plan) -> Plan:
         kind = _enum(name + "kind", f.kind, _KIND, FeatureKind.BOOLEAN)
         period = _enum(name + "period", f.period, _PERIOD, ResetPeriod.MONTH)
         limit = _enum(name + "limit", f.limit, _LIMIT, LimitMode.HARD)
-        features.append(Feature(f.name, kind, f.quota, period, limit))
+        features.append(Feature(f.name, kind, f.quota, period, limit,
+                                f.available_while_restricted))
     return check_plan(Plan(msg.plan_id, tuple(features)))
 
 
@@ -62,7 +63,8 @@ def plan_to_pb(plan: Plan) -> pb.Plan:
     return pb.Plan(plan_id=plan.plan_id, features=[
         pb.Feature(name=f.name, kind=kinds[f.kind], quota=f.quota if f.metered else 0,
                    period=periods[f.period] if f.metered else pb.RESET_PERIOD_UNSPECIFIED,
-                   limit=limits[f.limit] if f.metered else pb.LIMIT_MODE_UNSPECIFIED)
+                   limit=limits[f.limit] if f.metered else pb.LIMIT_MODE_UNSPECIFIED,
+                   available_while_restricted=f.available_while_restricted)
         for f in plan.features])
 
 

@@ -24,9 +24,17 @@ from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
 from sessiongate.domain.errors import AlreadyExists, BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.restricted import lift_for_feature
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id, is_plain_id
-from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
+from sessiongate.service.convert import (
+    ACCESS_TO_PB,
+    DECISION_TO_PB,
+    REASON_TO_PB,
+    STATE_TO_PB,
+    from_ts,
+    ts,
+)
 from sessiongate.service.login_check import (
     MAX_MEMO,
     check_login,
@@ -217,6 +225,11 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         account = found.account
         ent: Entitlement | None = None
         session_id = expires = None
+        if request.feature and account is not None and verdict.restricted_by_payment:
+            try:
+                verdict = await self._lift(account, request.feature, verdict)
+            except (RedisError, OSError) as exc:
+                return self._failure_mode(str(exc) or type(exc).__name__)
         if not verdict.allowed or account is None or (request.no_session
                                                       and not request.feature):
             return self._verdict_response(  # nothing to open or count
@@ -276,6 +289,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             message=verdict.message,
             source=SOURCE_TO_PB[found.source],
             state_age_ms=found.age_ms,
+            access=ACCESS_TO_PB[verdict.access],
         )
         account = found.account
         if account is not None:
@@ -295,6 +309,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             reason=REASON_TO_PB[v.reason],
             message=v.message,
             source=cpb.STATE_SOURCE_FAILURE_MODE,
+            access=ACCESS_TO_PB[v.access],
         )
 
     async def _checked(self, account_id: str, user_id: str) -> tuple[Lookup, Verdict]:
@@ -326,7 +341,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             await self.sessions.end(ref, now)  # denied: the seat goes back to the pool
         resp = pb.HeartbeatResponse(
             decision=DECISION_TO_PB[verdict.decision], state=STATE_TO_PB[verdict.state],
-            reason=REASON_TO_PB[verdict.reason], message=verdict.message)
+            reason=REASON_TO_PB[verdict.reason], message=verdict.message,
+            access=ACCESS_TO_PB[verdict.access])
         if expires is not None:
             resp.expires_at.CopyFrom(ts(expires))
         if account is not None and account.suspends_at is not None and verdict.state in _OVERDUE:
@@ -347,6 +363,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         plan = await self.plans.get(account.plan_id) if account.plan_id else None
         return resolve(plan, account.plan_id, feature)
 
+    async def _lift(self, account: Account, feature: str, verdict: Verdict) -> Verdict:
+        """`verdict` lifted to FULL for a feature that stays available while the account is
+        restricted for non-payment (domain/restricted.py); unchanged otherwise."""
+        found = await self._feature(account, feature)
+        return lift_for_feature(verdict, found if isinstance(found, Feature) else None)
+
     async def _entitlement(self, account: Account, feature: str, now: datetime) -> Entitlement:
         found = await self._feature(account, feature)
         if isinstance(found, Entitlement):
@@ -363,6 +385,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         event_id = check_id("event_id", request.event_id, required=False)
         found, verdict = await self._checked(account_id, user_id)
         now = self.rt.clock.now()
+        if found.account is not None and verdict.restricted_by_payment:
+            verdict = await self._lift(found.account, feature, verdict)
         if not verdict.allowed or found.account is None:
             return pb.EntitlementResponse(decision=DECISION_TO_PB[verdict.decision],
                                           reason=REASON_TO_PB[verdict.reason],

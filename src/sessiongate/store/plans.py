@@ -24,7 +24,8 @@ def encode_plan(plan: Plan) -> str:
     return json.dumps(
         {"id": plan.plan_id, "features": [
             {"name": f.name, "kind": f.kind.value, "quota": f.quota, "period": f.period.value,
-             "limit": f.limit.value} for f in plan.features]},
+             "limit": f.limit.value, **({"open": True} if f.available_while_restricted else {})}
+            for f in plan.features]},
         separators=(",", ":"),
     )
 
@@ -33,7 +34,7 @@ def decode_plan(raw: str | bytes) -> Plan:
     d = json.loads(raw)
     return Plan(d["id"], tuple(
         Feature(f["name"], FeatureKind(f["kind"]), int(f["quota"]), ResetPeriod(f["period"]),
-                LimitMode(f["limit"])) for f in d["features"]))
+                LimitMode(f["limit"]), bool(f.get("open", False))) for f in d["features"]))
 
 
 WEEK_MS = 7 * 24 * 3600 * 1000

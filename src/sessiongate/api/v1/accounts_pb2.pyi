@@ -291,9 +291,12 @@ class DunningStage(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     MIN_BALANCE_MINOR_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     state: _common_pb2.AccountState.ValueType
     min_balance_minor: _builtins.int
     """The stage holds only when the open balance is at least this much (0: any balance)."""
+    access: _common_pb2.AccessLevel.ValueType
+    """What the stage grants. UNSPECIFIED: FULL in REMINDER and GRACE, NONE in SUSPENDED."""
     @_builtins.property
     def after(self) -> _duration_pb2.Duration:
         """Time past the due date of the oldest open invoice."""
@@ -304,10 +307,11 @@ class DunningStage(_message.Message):
         state: _common_pb2.AccountState.ValueType = ...,
         after: _duration_pb2.Duration | None = ...,
         min_balance_minor: _builtins.int = ...,
+        access: _common_pb2.AccessLevel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "min_balance_minor", b"min_balance_minor", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "after", b"after", "min_balance_minor", b"min_balance_minor", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,11 +553,16 @@ class Feature(_message.Message):
     QUOTA_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    AVAILABLE_WHILE_RESTRICTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: Global___FeatureKind.ValueType
     quota: _builtins.int
     period: Global___ResetPeriod.ValueType
     limit: Global___LimitMode.ValueType
+    available_while_restricted: _builtins.bool
+    """Stays usable while the account is READ_ONLY or NONE because of non-payment (a billing
+    page, a data export, a prepaid add-on); never for a closed or unknown account.
+    """
     def __init__(
         self,
         *,
@@ -562,10 +571,11 @@ class Feature(_message.Message):
         quota: _builtins.int = ...,
         period: Global___ResetPeriod.ValueType = ...,
         limit: Global___LimitMode.ValueType = ...,
+        available_while_restricted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "limit", b"limit", "name", b"name", "period", b"period", "quota", b"quota"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_while_restricted", b"available_while_restricted", "kind", b"kind", "limit", b"limit", "name", b"name", "period", b"period", "quota", b"quota"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
