@@ -32,6 +32,10 @@ class FailedPrecondition(SessionGateError):
     """The request is well-formed but the current state forbids it."""
 
 
+class OutOfRange(SessionGateError):
+    """A well-formed value that would take a stored total past what it can hold."""
+
+
 class Conflict(SessionGateError):
     """A concurrent writer changed the record; the caller may retry."""
 

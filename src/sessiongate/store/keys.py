@@ -4,6 +4,12 @@ Per-account keys carry their bucket's hash tag (see `slots.py`): an account's ke
 bucket's due index and its bucket's outbox share one slot, so each Lua script touches one
 slot and the same code runs on Redis Cluster. Indexes and the outbox are sharded by bucket,
 so no single key is a hot spot.
+
+Names are unambiguous for every valid id (ids may hold `:`): an account's keys are
+`sg:{tag}:a:<account>:<kind>[:...]` with the account id escaped (`escape`: no `:` left in
+it), and the bucket's own keys (`due`, `outbox`, `notified:...`) never have `a` there. So
+account `t:quota:all`'s keys can never be account `t`'s quota counters. Whatever follows an
+account's kind (a feature, a notification id) is the key's last part and needs no escaping.
 """
 
 from __future__ import annotations
@@ -20,12 +26,21 @@ PAYMENT_STREAM = "sessiongate:payments"  # public name: the billing system XADDs
 PAYMENT_DEAD_LETTER = "sessiongate:payments:dead"
 USAGE_STREAM = "sessiongate:usage"  # public name: the billing system reads usage here
 NOTIFY_DEAD_LETTER = "sessiongate:notifications:dead"  # public: undeliverable notifications
+BATCH_DEAD_LETTER = "sessiongate:batch:dead"  # public: login records Redis refused (batch.py)
 # SCAN MATCH of every account hash (with TYPE hash): the metrics' accounts-by-state count.
-ACCOUNT_GLOB = f"{PREFIX}:*:account"
+ACCOUNT_GLOB = f"{PREFIX}:*:a:*:account"
+
+
+def escape(account_id: str) -> str:
+    """The id with `%` and `:` percent-encoded: one key component, and a different one for
+    every id (`%` is escaped too, so `a%3Ab` and `a:b` stay apart)."""
+    if "%" in account_id or ":" in account_id:
+        return account_id.replace("%", "%25").replace(":", "%3A")
+    return account_id
 
 
 def _tag(account_id: str) -> str:
-    return f"{PREFIX}:{bucket_tag(bucket_of(account_id))}:{account_id}"
+    return f"{PREFIX}:{bucket_tag(bucket_of(account_id))}:a:{escape(account_id)}"
 
 
 def due_index(bucket: int) -> str:
@@ -159,7 +174,7 @@ def commit_keys(account_id: str) -> list[str]:
     same names as those functions', the bucket and its tag computed once (the sweep's
     commits name ~8 keys each)."""
     bucket = bucket_tag(bucket_of(account_id))
-    tag = f"{PREFIX}:{bucket}:{account_id}"
+    tag = f"{PREFIX}:{bucket}:a:{escape(account_id)}"
     return [f"{tag}:account", f"{tag}:ledger", f"{tag}:history", f"{tag}:events",
             f"{PREFIX}:{bucket}:due", f"{PREFIX}:{bucket}:outbox", f"{tag}:history-archive",
             f"{tag}:seatlog"]

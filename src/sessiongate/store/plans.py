@@ -13,6 +13,7 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan
+from sessiongate.domain.errors import OutOfRange
 from sessiongate.domain.periods import ResetPeriod, window, window_key
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
@@ -38,6 +39,7 @@ def decode_plan(raw: str | bytes) -> Plan:
 
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+MAX_COUNTER = 2**63 - 1  # Redis's integers (INCRBY, HINCRBY): the Lua scripts refuse beyond
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,4 +104,8 @@ class PlanStore:
                   f"c:{event_id}" if event_id else "", to_ms(now), IDEMPOTENCY_RETENTION_MS,
                   expire, digest],
         )
-        return Consumed(status.decode() if isinstance(status, bytes) else str(status), int(used))
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        if text == "overflow":
+            raise OutOfRange(f"quantity: {quantity} more would take the counter of feature"
+                             f" {feature.name!r} past {MAX_COUNTER}; nothing consumed")
+        return Consumed(text, int(used))

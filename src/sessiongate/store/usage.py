@@ -9,9 +9,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from sessiongate.domain.errors import AlreadyExists
+from sessiongate.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    OutOfRange,
+    SessionGateError,
+)
 from sessiongate.domain.periods import day_name
 from sessiongate.domain.proration import Seats
 from sessiongate.store import keys
@@ -25,9 +32,12 @@ from sessiongate.store.activity import (
 )
 from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
+from sessiongate.store.plans import MAX_COUNTER
 from sessiongate.store.record import SEAT_CHANGES_BYTES, US
 from sessiongate.store.record import entries as hash_entries
 from sessiongate.store.scripts import Scripts
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,23 @@ class ConflictingDuplicates(AlreadyExists):
         self.positions = positions
 
 
+def _refusal(exc: Exception) -> SessionGateError | None:
+    """The domain error of a call that `record_usage.lua` refused (its error reply leads with
+    the status: it wrote nothing, and a retry would be refused again); None for a failure of
+    Redis itself. The reason is logged; the answer names no key."""
+    if not isinstance(exc, ResponseError):
+        return None
+    status, _, detail = str(exc).partition(" ")
+    if status == "OUT_OF_RANGE":
+        return OutOfRange(f"quantity: the usage total of feature {detail!r} would pass"
+                          f" {MAX_COUNTER}; nothing recorded")
+    if status == "FAILED_PRECONDITION":
+        log.error("usage not recorded: its keys are unwritable", reason=detail)
+        return FailedPrecondition("usage records of the account are unwritable (see the"
+                                  " server log); nothing recorded")
+    return None
+
+
 # Events per `record_usage.lua` call: a call blocks Redis while it runs (~10 us an event),
 # so a large batch is cut into calls that keep other clients' commands waiting ~2 ms at most.
 EVENTS_PER_CALL = 200
@@ -173,7 +200,7 @@ class UsageStore:
                 if int(r) == 2:
                     conflicts.append(i)
         if failed is not None:
-            raise failed
+            raise _refusal(failed) or failed
         if conflicts:
             raise ConflictingDuplicates(sorted(conflicts))
         return out
