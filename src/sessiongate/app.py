@@ -176,7 +176,7 @@ class Application:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
-            self.components.extend(billing_components(rt))
+            self.components.extend(billing_components(s, rt))
         deliverer = build_deliverer(s, redis)  # None when no sink is configured
         if deliverer is not None:
             self.components.append(deliverer)
