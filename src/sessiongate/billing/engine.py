@@ -22,7 +22,7 @@ from sessiongate.domain.model import Account, AccountState, StateOverride
 from sessiongate.domain.payment_event import PaymentEvent
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy
 from sessiongate.store.accounts import UNSCHEDULE, AccountStore, Change, CommitResult
-from sessiongate.store.codec import kept_ms
+from sessiongate.store.codec import to_ms
 from sessiongate.store.ledger_codec import decode_ledger, encode_ledger, reencode_ledger
 from sessiongate.store.policies import PolicyStore
 
@@ -97,7 +97,7 @@ def _due_change(account_id: str, account: Account | None, raw: str | None,
             out = replace(out, notifications=())
         else:
             due, ordinal = out.evaluation.reminder or (now, 0)
-            event_id = f"reminder:{account_id}:{kept_ms(due)}:{ordinal}"
+            event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
     return _change(out, ledger, event_id=event_id, raw=raw)
 
 

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
-from sessiongate.domain.records import quick_init
 
 
 class Decision(enum.Enum):
@@ -29,7 +28,6 @@ class Reason(enum.Enum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decision: Decision

@@ -144,7 +144,7 @@ class Observer:
 
     def record(self, method: str, code: str, seconds: float, peer: str, rid: str | None,
                given_rid: Any = None, response: Any = None) -> None:
-        """Report a finished call (the wrapper inlines this): `rid` its request id if made
+        """Report a finished call (the wrapper calls this): `rid` its request id if made
         already, else made when its line is rendered from `given_rid` (the caller's, if
         sane)."""
         records = self.records
@@ -256,16 +256,10 @@ def rpc(role: str, fast: Fast | None = None) -> Callable[[H], H]:
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 observer = self.observer
-                if observer.active:  # Observer.record, inlined (the hot path)
-                    end = perf_counter()
-                    records = observer.records
-                    records.append((method, code, end - start, end,
+                if observer.active:
+                    observer.record(method, code, perf_counter() - start,
                                     context.peer() if observer.access_log else "", rid,
-                                    given_rid, response))
-                    if len(records) == 1:
-                        observer.schedule()
-                    elif len(records) >= MAX_PENDING:
-                        observer.flush()
+                                    given_rid, response)
 
         return handler  # type: ignore[return-value]
 

@@ -16,9 +16,8 @@ from redis.exceptions import ResponseError
 
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
-from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
-from sessiongate.store.codec import decode_account, encode_account, kept_ms
+from sessiongate.store.codec import decode_account, encode_account, to_ms
 from sessiongate.store.jsontext import dumps
 from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
@@ -42,7 +41,6 @@ IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
 UNSCHEDULE = "-"
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     status: str  # "ok" | "conflict" | "duplicate"
@@ -57,7 +55,6 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """What a read-modify-write wants committed (see `AccountStore.update`)."""
@@ -80,12 +77,12 @@ def _commit_call(change: Change, expected_version: int, now: datetime
                  ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `commit_account.lua` for `change` (see its header)."""
     nxt = change.next_evaluation
-    next_eval_arg = str(kept_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
+    next_eval_arg = str(to_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
     aid = change.account.account_id
     entry = change.history_entry
     event_id = change.event_id
     args = [expected_version, encode_account(change.account), change.ledger_json,
-            event_id, kept_ms(now), next_eval_arg, encode_history(entry) if entry else "",
+            event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES,
             SEAT_CHANGES_BYTES]
@@ -145,10 +142,6 @@ class AccountStore:
         if data is None:
             return None
         return decode_account(data, int(version or 0))
-
-    async def get_ledger_json(self, account_id: str) -> str | None:
-        """The ledger's text (`ledger_codec`), whichever layout holds it."""
-        return (await self.read(account_id))[1]
 
     async def commit(
         self,

@@ -18,7 +18,7 @@ from typing import Any
 
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
-from sessiongate.store.codec import from_ms, kept_ms, to_ms
+from sessiongate.store.codec import from_ms, to_ms
 from sessiongate.store.record import RS, US, escape, unescape
 
 _TYPES = {t.value: t for t in PaymentEventType}
@@ -64,7 +64,7 @@ def _event_from_text(raw: str, account_id: str, currency: str) -> PaymentEvent:
 
 def _head(ledger: Ledger) -> str:
     mark = ledger.last_reminder
-    return US.join([escape(ledger.currency), "" if mark is None else str(kept_ms(mark[0])),
+    return US.join([escape(ledger.currency), "" if mark is None else str(to_ms(mark[0])),
                     "" if mark is None else str(mark[1])]).rstrip(US) or US  # never ""
 
 

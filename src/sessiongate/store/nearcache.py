@@ -22,7 +22,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sessiongate.domain.model import Account
-from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.mux import Mux
@@ -30,7 +29,6 @@ from sessiongate.store.mux import Mux
 log = structlog.get_logger(__name__)
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     account: Account | None  # None: known not to exist (negative entry)
@@ -70,17 +68,9 @@ class NearCache:
     def enabled(self) -> bool:
         return self._enabled
 
-    def fresh(self, account_id: str) -> Entry | None:
-        """The cached entry if younger than the TTL, else None. Synchronous: the hot path."""
-        entry = self._entries.get(account_id)
-        if entry is not None and self._now() - entry.fetched_at < self._ttl:
-            self.hits += 1
-            return entry
-        self.misses += 1
-        return None
-
     def hit(self, account_id: str) -> tuple[Entry, int] | None:
-        """`fresh` and the entry's age in ms from the same clock read (counted alike)."""
+        """The cached entry if younger than the TTL, and its age in ms from the same clock
+        read; counted as a hit or a miss. Synchronous: the hot path."""
         entry = self._entries.get(account_id)
         if entry is not None:
             age = self._now() - entry.fetched_at

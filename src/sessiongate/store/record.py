@@ -73,29 +73,18 @@ def _iso(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
-# The last `at` read and its microseconds: a sweep's entries share their `at` (its `now`).
-_last_at: tuple[str, int | None] = ("", None)
-
-
 def _at_us(at: object) -> int | None:
     """`at` as microseconds since the epoch when that reads back as the very same text."""
-    global _last_at
     if not isinstance(at, str):
         return None
-    last = _last_at
-    if at == last[0]:
-        return last[1]
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
         return None
-    us = None
-    if when.tzinfo is not None:
-        us = (when - _EPOCH) // timedelta(microseconds=1)
-        if _iso(us) != at:
-            us = None
-    _last_at = (at, us)
-    return us
+    if when.tzinfo is None:
+        return None
+    us = (when - _EPOCH) // timedelta(microseconds=1)
+    return us if _iso(us) == at else None
 
 
 def encode_history(entry: dict[str, Any]) -> str:

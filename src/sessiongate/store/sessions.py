@@ -12,9 +12,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from sessiongate.domain.kept import Kept
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
+from sessiongate.speed.kept import Kept
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field, peak_field
 from sessiongate.store.codec import to_ms
