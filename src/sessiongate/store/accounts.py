@@ -1,7 +1,7 @@
 """Account records in Redis: read one, commit a new version (compare-and-set, one Lua call).
 
-Everything an account keeps lives in its hash (`keys.account`, fields in `record.py`); the
-keys of the former layout are still read, and moved into the hash by the next commit.
+Everything an account keeps lives in its hash (`keys.account`, fields in `record.py`), but
+what its growing fields push out beyond their byte budgets (`commit_account.lua`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
     EVENTS_BYTES,
     HISTORY_BYTES,
-    SEAT_CHANGES_BYTES,
-    VERSION_PREFIX,
     applied_in,
     decode_history,
     encode_history,
@@ -84,8 +82,7 @@ def _commit_call(change: Change, expected_version: int, now: datetime
     args = [expected_version, encode_account(change.account), change.ledger_json,
             event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
-            escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES,
-            SEAT_CHANGES_BYTES]
+            escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES]
     if change.notifications:
         args.extend([dumps(n) for n in change.notifications])
     return keys.commit_keys(aid), args
@@ -95,31 +92,14 @@ def _result(res: Any) -> CommitResult:
     return CommitResult(_text(res[0]), int(res[1]))
 
 
-# A read: the account's data, version and ledger from its hash, and the former ledger key
-# (what an account not yet moved into the hash still has; absent once it is).
+# A read: the account's data, version and ledger, from its hash.
 _FIELDS = ["data", "v", "l"]
 
 
-def _queue_read(pipe: Any, account_id: str) -> None:
-    pipe.hmget(keys.account(account_id), _FIELDS)
-    pipe.get(keys.ledger(account_id))
-
-
-def _decode_read(fields: list[Any], former_ledger: Any) -> tuple[Account | None, str | None]:
+def _decode_read(fields: list[Any]) -> tuple[Account | None, str | None]:
     data, version, ledger = fields
     account = None if data is None else decode_account(data, int(version or 0))
-    raw = ledger if ledger is not None else former_ledger
-    return account, None if raw is None else _text(raw)
-
-
-_PREFIX_BYTES = VERSION_PREFIX.encode()
-
-
-def _prefixed(version: Any) -> bool:
-    """Whether a `v` as read is in this layout's form (`record.VERSION_PREFIX`)."""
-    if isinstance(version, bytes):
-        return version.startswith(_PREFIX_BYTES)
-    return isinstance(version, str) and version.startswith(VERSION_PREFIX)
+    return account, None if ledger is None else _text(ledger)
 
 
 def _raise_first(replies: list[Any]) -> None:
@@ -171,14 +151,13 @@ class AccountStore:
                 for r in await self._scripts.run_many("commit_account", calls)]
 
     async def history(self, account_id: str, limit: int = 0) -> list[dict[str, Any]]:
-        """Every transition, oldest first (the last `limit` if > 0): the former list, then
-        the archive of entries the hash pushed out, then the hash's newest ones."""
+        """Every transition, oldest first (the last `limit` if > 0): the archive of entries
+        the hash pushed out, then the hash's newest ones."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.lrange(keys.history(account_id), 0, -1)
         pipe.lrange(keys.history_archive(account_id), 0, -1)
         pipe.hget(keys.account(account_id), "h")
-        former, archived, newest = await pipe.execute()
-        raw = [*former, *archived, *entries(newest)]
+        archived, newest = await pipe.execute()
+        raw = [*archived, *entries(newest)]
         return [decode_history(r) for r in (raw[-limit:] if limit > 0 else raw)]
 
     async def was_applied(self, account_id: str, event_id: str) -> bool:
@@ -193,46 +172,30 @@ class AccountStore:
 
     async def read(self, account_id: str) -> tuple[Account | None, str | None]:
         """The account and its ledger text, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        _queue_read(pipe, account_id)
-        fields, former_ledger = await pipe.execute()
-        return _decode_read(fields, former_ledger)
+        return _decode_read(await self._redis.hmget(keys.account(account_id), _FIELDS))
 
     async def read_many(self, account_ids: Sequence[str]
                         ) -> list[tuple[Account | None, str | None]]:
-        """`read` of each account, all in one round trip (two if any is in the former
-        layout, on the multiplexed connection)."""
+        """`read` of each account, all in one round trip."""
         if self._mux is not None:
             return await self._read_many_mux(account_ids)
         pipe = self._redis.pipeline(transaction=False)
         for aid in account_ids:
-            _queue_read(pipe, aid)
-        raw = await pipe.execute()
-        return [_decode_read(f, led) for f, led in zip(raw[::2], raw[1::2], strict=True)]
+            pipe.hmget(keys.account(aid), _FIELDS)
+        return [_decode_read(f) for f in await pipe.execute()]
 
     async def _read_many_mux(self, account_ids: Sequence[str]
                              ) -> list[tuple[Account | None, str | None]]:
-        """`read_many` on the Mux: the hashes first, HMGET each; the former ledger key only
-        of the accounts whose `v` lacks the prefix (absent, or in the former layout): one
-        with it was moved in, its former keys deleted, by the commit that gave it the
-        prefix. The sweep reads one reply per account, not two, and not through redis-py's
-        pipeline (its per-command queueing and callbacks)."""
+        """`read_many` on the Mux: an HMGET of each hash, not through redis-py's pipeline
+        (its per-command queueing and callbacks)."""
         mux, hmget = self._mux, self._hmget
         assert mux is not None and hmget is not None
         if not account_ids:
             return []
-        encode = mux.encode
         replies = await mux.request(b"".join([hmget(keys.account(aid)) for aid in account_ids]),
                                     len(account_ids), True)
         _raise_first(replies)
-        former = [i for i, (_, v, _) in enumerate(replies) if not _prefixed(v)]
-        ledgers: dict[int, Any] = {}
-        if former:
-            got = await mux.request(b"".join([encode(("GET", keys.ledger(account_ids[i])))
-                                              for i in former]), len(former), True)
-            _raise_first(got)
-            ledgers = dict(zip(former, got, strict=True))
-        return [_decode_read(f, ledgers.get(i)) for i, f in enumerate(replies)]
+        return [_decode_read(f) for f in replies]
 
     async def update(
         self, account_id: str, mutate: Mutator, now: Callable[[], datetime]

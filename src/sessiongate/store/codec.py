@@ -106,7 +106,7 @@ _STATES = {s.value: s for s in AccountState}
 
 
 def decode_account(data: str | bytes, version: int) -> Account:
-    """Reads this format and the former one (every field written, defaults included)."""
+    """Reads what `encode_account` writes (a field at its default may be left out)."""
     if isinstance(data, bytes):  # as json.loads reads bytes; what starts `{"` is UTF-8
         data = data.decode("utf-8" if data[:2] == b'{"' else json.detect_encoding(data),
                            "surrogatepass")
