@@ -18,6 +18,7 @@ from sessiongate.domain.ledger import Ledger, Snapshot
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
 from sessiongate.domain.policy import REMINDER_STATES, DunningPolicy
+from sessiongate.domain.records import HistoryEntry
 
 ACTIVE = AccountState.ACTIVE
 SUSPENDED = AccountState.SUSPENDED
@@ -91,7 +92,7 @@ def _span(d: timedelta) -> str:
 class Outcome:
     account: Account
     ledger: Ledger
-    history_entry: dict[str, Any] | None
+    history_entry: HistoryEntry | None
     notifications: tuple[dict[str, Any], ...]
     next_evaluation_at: datetime | None
     evaluation: Evaluation
@@ -104,29 +105,26 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     version = account.version + 1
     prev = account.derived_state
     override = account.override
-    entry: dict[str, Any] | None = None
-    at = ""  # now.isoformat(), once something is recorded
+    entry: HistoryEntry | None = None
     if override is not None and not override.active(now):
         override = None
-        at = now.isoformat()
-        entry = _entry(at, account.override.state if account.override else prev,
-                       ev.state, "override expired", actor, event_id)
+        entry = HistoryEntry(now, account.override.state if account.override else prev,
+                             ev.state, "override expired", actor, event_id)
     notes: list[dict[str, Any]] = []
     since = account.state_since
     if ev.state is not prev:
         since = now
         why = f"{cause}: {ev.reason}" if cause else ev.reason
-        at = at or now.isoformat()
-        entry = _entry(at, prev, ev.state, why, actor, event_id)
+        entry = HistoryEntry(now, prev, ev.state, why, actor, event_id)
         if not account.exempt:
-            notes.append(_note(account, version, "transition", ev, prev, at, ledger.currency))
+            notes.append(_note(account, version, "transition", ev, prev, now, ledger.currency))
     mark = ledger.last_reminder
     if ev.reminder is not None:
         due, ordinal = ev.reminder
         fresh = mark is None or mark[0] != due or mark[1] < ordinal
         if ev.state is prev and fresh:
-            notes.append(_note(account, version, "reminder", ev, prev, at or now.isoformat(),
-                               ledger.currency, ordinal=ordinal))
+            notes.append(_note(account, version, "reminder", ev, prev, now, ledger.currency,
+                               ordinal=ordinal))
         if fresh:
             mark = ev.reminder
     nxt = ev.next_evaluation_at
@@ -138,16 +136,10 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     return Outcome(new, ledger.with_reminder(mark), entry, tuple(notes), nxt, ev)
 
 
-def _entry(at: str, frm: AccountState | None, to: AccountState, cause: str, actor: str,
-           event_id: str) -> dict[str, Any]:
-    return {"at": at, "from": None if frm is None else frm.value, "to": to.value,
-            "cause": cause, "actor": actor, "event_id": event_id}
-
-
 def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: AccountState,
-          at: str, currency: str, ordinal: int = 0) -> dict[str, Any]:
+          at: datetime, currency: str, ordinal: int = 0) -> dict[str, Any]:
     """One outbox notification (schema: docs/architecture.md, "Outbox notification schema");
-    `at` is the time's isoformat."""
+    times as ISO text."""
     body: dict[str, Any] = {
         "id": f"{account.account_id}:{version}:{kind}",
         "kind": kind,
@@ -158,7 +150,7 @@ def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: Accou
         "currency": currency or account.currency,
         "suspends_at": None if ev.suspends_at is None else ev.suspends_at.isoformat(),
         "reason": ev.reason,
-        "at": at,
+        "at": at.isoformat(),
         "admin_emails": list(account.admin_emails),
     }
     if ordinal:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.model import Account
 from sessiongate.domain.parents import inherit_parent
+from sessiongate.domain.records import FailureMode, StateSource
 from sessiongate.service.lookup import Lookup, load_account, lookup_account
 from sessiongate.service.runtime import Runtime
 
@@ -33,9 +34,9 @@ class LoginCheck(NamedTuple):
     memo: dict[Any, Any] | None = None
 
 
-def failure_verdict(failure_mode: str, error: str) -> Verdict:
+def failure_verdict(failure_mode: FailureMode, error: str) -> Verdict:
     """Redis is unreachable and no usable state is known: the configured failure mode decides."""
-    allow = failure_mode == "open"
+    allow = failure_mode is FailureMode.OPEN
     return Verdict(
         Decision.ALLOW if allow else Decision.DENY,
         Reason.BACKEND_UNAVAILABLE,
@@ -52,7 +53,7 @@ def remembered_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck |
     if got is None:
         return None
     verdict, age_ms, entry = got
-    return LoginCheck(verdict, Lookup(entry.account, "near_cache", age_ms), entry.memo)
+    return LoginCheck(verdict, Lookup(entry.account, StateSource.NEAR_CACHE, age_ms), entry.memo)
 
 
 async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
@@ -64,7 +65,7 @@ async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
     hit = rt.cache.hit(account_id)
     if hit is not None:
         entry, age_ms = hit
-        found = Lookup(entry.account, "near_cache", age_ms)
+        found = Lookup(entry.account, StateSource.NEAR_CACHE, age_ms)
         memo = entry.memo
         known: Verdict | None = memo.get(user_id)
         if known is not None:
@@ -76,7 +77,7 @@ async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
             memo[user_id] = verdict
         return LoginCheck(verdict, found, memo)
     found = await load_account(rt, account_id)
-    if found.source == "unavailable":
+    if found.source is StateSource.UNAVAILABLE:
         return LoginCheck(failure_verdict(rt.settings.failure_mode, found.error), found)
     return LoginCheck(await _decide(rt, found, user_id), found)
 

@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
+from sessiongate.domain.records import CommitStatus, HistoryEntry
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
 from sessiongate.store.jsontext import dumps
@@ -41,12 +42,12 @@ UNSCHEDULE = "-"
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    status: str  # "ok" | "conflict" | "duplicate"
+    status: CommitStatus
     version: int
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status is CommitStatus.OK
 
 
 def _text(v: Any) -> str:
@@ -61,7 +62,7 @@ class Change:
     ledger_json: str = ""
     event_id: str = ""
     next_evaluation: datetime | str | None = None
-    history_entry: dict[str, Any] | None = None
+    history_entry: HistoryEntry | None = None
     notifications: Sequence[dict[str, Any]] = field(default_factory=tuple)
 
 
@@ -80,7 +81,7 @@ def _commit_call(change: Change, expected_version: int, now: datetime
     entry = change.history_entry
     event_id = change.event_id
     args = [expected_version, encode_account(change.account), change.ledger_json,
-            event_id, to_ms(now), next_eval_arg, encode_history(entry) if entry else "",
+            event_id, to_ms(now), next_eval_arg, encode_history(entry.to_dict()) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES]
     if change.notifications:
@@ -89,7 +90,7 @@ def _commit_call(change: Change, expected_version: int, now: datetime
 
 
 def _result(res: Any) -> CommitResult:
-    return CommitResult(_text(res[0]), int(res[1]))
+    return CommitResult(CommitStatus(_text(res[0])), int(res[1]))
 
 
 # A read: the account's data, version and ledger, from its hash.
@@ -132,7 +133,7 @@ class AccountStore:
         ledger_json: str = "",
         event_id: str = "",
         next_evaluation: datetime | str | None = None,
-        history_entry: dict[str, Any] | None = None,
+        history_entry: HistoryEntry | None = None,
         notifications: Sequence[dict[str, Any]] = (),
     ) -> CommitResult:
         """Write `account` as the version after `expected_version`, atomically with the rest."""
@@ -210,10 +211,10 @@ class AccountStore:
             change = await result if isinstance(result, Awaitable) else result
             if change is None:
                 version = 0 if account is None else account.version
-                return CommitResult("unchanged", version), None
+                return CommitResult(CommitStatus.UNCHANGED, version), None
             expected = 0 if account is None else account.version
             res = _result(await self._scripts["commit_account"](
                 *_commit_call(change, expected, now())))
-            if res.status != "conflict":
+            if res.status is not CommitStatus.CONFLICT:
                 return res, change
         raise Conflict(f"account {account_id!r}: too many concurrent writers")

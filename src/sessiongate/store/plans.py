@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan
 from sessiongate.domain.periods import ResetPeriod, window, window_key
+from sessiongate.domain.records import ConsumeStatus
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.codec import to_ms
@@ -40,7 +41,7 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 
 @dataclass(frozen=True, slots=True)
 class Consumed:
-    status: str  # "ok" | "duplicate" | "exhausted"
+    status: ConsumeStatus
     used: int
 
 
@@ -97,4 +98,5 @@ class PlanStore:
                   f"c:{event_id}" if event_id else "", to_ms(now), IDEMPOTENCY_RETENTION_MS,
                   expire],
         )
-        return Consumed(status.decode() if isinstance(status, bytes) else str(status), int(used))
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        return Consumed(ConsumeStatus(text), int(used))
