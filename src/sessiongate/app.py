@@ -87,7 +87,8 @@ def settle_heap() -> None:
     """Once the server is up: what start-up made (modules, stubs, settings) lives as long as
     the process, so it is moved out of the collector's reach (`gc.freeze`). Every full
     collection would otherwise walk that whole heap again: ~13 times in a 100k-account sweep,
-    ~0.4 s of its CPU (docs/performance.md). Garbage made later is collected as usual."""
+    ~0.4 s of its CPU (docs/performance.md, row "gc.freeze() after start-up"). Garbage made
+    later is collected as usual."""
     gc.collect()
     gc.freeze()
 

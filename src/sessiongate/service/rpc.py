@@ -38,7 +38,8 @@ class LoopBatchedStderr:
     or lines from structlog (console format) gathered until the end of the loop iteration.
 
     structlog's PrintLogger writes and flushes every line under a lock: one syscall per RPC,
-    the largest cost of a near-cache CheckSession after gRPC itself (docs/performance.md).
+    once the largest cost of a near-cache CheckSession after gRPC itself (docs/performance.md,
+    "What was tried").
     Here a line given through structlog goes out with the others of its event-loop iteration
     in one write, at the end of that iteration (`call_soon`); outside a loop: at once.
     """
@@ -113,7 +114,8 @@ CallRecord = tuple[str, str, float, float, str, str | None, Any, Any]
 
 # How long a finished call's record waits for others before the batch is reported, at most:
 # grpc.aio finishes about one call per event-loop iteration, so batching per iteration
-# would write one access line per write(2) (docs/performance.md, "Fourth pass").
+# would write one access line per write(2) (docs/performance.md, "What was tried", row
+# "Access lines and metrics batched per 5 ms").
 FLUSH_AFTER_S = 0.005
 MAX_PENDING = 2048  # records: beyond, reported at once (bounds memory under any load)
 
