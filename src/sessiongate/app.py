@@ -90,7 +90,8 @@ def settle_heap() -> None:
     """Once the server is up: what start-up made (modules, stubs, settings) lives as long as
     the process, so it is moved out of the collector's reach (`gc.freeze`). Every full
     collection would otherwise walk that whole heap again: ~13 times in a 100k-account sweep,
-    ~0.4 s of its CPU (docs/performance.md). Garbage made later is collected as usual."""
+    ~0.4 s of its CPU (docs/performance.md, row "gc.freeze() after start-up"). Garbage made
+    later is collected as usual."""
     gc.collect()
     gc.freeze()
 
@@ -191,7 +192,7 @@ class Application:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
-            self.components.extend(billing_components(rt))
+            self.components.extend(billing_components(s, rt))
         deliverer = build_deliverer(s, redis)  # None when no sink is configured
         if deliverer is not None:
             self.components.append(deliverer)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -201,7 +202,7 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     health = client("health", sub, cmd_health, "probe gRPC health (exit 0 SERVING, else 1)")
     health.add_argument("--service", default="", help="one service's health (default: server)")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
-    report = client("report", sub, cmd_report, "write an account's monthly report: JSON, CSV, PNG")
+    report = client("report", sub, _cmd_report, "write an account's monthly report: JSON, CSV, PNG")
     report.add_argument("account_id")
     report.add_argument("--month", required=True, help="calendar month YYYY-MM (UTC)")
     report.add_argument("--out", default=".", help="output directory (default: .)")
@@ -209,6 +210,18 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     for add in extra:
         add(sub)
     return parser
+
+
+def _cmd_report(ns: argparse.Namespace, channel: grpc.Channel,
+                metadata: list[tuple[str, str]]) -> int:
+    """`report`, once its chart library (the optional `report` extra) is known to be there."""
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        print("sessiongate report: needs matplotlib, which the sidecar does not install:"
+              " pip install 'sessiongate[report]'", file=sys.stderr)
+        return 2
+    return cmd_report(ns, channel, metadata)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

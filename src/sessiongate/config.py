@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessiongate.domain.errors import InvalidArgument
+from sessiongate.domain.records import FailureMode
 
-FAILURE_MODES = ("closed", "open", "static")
+FAILURE_MODES = tuple(m.value for m in FailureMode)
 LOG_FORMATS = ("auto", "json", "console")
 
 
@@ -56,7 +57,7 @@ class Settings:
         "ids naming no account that the near-cache remembers at most (apart from the accounts:"
         " a flood of unknown ids evicts only these)",
     )
-    failure_mode: str = _setting(
+    failure_mode: FailureMode = _setting(
         "closed", "SESSIONGATE_FAILURE_MODE",
         "when Redis is unreachable: closed (deny), open (allow), static (last known state)",
         choices=FAILURE_MODES,
@@ -218,6 +219,8 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise InvalidArgument(f.metadata["env"], f"must be one of {', '.join(choices)}")
+        # Given as text (environment, flags, overrides), kept as the enum.
+        object.__setattr__(self, "failure_mode", FailureMode(self.failure_mode))
         for name in ("near_cache_ttl", "login_redis_timeout", "static_max_age", "session_ttl",
                      "sweep_interval", "payment_claim_idle",
                      "notify_retry_base", "notify_retry_max", "notify_claim_idle",

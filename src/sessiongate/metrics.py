@@ -134,11 +134,9 @@ class Metrics:
 
     def observe(self, calls: list[CallRecord]) -> None:
         """Finished calls (the observer's hook, a batch at a time): latency by method and
-        status; for CheckSession answers, the decision and the age of the state behind it.
-        (`Buckets.observe` inlined: this runs for every RPC.)"""
+        status; for CheckSession answers, the decision and the age of the state behind it."""
         rpc_seconds, decisions, age = self.rpc_seconds, self.decisions, self.state_age
         conflicts = self.conflicting_duplicates
-        age_bounds, age_counts = age.bounds, age.counts
         last: tuple[str, str] | None = None
         hist = None
         for method, code, seconds, _, _, _, _, response in calls:
@@ -148,8 +146,7 @@ class Metrics:
                 if hist is None:
                     hist = rpc_seconds[last] = Buckets(LATENCY_BUCKETS)
             assert hist is not None
-            hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1
-            hist.sum += seconds
+            hist.observe(seconds)
             if response is None:
                 if code == "UNAVAILABLE":
                     self.redis_errors["rpc"] += 1
@@ -163,9 +160,7 @@ class Metrics:
             decisions[key] = decisions.get(key, 0) + 1
             if key[2] in _DEGRADED:
                 self.redis_errors["lookup"] += 1
-            seconds = response.state_age_ms / 1000.0
-            age_counts[bisect.bisect_left(age_bounds, seconds)] += 1
-            age.sum += seconds
+            age.observe(response.state_age_ms / 1000.0)
 
     def families(self) -> Iterator[Metric]:
         """The inline instruments as Prometheus families (called by the scrape thread)."""

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from sessiongate.domain.access import AccessLevel, stage_access
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
-from sessiongate.domain.records import quick_init
 
 if TYPE_CHECKING:
     from sessiongate.domain.policy import DunningPolicy
@@ -37,7 +36,6 @@ class Reason(enum.Enum):
 _PAYMENT = frozenset({Reason.PAYMENT_OVERDUE, Reason.ACCOUNT_SUSPENDED})
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decision: Decision

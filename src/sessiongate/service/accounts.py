@@ -12,7 +12,13 @@ from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
 from sessiongate.domain.parents import MAX_DEPTH, check_ancestry
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
-from sessiongate.domain.validation import check_id, check_ids, check_non_negative, check_time_zone
+from sessiongate.domain.records import HistoryEntry
+from sessiongate.domain.validation import (
+    check_id,
+    check_ids,
+    check_non_negative,
+    check_time_zone,
+)
 from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
 from sessiongate.service.plans import PlanMethods
@@ -110,13 +116,9 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
             before = None if current is None else current.state_at(now)
             after = account.state_at(now)
             if before != after:
-                entry = {
-                    "at": now.isoformat(),
-                    "from": None if before is None else before.value,
-                    "to": after.value,
-                    "cause": "account created" if current is None else "set by UpsertAccount",
-                    "actor": "admin",
-                }
+                entry = HistoryEntry(
+                    now, before, after,
+                    "account created" if current is None else "set by UpsertAccount", "admin")
             # Re-evaluated by the dunning engine when the policy or the exemption changed.
             return await engine.upsert_change(current, account, ledger, now, entry)
 

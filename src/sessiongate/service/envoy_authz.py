@@ -231,7 +231,7 @@ class EnvoyAuthzServicer(Servicer):
         meta.update({
             "decision": verdict.decision.value, "reason": verdict.reason.value, "state": state,
             "access": ACCESS_VALUE[verdict.access],
-            "source": found.source, "state_age_ms": found.age_ms,
+            "source": found.source.value, "state_age_ms": found.age_ms,
             "account_id": who.account_id, "user_id": who.user_id, "feature": who.feature,
             "account_version": account.version if account is not None else 0,
         })

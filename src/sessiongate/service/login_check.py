@@ -24,6 +24,7 @@ from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.model import Account
 from sessiongate.domain.parents import MAX_DEPTH, inherit_parents
 from sessiongate.domain.policy import STAGE_STATES, DunningPolicy
+from sessiongate.domain.records import FailureMode, StateSource
 from sessiongate.service.lookup import Lookup, load_account, lookup_account
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.nearcache import Memo
@@ -48,13 +49,13 @@ class LoginCheck(NamedTuple):
     memo: Memo | None = None
 
 
-def failure_verdict(failure_mode: str, error: str) -> Verdict:
+def failure_verdict(failure_mode: FailureMode, error: str) -> Verdict:
     """Redis is unreachable and no usable state is known: the configured failure mode decides.
 
     `error` goes to the log (at most once a second: an outage fails every login), never to
     the client: Redis's text names hosts, ports and script hashes."""
     global _logged_at
-    allow = failure_mode == "open"
+    allow = failure_mode is FailureMode.OPEN
     now = time.monotonic()
     if now - _logged_at >= 1.0:
         _logged_at = now
@@ -78,7 +79,7 @@ def remembered_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck |
     if got is None:
         return None
     verdict, age_ms, entry = got
-    return LoginCheck(verdict, Lookup(entry.account, "near_cache", age_ms), entry.memo)
+    return LoginCheck(verdict, Lookup(entry.account, StateSource.NEAR_CACHE, age_ms), entry.memo)
 
 
 async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
@@ -91,7 +92,7 @@ async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
     hit = rt.cache.hit(account_id)
     if hit is not None:
         entry, age_ms = hit
-        found = Lookup(entry.account, "near_cache", age_ms)
+        found = Lookup(entry.account, StateSource.NEAR_CACHE, age_ms)
         memo = entry.memo
         known: Verdict | None = memo.get(user_id)
         if known is not None:
@@ -104,7 +105,7 @@ async def check_login(rt: Runtime, account_id: str, user_id: str) -> LoginCheck:
                           VERDICT_COST + len(user_id) + len(verdict.message))
         return LoginCheck(verdict, found, memo)
     found = await load_account(rt, account_id)
-    if found.source == "unavailable":
+    if found.source is StateSource.UNAVAILABLE:
         return LoginCheck(failure_verdict(rt.settings.failure_mode, found.error), found)
     return LoginCheck(await _decide(rt, found, user_id), found)
 

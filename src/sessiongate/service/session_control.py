@@ -24,6 +24,7 @@ from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
 from sessiongate.domain.errors import AlreadyExists, BackendUnavailable, InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.records import ConsumeStatus, StateSource
 from sessiongate.domain.restricted import lift_for_feature
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id, is_plain_id
@@ -53,10 +54,10 @@ from sessiongate.store.sessions import SessionStore
 from sessiongate.store.usage import ConflictingDuplicates, UsageRecord, UsageStore
 
 SOURCE_TO_PB = {
-    "near_cache": cpb.STATE_SOURCE_NEAR_CACHE,
-    "redis": cpb.STATE_SOURCE_REDIS,
-    "stale": cpb.STATE_SOURCE_STALE,
-    "unavailable": cpb.STATE_SOURCE_FAILURE_MODE,
+    StateSource.NEAR_CACHE: cpb.STATE_SOURCE_NEAR_CACHE,
+    StateSource.REDIS: cpb.STATE_SOURCE_REDIS,
+    StateSource.STALE: cpb.STATE_SOURCE_STALE,
+    StateSource.UNAVAILABLE: cpb.STATE_SOURCE_FAILURE_MODE,
 }
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 # Memo keys of prebuilt responses, with the user id and no_session (`_verdict_response`).
@@ -180,7 +181,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             if verdict is None:
                 verdict = decide(account, request.user_id, now)  # timeless: the same verdict
             return self._build_response(self._seat_refusal(account, verdict),
-                                        Lookup(account, "near_cache", age_ms))
+                                        Lookup(account, StateSource.NEAR_CACHE, age_ms))
         resp = pb.CheckSessionResponse()
         resp.CopyFrom(base)
         resp.state_age_ms = age_ms
@@ -220,7 +221,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         if checked is None:
             checked = await check_login(self.rt, account_id, user_id)
         found, verdict = checked.lookup, checked.verdict
-        if found.source == "unavailable":
+        if found.source is StateSource.UNAVAILABLE:
             return self._failure_mode(found.error)
         account = found.account
         ent: Entitlement | None = None
@@ -315,7 +316,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def _checked(self, account_id: str, user_id: str) -> tuple[Lookup, Verdict]:
         """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
         checked = await check_login(self.rt, account_id, user_id)
-        if checked.lookup.source == "unavailable":
+        if checked.lookup.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=checked.lookup.error)
             raise BackendUnavailable("account state unavailable")
         return checked.lookup, checked.verdict
@@ -399,12 +400,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         elif consume:
             done = await self.plans.consume(account_id, definition, quantity, event_id, now,
                                             user_id)
-            if done.status == "conflict":
+            if done.status is ConsumeStatus.CONFLICT:
                 raise AlreadyExists("event_id", f"{event_id!r} was consumed with other content"
                                     " (an event id names one consumption: use a new id)")
-            ent = evaluate(definition, done.used, now, consumed=done.status == "ok",
-                           refused=done.status == "exhausted",
-                           duplicate=done.status == "duplicate")
+            ent = evaluate(definition, done.used, now, consumed=done.status is ConsumeStatus.OK,
+                           refused=done.status is ConsumeStatus.EXHAUSTED,
+                           duplicate=done.status is ConsumeStatus.DUPLICATE)
         else:
             ent = evaluate(definition, await self.plans.used(account_id, definition, now), now)
         resp = pb.EntitlementResponse(
@@ -473,7 +474,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
         """The account exists, and its plan (if any) has `feature`."""
         found = await lookup_account(self.rt, account_id)
-        if found.source == "unavailable":
+        if found.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=found.error)
             raise BackendUnavailable("account state unavailable")
         account = found.account

@@ -67,7 +67,7 @@ def split_month(month: str, raw: dict[str, str]) -> MonthFields:
 
 def encode_seat_change(version: int, at_ms: int, seats: Seats) -> str:
     """`<version> US <ms> US <user> US ...`, or `<version> US <ms> US GS<N>` for N anonymous
-    seats: about half the bytes of the former JSON member, and one token however large N."""
+    seats: one token however large N."""
     tokens = sorted(seats.named)
     if seats.anonymous:
         tokens.append(f"{ANONYMOUS}{seats.anonymous}")
@@ -75,8 +75,7 @@ def encode_seat_change(version: int, at_ms: int, seats: Seats) -> str:
 
 
 def seats_from_tokens(tokens: Iterable[str]) -> Seats:
-    """Users and the `GS<N>` token; the spelled-out `#1`..`#N` of entries written before
-    anonymous seats were a count reads as that count."""
+    """Users and the `GS<N>` token (N anonymous seats)."""
     named: set[str] = set()
     anonymous = 0
     for token in tokens:
@@ -84,8 +83,6 @@ def seats_from_tokens(tokens: Iterable[str]) -> Seats:
             anonymous = int(token[1:])
         else:
             named.add(token)
-    if named and named == {f"#{i}" for i in range(1, len(named) + 1)}:
-        return Seats(anonymous=len(named))
     return Seats(frozenset(named), anonymous)
 
 

@@ -14,9 +14,10 @@ iteration after the one that queued it, or later while the loop has other callba
 to run (it is busy, so more logins are coming), until the oldest has waited `HOLD_MAX` or
 `BATCH_MAX` commands are queued. An idle loop writes at once. Saturated, the seat-limited
 login path then makes one write per ~4 logins instead of one each (and Redis one read and
-one reply write), ~20-30 us less CPU per login (docs/performance.md, "Sixth pass"). grpc.aio
-hands a saturated server about one request per loop iteration, so batching within one
-iteration, as Redis clients' auto-pipelining does, found almost nothing to batch (0.6 %).
+one reply write), ~20-30 us less CPU per login (docs/performance.md, row "Login writes held
+while the loop is busy"). grpc.aio hands a saturated server about one request per loop
+iteration, so batching within one iteration, as Redis clients' auto-pipelining does, found
+almost nothing to batch (0.6 %).
 Other commands are written at once, with any held ones ahead of them (replies are matched
 in order): a chain of round trips such as the payment consumer's would pay a loop
 iteration more per trip (measured: ~10 % fewer events/s).

@@ -36,7 +36,6 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessiongate.domain.model import Account
-from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.mux import Mux
@@ -56,7 +55,6 @@ class Memo(dict[Any, Any]):
         self.live = True
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     account: Account | None  # None: known not to exist (negative entry)
@@ -110,17 +108,9 @@ class NearCache:
         entry = self._entries.get(account_id)
         return entry if entry is not None else self._unknown.get(account_id)
 
-    def fresh(self, account_id: str) -> Entry | None:
-        """The cached entry if younger than the TTL, else None. Synchronous: the hot path."""
-        entry = self._get(account_id)
-        if entry is not None and self._now() - entry.fetched_at < self._ttl:
-            self.hits += 1
-            return entry
-        self.misses += 1
-        return None
-
     def hit(self, account_id: str) -> tuple[Entry, int] | None:
-        """`fresh` and the entry's age in ms from the same clock read (counted alike)."""
+        """The cached entry if younger than the TTL, and its age in ms from the same clock
+        read; counted as a hit or a miss. Synchronous: the hot path."""
         entry = self._get(account_id)
         if entry is not None:
             age = self._now() - entry.fetched_at

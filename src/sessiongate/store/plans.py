@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan
 from sessiongate.domain.errors import OutOfRange
 from sessiongate.domain.periods import ResetPeriod, window, window_key
+from sessiongate.domain.records import ConsumeStatus
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.codec import to_ms
@@ -44,7 +45,7 @@ MAX_COUNTER = 2**63 - 1  # Redis's integers (INCRBY, HINCRBY): the Lua scripts r
 
 @dataclass(frozen=True, slots=True)
 class Consumed:
-    status: str  # "ok" | "duplicate" | "conflict" | "exhausted"
+    status: ConsumeStatus
     used: int
 
 
@@ -108,4 +109,4 @@ class PlanStore:
         if text == "overflow":
             raise OutOfRange(f"quantity: {quantity} more would take the counter of feature"
                              f" {feature.name!r} past {MAX_COUNTER}; nothing consumed")
-        return Consumed(text, int(used))
+        return Consumed(ConsumeStatus(text), int(used))

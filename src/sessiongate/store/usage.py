@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -19,15 +19,12 @@ from sessiongate.domain.errors import (
     OutOfRange,
     SessionGateError,
 )
-from sessiongate.domain.periods import day_name
 from sessiongate.domain.proration import Seats
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.activity import (
-    SEP,
     decode_seat_change,
     encode_seat_change,
-    seats_from_tokens,
     split_month,
 )
 from sessiongate.store.client import is_cluster
@@ -67,25 +64,15 @@ def _text(v: str | bytes) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _legacy_seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, int, Seats]]:
-    """Entries of the former `keys.seat_log` zset: JSON {v, seats} -> time (ms)."""
-    entries = []
-    for member, score in raw:
-        d = json.loads(member)
-        entries.append((int(d["v"]), int(score), seats_from_tokens(d["seats"])))
-    return entries
-
-
-def _seat_log(raw: list[tuple[bytes, float]],
-              changes: Sequence[str | bytes] = (),
+def _seat_log(changes: Sequence[str | bytes] = (),
               until_ms: int | None = None) -> list[tuple[int, Seats]]:
     """In commit order (account version); a time earlier than its predecessor's is raised to it.
 
     Each entry is logged after its commit with the time its request began, so two racing
-    upserts may log times out of commit order; the version says which roster won. `raw` is
-    the legacy zset, `changes` the seat-change list (`activity.encode_seat_change`).
+    upserts may log times out of commit order; the version says which roster won. `changes`
+    are seat-change entries (`activity.encode_seat_change`).
     """
-    entries = _legacy_seat_log(raw) + [decode_seat_change(c) for c in changes]
+    entries = [decode_seat_change(c) for c in changes]
     if until_ms is not None:
         entries = [e for e in entries if e[1] <= until_ms]
     entries.sort(key=lambda e: e[0])
@@ -216,37 +203,19 @@ class UsageStore:
 
     async def month(self, account_id: str, month: str, start: datetime,
                     end: datetime) -> MonthData:
-        """Everything recorded for `month` [start, end), and the seat log, in one round trip.
-
-        Reads the compact layout (the month hash, the account hash's seat changes and the
-        list they overflow to) and the keys written by releases before it (`keys.logins`,
-        `active_users`, `peak_seats`, `seat_log`), so a month recorded partly by each still
-        adds up.
-        """
-        days = [day_name(start + timedelta(days=i)) for i in range((end - start).days)]
+        """Everything recorded for `month` [start, end), and the seat log, in one round trip:
+        the month hash, the account hash's seat changes and the list they overflow to."""
         end_ms = to_ms(end) or 0
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.usage(account_id, month))
         pipe.lrange(keys.seat_changes(account_id), 0, -1)
         pipe.hget(keys.account(account_id), "s")
-        pipe.smembers(keys.active_users(account_id, month))
-        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", end_ms, withscores=True)
-        pipe.hgetall(keys.peak_seats(account_id, month))
-        for day in days:
-            pipe.scard(keys.logins(account_id, day))
-        fields, changes, newest, active, log, peaks, *counts = await pipe.execute()
+        fields, changes, newest = await pipe.execute()
         got = split_month(month, {_text(k): _text(v) for k, v in fields.items()})
-        for day, n in zip(days, counts, strict=True):
-            if n:  # legacy per-day sets and the month hash hold different sessions
-                got.logins[day] = got.logins.get(day, 0) + int(n)
-        for k, v in peaks.items():
-            got.peaks[_text(k)] = max(got.peaks.get(_text(k), 0), int(v))
-        pairs = [tuple(_text(m).split(SEP, 1)) for m in active]
-        got.active.update((p[0], p[1]) for p in pairs if len(p) == 2)
         return MonthData(
             usage=got.usage,
             logins=dict(sorted(got.logins.items())),
             peak_seats=got.peaks,
             active=sorted(got.active),
-            seat_log=_seat_log(log, [*changes, *hash_entries(newest)], end_ms),
+            seat_log=_seat_log([*changes, *hash_entries(newest)], end_ms),
         )
