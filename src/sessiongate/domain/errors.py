@@ -20,6 +20,15 @@ class NotFound(SessionGateError):
     """The named thing does not exist."""
 
 
+class OutOfRange(InvalidArgument):
+    """A well-formed value outside what is kept or allowed (e.g. a period older than the
+    retained ones). `field` names the request field."""
+
+
+class ResourceExhausted(SessionGateError):
+    """A bound on what the server holds at once is reached; the caller may retry later."""
+
+
 class FailedPrecondition(SessionGateError):
     """The request is well-formed but the current state forbids it."""
 

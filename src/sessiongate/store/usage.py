@@ -10,14 +10,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from sessiongate.domain.periods import day_name
-from sessiongate.domain.proration import Seats
+from sessiongate.domain.periods import day_name, month_start, months_before
+from sessiongate.domain.proration import SeatChange, Seats
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.activity import (
     SEP,
-    decode_seat_change,
+    decode_seat_entry,
     encode_seat_change,
+    encode_seat_delta,
+    encode_seat_snapshot,
     seats_from_tokens,
     split_month,
 )
@@ -39,49 +41,89 @@ class UsageRecord:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
+# Billing periods (months) whose seats the log keeps: the current one and those before it.
+# A summary of an older month is refused (OUT_OF_RANGE): its seats may be trimmed.
+SEAT_LOG_MONTHS = 25
+
+Raw = list[tuple[bytes, float]]  # the former zset's (member, score) pairs
+
+
 @dataclass(frozen=True, slots=True)
 class MonthData:
-    """Raw records of one account and month, as the summary and report need them."""
+    """Raw records of one account and month, as the summary and report need them. The seat
+    log stays as read (`seat_entries`) until `seat_changes` decodes it: a large roster's log
+    is decoded where the summary is computed, off the event loop (`service/plans.py`)."""
 
     usage: dict[str, int]  # hash fields of keys.usage
     logins: dict[str, int]  # day -> logins
     peak_seats: dict[str, int]  # day -> most seats held at once (seat-limited accounts)
     active: list[tuple[str, str]]  # (day, user)
-    seat_log: list[tuple[int, Seats]]  # (Unix seconds, billable seats from then on)
+    seat_entries: tuple[Raw, list[str | bytes]] = ([], [])  # former zset, seat-change list
+    until_ms: int | None = None  # entries after it are not read
+
+    def seat_changes(self) -> list[SeatChange]:
+        """The seat log in commit order, times in seconds (`_seat_changes`)."""
+        return _seat_changes(*self.seat_entries, self.until_ms)
+
+    @property
+    def seat_log(self) -> list[tuple[int, Seats]]:
+        """(Unix seconds, billable seats from then on) of each entry: every roster spelled
+        out, for reading; the summary works on `seat_changes`."""
+        return _whole(self.seat_changes())
 
 
 def _text(v: str | bytes) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _legacy_seat_log(raw: list[tuple[bytes, float]]) -> list[tuple[int, int, Seats]]:
+def _legacy_seat_log(raw: Raw) -> list[tuple[int, int, SeatChange]]:
     """Entries of the former `keys.seat_log` zset: JSON {v, seats} -> time (ms)."""
     entries = []
     for member, score in raw:
         d = json.loads(member)
-        entries.append((int(d["v"]), int(score), seats_from_tokens(d["seats"])))
+        seats = seats_from_tokens(d["seats"])
+        entries.append((int(d["v"]), 0, SeatChange(int(score), seats.named, frozenset(),
+                                                    seats.anonymous, True)))
     return entries
 
 
-def _seat_log(raw: list[tuple[bytes, float]],
-              changes: Sequence[str | bytes] = (),
-              until_ms: int | None = None) -> list[tuple[int, Seats]]:
-    """In commit order (account version); a time earlier than its predecessor's is raised to it.
+def _seat_changes(raw: Raw, changes: Sequence[str | bytes] = (),
+                  until_ms: int | None = None) -> list[SeatChange]:
+    """In commit order (account version; a period's snapshot after the entries of its
+    version), times in seconds; a time earlier than its predecessor's is raised to it.
 
     Each entry is logged after its commit with the time its request began, so two racing
-    upserts may log times out of commit order; the version says which roster won. `raw` is
-    the legacy zset, `changes` the seat-change list (`activity.encode_seat_change`).
+    upserts may log times out of commit order; the version says which roster won (a delta is
+    idempotent, so a snapshot that already holds it reads the same). `raw` is the legacy
+    zset, `changes` the seat-change list (`activity.py`).
     """
-    entries = _legacy_seat_log(raw) + [decode_seat_change(c) for c in changes]
+    entries = _legacy_seat_log(raw) + [decode_seat_entry(c) for c in changes]
     if until_ms is not None:
-        entries = [e for e in entries if e[1] <= until_ms]
-    entries.sort(key=lambda e: e[0])
-    out: list[tuple[int, Seats]] = []
+        entries = [e for e in entries if e[2].at <= until_ms]
+    entries.sort(key=lambda e: (e[0], e[1]))
+    out: list[SeatChange] = []
     last = None
-    for _, ms, seats in entries:
-        last = ms if last is None else max(last, ms)
-        out.append((last // 1000, seats))
+    for _, _, change in entries:
+        last = change.at if last is None else max(last, change.at)
+        out.append(SeatChange(last // 1000, change.joined, change.left, change.anonymous,
+                              change.whole))
     return out
+
+
+def _whole(changes: Sequence[SeatChange]) -> list[tuple[int, Seats]]:
+    """Each change as the whole roster it leaves."""
+    named: frozenset[str] = frozenset()
+    out = []
+    for c in changes:
+        named = c.joined if c.whole else (named | c.joined) - c.left
+        out.append((c.at, Seats(named, c.anonymous)))
+    return out
+
+
+def _seat_log(raw: Raw, changes: Sequence[str | bytes] = (),
+              until_ms: int | None = None) -> list[tuple[int, Seats]]:
+    """`_seat_changes` with every roster spelled out."""
+    return _whole(_seat_changes(raw, changes, until_ms))
 
 
 def _attributes_json(attributes: dict[str, str]) -> str:
@@ -149,14 +191,30 @@ class UsageStore:
             raise failed
         return out
 
-    async def log_seats(self, account_id: str, version: int, seats: Seats,
-                        at: datetime) -> None:
-        """Append the account's billable seats as of `at` (after a roster or limit change), to
-        the account hash's `s` (`log_seats.lua`)."""
-        entry = encode_seat_change(version, to_ms(at) or 0, seats)
-        await self._scripts["log_seats"](
-            keys=[keys.account(account_id), keys.seat_changes(account_id)],
-            args=[entry, SEAT_CHANGES_BYTES])
+    async def log_seats(self, account_id: str, version: int, seats: Seats, at: datetime,
+                        previous: tuple[int, Seats] | None = None) -> None:
+        """Log the account's billable seats as of `at` (after a roster or limit change), to
+        the account hash's `s` (`log_seats.lua`): what changed since `previous` (the version
+        the commit replaced and its seats), or the whole roster when there is none.
+
+        The first change of a billing period also needs the seats at the period's start: the
+        script says so, and the call is made again with them (a roster is sent once per
+        period, not with each change)."""
+        at_ms = to_ms(at) or 0
+        start = month_start(at.astimezone(UTC))
+        period = [to_ms(start) or 0, to_ms(months_before(start, SEAT_LOG_MONTHS - 1)) or 0]
+        call_keys = [keys.account(account_id), keys.seat_changes(account_id),
+                     keys.seat_log(account_id)]
+        script = self._scripts["log_seats"]
+        if previous is None:
+            await script(keys=call_keys, args=[encode_seat_change(version, at_ms, seats),
+                                               SEAT_CHANGES_BYTES, "", *period, ""])
+            return
+        entry = encode_seat_delta(version, at_ms, previous[1], seats)
+        args = [entry, SEAT_CHANGES_BYTES, "d", *period]
+        if int(await script(keys=call_keys, args=[*args, ""])) == -1:
+            snapshot = encode_seat_snapshot(previous[0], period[0], previous[1])
+            await script(keys=call_keys, args=[*args, snapshot])
 
     async def month(self, account_id: str, month: str, start: datetime,
                     end: datetime) -> MonthData:
@@ -192,5 +250,6 @@ class UsageStore:
             logins=dict(sorted(got.logins.items())),
             peak_seats=got.peaks,
             active=sorted(got.active),
-            seat_log=_seat_log(log, [*changes, *hash_entries(newest)], end_ms),
+            seat_entries=(log, [*changes, *hash_entries(newest)]),
+            until_ms=end_ms,
         )
