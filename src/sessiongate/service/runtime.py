@@ -25,3 +25,5 @@ class Runtime:
     cache: NearCache
     auth: Authenticator
     observer: Observer
+    # Bulk writes' own client (`client.connect(bulk=True)`); None: they use `redis`.
+    bulk_redis: Redis | None = None

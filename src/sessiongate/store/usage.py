@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from sessiongate.domain.periods import day_name, month_start, months_before
 from sessiongate.domain.proration import SeatChange, Seats
@@ -134,8 +135,42 @@ def _attributes_json(attributes: dict[str, str]) -> str:
 
 
 # Events per `record_usage.lua` call: a call blocks Redis while it runs (~10 us an event),
-# so a large batch is cut into calls that keep other clients' commands waiting ~2 ms at most.
+# so a large batch is cut into calls that keep other clients' commands waiting ~2 ms at most;
+# a bulk stream's calls also stop at `CALL_BYTES` of events (attributes make an event up to
+# ~12 KB: 200 of them would block Redis ~20 ms).
 EVENTS_PER_CALL = 200
+CALL_BYTES = 128 * 1024
+
+
+class Unrecorded(Exception):
+    """A bulk write stopped at a failed call: the first `done` events are recorded (or were
+    duplicates), the rest are not, but for the failed call's after a timeout (it may have
+    run): a retry of them counts each event once."""
+
+    def __init__(self, done: int, cause: Exception) -> None:
+        super().__init__(f"{done} events recorded before: {cause}")
+        self.done = done
+        self.cause = cause
+
+
+def _stamps(events: Sequence[UsageRecord]) -> list[str]:
+    """Each event's time in RFC 3339 UTC; most events of a stream share a few times (often
+    the call's `now`): each is formatted once."""
+    formatted: dict[datetime, str] = {}
+    stamps = []
+    for e in events:
+        stamp = formatted.get(e.occurred_at)
+        if stamp is None:
+            stamp = formatted[e.occurred_at] = e.occurred_at.astimezone(UTC).isoformat()
+        stamps.append(stamp)
+    return stamps
+
+
+def _row(e: UsageRecord, stamp: str) -> str:
+    """One event as `record_usage.lua` reads it (ARGV[5]'s array element)."""
+    return json.dumps([e.event_id, e.user_id, e.feature, str(e.quantity), stamp, stamp[:10],
+                       _attributes_json(e.attributes)], ensure_ascii=False,
+                      separators=(",", ":"))
 
 
 class UsageStore:
@@ -152,31 +187,17 @@ class UsageStore:
         others stay recorded, and a retry of the batch counts them as duplicates. The
         first failure is raised after every call has run.
         """
+        stamps = _stamps(events)
         groups: dict[tuple[str, str], list[int]] = {}
-        # Most events of a stream share a few times (often the call's `now`): each is
-        # formatted once.
-        formatted: dict[datetime, str] = {}
-        stamps = []
-        for e in events:
-            stamp = formatted.get(e.occurred_at)
-            if stamp is None:
-                stamp = formatted[e.occurred_at] = e.occurred_at.astimezone(UTC).isoformat()
-            stamps.append(stamp)
         for i, e in enumerate(events):  # "YYYY-MM" is month_name, "YYYY-MM-DD" day_name
             groups.setdefault((e.account_id, stamps[i][:7]), []).append(i)
-        recorded_at = now.isoformat()
         calls: list[tuple[list[str], list[Any]]] = []
         parts: list[list[int]] = []
         for (aid, month), positions in groups.items():
             for start in range(0, len(positions), EVENTS_PER_CALL):
                 part = positions[start:start + EVENTS_PER_CALL]
-                batch = [[events[i].event_id, events[i].user_id, events[i].feature,
-                          str(events[i].quantity), stamps[i], stamps[i][:10],
-                          _attributes_json(events[i].attributes)] for i in part]
-                args = [to_ms(now), IDEMPOTENCY_RETENTION_MS, aid, recorded_at,
-                        json.dumps(batch, ensure_ascii=False, separators=(",", ":"))]
-                calls.append(([keys.usage_events(aid), keys.usage(aid, month),
-                               keys.usage_stream_of(aid, sharded=self._sharded)], args))
+                calls.append(self._call(aid, month, [_row(events[i], stamps[i]) for i in part],
+                                        now))
                 parts.append(part)
         out = [False] * len(events)
         failed: Exception | None = None
@@ -190,6 +211,46 @@ class UsageStore:
         if failed is not None:
             raise failed
         return out
+
+    async def record_in_order(self, events: Sequence[UsageRecord], now: datetime
+                              ) -> list[bool]:
+        """`record`, for a bulk stream: in the events' order, one script call at a time, each
+        a run of consecutive events of one account and month, at most `EVENTS_PER_CALL` of
+        them and `CALL_BYTES` of JSON (so a call blocks Redis ~2 ms at most, and the
+        command in flight is small). What is recorded is always a prefix: the first failure
+        raises `Unrecorded` with the number of events before its call."""
+        stamps = _stamps(events)
+        out: list[bool] = []
+        i, n = 0, len(events)
+        while i < n:
+            aid, month = events[i].account_id, stamps[i][:7]
+            rows = [_row(events[i], stamps[i])]
+            size = len(rows[0])
+            j = i + 1
+            while (j < n and j - i < EVENTS_PER_CALL and events[j].account_id == aid
+                   and stamps[j][:7] == month):
+                row = _row(events[j], stamps[j])
+                if size + len(row) > CALL_BYTES:
+                    break
+                rows.append(row)
+                size += len(row)
+                j += 1
+            call_keys, args = self._call(aid, month, rows, now)
+            try:
+                res = await self._scripts["record_usage"](keys=call_keys, args=args)
+            except (RedisError, OSError) as exc:
+                raise Unrecorded(len(out), exc) from exc
+            out.extend(bool(int(r)) for r in res)
+            i = j
+        return out
+
+    def _call(self, aid: str, month: str, rows: list[str], now: datetime
+              ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one `record_usage.lua` call of `rows` (`_row`)."""
+        args = [to_ms(now), IDEMPOTENCY_RETENTION_MS, aid, now.isoformat(),
+                f"[{','.join(rows)}]"]
+        return [keys.usage_events(aid), keys.usage(aid, month),
+                keys.usage_stream_of(aid, sharded=self._sharded)], args
 
     async def log_seats(self, account_id: str, version: int, seats: Seats, at: datetime,
                         previous: tuple[int, Seats] | None = None) -> None:
