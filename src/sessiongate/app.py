@@ -157,6 +157,7 @@ class Application:
             settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,
             cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
+            bulk_redis=connect(url, cluster=s.redis_cluster, bulk=True),
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)
@@ -263,6 +264,8 @@ class Application:
             await asyncio.to_thread(self.metrics.close)
         if self.rt is not None:
             await self.rt.redis.aclose()
+            if self.rt.bulk_redis is not None:
+                await self.rt.bulk_redis.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped")

@@ -42,7 +42,7 @@ def test_memo_bytes_are_bounded_and_released_with_their_entries(
             assert cache.keep(second.memo, "alice", 0, 100)
             await cache.load("nobody-3")
             await cache.load("nobody-4")  # two negative entries at most: nobody-2 is out
-            assert cache.fresh("nobody-2") is None
+            assert cache.hit("nobody-2") is None
             assert cache.memo_bytes == 0
         finally:
             await client.aclose()

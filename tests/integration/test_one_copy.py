@@ -61,6 +61,7 @@ def test_the_metrics_count_through_buckets_observe(monkeypatch: pytest.MonkeyPat
     metrics.rpc_seconds, metrics.decisions = {}, {}
     metrics.state_age = Buckets(AGE_BUCKETS)
     metrics.redis_errors = {"rpc": 0, "lookup": 0, "scrape": 0}
+    metrics.conflicting_duplicates = {}
     answer = spb.CheckSessionResponse(state_age_ms=1500)
     metrics.observe([("GetAccount", "OK", 0.25, 0.0, "", None, None, None),
                      ("CheckSession", "OK", 0.5, 0.0, "", None, None, answer)])

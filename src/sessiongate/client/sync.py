@@ -124,7 +124,8 @@ class Client:
                            timeout: float | None = None,
                            metadata: Metadata = None) -> spb.RecordUsageBatchResponse:
         """Many events in one `RecordUsageBatches` call (10,000 at most), `per_message` per
-        stream message; all or nothing on validation. Retried only when every event has
+        stream message; all or nothing on validation up to 1,000 events (docs/billing.md:
+        a longer stream is written in chunks). Retried only when every event has
         an `event_id` (the server counts each once)."""
         batches = usage_batches(events, per_message)
         resp: spb.RecordUsageBatchResponse = self._call(

@@ -75,11 +75,12 @@ atexit.register(_access_output.flush)
 access_log = structlog.wrap_logger(_access_output)
 
 STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.Conflict, grpc.StatusCode.ABORTED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

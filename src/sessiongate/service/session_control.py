@@ -22,12 +22,19 @@ from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
-from sessiongate.domain.errors import AlreadyExists, BackendUnavailable, InvalidArgument, NotFound
+from sessiongate.domain.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    InvalidArgument,
+    NotFound,
+    SessionGateError,
+)
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.records import ConsumeStatus, StateSource
 from sessiongate.domain.restricted import lift_for_feature
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id, is_plain_id
+from sessiongate.service.bulk import CHUNK_BYTES, CHUNK_EVENTS, RECORDED_KEY, BulkSlots
 from sessiongate.service.convert import (
     ACCESS_TO_PB,
     DECISION_TO_PB,
@@ -50,8 +57,14 @@ from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.nearcache import Entry, Memo
 from sessiongate.store.plans import PlanStore
+from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
-from sessiongate.store.usage import ConflictingDuplicates, UsageRecord, UsageStore
+from sessiongate.store.usage import (
+    ConflictingDuplicates,
+    Unrecorded,
+    UsageRecord,
+    UsageStore,
+)
 
 SOURCE_TO_PB = {
     StateSource.NEAR_CACHE: cpb.STATE_SOURCE_NEAR_CACHE,
@@ -114,6 +127,10 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
         self._raw_bytes = 0  # charged for `_raw_keys` (see MAX_RAW_BYTES)
         self.usage = UsageStore(rt.redis, rt.scripts)
+        # Bulk streams write on a client of their own (`client.connect(bulk=True)`).
+        bulk = rt.bulk_redis
+        self.bulk_usage = (self.usage if bulk is None else UsageStore(bulk, Scripts(bulk)))
+        self.bulk_slots = BulkSlots()
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
     def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:
@@ -496,8 +513,11 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     @rpc("app")
     async def RecordUsageStream(self, request: AsyncIterator[pb.UsageEvent],
                                 context: Any) -> pb.RecordUsageBatchResponse:
-        """All or nothing on validation: one bad event rejects the batch before any write."""
-        return await self._record_all(request)
+        """Validated and written in chunks (`bulk.py`): all or nothing on validation for a
+        stream of up to a chunk; a longer one is written chunk by chunk, and a call that
+        fails says in its trailing metadata how many of its first events are recorded."""
+        async with self.bulk_slots.slot():
+            return await self._record_all(request, context)
 
     @rpc("app")
     async def RecordUsageBatches(self, request: AsyncIterator[pb.UsageBatch],
@@ -509,36 +529,58 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 for event in batch.events:
                     yield event
 
-        return await self._record_all(events())
+        async with self.bulk_slots.slot():
+            return await self._record_all(events(), context)
 
-    async def _record_all(self, events: AsyncIterator[pb.UsageEvent]
+    async def _record_all(self, events: AsyncIterator[pb.UsageEvent], context: Any
                           ) -> pb.RecordUsageBatchResponse:
         now = self.rt.clock.now()
         window = _window(now)
-        records: list[UsageRecord] = []
+        pending: list[UsageRecord] = []
+        pending_bytes = 0
+        recorded: list[bool] = []
         # (account, feature) pairs found recordable in this call: a stream of one account's
         # events looks its account and plan up once, not per event.
         known: set[tuple[str, str]] = set()
-        async for event in events:
-            n = len(records)
-            if n >= MAX_STREAM_EVENTS:
-                raise InvalidArgument("events", f"more than {MAX_STREAM_EVENTS} in one stream")
-            try:
-                record = self._usage_record(event, window)
-            except InvalidArgument:  # again, for the message naming the event's field
-                record = self._usage_record(event, window, f"events[{n}].")
-            pair = (record.account_id, record.feature)
-            if pair not in known:
-                await self._check_recordable(*pair, f"events[{n}].")
-                known.add(pair)
-            records.append(record)
         try:
-            recorded = await self.usage.record(records, now) if records else []
-        except ConflictingDuplicates as exc:
-            n = exc.positions[0]
-            raise AlreadyExists(f"events[{n}].event_id", f"{records[n].event_id!r} was "
-                                "recorded before with other content (an event id names one "
-                                f"event: use a new id); {len(exc.positions)} such event(s) "
-                                "refused, the others recorded") from None
+            n = 0
+            async for event in events:
+                if n >= MAX_STREAM_EVENTS:
+                    raise InvalidArgument("events",
+                                          f"more than {MAX_STREAM_EVENTS} in one stream")
+                try:
+                    record = self._usage_record(event, window)
+                except InvalidArgument:  # again, for the message naming the event's field
+                    record = self._usage_record(event, window, f"events[{n}].")
+                pair = (record.account_id, record.feature)
+                if pair not in known:
+                    await self._check_recordable(*pair, f"events[{n}].")
+                    known.add(pair)
+                pending.append(record)
+                pending_bytes += event.ByteSize()
+                n += 1
+                if len(pending) >= CHUNK_EVENTS or pending_bytes >= CHUNK_BYTES:
+                    recorded += await self.bulk_usage.record_in_order(pending, now)
+                    pending, pending_bytes = [], 0
+            if pending:
+                recorded += await self.bulk_usage.record_in_order(pending, now)
+        except ConflictingDuplicates as exc:  # the others of its chunk are recorded
+            first = len(recorded) + exc.positions[0]
+            context.set_trailing_metadata(((RECORDED_KEY, str(len(recorded))),))
+            raise AlreadyExists(f"events[{first}].event_id", "recorded before with other"
+                                " content (an event id names one event: use a new id);"
+                                f" {len(exc.positions)} such event(s) refused, the others of"
+                                " the stream before it recorded") from None
+        except Unrecorded as exc:  # the events before it stay recorded: say how many
+            done = len(recorded) + exc.done
+            context.set_trailing_metadata(((RECORDED_KEY, str(done)),))
+            if isinstance(exc.cause, SessionGateError):  # refused: nothing of it written
+                raise exc.cause from None
+            log.warning("usage write failed", recorded=done, error=str(exc.cause))
+            raise BackendUnavailable(f"usage write failed after the first {done} events of"
+                                     " the stream were recorded") from exc
+        except BaseException:
+            context.set_trailing_metadata(((RECORDED_KEY, str(len(recorded))),))
+            raise
         accepted = sum(recorded)
         return pb.RecordUsageBatchResponse(accepted=accepted, duplicates=len(recorded) - accepted)

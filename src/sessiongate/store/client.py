@@ -25,6 +25,9 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 OPTIONS: dict[str, Any] = dict(
     socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
 )
+# The bulk client's (usage streams, `connect(..., bulk=True)`): a bulk write may wait behind
+# others' for longer than a login may, and its timeout must not drop the logins' connection.
+BULK_SOCKET_TIMEOUT = 30.0
 
 
 class Client(Redis):
@@ -59,19 +62,22 @@ def cluster_url(url: str) -> tuple[str, bool]:
     return url, False
 
 
-def connect(url: str, *, cluster: bool = False) -> Redis:
+def connect(url: str, *, cluster: bool = False, bulk: bool = False) -> Redis:
     """A client for `url`. A RedisCluster is returned typed as `Redis`: the commands that
     sessiongate uses (single-slot commands, EVALSHA, non-transactional pipelines, pub/sub)
-    have the same signatures on both, and the servicers need not know which one they hold."""
+    have the same signatures on both, and the servicers need not know which one they hold.
+    `bulk`: a client of its own for bulk writes (its own connections and multiplexed
+    connection, `BULK_SOCKET_TIMEOUT`), so that they never share fate with logins."""
     url, by_scheme = cluster_url(url)
+    options = {**OPTIONS, "socket_timeout": BULK_SOCKET_TIMEOUT} if bulk else OPTIONS
     if cluster or by_scheme:
-        return cast(Redis, RedisCluster.from_url(url, **OPTIONS))
+        return cast(Redis, RedisCluster.from_url(url, **options))
     # After a Redis restart the pool still holds dead connections: the first command on one
     # fails with ConnectionError before anything was executed, so one immediate retry on a
     # fresh connection is safe even for non-idempotent commands. Timeouts are not retried
     # (the command may have run).
     return Client.from_url(
-        url, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **OPTIONS
+        url, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **options
     )
 
 

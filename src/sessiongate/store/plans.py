@@ -107,6 +107,6 @@ class PlanStore:
         )
         text = status.decode() if isinstance(status, bytes) else str(status)
         if text == "overflow":
-            raise OutOfRange(f"quantity: {quantity} more would take the counter of feature"
+            raise OutOfRange("quantity", f"{quantity} more would take the counter of feature"
                              f" {feature.name!r} past {MAX_COUNTER}; nothing consumed")
         return Consumed(ConsumeStatus(text), int(used))

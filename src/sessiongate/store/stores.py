@@ -23,3 +23,5 @@ class Stores:
     scripts: Scripts
     accounts: AccountStore
     cache: NearCache
+    # Bulk writes' own client (`client.connect(bulk=True)`); None: they use `redis`.
+    bulk_redis: Redis | None = None
