@@ -30,6 +30,7 @@ from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
 from sessiongate.metrics import Metrics
+from sessiongate.reporting.scheduler import ReportsScheduler, report_scheduler
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
@@ -105,6 +106,7 @@ class Application:
         self.rt: Runtime | None = None
         self.metrics: Metrics | None = None
         self.session_control: SessionControlServicer | None = None
+        self.reports: ReportsScheduler | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -177,6 +179,9 @@ class Application:
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
             self.components.extend(billing_components(rt))
+            if s.reports:
+                self.reports = report_scheduler(rt)
+                self.components.append(self.reports)
         deliverer = build_deliverer(s, redis)  # None when no sink is configured
         if deliverer is not None:
             self.components.append(deliverer)

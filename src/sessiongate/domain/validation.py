@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+import zoneinfo
 
 from sessiongate.domain.errors import InvalidArgument
 
@@ -35,6 +36,31 @@ def is_plain_id(value: str) -> bool:
 def check_ids(field: str, values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for i, v in enumerate(values):
         check_id(f"{field}[{i}]", v)
+    return tuple(values)
+
+
+def check_time_zone(field: str, value: str) -> str:
+    """An IANA time zone name ("Europe/Paris"); empty means UTC. The one check of a time zone:
+    the monthly report is sent at 06:00 on the 1st in it."""
+    if not value:
+        return "UTC"
+    check_id(field, value)
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidArgument(field, f"{value!r} is not an IANA time zone name") from None
+    return value
+
+
+def check_emails(field: str, values: list[str] | tuple[str, ...], *,
+                 limit: int = 20) -> tuple[str, ...]:
+    """Email addresses (`local@domain`, no whitespace), at most `limit`."""
+    if len(values) > limit:
+        raise InvalidArgument(field, f"more than {limit} addresses")
+    for i, e in enumerate(check_ids(field, values)):
+        local, at, domain = e.rpartition("@")
+        if not at or not local or not domain or any(c.isspace() for c in e):
+            raise InvalidArgument(f"{field}[{i}]", "not an email address")
     return tuple(values)
 
 

@@ -1,0 +1,1 @@
+"""The sidecar's HTTP endpoints (aiohttp): the standing page, forward auth."""
