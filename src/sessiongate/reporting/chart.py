@@ -25,6 +25,20 @@ def render_png(report: dict[str, Any]) -> bytes | None:
     """The chart as PNG bytes, or None without matplotlib."""
     if not available():
         return None
+    import matplotlib.pyplot as plt
+
+    with _LOCK:
+        fig = draw(report)
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)
+            return buf.getvalue()
+        finally:
+            plt.close(fig)
+
+
+def draw(report: dict[str, Any]) -> Any:
+    """The matplotlib Figure (the caller closes it); needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,38 +46,32 @@ def render_png(report: dict[str, Any]) -> bytes | None:
     from matplotlib.ticker import MaxNLocator
 
     title = f"{report['account_id']}: daily active users, {report['period']}"
-    with _LOCK:
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        try:
-            if is_empty(report):
-                ax.set_axis_off()
-                ax.set_title(title)
-                ax.text(0.5, 0.5, f"{report['period']}: {NO_ACTIVITY}", ha="center",
-                        va="center", fontsize=16, color="#444444", transform=ax.transAxes)
-            else:
-                days = [int(d["day"][8:]) for d in report["days"]]
-                users = [d["active_users"] for d in report["days"]]
-                ax.bar(days, users, color="#2f6db5", label=report["period"])
-                before = [(int(d["day"][8:]), d["active_users"])
-                          for d in report.get("previous_days", [])]
-                if before:
-                    ax.plot([b[0] for b in before], [b[1] for b in before], color="#d9822b",
-                            linewidth=2, marker="o", markersize=3,
-                            label=report.get("previous_period", "previous month"))
-                top = max([1, *users, *(b[1] for b in before)])
-                ax.set_ylim(0, top * 1.15)
-                ax.set_xlim(0.4, max([*days, *(b[0] for b in before), 1]) + 0.6)
-                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                ax.set_xlabel("day of month")
-                ax.set_ylabel("active users")
-                ax.set_title(title)
-                ax.legend(loc="upper left", frameon=False)
-                for side in ("top", "right"):
-                    ax.spines[side].set_visible(False)
-            fig.tight_layout()
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=100)
-            return buf.getvalue()
-        finally:
-            plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    if is_empty(report):
+        ax.set_axis_off()
+        ax.set_title(title)
+        ax.text(0.5, 0.5, f"{report['period']}: {NO_ACTIVITY}", ha="center",
+                va="center", fontsize=16, color="#444444", transform=ax.transAxes)
+    else:
+        days = [int(d["day"][8:]) for d in report["days"]]
+        users = [d["active_users"] for d in report["days"]]
+        ax.bar(days, users, color="#2f6db5", label=f"{report['period']} (bars)")
+        before = [(int(d["day"][8:]), d["active_users"])
+                  for d in report.get("previous_days", [])]
+        if before:
+            ax.plot([b[0] for b in before], [b[1] for b in before], color="#d9822b",
+                    linewidth=2, marker="o", markersize=3,
+                    label=f"{report.get('previous_period', 'previous month')} (line)")
+        top = max([1, *users, *(b[1] for b in before)])
+        ax.set_ylim(0, top * 1.3)  # headroom for the legend
+        ax.set_xlim(0.4, max([*days, *(b[0] for b in before), 1]) + 0.6)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("day of month")
+        ax.set_ylabel("active users")
+        ax.set_title(title)
+        ax.legend(loc="upper left", ncols=2, frameon=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -8,6 +8,7 @@ that was down at that time sends the day's digest when it next ticks.
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,7 +94,7 @@ class Digest:
     async def send_now(self) -> str:
         """`sessiongate digest --send`: one more digest now, whatever was sent today."""
         now = self.clock.now()
-        nid = f"{KIND}:{now.date().isoformat()}:{int(now.timestamp() * 1000)}"
+        nid = f"{KIND}:{now.date().isoformat()}:sent-{secrets.token_hex(4)}"
         await enqueue(self.redis, keys.DIGEST_ACCOUNT,
                       await self.build(now, nid, now.date().isoformat()))
         return nid

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
@@ -43,7 +44,8 @@ class ReportMethods:
             parse_month("period", period, now)
         elif account is not None:
             period = last_month(now, account.time_zone)
-        nid = f"{account_id}:{KIND}:{period}:sent-{int(now.timestamp() * 1000)}"
+        # Unique per call: a resend is a new notification (the done-set is per id).
+        nid = f"{account_id}:{KIND}:{period}:sent-{int(now.timestamp())}-{secrets.token_hex(4)}"
         body = await self.report_builder().build_for(account_id, period, now,
                                                      notification_id=nid,
                                                      children=request.children)
