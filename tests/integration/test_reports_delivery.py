@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -53,6 +55,33 @@ class Mailbox:
             time.sleep(0.02)
         with self.lock:
             return list(self.messages)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        box = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                box.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
 
 
 def _free_port() -> int:
@@ -303,3 +332,47 @@ def test_upsert_validates_time_zone_and_report_emails_and_changes_nothing(
     got = server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
         account_id="acme", time_zone="Asia/Tokyo", report_emails=["c@acme.test"])))
     assert (got.time_zone, list(got.report_emails)) == ("Asia/Tokyo", ["c@acme.test"])
+
+
+def test_with_a_webhook_every_account_gets_its_report_as_json_and_the_cli_sends_now(
+    redis_client: redis.Redis, redis_url: str, mailbox: tuple[Mailbox, str],
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sessiongate.cli import main
+
+    box, smtp_url = mailbox
+    clock = ManualClock(OCT2)
+    srv = _start(redis_url, smtp_url, clock, webhook_url=receiver.url)
+    try:
+        _upsert(srv, "hooked", "UTC")  # no report addresses: webhook only
+        _upsert(srv, "graced", "UTC", "c@graced.test", state=3)  # an override: GRACE
+        clock.set(datetime(2026, 11, 1, 6, tzinfo=UTC))
+        assert _tick(srv) == 2
+        deadline = time.monotonic() + WAIT
+        while len(receiver.bodies) < 2 or len(box.messages) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        hooked = next(b for b in receiver.bodies if b["account_id"] == "hooked")
+        assert (hooked["kind"], hooked["id"], hooked["period"]) == (
+            "monthly_report", "hooked:monthly_report:2026-10", "2026-10")
+        assert hooked["logins"] == {"this": 0, "previous": 0}
+        assert box.ids() == ["graced:monthly_report:2026-10"]
+
+        assert main(["accounts", "--state", "grace", "--addr", srv.addr]) == 0
+        listed = capsys.readouterr().out.split()
+        assert listed[:2] == ["graced", "GRACE"] and "hooked" not in listed
+        assert main(["report", "graced", "--month", "2026-10", "--send",
+                     "--addr", srv.addr]) == 0
+        assert capsys.readouterr().out.startswith("queued graced:monthly_report:2026-10:sent-")
+        monkeypatch.setenv("SESSIONGATE_REDIS_URL", redis_url)
+        monkeypatch.setenv("SESSIONGATE_DIGEST_EMAILS", "ops@vendor.test")
+        assert main(["digest", "--send"]) == 0
+        assert capsys.readouterr().out.startswith("digest:")
+        deadline = time.monotonic() + WAIT
+        while len(box.messages) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert sorted(r[0] for r, _ in box.messages) == [
+            "c@graced.test", "c@graced.test", "ops@vendor.test"]
+    finally:
+        srv.stop()

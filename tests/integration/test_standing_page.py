@@ -3,19 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import pytest
 import redis
 from aiohttp import web
 from playwright.sync_api import sync_playwright
@@ -25,7 +19,12 @@ from sessiongate.http.links import LinkSigner
 from sessiongate.http.standing import add_standing_routes
 from sessiongate.rendering import Renderer
 from tests.integration.dunning_support import T0, invoice, upsert
-from tests.integration.test_reports_delivery import Mailbox, mailbox  # noqa: F401 (fixture)
+from tests.integration.test_reports_delivery import (  # noqa: F401 (fixtures)
+    Mailbox,
+    Receiver,
+    mailbox,
+    receiver,
+)
 from tests.support import ServerThread, make_settings
 from tests.system_packages import ensure
 
@@ -43,33 +42,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        box = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                box.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
@@ -81,7 +53,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_the_standing_page_from_a_dunning_email_shows_the_amount_and_the_pay_link(
-    redis_client: redis.Redis, redis_url: str, receiver: Receiver,
+    redis_client: redis.Redis, redis_url: str, receiver: Receiver,  # noqa: F811
     mailbox: tuple[Mailbox, str],  # noqa: F811
 ) -> None:
     box, smtp_url = mailbox
