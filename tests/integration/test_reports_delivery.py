@@ -306,10 +306,21 @@ def test_send_report_resends_now_and_list_accounts_filters_and_pages(
         assert len(active.accounts) == 6 and not active.next_page_token
         grace = srv.accounts.ListAccounts(apb.ListAccountsRequest(state=3))
         assert list(grace.accounts) == []
+        for bad, field in ((apb.ListAccountsRequest(page_size=5000), "page_size"),
+                           (apb.ListAccountsRequest(state=99), "state")):
+            with pytest.raises(grpc.RpcError) as err:
+                srv.accounts.ListAccounts(bad)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details().startswith(field)
+        far = apb.ListAccountsRequest()
+        far.suspends_before.seconds = 2**62  # the fuzz suite's find: was INTERNAL
         with pytest.raises(grpc.RpcError) as err:
-            srv.accounts.ListAccounts(apb.ListAccountsRequest(page_size=5000))
+            srv.accounts.ListAccounts(far)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert err.value.details().startswith("page_size")
+        assert err.value.details().startswith("suspends_before")
+        soon = apb.ListAccountsRequest()
+        soon.suspends_before.FromDatetime(datetime(2027, 1, 1))
+        assert list(srv.accounts.ListAccounts(soon).accounts) == []  # nobody is dunned
     finally:
         srv.stop()
 

@@ -113,6 +113,8 @@ def test_the_report_is_due_at_six_on_the_first_in_the_accounts_time_zone() -> No
     assert tokyo == datetime(2026, 10, 31, 21, tzinfo=UTC)
     assert la == datetime(2026, 11, 1, 14, tzinfo=UTC)  # PST from 1 Nov 2026, 02:00
     assert report_due_at("UTC", "2026-12") == datetime(2027, 1, 1, 6, tzinfo=UTC)
+    # a zone stored before zones were validated: 06:00 UTC, not a failed run
+    assert report_due_at("Mars/Olympus", "2026-12") == datetime(2027, 1, 1, 6, tzinfo=UTC)
     assert month_before("2026-01") == "2025-12"
     # The newest month due somewhere: from 16:00 UTC on the last day (UTC+14).
     assert latest_period(datetime(2026, 10, 31, 15, 59, tzinfo=UTC)) == "2026-09"

@@ -22,10 +22,19 @@ def month_before(period: str) -> str:
     return f"{year - 1}-12" if month == 1 else f"{year}-{month - 1:02d}"
 
 
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The zone `name`, or UTC for a name this machine does not know (an account stored
+    before time zones were validated): its report is then sent at 06:00 UTC."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
 def report_due_at(time_zone: str, period: str) -> datetime:
     """06:00 on the 1st of the month after `period`, in `time_zone`, as UTC."""
     year, month = month_after(period)
-    local = datetime(year, month, 1, REPORT_HOUR, tzinfo=zoneinfo.ZoneInfo(time_zone))
+    local = datetime(year, month, 1, REPORT_HOUR, tzinfo=zone(time_zone))
     return local.astimezone(UTC)
 
 
@@ -37,7 +46,7 @@ def latest_period(now: datetime) -> str:
 
 def last_month(now: datetime, time_zone: str) -> str:
     """The month before `now`'s month in `time_zone`."""
-    local = now.astimezone(zoneinfo.ZoneInfo(time_zone))
+    local = now.astimezone(zone(time_zone))
     return month_before(f"{local.year}-{local.month:02d}")
 
 

@@ -50,10 +50,12 @@ class MonthlyReports:
         newest = latest_period(now)
         sent = 0
         for period in (month_before(newest), newest):  # the older first: it is later already
-            sent += await self.run(period)
+            sent += await self.run(period, legacy=period == newest)
         return sent
 
-    async def run(self, period: str) -> int:
+    async def run(self, period: str, *, legacy: bool = True) -> int:
+        """`legacy`: also accounts of releases that did not record `created_at` (only the
+        newest month: an upgrade must not send them two reports at once)."""
         redis = self.rt.redis
         if await redis.exists(keys.reports_complete(period)):
             return 0
@@ -69,7 +71,8 @@ class MonthlyReports:
             if not self.wanted(a):
                 continue
             at = report_due_at(a.time_zone, period)
-            if a.created_at is not None and a.created_at > at:
+            if (a.created_at is None and not legacy) or (a.created_at is not None
+                                                          and a.created_at > at):
                 continue
             if at > now:
                 complete = False

@@ -15,7 +15,8 @@ from sessiongate.domain.validation import check_id
 from sessiongate.reporting.builder import ReportBuilder
 from sessiongate.reporting.content import KIND
 from sessiongate.reporting.due import last_month
-from sessiongate.service.convert import account_to_pb, from_ts, state_from_pb
+from sessiongate.service.billing import timestamp_field
+from sessiongate.service.convert import account_to_pb, state_from_pb
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.listing import account_ids, read_accounts
@@ -63,8 +64,7 @@ class ReportMethods:
         check_id("parent_id", request.parent_id, required=False)
         check_id("page_token", request.page_token, required=False)
         state = state_from_pb("state", request.state)
-        before = (from_ts(request.suspends_before) if request.HasField("suspends_before")
-                  else None)
+        before = timestamp_field(request, "suspends_before")
         now = self.rt.clock.now()
 
         def keep(a: Account) -> bool:
