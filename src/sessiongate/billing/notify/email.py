@@ -168,7 +168,9 @@ class EmailSink:
         recipients = recipients_of(notification.body)
         if not recipients:
             return  # nobody to tell: done
-        msg = self.message(notification, recipients)
+        # Composed in the worker thread too: the report's chart takes ~0.1 s of CPU, which
+        # the event loop (serving logins) must not wait for.
+        msg = await asyncio.to_thread(self.message, notification, recipients)
         await asyncio.to_thread(self._send, msg, recipients)
 
     def _send(self, msg: EmailMessage, recipients: list[str]) -> None:
