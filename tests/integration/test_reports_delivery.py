@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -387,3 +387,38 @@ def test_with_a_webhook_every_account_gets_its_report_as_json_and_the_cli_sends_
             "c@graced.test", "c@graced.test", "ops@vendor.test"]
     finally:
         srv.stop()
+
+
+def test_the_digest_lists_changes_reinstatements_suspensions_and_overdue_totals(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    from sessiongate.reporting.digest import Digest
+    from tests.integration.dunning_support import T0, pay, start, upsert
+
+    srv = start(redis_url, digest_emails="ops@vendor.test")
+    try:
+        clock = srv.clock
+        clock.set(T0 - timedelta(hours=1))
+        upsert(srv, account_id="new")  # created in the last day: no change to report
+        for aid in ("late", "payer"):
+            upsert(srv, account_id=aid)
+        clock.set(T0)
+        for aid in ("late", "payer"):
+            invoice(srv, event_id=f"{aid}-inv", account=aid, amount=12000,
+                    due=T0 - timedelta(days=26))  # suspension due ~5 days from T0
+        clock.set(T0 + timedelta(hours=1))
+        pay(srv, "payer-paid", 12000, account="payer")
+        clock.set(T0 + timedelta(hours=12))
+        rt = srv.app.rt
+        assert rt is not None
+        digest = Digest(rt.redis, rt.scripts, rt.settings, clock)
+        body = srv.call(digest.build(clock.now(), "digest:test", "2026-01-01"))
+    finally:
+        srv.stop()
+    assert body["digest_emails"] == ["ops@vendor.test"]
+    assert body["changed"] == {"ACTIVE": ["payer"], "GRACE": ["late"]}
+    assert body["reinstated"] == ["payer"]
+    assert [(s["account_id"], s["amount_due_minor"]) for s in body["suspending"]] == [
+        ("late", 12000)]
+    assert body["overdue"] == {"USD": 12000}
+    assert body["dead_letters"] == {"payments": 0, "notifications": 0}

@@ -50,8 +50,8 @@ class Digest:
         overdue: dict[str, int] = defaultdict(int)
         async for a in scan_accounts(self.redis):
             state = a.state_at(now)
-            new = a.created_at is not None and a.created_at >= since
-            if a.state_since is not None and since <= a.state_since <= now and not new:
+            created = a.state_since == a.created_at  # its state is the one it was made with
+            if a.state_since is not None and since <= a.state_since <= now and not created:
                 changed[state.value].append(a.account_id)
                 if state is AccountState.ACTIVE:
                     last = (await self.accounts.history(a.account_id, limit=1) or [{}])[-1]
