@@ -76,6 +76,7 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         access_log=False,
         log_format="json",
         drain_timeout=2.0,
+        reports=False,  # the report and digest jobs run in the tests that ask for them
     )
     base.update(overrides)
     return Settings.from_env({}, **base)

@@ -28,11 +28,15 @@ from sessiongate.api.v1 import (
 )
 from sessiongate.billing.components import billing_components
 from sessiongate.billing.notify.outbox import build_deliverer
+from sessiongate.billing.notify.standing import link_signer
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
 from sessiongate.http.authz import AuthzHandler
 from sessiongate.http.server import HttpServer
+from sessiongate.http.standing import add_standing_routes
 from sessiongate.metrics import Metrics
+from sessiongate.rendering import renderer
+from sessiongate.reporting.scheduler import ReportsScheduler, report_scheduler
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
@@ -111,6 +115,7 @@ class Application:
         self.session_control: SessionControlServicer | None = None
         self.http: HttpServer | None = None
         self.http_port = 0
+        self.reports: ReportsScheduler | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -194,6 +199,9 @@ class Application:
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
             self.components.extend(billing_components(s, rt))
+            if s.reports:
+                self.reports = report_scheduler(rt)
+                self.components.append(self.reports)
         deliverer = build_deliverer(s, redis)  # None when no sink is configured
         if deliverer is not None:
             self.components.append(deliverer)
@@ -211,6 +219,11 @@ class Application:
         s = self.settings
         http = HttpServer(s.http_addr, drain_timeout=s.drain_timeout, reuse_port=s.workers > 1)
         http.add_routes(AuthzHandler(rt).routes())
+        links = link_signer(s, self.clock.now)  # None without SESSIONGATE_LINK_SECRET
+        if links is not None:  # before start: aiohttp freezes its router then
+            add_standing_routes(http.app, accounts=rt.accounts, links=links,
+                                renderer=renderer(s.templates_dir), clock=self.clock,
+                                pay_url_template=s.pay_url_template)
         try:
             self.http_port = await http.start()
         except OSError as exc:

@@ -11,10 +11,12 @@ import os
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.records import FailureMode
+from sessiongate.domain.validation import check_emails, check_time_zone
 
 FAILURE_MODES = tuple(m.value for m in FailureMode)
 LOG_FORMATS = ("auto", "json", "console")
@@ -121,6 +123,42 @@ class Settings:
     notify_timeout: float = _setting(
         10.0, "SESSIONGATE_NOTIFY_TIMEOUT", "seconds one webhook call or SMTP session may take"
     )
+    reports: bool = _setting(
+        True, "SESSIONGATE_REPORTS",
+        "send the monthly reports (06:00 on the 1st in each account's time zone) and the"
+        " daily digest; needs SESSIONGATE_SCHEDULER",
+    )
+    digest_emails: str = _setting(
+        "", "SESSIONGATE_DIGEST_EMAILS",
+        "comma-separated addresses of the vendor's daily advisory digest; empty: no digest",
+    )
+    digest_at: str = _setting(
+        "07:00", "SESSIONGATE_DIGEST_AT", "local time HH:MM the daily digest is sent"
+    )
+    digest_time_zone: str = _setting(
+        "UTC", "SESSIONGATE_DIGEST_TIME_ZONE", "IANA time zone of SESSIONGATE_DIGEST_AT"
+    )
+    templates_dir: str = _setting(
+        "", "SESSIONGATE_TEMPLATES_DIR",
+        "directory of Jinja2 templates overriding the shipped ones by name (email branding)",
+    )
+    link_secret: str = _setting(
+        "", "SESSIONGATE_LINK_SECRET",
+        "key signing the standing-page links; empty: no links, the page serves nothing",
+        secret=True,
+    )
+    public_url: str = _setting(
+        "http://127.0.0.1:9465", "SESSIONGATE_PUBLIC_URL",
+        "base URL customers reach the HTTP server at (standing-page links)",
+    )
+    link_ttl_days: float = _setting(
+        30.0, "SESSIONGATE_LINK_TTL_DAYS", "days a standing-page link stays valid"
+    )
+    pay_url_template: str = _setting(
+        "", "SESSIONGATE_PAY_URL_TEMPLATE",
+        "the standing page's Pay now link, {account_id} replaced (URL-quoted);"
+        " e.g. https://billing.example.com/pay?account={account_id}",
+    )
     app_tokens: str = _setting(
         "", "SESSIONGATE_APP_TOKENS", "comma-separated bearer tokens of the app role", secret=True
     )
@@ -224,7 +262,7 @@ class Settings:
         for name in ("near_cache_ttl", "login_redis_timeout", "static_max_age", "session_ttl",
                      "sweep_interval", "payment_claim_idle",
                      "notify_retry_base", "notify_retry_max", "notify_claim_idle",
-                     "notify_timeout"):
+                     "notify_timeout", "link_ttl_days"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(name, "must be positive")
         for name in ("near_cache_entries", "near_cache_unknown"):
@@ -234,6 +272,10 @@ class Settings:
             raise InvalidArgument("workers", "must be at least 1")
         if not 0 <= self.worker_index < self.workers:
             raise InvalidArgument("worker_index", f"must be 0..{self.workers - 1} (workers - 1)")
+        check_time_zone("SESSIONGATE_DIGEST_TIME_ZONE", self.digest_time_zone)
+        self.digest_time()
+        if self.digest_emails:
+            check_emails("SESSIONGATE_DIGEST_EMAILS", self.digest_recipients())
         if bool(self.tls_cert) != bool(self.tls_key):
             raise InvalidArgument("SESSIONGATE_TLS_KEY", "TLS needs both a certificate and a key")
         if self.tls_client_ca and not self.tls_cert:
@@ -258,6 +300,15 @@ class Settings:
                 values[f.name] = parse_value(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def digest_time(self) -> time:
+        try:
+            return time.fromisoformat(self.digest_at)
+        except ValueError:
+            raise InvalidArgument("SESSIONGATE_DIGEST_AT", "must be a time HH:MM") from None
+
+    def digest_recipients(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.digest_emails.split(",") if a.strip())
 
     def tokens(self, role: str) -> tuple[str, ...]:
         raw = {"app": self.app_tokens, "billing": self.billing_tokens, "admin": self.admin_tokens}

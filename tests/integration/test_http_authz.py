@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.store.embedded import EmbeddedRedis, free_port
+from tests.integration.dunning_support import invoice
 from tests.support import ServerThread, make_settings
 
 ADMIN = [("authorization", "Bearer admin-t")]
@@ -188,3 +190,29 @@ def test_a_bad_open_paths_setting_is_refused(redis_client: redis.Redis, redis_ur
             srv.call(srv.app.start())
     finally:
         srv.stop()
+
+
+def test_a_402_links_the_standing_page_that_the_same_server_serves(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """With SESSIONGATE_LINK_SECRET the 402 body carries `standing_url` and the pay URL made
+    from SESSIONGATE_PAY_URL_TEMPLATE; the sidecar's own HTTP server serves that page."""
+    with serving(redis_url, link_secret="s3cret", public_url="https://sg.example",
+                 pay_url_template="https://billing.example/pay?account={account_id}") as srv:
+        upsert(srv, account_id="acme co", users=["alice"])
+        invoice(srv, account="acme co", amount=12000, due=srv.clock.now() - timedelta(days=40))
+        status, _, body = authz(srv, {"x-account-id": "acme co", "x-user-id": "alice"})
+        assert status == 402, body
+        assert body["payment_url"] == "https://billing.example/pay?account=acme%20co"
+        assert body["standing_url"].startswith("https://sg.example/standing/")
+        path = body["standing_url"].removeprefix("https://sg.example")
+        conn = http.client.HTTPConnection("127.0.0.1", srv.app.http_port, timeout=20)
+        conn.request("GET", path)
+        page = conn.getresponse()
+        html = page.read().decode()
+        assert page.status == 200, html
+        assert "https://billing.example/pay?account=acme%20co" in html and "120.00" in html
+        conn.request("GET", path[:-3] + "xyz")  # a forged token: 404, nothing disclosed
+        forged = conn.getresponse()
+        assert forged.status == 404 and "acme" not in forged.read().decode()
+        conn.close()

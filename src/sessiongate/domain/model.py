@@ -69,6 +69,8 @@ class Account:
     admin_emails: tuple[str, ...] = ()
     time_zone: str = "UTC"
     currency: str = "USD"
+    report_emails: tuple[str, ...] = ()
+    created_at: datetime | None = None  # None: created by a release that did not record it
     derived_state: AccountState = AccountState.ACTIVE
     state_since: datetime | None = None
     override: StateOverride | None = None

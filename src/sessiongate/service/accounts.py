@@ -14,6 +14,7 @@ from sessiongate.domain.parents import MAX_DEPTH, check_ancestry
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
 from sessiongate.domain.records import HistoryEntry
 from sessiongate.domain.validation import (
+    check_emails,
     check_id,
     check_ids,
     check_non_negative,
@@ -23,6 +24,7 @@ from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
 from sessiongate.service.plans import PlanMethods
 from sessiongate.service.policies import PolicyMethods
+from sessiongate.service.reports import ReportMethods
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.accounts import Change
@@ -47,6 +49,7 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
     for i, e in enumerate(emails):
         if "@" not in e or " " in e:
             raise InvalidArgument(f"{f}admin_emails[{i}]", "not an email address")
+    report_emails = check_emails(f + "report_emails", list(msg.report_emails))
     currency = msg.currency or "USD"
     if len(currency) != 3 or not currency.isalpha():
         raise InvalidArgument(f + "currency", "must be a 3-letter ISO 4217 code")
@@ -67,6 +70,7 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
         admin_emails=emails,
         time_zone=tz,
         currency=currency.upper(),
+        report_emails=report_emails,
     )
     return account, override
 
@@ -75,7 +79,7 @@ def merge(current: Account | None, wanted: Account, override: StateOverride | No
           now: datetime) -> Account:
     """Admin-managed fields from the request; derived ones (state, ledger summary) kept."""
     if current is None:
-        return replace(wanted, state_since=now, override=override)
+        return replace(wanted, state_since=now, created_at=now, override=override)
     return replace(
         current,
         kind=wanted.kind,
@@ -88,12 +92,15 @@ def merge(current: Account | None, wanted: Account, override: StateOverride | No
         admin_emails=wanted.admin_emails,
         time_zone=wanted.time_zone,
         currency=wanted.currency,
+        report_emails=wanted.report_emails,
         override=override if override is not None else current.override,
     )
 
 
-class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsServicer):
-    """Account CRUD here; policy methods in policies.py, plan/usage methods in plans.py."""
+class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
+                       pb_grpc.AccountsServicer):
+    """Account CRUD here; policy methods in policies.py, plan/usage methods in plans.py,
+    reports and listing in reports.py."""
 
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)

@@ -104,6 +104,7 @@ def account_to_pb(a: Account, now: datetime) -> apb.Account:
         time_zone=a.time_zone,
         currency=a.currency,
         version=a.version,
+        report_emails=list(a.report_emails),
     )
     for name, when in (
         ("oldest_due_at", a.oldest_due_at),

@@ -13,6 +13,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from sessiongate.billing.notify.links import pay_url
+from sessiongate.billing.notify.standing import link_signer
 from sessiongate.domain.access import AccessLevel, parse_open_paths
 from sessiongate.domain.decision import Reason, Verdict
 from sessiongate.domain.entitlements import Feature, resolve
@@ -71,6 +73,10 @@ class ProxyCheck:
         except ValueError as exc:
             raise InvalidArgument("SESSIONGATE_AUTHZ_OPEN_PATHS", str(exc)) from None
         self.payment_url = rt.settings.envoy_payment_url
+        self.pay_url_template = rt.settings.pay_url_template
+        # The account's standing page (amount, date, "Pay now"): in every 402 body when
+        # SESSIONGATE_LINK_SECRET is set.
+        self.links = link_signer(rt.settings, rt.clock.now)
 
     async def check(self, who: Identity, method: str, path: str) -> tuple[Verdict, LoginCheck]:
         """The answer to one request: the login verdict, then (restricted for non-payment
@@ -126,8 +132,12 @@ class ProxyCheck:
             body.update(amount_due_minor=account.balance_minor, currency=account.currency,
                         amount_due=owed)
             how = f"pay the open balance of {owed}"
-            if self.payment_url:
-                body["payment_url"] = self.payment_url
-                how += f" at {self.payment_url}"
+            where = (pay_url(self.pay_url_template, who.account_id) if self.pay_url_template
+                     else self.payment_url)
+            if where:
+                body["payment_url"] = where
+                how += f" at {where}"
+            if self.links is not None:
+                body["standing_url"] = self.links.url(who.account_id)
             body["how_to_pay"] = how + "; access returns as soon as the payment is recorded"
         return body

@@ -82,6 +82,10 @@ def encode_account(a: Account) -> str:
         d["tz"] = a.time_zone
     if a.currency != "USD":
         d["cur"] = a.currency
+    if a.report_emails:
+        d["reports"] = list(a.report_emails)
+    if a.created_at is not None:
+        d["created"] = to_ms(a.created_at)
     if a.derived_state is not AccountState.ACTIVE:
         d["state"] = a.derived_state.value
     if a.state_since is not None:
@@ -128,6 +132,8 @@ def decode_account(data: str | bytes, version: int) -> Account:
         admin_emails=tuple(d.get("admins", ())),
         time_zone=d.get("tz", "UTC"),
         currency=d.get("cur", "USD"),
+        report_emails=tuple(d.get("reports", ())),
+        created_at=from_ms(d.get("created")),
         derived_state=state,
         state_since=from_ms(d.get("since")),
         override=_override_from_dict(d.get("override")),

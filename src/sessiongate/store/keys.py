@@ -153,6 +153,24 @@ def usage(account_id: str, month: str) -> str:
     return f"{_tag(account_id)}:usage:{month}"
 
 
+def report_sent(account_id: str, period: str) -> str:
+    """String: the scheduled monthly report of one account and month is in the outbox."""
+    return f"{_tag(account_id)}:report:{period}"
+
+
+def reports_complete(period: str) -> str:
+    """String: every account's report of `period` is in the outbox (the job stops scanning)."""
+    return f"{PREFIX}:reports:{period}:complete"
+
+
+DIGEST_ACCOUNT = "-digest-"  # the digest's outbox entries live in this id's bucket
+
+
+def digest_sent(day: str) -> str:
+    """String: the digest of one day `<YYYY-MM-DD>` is in the outbox."""
+    return f"{_tag(DIGEST_ACCOUNT)}:digest:{day}"
+
+
 def commit_keys(account_id: str) -> list[str]:
     """KEYS of `commit_account.lua`, in its order: `account`, `applied_events`,
     `due_index_of`, `outbox_of`, `history_archive`; the same names as those functions', the
