@@ -64,3 +64,10 @@ def test_every_key_of_an_account_is_in_its_bucket_slot(aid: str, feature: str) -
     slots = {key_slot(key) for _, key in names(aid, feature)}
     assert slots == {key_slot(keys.due_index_of(aid))} == {key_slot(keys.outbox_of(aid))}
     assert keys.commit_keys(aid)[0] == keys.account(aid)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_an_account_hash_key_names_its_account(aid: str) -> None:
+    """Listing accounts reads their ids back from key names (store/listing.py)."""
+    assert keys.account_id_of(keys.account(aid)) == aid
+    assert keys.account_id_of(keys.account(aid).encode()) == aid

@@ -39,6 +39,20 @@ def escape(account_id: str) -> str:
     return account_id
 
 
+def unescape(component: str) -> str:
+    """`escape` undone."""
+    if "%" in component:
+        return component.replace("%3A", ":").replace("%25", "%")
+    return component
+
+
+def account_id_of(key: bytes | str) -> str:
+    """The id of an account hash's key (`account`): `sg:{b12.3}:a:acme%3Aeu:account` ->
+    `acme:eu`."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return unescape(text.split("}:a:", 1)[1].removesuffix(":account"))
+
+
 def _tag(account_id: str) -> str:
     return f"{PREFIX}:{bucket_tag(bucket_of(account_id))}:a:{escape(account_id)}"
 

@@ -16,19 +16,12 @@ from sessiongate.domain.model import Account
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account
 
-_SUFFIX = ":account"
 BATCH = 500
-
-
-def account_id_of(key: bytes | str) -> str:
-    """`sg:{b12.3}:acme:account` -> `acme`."""
-    text = key.decode() if isinstance(key, bytes) else key
-    return text.split("}:", 1)[1][: -len(_SUFFIX)]
 
 
 async def account_ids(redis: Redis, after: str = "") -> list[str]:
     """Every account id greater than `after`, sorted."""
-    found = {account_id_of(k) async for k in redis.scan_iter(
+    found = {keys.account_id_of(k) async for k in redis.scan_iter(
         match=keys.ACCOUNT_GLOB, count=1000, _type="hash")}
     return sorted(i for i in found if i > after)
 
