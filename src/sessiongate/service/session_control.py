@@ -43,20 +43,12 @@ from sessiongate.service.convert import (
     from_ts,
     ts,
 )
-from sessiongate.service.login_check import (
-    MAX_MEMO,
-    check_login,
-    failure_verdict,
-    remembered_login,
-)
-from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.service.wire import Answered, Prebuilt, parse_check
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.nearcache import Entry, Memo
-from sessiongate.store.plans import PlanStore
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
 from sessiongate.store.usage import (
@@ -65,6 +57,8 @@ from sessiongate.store.usage import (
     UsageRecord,
     UsageStore,
 )
+from sessiongate.usecases.account_state import Lookup
+from sessiongate.usecases.login import LoginCheck, answers_at_any_time, failure_verdict
 
 SOURCE_TO_PB = {
     StateSource.NEAR_CACHE: cpb.STATE_SOURCE_NEAR_CACHE,
@@ -108,6 +102,19 @@ def _window(now: datetime) -> tuple[datetime, datetime, datetime]:
             now + MAX_FUTURE_SKEW)
 
 
+def _memo(checked: LoginCheck) -> Memo | None:
+    """The memo of the near-cache entry the verdict was decided on, when the verdict holds
+    as long as the entry: no parent to consult, no override that expires."""
+    entry = checked.snapshot
+    if entry is None or not answers_at_any_time(entry.account):
+        return None
+    assert isinstance(entry, Entry)
+    return entry.memo
+
+
+MAX_MEMO = 256  # entries per memo
+
+
 def check_quantity(field: str, value: int) -> int:
     if value < 0:
         raise InvalidArgument(field, "must not be negative")
@@ -122,7 +129,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.rt = rt
         self.batch = BatchWriter(rt.redis)  # registered as an app component by app.py
         self.sessions = SessionStore(rt.redis, rt.scripts)
-        self.plans = PlanStore.shared(rt.redis, rt.scripts, rt.settings.near_cache_ttl)
+        self.plans = rt.plans
+        self.logins = rt.logins
         # Request bytes parsed before -> (account id, memo key of their answer): the hot path.
         self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
         self._raw_bytes = 0  # charged for `_raw_keys` (see MAX_RAW_BYTES)
@@ -234,9 +242,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         user_id = check_id("user_id", request.user_id)
         if request.feature:
             check_id("feature", request.feature)
-        checked = remembered_login(self.rt, account_id, user_id)  # no await
-        if checked is None:
-            checked = await check_login(self.rt, account_id, user_id)
+        checked = await self.logins.check(account_id, user_id)
         found, verdict = checked.lookup, checked.verdict
         if found.source is StateSource.UNAVAILABLE:
             return self._failure_mode(found.error)
@@ -251,7 +257,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         if not verdict.allowed or account is None or (request.no_session
                                                       and not request.feature):
             return self._verdict_response(  # nothing to open or count
-                verdict, found, None if request.feature else checked.memo,
+                verdict, found, None if request.feature else _memo(checked),
                 (_ANSWER, user_id, request.no_session))
         now = self.rt.clock.now()
         try:
@@ -268,7 +274,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         except (RedisError, OSError) as exc:
             return self._failure_mode(str(exc) or type(exc).__name__)
         resp = self._verdict_response(  # the session's fields added below
-            verdict, found, checked.memo if verdict is checked.verdict else None,
+            verdict, found, _memo(checked) if verdict is checked.verdict else None,
             (_OPENED, user_id, False))
         if session_id is not None and expires is not None:
             resp.session_id = session_id
@@ -320,7 +326,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         return resp
 
     def _failure_mode(self, error: str) -> pb.CheckSessionResponse:
-        v = failure_verdict(self.rt.settings.failure_mode, error)
+        v = failure_verdict(self.logins.failure_mode, error)
         return pb.CheckSessionResponse(
             decision=DECISION_TO_PB[v.decision],
             state=cpb.ACCOUNT_STATE_UNSPECIFIED,
@@ -332,7 +338,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     async def _checked(self, account_id: str, user_id: str) -> tuple[Lookup, Verdict]:
         """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
-        checked = await check_login(self.rt, account_id, user_id)
+        checked = await self.logins.check(account_id, user_id)
         if checked.lookup.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=checked.lookup.error)
             raise BackendUnavailable("account state unavailable")
@@ -490,7 +496,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
         """The account exists, and its plan (if any) has `feature`."""
-        found = await lookup_account(self.rt, account_id)
+        found = await self.rt.lookup.find(account_id)
         if found.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=found.error)
             raise BackendUnavailable("account state unavailable")

@@ -36,8 +36,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessiongate.domain.model import Account
+from sessiongate.ports import Accounts
 from sessiongate.store import keys
-from sessiongate.store.accounts import AccountStore
 from sessiongate.store.mux import Mux
 
 log = structlog.get_logger(__name__)
@@ -69,9 +69,14 @@ class Entry:
 
 
 class NearCache:
+    """The account port's snapshots, kept in process (`ports.AccountCache`)."""
+
+    # What a read raises when Redis cannot answer: the lookup's failure mode decides then.
+    unavailable: tuple[type[Exception], ...] = (RedisError, OSError)
+
     def __init__(
         self,
-        store: AccountStore,
+        store: Accounts,
         *,
         ttl: float,
         enabled: bool = True,
@@ -136,15 +141,15 @@ class NearCache:
                     return value, int(age * 1000), entry
         return None
 
-    def last_known(self, account_id: str) -> Entry | None:
-        """The newest entry however old, if within `stale_max_age` (failure mode `static`)."""
+    def last_known(self, account_id: str) -> tuple[Entry, int] | None:
+        """The newest entry however old, and its age in ms, if within `stale_max_age`
+        (failure mode `static`)."""
         entry = self._get(account_id)
-        if entry is not None and self._now() - entry.fetched_at <= self._stale_max_age:
-            return entry
+        if entry is not None:
+            age = self._now() - entry.fetched_at
+            if age <= self._stale_max_age:
+                return entry, int(age * 1000)
         return None
-
-    def age_ms(self, entry: Entry) -> int:
-        return int((self._now() - entry.fetched_at) * 1000)
 
     async def load(self, account_id: str) -> Entry:
         """Read from Redis (one HMGET), coalescing concurrent misses of the same account.
