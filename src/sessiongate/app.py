@@ -39,6 +39,7 @@ from sessiongate.metrics import Metrics
 from sessiongate.rendering import renderer
 from sessiongate.reporting.scheduler import ReportsScheduler, report_scheduler
 from sessiongate.service.accounts import AccountsServicer
+from sessiongate.service.answer_memo import AnswerMemo
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
 from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
@@ -181,7 +182,7 @@ class Application:
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
-        session_control = self.session_control = SessionControlServicer(rt)
+        session_control = self.session_control = SessionControlServicer(rt, AnswerMemo(cache))
         self.components.append(session_control.batch)  # session/login records off the hot path
         table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
