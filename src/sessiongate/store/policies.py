@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -88,11 +87,6 @@ class PolicyStore:
         await self._redis.set(keys.policy(policy.policy_id), encode_policy(policy))
 
 
-# One policy cache per Redis client, shared in a process (as the plan cache): a policy
-# upserted here is seen at once here, by other replicas within the TTL.
-_CACHES: weakref.WeakKeyDictionary[Redis, PolicyCache] = weakref.WeakKeyDictionary()
-
-
 class PolicyCache:
     """The policies login checks read (what a dunning stage grants), kept for a TTL.
 
@@ -106,13 +100,6 @@ class PolicyCache:
         self._ttl = ttl
         self._now = monotonic
         self._cache: dict[str, tuple[DunningPolicy, float]] = {}
-
-    @classmethod
-    def shared(cls, redis: Redis, ttl: float) -> PolicyCache:
-        cache = _CACHES.get(redis)
-        if cache is None:
-            cache = _CACHES[redis] = cls(redis, ttl)
-        return cache
 
     async def for_account(self, policy_id: str) -> DunningPolicy:
         hit = self._cache.get(policy_id)
