@@ -15,6 +15,12 @@ from tests.support import ServerThread, make_settings
 
 configure("warning", "json")
 
+# Servers the tests start as processes inherit this environment: none binds the default HTTP
+# or metrics port (a developer's own `make run`, or a parallel test, may hold them) unless
+# the test asks for an address of its own.
+os.environ.setdefault("SESSIONGATE_HTTP_ADDR", "")
+os.environ.setdefault("SESSIONGATE_METRICS_ADDR", "")
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -20,7 +20,7 @@ from sessiongate.store.embedded import free_port
 SG = [sys.executable, "-m", "sessiongate.cli"]
 
 
-def wait_serving(addr: str, timeout: float = 20.0) -> None:
+def wait_serving(addr: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(addr) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
