@@ -129,7 +129,7 @@ def cmd_digest(ns: Any) -> int:
                 return await digest.send_now()
             now = datetime.now(UTC)
             body = await digest.build(now, "preview", now.date().isoformat())
-            return json.dumps(body, indent=2)
+            return json.dumps(body.wire(), indent=2)
         finally:
             await redis.aclose()
 

@@ -19,6 +19,7 @@ from sessiongate.domain.dunning import Outcome, reconsider
 from sessiongate.domain.errors import AlreadyExists, NotFound
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountState, StateOverride
+from sessiongate.domain.notifications import NotificationKind
 from sessiongate.domain.payment_event import PaymentEvent
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy
 from sessiongate.domain.records import CommitStatus, HistoryEntry
@@ -99,7 +100,7 @@ def _due_change(account_id: str, account: Account | None, raw: str | None,
     ledger = decode_ledger(raw, account_id)
     out = reconsider(account, ledger, policy(account), now, actor="scheduler")
     event_id = ""
-    reminders = [n for n in out.notifications if n["kind"] == "reminder"]
+    reminders = [n for n in out.notifications if n.kind is NotificationKind.REMINDER]
     if reminders and len(reminders) == len(out.notifications):
         if quiet:  # this reminder's event id is recorded as sent: send it no more
             out = replace(out, notifications=())

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from sessiongate.domain.clock import later
 from sessiongate.domain.ledger import Ledger, Snapshot
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
+from sessiongate.domain.notifications import DunningNotice, NotificationKind
 from sessiongate.domain.policy import REMINDER_STATES, DunningPolicy
 from sessiongate.domain.records import HistoryEntry
 
@@ -94,7 +94,7 @@ class Outcome:
     account: Account
     ledger: Ledger
     history_entry: HistoryEntry | None
-    notifications: tuple[dict[str, Any], ...]
+    notifications: tuple[DunningNotice, ...]
     next_evaluation_at: datetime | None
     evaluation: Evaluation
 
@@ -111,21 +111,22 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
         override = None
         entry = HistoryEntry(now, account.override.state if account.override else prev,
                              ev.state, "override expired", actor, event_id)
-    notes: list[dict[str, Any]] = []
+    notes: list[DunningNotice] = []
     since = account.state_since
     if ev.state is not prev:
         since = now
         why = f"{cause}: {ev.reason}" if cause else ev.reason
         entry = HistoryEntry(now, prev, ev.state, why, actor, event_id)
         if not account.exempt:
-            notes.append(_note(account, version, "transition", ev, prev, now, ledger.currency))
+            notes.append(_note(account, version, NotificationKind.TRANSITION, ev, prev, now,
+                               ledger.currency))
     mark = ledger.last_reminder
     if ev.reminder is not None:
         due, ordinal = ev.reminder
         fresh = mark is None or mark[0] != due or mark[1] < ordinal
         if ev.state is prev and fresh:
-            notes.append(_note(account, version, "reminder", ev, prev, now, ledger.currency,
-                               ordinal=ordinal))
+            notes.append(_note(account, version, NotificationKind.REMINDER, ev, prev, now,
+                               ledger.currency, ordinal=ordinal))
         if fresh:
             mark = ev.reminder
     nxt = ev.next_evaluation_at
@@ -137,26 +138,13 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     return Outcome(new, ledger.with_reminder(mark), entry, tuple(notes), nxt, ev)
 
 
-def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: AccountState,
-          at: datetime, currency: str, ordinal: int = 0) -> dict[str, Any]:
-    """One outbox notification (schema: docs/architecture.md, "Outbox notification schema");
-    times as ISO text."""
-    body: dict[str, Any] = {
-        "id": f"{account.account_id}:{version}:{kind}",
-        "kind": kind,
-        "account_id": account.account_id,
-        "state": ev.state.value,
-        "previous_state": prev.value,
-        "amount_due_minor": ev.balance_minor,
-        "currency": currency or account.currency,
-        "suspends_at": None if ev.suspends_at is None else ev.suspends_at.isoformat(),
-        "reason": ev.reason,
-        "at": at.isoformat(),
-        "admin_emails": list(account.admin_emails),
-    }
-    if ordinal:
-        body["ordinal"] = ordinal
-    return body
+def _note(account: Account, version: int, kind: NotificationKind, ev: Evaluation,
+          prev: AccountState, at: datetime, currency: str, ordinal: int = 0) -> DunningNotice:
+    """One outbox notification (schema: docs/architecture.md, "Outbox notification schema")."""
+    return DunningNotice(
+        f"{account.account_id}:{version}:{kind.value}", kind, account.account_id, ev.state,
+        prev, ev.balance_minor, currency or account.currency, ev.suspends_at, ev.reason, at,
+        tuple(account.admin_emails), ordinal)
 
 
 def preview(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,

@@ -11,6 +11,7 @@ from sessiongate.billing.report import content
 from sessiongate.billing.report.due import month_before
 from sessiongate.domain.errors import NotFound
 from sessiongate.domain.model import Account
+from sessiongate.domain.notifications import MonthlyReport
 from sessiongate.domain.periods import parse_month
 from sessiongate.service.convert import account_to_pb
 from sessiongate.service.plans import plan_to_pb, summarize
@@ -36,7 +37,7 @@ class ReportBuilder:
 
     async def build(self, account: Account, period: str, now: datetime, *,
                     notification_id: str, children: list[Account] | None = None
-                    ) -> dict[str, Any]:
+                    ) -> MonthlyReport:
         """The outbox body of `account`'s report of `period` (INVALID_ARGUMENT naming
         `period` for a month not yet begun)."""
         this = await self._summary(account.account_id, period, now)
@@ -46,20 +47,18 @@ class ReportBuilder:
             found = await self.rt.plans.get(account.plan_id)
             plan = None if found is None else plan_to_pb(found)
         msg = account_to_pb(account, now)
-        body = content.build(msg, this, previous, plan)
-        body.update(id=notification_id, at=now.isoformat(),
-                    report_emails=list(account.report_emails))
-        if self.links is not None:
-            body["standing_url"] = self.links.url(account.account_id, issued_at=now)
-        if children:
-            body["children"] = [
-                content.child_line(account_to_pb(c, now),
-                                   await self._summary(c.account_id, period, now))
-                for c in sorted(children, key=lambda c: c.account_id)]
-        return body
+        lines = [content.child_line(account_to_pb(c, now),
+                                    await self._summary(c.account_id, period, now))
+                 for c in sorted(children or (), key=lambda c: c.account_id)]
+        return MonthlyReport.of(
+            content.build(msg, this, previous, plan), id=notification_id, at=now,
+            report_emails=account.report_emails,
+            standing_url="" if self.links is None else self.links.url(account.account_id,
+                                                                     issued_at=now),
+            children=lines or None)
 
     async def build_for(self, account_id: str, period: str, now: datetime, *,
-                        notification_id: str, children: bool = False) -> dict[str, Any]:
+                        notification_id: str, children: bool = False) -> MonthlyReport:
         account = await self.rt.accounts.get(account_id)
         if account is None:
             raise NotFound(f"account_id: no account {account_id!r}")

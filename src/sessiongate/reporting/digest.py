@@ -19,13 +19,15 @@ from sessiongate.billing.report.due import digest_day
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock
 from sessiongate.domain.model import AccountState
+from sessiongate.domain.notifications import Digest as DigestNotice
+from sessiongate.domain.notifications import NotificationKind
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.listing import scan_accounts
 from sessiongate.store.outbox_once import enqueue, enqueue_once
 from sessiongate.store.scripts import Scripts
 
-KIND = "digest"
+KIND = NotificationKind.DIGEST.value
 LOOKAHEAD = timedelta(days=7)
 DAY = timedelta(days=1)
 _DUNNED = {"REMINDER", "GRACE", "SUSPENDED"}
@@ -42,7 +44,7 @@ class Digest:
         self.at = s.digest_time()
         self.time_zone = s.digest_time_zone
 
-    async def build(self, now: datetime, notification_id: str, day: str) -> dict[str, Any]:
+    async def build(self, now: datetime, notification_id: str, day: str) -> DigestNotice:
         since = now - DAY
         changed: dict[str, list[str]] = defaultdict(list)
         reinstated: list[str] = []
@@ -66,19 +68,19 @@ class Digest:
             if a.balance_minor > 0 and a.oldest_due_at is not None and a.oldest_due_at <= now:
                 overdue[a.currency] += a.balance_minor
         redis = self.redis
-        return {
-            "id": notification_id,
-            "kind": KIND,
-            "day": day,
-            "at": now.isoformat(),
-            "digest_emails": self.recipients,
-            "changed": {k: sorted(v) for k, v in sorted(changed.items())},
-            "reinstated": sorted(reinstated),
-            "suspending": sorted(suspending, key=lambda x: (x["suspends_at"], x["account_id"])),
-            "overdue": dict(sorted(overdue.items())),
-            "dead_letters": {"payments": await redis.xlen(keys.PAYMENT_DEAD_LETTER),
-                             "notifications": await redis.xlen(keys.NOTIFY_DEAD_LETTER)},
-        }
+        return DigestNotice(
+            id=notification_id,
+            day=day,
+            at=now,
+            digest_emails=tuple(self.recipients),
+            changed={k: sorted(v) for k, v in sorted(changed.items())},
+            reinstated=tuple(sorted(reinstated)),
+            suspending=tuple(sorted(suspending,
+                                    key=lambda x: (x["suspends_at"], x["account_id"]))),
+            overdue=dict(sorted(overdue.items())),
+            dead_letters={"payments": await redis.xlen(keys.PAYMENT_DEAD_LETTER),
+                          "notifications": await redis.xlen(keys.NOTIFY_DEAD_LETTER)},
+        )
 
     async def tick(self) -> bool:
         """The newest day's digest if its time has come and nobody sent it; True if sent."""

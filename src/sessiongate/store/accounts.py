@@ -6,7 +6,7 @@ what its growing fields push out beyond their byte budgets (`commit_account.lua`
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,10 +16,10 @@ from redis.exceptions import ResponseError
 
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
+from sessiongate.domain.notifications import Notice, encode
 from sessiongate.domain.records import CommitStatus, HistoryEntry
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
-from sessiongate.store.jsontext import dumps
 from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
     EVENTS_BYTES,
@@ -63,7 +63,7 @@ class Change:
     event_id: str = ""
     next_evaluation: datetime | str | None = None
     history_entry: HistoryEntry | None = None
-    notifications: Sequence[dict[str, Any]] = field(default_factory=tuple)
+    notifications: Sequence[Notice | Mapping[str, Any]] = field(default_factory=tuple)
 
 
 # mutate(current account or None, current ledger JSON or None) -> Change, or None for no change.
@@ -85,7 +85,7 @@ def _commit_call(change: Change, expected_version: int, now: datetime
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES]
     if change.notifications:
-        args.extend([dumps(n) for n in change.notifications])
+        args.extend([encode(n) for n in change.notifications])
     return keys.commit_keys(aid), args
 
 
@@ -134,7 +134,7 @@ class AccountStore:
         event_id: str = "",
         next_evaluation: datetime | str | None = None,
         history_entry: HistoryEntry | None = None,
-        notifications: Sequence[dict[str, Any]] = (),
+        notifications: Sequence[Notice | Mapping[str, Any]] = (),
     ) -> CommitResult:
         """Write `account` as the version after `expected_version`, atomically with the rest."""
         change = Change(account, ledger_json, event_id, next_evaluation, history_entry,

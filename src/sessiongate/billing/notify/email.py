@@ -24,9 +24,9 @@ import jinja2
 
 from sessiongate.billing.notify.report_mail import Attachment, report_parts
 from sessiongate.billing.notify.sink import Notification, PermanentFailure, RetryLater
-from sessiongate.billing.report.content import KIND
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.money import format_money
+from sessiongate.domain.notifications import NotificationKind, kind_of
 from sessiongate.rendering import renderer
 
 _TRUE = ("1", "true", "yes", "on")
@@ -107,11 +107,13 @@ def compose(body: Mapping[str, Any]) -> tuple[str, str]:
     return subject, lead
 
 
-RECIPIENTS = {KIND: "report_emails", "digest": "digest_emails"}  # else admin_emails
+RECIPIENTS = {NotificationKind.MONTHLY_REPORT: "report_emails",
+              NotificationKind.DIGEST: "digest_emails"}  # else admin_emails
 
 
 def recipients_of(body: Mapping[str, Any]) -> list[str]:
-    raw = body.get(RECIPIENTS.get(str(body.get("kind")), "admin_emails")) or []
+    kind = kind_of(body)
+    raw = body.get(RECIPIENTS.get(kind, "admin_emails") if kind else "admin_emails") or []
     return [a for a in raw if isinstance(a, str) and a] if isinstance(raw, list) else []
 
 
@@ -128,10 +130,10 @@ class EmailSink:
     def _parts(self, n: Notification) -> tuple[str, str, str, list[Attachment]]:
         """(subject, html, text, attachments); the chart's image is the first, inline."""
         body = n.body
-        kind = body.get("kind")
-        if kind == KIND:
+        kind = n.kind
+        if kind is NotificationKind.MONTHLY_REPORT:
             return report_parts(self._render, n)
-        if kind == "digest":
+        if kind is NotificationKind.DIGEST:
             subject = f"sessiongate daily digest: {body.get('day', '')}"
             html, text = self._render.email("digest", n=body, d=body, subject=subject)
             return subject, html, text, []

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sessiongate.domain.notifications import NotificationKind, kind_of
+
 
 class DeliveryError(Exception):
     """A sink could not deliver; the subclass says whether trying again can help."""
@@ -26,13 +28,19 @@ class MalformedEntry(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One outbox entry. `raw` is the body exactly as stored: what the webhook posts and signs."""
+    """One outbox entry as delivered. `raw` is the body exactly as stored: what the webhook
+    posts and signs; `body` is it parsed (the schema of its kind: domain/notifications.py)."""
 
     id: str
     account: str
     version: int
     raw: bytes
     body: Mapping[str, Any]
+
+    @property
+    def kind(self) -> NotificationKind | None:
+        """None for a kind this release does not know: delivered all the same."""
+        return kind_of(self.body)
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> Notification:

@@ -6,7 +6,6 @@ posts the same body."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sessiongate.billing.notify.links import LinkSigner
 from sessiongate.billing.notify.sink import Notification
 from sessiongate.config import Settings
-
-DUNNING_KINDS = frozenset({"transition", "reminder"})
+from sessiongate.domain.notifications import DUNNING_KINDS, encode
 
 
 def link_signer(settings: Settings, now: Callable[[], datetime] | None = None
@@ -31,13 +29,13 @@ def link_signer(settings: Settings, now: Callable[[], datetime] | None = None
 def with_standing_url(links: LinkSigner) -> Callable[[Notification], Notification]:
     def enrich(n: Notification) -> Notification:
         body = n.body
-        if body.get("kind") not in DUNNING_KINDS or "standing_url" in body:
+        if n.kind not in DUNNING_KINDS or "standing_url" in body:
             return n
         try:
             at = datetime.fromisoformat(str(body.get("at")))
         except ValueError:
             return n
         new = {**body, "standing_url": links.url(n.account, issued_at=at)}
-        return replace(n, body=new, raw=json.dumps(new, separators=(",", ":")).encode())
+        return replace(n, body=new, raw=encode(new).encode())
 
     return enrich

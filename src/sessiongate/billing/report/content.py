@@ -14,8 +14,9 @@ from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.domain.notifications import NotificationKind
 
-KIND = "monthly_report"
+KIND = NotificationKind.MONTHLY_REPORT.value
 TOP_FEATURES = 3
 
 _RESET = {pb.RESET_PERIOD_DAY: "day", pb.RESET_PERIOD_WEEK: "week",
