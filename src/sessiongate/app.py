@@ -50,6 +50,7 @@ from sessiongate.service.runtime import Runtime
 from sessiongate.service.session_control import RAW_METHOD, SessionControlServicer
 from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
+from sessiongate.store.children import ChildrenIndex
 from sessiongate.store.client import connect
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
@@ -176,6 +177,7 @@ class Application:
             plans=PlanStore(redis, scripts, s.near_cache_ttl),
             engine=DunningEngine(store, policies, self.clock.now),
             lookup=lookup, logins=LoginChecker(lookup, policy_cache, self.clock),
+            children=ChildrenIndex(redis),
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)

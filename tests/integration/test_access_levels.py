@@ -135,3 +135,27 @@ def test_upsert_refuses_a_cycle_or_a_chain_deeper_than_five(server: ServerThread
     assert got.parent_id == ""  # nothing changed
     with pytest.raises(grpc.RpcError):
         server.accounts.GetAccount(apb.GetAccountRequest(account_id="c2"))
+
+
+def test_upsert_refuses_a_parent_that_would_push_a_subtree_past_five(
+        server: ServerThread) -> None:
+    """Moving an account that has children of its own counts their levels too: a chain of
+    three (z3 under z2 under z1) can take a subtree two deep, not three."""
+    for chain in ("z", "w"):
+        for i in range(1, 5):
+            upsert(server, account_id=f"{chain}{i}",
+                   parent_id=f"{chain}{i - 1}" if i > 1 else "")
+    upsert(server, account_id="z4", parent_id="")  # z1 <- z2 <- z3; z4 alone
+    with pytest.raises(grpc.RpcError) as err:
+        upsert(server, account_id="w1", parent_id="z3")  # w4 would be six levels down
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = err.value.details() or ""
+    assert details.startswith("account.parent_id") and "'w1' has 3 level(s)" in details
+    got = server.accounts.GetAccount(apb.GetAccountRequest(account_id="w1"))
+    assert got.parent_id == ""  # nothing changed
+    upsert(server, account_id="w4", parent_id="")  # the subtree is two deep now: it fits
+    upsert(server, account_id="w1", parent_id="z3")
+    assert server.accounts.GetAccount(apb.GetAccountRequest(account_id="w3")).parent_id == "w2"
+    with pytest.raises(grpc.RpcError) as err:  # and w3 cannot take a child any more
+        upsert(server, account_id="w4", parent_id="w3")
+    assert "deeper than 5" in (err.value.details() or "")

@@ -92,3 +92,11 @@ def test_check_ancestry_refuses_cycles_and_depth() -> None:
         check_ancestry("a", ["b", "c", "a"])
     with pytest.raises(FailedPrecondition, match="parent_id"):
         check_ancestry("a", ["b", "c", "b"])
+
+
+def test_check_subtree_counts_the_levels_under_the_account() -> None:
+    from sessiongate.domain.parents import check_subtree
+
+    check_subtree("a", 3, 2)  # deepest descendant five levels down: fine
+    with pytest.raises(FailedPrecondition, match="'a' has 3 level"):
+        check_subtree("a", 3, 3)

@@ -68,3 +68,13 @@ def check_ancestry(account_id: str, ancestry: Sequence[str], field: str = "paren
     if len(ancestry) > MAX_DEPTH:
         raise FailedPrecondition(
             f"{field}: the parent chain would be deeper than {MAX_DEPTH} levels")
+
+
+def check_subtree(account_id: str, ancestors: int, height: int,
+                  field: str = "parent_id") -> None:
+    """Refuse a parent under which the deepest descendant of `account_id` (`height` levels
+    below it; `ancestors` above it once moved) would sit more than `MAX_DEPTH` levels down."""
+    if ancestors + height > MAX_DEPTH:
+        raise FailedPrecondition(
+            f"{field}: {account_id!r} has {height} level(s) of accounts under it; under this"
+            f" parent their chain would be deeper than {MAX_DEPTH} levels")

@@ -10,7 +10,7 @@ from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
-from sessiongate.domain.parents import MAX_DEPTH, check_ancestry
+from sessiongate.domain.parents import MAX_DEPTH, check_ancestry, check_subtree
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
 from sessiongate.domain.records import HistoryEntry
 from sessiongate.domain.validation import (
@@ -110,8 +110,10 @@ class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
         now = self.rt.clock.now()
         wanted, override = parse_account(request.account, now)
         if wanted.parent_id:
-            check_ancestry(wanted.account_id, await self._ancestry(wanted.parent_id),
-                           "account.parent_id")
+            ancestry = await self._ancestry(wanted.parent_id)
+            check_ancestry(wanted.account_id, ancestry, "account.parent_id")
+            height = await self.rt.children.height(wanted.account_id, MAX_DEPTH - len(ancestry))
+            check_subtree(wanted.account_id, len(ancestry), height, "account.parent_id")
 
         previous: list[Account | None] = [None]
 
@@ -133,6 +135,10 @@ class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
         assert change is not None
         saved = replace(change.account, version=result.version)
         self.rt.cache.put(saved)
+        before = previous[0]
+        await self.rt.children.move(saved.account_id,
+                                    before.parent_id if before is not None else "",
+                                    saved.parent_id)
         # roster / seat-limit intervals for proration (#4)
         await self.log_seats(saved, now, previous=previous[0])
         return account_to_pb(saved, now)

@@ -10,6 +10,7 @@ from sessiongate.billing.engine import DunningEngine
 from sessiongate.config import Settings
 from sessiongate.service.auth import Authenticator
 from sessiongate.service.rpc import Observer
+from sessiongate.store.children import ChildrenIndex
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.stores import Stores
@@ -28,3 +29,4 @@ class Runtime(Stores):
     engine: DunningEngine
     lookup: AccountLookup
     logins: LoginChecker
+    children: ChildrenIndex  # who names whom as parent: UpsertAccount's depth rule

@@ -105,6 +105,11 @@ def account(account_id: str) -> str:
     return f"{_tag(account_id)}:account"
 
 
+def children(account_id: str) -> str:
+    """Set: ids of the accounts whose `parent_id` is this account (store/children.py)."""
+    return f"{_tag(account_id)}:children"
+
+
 def history_archive(account_id: str) -> str:
     """List: history entries pushed out of the account hash's `h` (oldest first); only
     accounts with a long history have one."""
