@@ -42,7 +42,7 @@ from sessiongate.service.runtime import Runtime
 from sessiongate.service.session_control import RAW_METHOD, SessionControlServicer
 from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
-from sessiongate.store.client import connect
+from sessiongate.store.client import connect, transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.scripts import Scripts
@@ -135,14 +135,15 @@ class Application:
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
         redis = connect(url, cluster=s.redis_cluster)
-        scripts = Scripts(redis)
-        store = AccountStore(redis, scripts)
+        tr = transport(url, cluster=s.redis_cluster)
+        scripts = Scripts(tr)
+        store = AccountStore(tr, scripts)
         cache = NearCache(
             store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age
         )
         rt = self.rt = Runtime(
-            settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,
-            cache=cache, auth=auth,
+            settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
+            accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
         )
         if s.metrics_addr:
@@ -173,7 +174,7 @@ class Application:
             self.port = server.add_secure_port(s.grpc_addr, creds)
         await server.start()
         ready = asyncio.Event()
-        self.tasks.append(asyncio.create_task(cache.listen(redis, ready)))
+        self.tasks.append(asyncio.create_task(cache.listen(tr, ready)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
@@ -228,6 +229,7 @@ class Application:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         if self.rt is not None:
+            await self.rt.transport.aclose()
             await self.rt.redis.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)

@@ -239,16 +239,15 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
     import asyncio
     from datetime import UTC, datetime
 
-    from redis.asyncio import Redis as AsyncRedis
-
     from sessiongate.domain.sessions import new_session
+    from sessiongate.store.client import transport
 
     at = datetime(2026, 10, 5, 9, tzinfo=UTC)
     ref = new_session("acme", "alice")
     redis_client.set(keys.usage("acme", "2026-10"), "in the way")
 
     async def run() -> tuple[int, int, int, int]:
-        client = AsyncRedis.from_url(redis_url)
+        client = transport(redis_url)
         try:
             writer = BatchWriter(client)
             writer.login(ref, at, at + timedelta(seconds=TTL))
@@ -273,16 +272,15 @@ def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
     import asyncio
     from datetime import UTC, datetime
 
-    from redis.asyncio import Redis as AsyncRedis
-
     from sessiongate.domain.sessions import new_session
     from sessiongate.store.batch import MAX_BATCH
+    from sessiongate.store.client import transport
 
     at = datetime(2026, 10, 5, 9, tzinfo=UTC)
     count = 2 * MAX_BATCH + 7
 
     async def run() -> int:
-        client = AsyncRedis.from_url(redis_url)
+        client = transport(redis_url)
         try:
             writer = BatchWriter(client)
             for i in range(count):

@@ -13,7 +13,7 @@ from sessiongate.store.policies import PolicyStore
 
 def billing_components(rt: Runtime) -> list[Any]:
     """The dunning scheduler and the payment-stream consumer (`settings.scheduler`)."""
-    engine = DunningEngine(rt.accounts, PolicyStore(rt.redis), rt.clock.now)
+    engine = DunningEngine(rt.accounts, PolicyStore(rt.transport), rt.clock.now)
     s = rt.settings
     return [
         DunningScheduler(Sweeper(rt.redis, engine, rt.clock,

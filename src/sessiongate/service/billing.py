@@ -21,7 +21,7 @@ MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the proto Timestam
 
 
 def engine_for(rt: Runtime) -> DunningEngine:
-    return DunningEngine(rt.accounts, PolicyStore(rt.redis), rt.clock.now)
+    return DunningEngine(rt.accounts, PolicyStore(rt.transport), rt.clock.now)
 
 
 def timestamp_field(msg: Message, name: str) -> datetime | None:

@@ -109,7 +109,7 @@ class PlanMethods:
     rt: Runtime
 
     def _plan_store(self) -> PlanStore:
-        return PlanStore.shared(self.rt.redis, self.rt.scripts, self.rt.settings.near_cache_ttl)
+        return PlanStore.shared(self.rt.transport, self.rt.scripts, self.rt.settings.near_cache_ttl)
 
     @rpc("admin")
     async def UpsertPlan(self, request: pb.Plan, context: Any) -> pb.Plan:
@@ -136,7 +136,7 @@ class PlanMethods:
             raise InvalidArgument("seat_unit_price_minor", f"larger than {MAX_UNIT_PRICE_MINOR}")
         if await self.rt.accounts.get(account_id) is None:
             raise NotFound(f"account_id: no account {account_id!r}")
-        data = await UsageStore(self.rt.redis, self.rt.scripts).month(
+        data = await UsageStore(self.rt.transport, self.rt.scripts).month(
             account_id, request.period, start, end)
         return summarize(account_id, request.period, start, end, now, data, price)
 
@@ -150,5 +150,5 @@ class PlanMethods:
         if previous is not None and billable_seats(previous.users,
                                                    previous.seat_limit) == seats:
             return
-        await UsageStore(self.rt.redis, self.rt.scripts).log_seats(
+        await UsageStore(self.rt.transport, self.rt.scripts).log_seats(
             account.account_id, account.version, seats, now.astimezone(UTC))

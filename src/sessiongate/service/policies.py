@@ -77,13 +77,13 @@ class PolicyMethods:
     @rpc("admin")
     async def UpsertPolicy(self, request: pb.DunningPolicy, context: Any) -> pb.DunningPolicy:
         policy = policy_from_pb(request)
-        await PolicyStore(self.rt.redis).put(policy)
+        await PolicyStore(self.rt.transport).put(policy)
         return policy_to_pb(policy)
 
     @rpc("admin")
     async def GetPolicy(self, request: pb.GetPolicyRequest, context: Any) -> pb.DunningPolicy:
         pid = check_id("policy_id", request.policy_id)
-        policy = await PolicyStore(self.rt.redis).get(pid)
+        policy = await PolicyStore(self.rt.transport).get(pid)
         if policy is None:
             raise NotFound(f"policy_id: no policy {pid!r}")
         return policy_to_pb(policy)
@@ -126,7 +126,7 @@ class PolicyMethods:
         account, raw = await self.rt.accounts.read(aid)
         if account is None:
             raise NotFound(f"account_id: no account {aid!r}")
-        policy = await PolicyStore(self.rt.redis).for_account(account.policy_id)
+        policy = await PolicyStore(self.rt.transport).for_account(account.policy_id)
         snapshot = decode_ledger(raw, aid).snapshot()
         now = self.rt.clock.now()
         timeline = preview(snapshot, policy, now, exempt=account.exempt)

@@ -1,4 +1,5 @@
-"""What the servicers share: settings, clock, Redis, stores, near-cache, auth, observer."""
+"""What the servicers share: settings, clock, Redis (the stores' transport, and redis-py's
+client for the billing workers' streams), stores, near-cache, auth, observer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sessiongate.service.rpc import Observer
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
 
 
 @dataclass
@@ -20,6 +22,7 @@ class Runtime:
     settings: Settings
     clock: Clock
     redis: Redis
+    transport: Transport
     scripts: Scripts
     accounts: AccountStore
     cache: NearCache

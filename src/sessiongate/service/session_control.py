@@ -87,12 +87,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
-        self.batch = BatchWriter(rt.redis)  # registered as an app component by app.py
-        self.sessions = SessionStore(rt.redis, rt.scripts)
-        self.plans = PlanStore.shared(rt.redis, rt.scripts, rt.settings.near_cache_ttl)
+        self.batch = BatchWriter(rt.transport)  # registered as an app component by app.py
+        self.sessions = SessionStore(rt.transport, rt.scripts)
+        self.plans = PlanStore.shared(rt.transport, rt.scripts, rt.settings.near_cache_ttl)
         # Request bytes parsed before -> (account id, memo key of their answer): the hot path.
         self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
-        self.usage = UsageStore(rt.redis, rt.scripts)
+        self.usage = UsageStore(rt.transport, rt.scripts)
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
     def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:

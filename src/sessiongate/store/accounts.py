@@ -11,16 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
-
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
 from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, kept_ms
 from sessiongate.store.jsontext import dumps
-from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
     EVENTS_BYTES,
     HISTORY_BYTES,
@@ -34,6 +30,7 @@ from sessiongate.store.record import (
     in_compact_ledger,
 )
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport, raise_first
 
 # Applied event ids are remembered at least this long (a billing period and then some).
 IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
@@ -103,9 +100,8 @@ def _result(res: Any) -> CommitResult:
 _FIELDS = ["data", "v", "l"]
 
 
-def _queue_read(pipe: Any, account_id: str) -> None:
-    pipe.hmget(keys.account(account_id), _FIELDS)
-    pipe.get(keys.ledger(account_id))
+def _read_commands(account_id: str) -> list[tuple[Any, ...]]:
+    return [("HMGET", keys.account(account_id), *_FIELDS), ("GET", keys.ledger(account_id))]
 
 
 def _decode_read(fields: list[Any], former_ledger: Any) -> tuple[Account | None, str | None]:
@@ -125,23 +121,13 @@ def _prefixed(version: Any) -> bool:
     return isinstance(version, str) and version.startswith(VERSION_PREFIX)
 
 
-def _raise_first(replies: list[Any]) -> None:
-    """As a pipeline's `execute()`: the first error reply is raised."""
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
-
-
 class AccountStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
-        self._mux = Mux.of(redis)
-        self._hmget = (None if self._mux is None
-                       else self._mux.encoder_for(("HMGET", "", *_FIELDS), 1))
 
     async def get(self, account_id: str) -> Account | None:
-        data, version = await self._redis.hmget(keys.account(account_id), ["data", "v"])
+        data, version = await self._redis.call("HMGET", keys.account(account_id), "data", "v")
         if data is None:
             return None
         return decode_account(data, int(version or 0))
@@ -180,64 +166,43 @@ class AccountStore:
     async def history(self, account_id: str, limit: int = 0) -> list[dict[str, Any]]:
         """Every transition, oldest first (the last `limit` if > 0): the former list, then
         the archive of entries the hash pushed out, then the hash's newest ones."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.lrange(keys.history(account_id), 0, -1)
-        pipe.lrange(keys.history_archive(account_id), 0, -1)
-        pipe.hget(keys.account(account_id), "h")
-        former, archived, newest = await pipe.execute()
+        former, archived, newest = raise_first(await self._redis.many([
+            ("LRANGE", keys.history(account_id), 0, -1),
+            ("LRANGE", keys.history_archive(account_id), 0, -1),
+            ("HGET", keys.account(account_id), "h")]))
         raw = [*former, *archived, *entries(newest)]
         return [decode_history(r) for r in (raw[-limit:] if limit > 0 else raw)]
 
     async def was_applied(self, account_id: str, event_id: str) -> bool:
         """Whether the event id is recorded as applied: in the ledger, the hash's `e`, or
         the applied-events zset."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(keys.account(account_id), ["e", "l"])
-        pipe.zscore(keys.applied_events(account_id), event_id)
-        (events, ledger), score = await pipe.execute()
+        (events, ledger), score = raise_first(await self._redis.many([
+            ("HMGET", keys.account(account_id), "e", "l"),
+            ("ZSCORE", keys.applied_events(account_id), event_id)]))
         return (score is not None or applied_in(events, event_id)
                 or in_compact_ledger(ledger, event_id))
 
     async def read(self, account_id: str) -> tuple[Account | None, str | None]:
         """The account and its ledger text, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        _queue_read(pipe, account_id)
-        fields, former_ledger = await pipe.execute()
+        fields, former_ledger = raise_first(await self._redis.many(_read_commands(account_id)))
         return _decode_read(fields, former_ledger)
 
     async def read_many(self, account_ids: Sequence[str]
                         ) -> list[tuple[Account | None, str | None]]:
-        """`read` of each account, all in one round trip (two if any is in the former
-        layout, on the multiplexed connection)."""
-        if self._mux is not None:
-            return await self._read_many_mux(account_ids)
-        pipe = self._redis.pipeline(transaction=False)
-        for aid in account_ids:
-            _queue_read(pipe, aid)
-        raw = await pipe.execute()
-        return [_decode_read(f, led) for f, led in zip(raw[::2], raw[1::2], strict=True)]
-
-    async def _read_many_mux(self, account_ids: Sequence[str]
-                             ) -> list[tuple[Account | None, str | None]]:
-        """`read_many` on the Mux: the hashes first, HMGET each; the former ledger key only
-        of the accounts whose `v` lacks the prefix (absent, or in the former layout): one
-        with it was moved in, its former keys deleted, by the commit that gave it the
-        prefix. The sweep reads one reply per account, not two, and not through redis-py's
-        pipeline (its per-command queueing and callbacks)."""
-        mux, hmget = self._mux, self._hmget
-        assert mux is not None and hmget is not None
+        """`read` of each account, in one round trip (two if any is in the former layout):
+        the hashes first, HMGET each; the former ledger key only of the accounts whose `v`
+        lacks the prefix (absent, or in the former layout): one with it was moved in, its
+        former keys deleted, by the commit that gave it the prefix. The sweep reads one
+        reply per account, not two."""
         if not account_ids:
             return []
-        encode = mux.encode
-        replies = await mux.request(b"".join([hmget(keys.account(aid)) for aid in account_ids]),
-                                    len(account_ids), True)
-        _raise_first(replies)
+        replies = raise_first(await self._redis.many(
+            [("HMGET", keys.account(aid), *_FIELDS) for aid in account_ids]))
         former = [i for i, (_, v, _) in enumerate(replies) if not _prefixed(v)]
         ledgers: dict[int, Any] = {}
         if former:
-            got = await mux.request(b"".join([encode(("GET", keys.ledger(account_ids[i])))
-                                              for i in former]), len(former), True)
-            _raise_first(got)
+            got = raise_first(await self._redis.many(
+                [("GET", keys.ledger(account_ids[i])) for i in former]))
             ledgers = dict(zip(former, got, strict=True))
         return [_decode_read(f, ledgers.get(i)) for i, f in enumerate(replies)]
 

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sessiongate.domain.periods import day_name, month_name
@@ -24,6 +24,7 @@ from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field
 from sessiongate.store.sessions import LEASE_KEYS_MARGIN_MS
+from sessiongate.store.transport import Transport, raise_first
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ class LoginRecord:
 class BatchWriter:
     """An app component (start/stop); `login()` is synchronous and never touches Redis."""
 
-    def __init__(self, redis: Redis, interval: float = 0.05) -> None:
+    def __init__(self, redis: Transport, interval: float = 0.05) -> None:
         self._redis = redis
         self._interval = interval
         self._queue: list[LoginRecord] = []
@@ -77,7 +78,7 @@ class BatchWriter:
             return written
 
     async def _write(self, batch: list[LoginRecord]) -> bool:
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         trimmed: set[str] = set()
         keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
         for rec in batch:
@@ -89,22 +90,22 @@ class BatchWriter:
                 # of take_seat.lua score above any time: see keys.leases.)
                 trimmed.add(aid)
                 at = int(rec.at.timestamp() * 1000)
-                pipe.zremrangebyscore(keys.leases(aid), "-inf", f"({at}")
+                commands.append(("ZREMRANGEBYSCORE", keys.leases(aid), "-inf", f"({at}"))
             exp = int(rec.expires.timestamp() * 1000)
             keep[aid] = max(keep.get(aid, 0),
                             exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
             # The session and its user's seat (unshifted: unlimited accounts count no seats).
-            pipe.zadd(keys.leases(aid), {uid: exp, rec.ref.member: exp}, gt=True)
+            commands.append(("ZADD", keys.leases(aid), "GT", exp, uid, exp, rec.ref.member))
             day = day_name(rec.at)
             # Fields, not counters: a retried batch (the outcome of a failed pipeline is
             # unknown) rewrites the same fields and counts nothing twice. One small hash per
             # account and month holds them (compact in Redis, see store/activity.py).
-            pipe.hset(keys.usage(aid, month_name(rec.at)),
-                      mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
+            commands.append(("HSET", keys.usage(aid, month_name(rec.at)),
+                             login_field(day, rec.ref.nonce), 1, active_field(day, uid), 1))
         for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
-            pipe.pexpire(keys.leases(aid), ms)  # leases vanish a day after its last lease
+            commands.append(("PEXPIRE", keys.leases(aid), ms))  # leases vanish a day after
         try:
-            await pipe.execute()
+            raise_first(await self._redis.many(commands))
         except (RedisError, OSError) as exc:
             self._queue[:0] = batch
             excess = max(len(self._queue) - MAX_QUEUED, 0)

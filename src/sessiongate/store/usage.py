@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-
 from sessiongate.domain.errors import AlreadyExists
 from sessiongate.domain.periods import day_name
 from sessiongate.domain.proration import Seats
@@ -23,11 +21,11 @@ from sessiongate.store.activity import (
     seats_from_tokens,
     split_month,
 )
-from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
 from sessiongate.store.record import SEAT_CHANGES_BYTES, US
 from sessiongate.store.record import entries as hash_entries
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport, pairs, raise_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +116,10 @@ EVENTS_PER_CALL = 200
 
 
 class UsageStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
-        self._sharded = is_cluster(redis)  # see keys.usage_shard
+        self._sharded = redis.sharded  # see keys.usage_shard
 
     async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
         """Record each event once (`record_usage.lua`); True: recorded, False: a duplicate.
@@ -198,24 +196,24 @@ class UsageStore:
         """
         days = [day_name(start + timedelta(days=i)) for i in range((end - start).days)]
         end_ms = to_ms(end) or 0
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys.usage(account_id, month))
-        pipe.lrange(keys.seat_changes(account_id), 0, -1)
-        pipe.hget(keys.account(account_id), "s")
-        pipe.smembers(keys.active_users(account_id, month))
-        pipe.zrangebyscore(keys.seat_log(account_id), "-inf", end_ms, withscores=True)
-        pipe.hgetall(keys.peak_seats(account_id, month))
-        for day in days:
-            pipe.scard(keys.logins(account_id, day))
-        fields, changes, newest, active, log, peaks, *counts = await pipe.execute()
-        got = split_month(month, {_text(k): _text(v) for k, v in fields.items()})
+        replies = raise_first(await self._redis.many([
+            ("HGETALL", keys.usage(account_id, month)),
+            ("LRANGE", keys.seat_changes(account_id), 0, -1),
+            ("HGET", keys.account(account_id), "s"),
+            ("SMEMBERS", keys.active_users(account_id, month)),
+            ("ZRANGEBYSCORE", keys.seat_log(account_id), "-inf", end_ms, "WITHSCORES"),
+            ("HGETALL", keys.peak_seats(account_id, month)),
+            *[("SCARD", keys.logins(account_id, day)) for day in days]]))
+        fields, changes, newest, active, raw_log, peaks, *counts = replies
+        log = [(m, float(s)) for m, s in pairs(raw_log)]
+        got = split_month(month, {_text(k): _text(v) for k, v in pairs(fields)})
         for day, n in zip(days, counts, strict=True):
             if n:  # legacy per-day sets and the month hash hold different sessions
                 got.logins[day] = got.logins.get(day, 0) + int(n)
-        for k, v in peaks.items():
+        for k, v in pairs(peaks):
             got.peaks[_text(k)] = max(got.peaks.get(_text(k), 0), int(v))
-        pairs = [tuple(_text(m).split(SEP, 1)) for m in active]
-        got.active.update((p[0], p[1]) for p in pairs if len(p) == 2)
+        users = [tuple(_text(m).split(SEP, 1)) for m in active]
+        got.active.update((p[0], p[1]) for p in users if len(p) == 2)
         return MonthData(
             usage=got.usage,
             logins=dict(sorted(got.logins.items())),
