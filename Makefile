@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,report]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,6 +28,7 @@ proto: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
@@ -36,7 +37,7 @@ bench: $(STAMP)
 # run `make test` after it and commit both when green.
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install -q --upgrade pip && .venv-lock/bin/pip install -q -e '.[dev]'
+	.venv-lock/bin/pip install -q --upgrade pip && .venv-lock/bin/pip install -q -e '.[dev,report]'
 	{ sed -n '1,3p' constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -iv '^sessiongate'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-lock && rm -f $(STAMP)
 

@@ -1,7 +1,7 @@
 """A/B of `serve` variants by server CPU per request of a scenario, paired and alternating.
 
 Single benchmark runs on a shared 2-core machine vary by more than the cost of a small change
-(docs/performance.md, "Second pass"). This starts each variant in turn against one Redis,
+(docs/performance.md, "How to measure"). This starts each variant in turn against one Redis,
 loads it with h2load (saturated 8x8, or `--rate`), reads its CPU time from /proc, and repeats
 the round `--rounds` times, so that every variant sees the same moments of the machine.
 

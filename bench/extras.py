@@ -324,7 +324,7 @@ async def inprocess(redis_url: str, now: datetime) -> AsyncIterator[tuple[Any, g
     from sessiongate.domain.clock import ManualClock
 
     settings = Settings.from_env({}, grpc_addr="127.0.0.1:0", redis_url=redis_url,
-                                 metrics_addr="", access_log=False, scheduler=False,
+                                 metrics_addr="", http_addr="", access_log=False, scheduler=False,
                                  log_level="warning")
     app = Application(settings, clock=ManualClock(now))
     port = await app.start()

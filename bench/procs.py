@@ -80,6 +80,7 @@ def serve(redis_url: str, workdir: Path, *, name: str = "serve", workers: int = 
         "SESSIONGATE_REDIS_URL": redis_url,
         "SESSIONGATE_GRPC_ADDR": f"127.0.0.1:{port}",
         "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        "SESSIONGATE_HTTP_ADDR": "",
         "SESSIONGATE_LOG_FORMAT": "json",
         "SESSIONGATE_APP_TOKENS": APP_TOKEN,
         "SESSIONGATE_BILLING_TOKENS": BILLING_TOKEN,

@@ -72,9 +72,11 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         grpc_addr="127.0.0.1:0",
         redis_url=redis_url,
         metrics_addr="",
+        http_addr="",
         access_log=False,
         log_format="json",
         drain_timeout=2.0,
+        reports=False,  # the report and digest jobs run in the tests that ask for them
     )
     base.update(overrides)
     return Settings.from_env({}, **base)

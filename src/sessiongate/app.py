@@ -9,8 +9,8 @@ import ipaddress
 import pathlib
 import signal
 import urllib.parse
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -28,9 +28,15 @@ from sessiongate.api.v1 import (
 )
 from sessiongate.billing.components import billing_components
 from sessiongate.billing.notify.outbox import build_deliverer
+from sessiongate.billing.notify.standing import link_signer
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock, SystemClock
+from sessiongate.http.authz import AuthzHandler
+from sessiongate.http.server import HttpServer
+from sessiongate.http.standing import add_standing_routes
 from sessiongate.metrics import Metrics
+from sessiongate.rendering import renderer
+from sessiongate.reporting.scheduler import ReportsScheduler, report_scheduler
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
@@ -88,7 +94,8 @@ def settle_heap() -> None:
     """Once the server is up: what start-up made (modules, stubs, settings) lives as long as
     the process, so it is moved out of the collector's reach (`gc.freeze`). Every full
     collection would otherwise walk that whole heap again: ~13 times in a 100k-account sweep,
-    ~0.4 s of its CPU (docs/performance.md). Garbage made later is collected as usual."""
+    ~0.4 s of its CPU (docs/performance.md, row "gc.freeze() after start-up"). Garbage made
+    later is collected as usual."""
     gc.collect()
     gc.freeze()
 
@@ -106,6 +113,9 @@ class Application:
         self.rt: Runtime | None = None
         self.metrics: Metrics | None = None
         self.session_control: SessionControlServicer | None = None
+        self.http: HttpServer | None = None
+        self.http_port = 0
+        self.reports: ReportsScheduler | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -127,6 +137,12 @@ class Application:
                 " SESSIONGATE_APP_TOKENS, SESSIONGATE_BILLING_TOKENS and"
                 " SESSIONGATE_ADMIN_TOKENS, or use a loopback address"
             )
+        if s.http_addr and not auth.enabled and not is_loopback(s.http_addr):
+            raise SystemExit(
+                f"refusing to serve HTTP on {s.http_addr} without tokens: set"
+                " SESSIONGATE_APP_TOKENS (the proxy sends one in x-sessiongate-token), or use"
+                " a loopback address"
+            )
         if not auth.enabled:
             log.warning("no tokens configured: every caller is trusted (loopback only)")
         url = s.redis_url
@@ -139,12 +155,15 @@ class Application:
         scripts = Scripts(tr)
         store = AccountStore(tr, scripts)
         cache = NearCache(
-            store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age
+            store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age,
+            max_entries=s.near_cache_entries, max_unknown=s.near_cache_unknown,
+            load_timeout=s.login_redis_timeout,
         )
         rt = self.rt = Runtime(
             settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
             accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
+            bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True),
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)
@@ -173,21 +192,47 @@ class Application:
         else:
             self.port = server.add_secure_port(s.grpc_addr, creds)
         await server.start()
+        if s.http_addr:
+            await self._start_http(rt)
         ready = asyncio.Event()
         self.tasks.append(asyncio.create_task(cache.listen(tr, ready)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
-            self.components.extend(billing_components(rt))
-        deliverer = build_deliverer(s, redis)  # None when no sink is configured
+            self.components.extend(billing_components(s, rt))
+            if s.reports:
+                self.reports = report_scheduler(rt)
+                self.components.append(self.reports)
+        # None when no sink is configured.
+        deliverer = build_deliverer(s, redis, sharded=tr.sharded)
         if deliverer is not None:
             self.components.append(deliverer)
         for component in self.components:
             await component.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, redis=redacted(url),
+        log.info("sessiongate serving", addr=s.grpc_addr, port=self.port, http=self.http_port,
+                 redis=redacted(url),
                  auth=auth.enabled, tls=creds is not None)
         return self.port
+
+    async def _start_http(self, rt: Runtime) -> None:
+        """The HTTP endpoint: /authz for proxies (more routes are added to `self.http.app`
+        here, before it starts)."""
+        s = self.settings
+        http = HttpServer(s.http_addr, drain_timeout=s.drain_timeout, reuse_port=s.workers > 1)
+        http.add_routes(AuthzHandler(rt).routes())
+        links = link_signer(s, self.clock.now)  # None without SESSIONGATE_LINK_SECRET
+        if links is not None:  # before start: aiohttp freezes its router then
+            add_standing_routes(http.app, accounts=rt.accounts, links=links,
+                                renderer=renderer(s.templates_dir), clock=self.clock,
+                                pay_url_template=s.pay_url_template)
+        try:
+            self.http_port = await http.start()
+        except OSError as exc:
+            assert self.server is not None
+            await self.server.stop(0)
+            raise SystemExit(f"cannot serve HTTP on {s.http_addr}: {exc}") from None
+        self.http = http
 
     def _start_metrics(self, redis_url: str, cache: NearCache) -> None:
         assert self.rt is not None
@@ -212,8 +257,12 @@ class Application:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.settings.drain_delay > 0:
             await asyncio.sleep(self.settings.drain_delay)  # still serving while routed away
+        draining: list[Coroutine[Any, Any, Any]] = []
         if self.server is not None:
-            await self.server.stop(self.settings.drain_timeout)
+            draining.append(self.server.stop(self.settings.drain_timeout))
+        if self.http is not None:
+            draining.append(self.http.stop())
+        await asyncio.gather(*draining)  # gRPC and HTTP calls in flight finish side by side
         if self.rt is not None:
             self.rt.observer.flush()  # the access lines of the last calls, now
         for component in reversed(self.components):
@@ -231,6 +280,8 @@ class Application:
         if self.rt is not None:
             await self.rt.transport.aclose()
             await self.rt.redis.aclose()
+            if self.rt.bulk_transport is not None:
+                await self.rt.bulk_transport.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped")

@@ -23,7 +23,7 @@ from sessiongate.cli_dunning import add_dunning_commands
 from sessiongate.cli_output import emit, state_name
 from sessiongate.config import Settings
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.report import cmd_report
+from sessiongate.report import add_report_commands
 
 # Each client subcommand registers here: name -> (add_arguments, run(args, channel) -> exit code)
 ClientRun = Callable[[argparse.Namespace, grpc.Channel, list[tuple[str, str]]], int]
@@ -116,6 +116,7 @@ def cmd_account_upsert(ns: argparse.Namespace, ch: grpc.Channel, md: list[tuple[
         account_id=ns.account_id, users=ns.user or [], policy_id=ns.policy or "",
         plan_id=ns.plan or "", exempt=ns.exempt, seat_limit=ns.seat_limit,
         admin_emails=ns.admin_email or [], currency=ns.currency or "", parent_id=ns.parent or "",
+        report_emails=ns.report_email or [], time_zone=ns.time_zone or "",
         kind=apb.AccountKind.Value(f"ACCOUNT_KIND_{ns.kind.upper()}"),
     )
     if ns.state:
@@ -185,6 +186,8 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     up.add_argument("--parent")
     up.add_argument("--currency")
     up.add_argument("--admin-email", action="append")
+    up.add_argument("--report-email", action="append", help="receives the monthly report")
+    up.add_argument("--time-zone", help="IANA name (default UTC): when the report is sent")
     up.add_argument("--exempt", action="store_true")
     up.add_argument("--kind", choices=["enterprise", "consumer"], default="enterprise")
     up.add_argument("--state", choices=["active", "reminder", "grace", "suspended", "closed"],
@@ -201,11 +204,7 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     health = client("health", sub, cmd_health, "probe gRPC health (exit 0 SERVING, else 1)")
     health.add_argument("--service", default="", help="one service's health (default: server)")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
-    report = client("report", sub, cmd_report, "write an account's monthly report: JSON, CSV, PNG")
-    report.add_argument("account_id")
-    report.add_argument("--month", required=True, help="calendar month YYYY-MM (UTC)")
-    report.add_argument("--out", default=".", help="output directory (default: .)")
-    report.add_argument("--seat-price", type=int, default=0, help="seat unit price, minor units")
+    add_report_commands(sub, client)
     for add in extra:
         add(sub)
     return parser

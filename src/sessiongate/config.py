@@ -11,11 +11,14 @@ import os
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 
 from sessiongate.domain.errors import InvalidArgument
+from sessiongate.domain.records import FailureMode
+from sessiongate.domain.validation import check_emails, check_time_zone
 
-FAILURE_MODES = ("closed", "open", "static")
+FAILURE_MODES = tuple(m.value for m in FailureMode)
 LOG_FORMATS = ("auto", "json", "console")
 
 
@@ -48,10 +51,23 @@ class Settings:
     near_cache_ttl: float = _setting(
         2.0, "SESSIONGATE_NEAR_CACHE_TTL", "seconds a cached account stays fresh without news"
     )
-    failure_mode: str = _setting(
+    near_cache_entries: int = _setting(
+        200_000, "SESSIONGATE_NEAR_CACHE_ENTRIES", "accounts the near-cache holds at most"
+    )
+    near_cache_unknown: int = _setting(
+        10_000, "SESSIONGATE_NEAR_CACHE_UNKNOWN",
+        "ids naming no account that the near-cache remembers at most (apart from the accounts:"
+        " a flood of unknown ids evicts only these)",
+    )
+    failure_mode: FailureMode = _setting(
         "closed", "SESSIONGATE_FAILURE_MODE",
         "when Redis is unreachable: closed (deny), open (allow), static (last known state)",
         choices=FAILURE_MODES,
+    )
+    login_redis_timeout: float = _setting(
+        0.25, "SESSIONGATE_LOGIN_REDIS_TIMEOUT",
+        "seconds a login check waits for a Redis read (account state, a feature's counter)"
+        " before the failure mode answers; keep it well below the clients' deadlines",
     )
     static_max_age: float = _setting(
         300.0, "SESSIONGATE_STATIC_MAX_AGE", "failure mode static: oldest usable state, seconds"
@@ -107,6 +123,42 @@ class Settings:
     notify_timeout: float = _setting(
         10.0, "SESSIONGATE_NOTIFY_TIMEOUT", "seconds one webhook call or SMTP session may take"
     )
+    reports: bool = _setting(
+        True, "SESSIONGATE_REPORTS",
+        "send the monthly reports (06:00 on the 1st in each account's time zone) and the"
+        " daily digest; needs SESSIONGATE_SCHEDULER",
+    )
+    digest_emails: str = _setting(
+        "", "SESSIONGATE_DIGEST_EMAILS",
+        "comma-separated addresses of the vendor's daily advisory digest; empty: no digest",
+    )
+    digest_at: str = _setting(
+        "07:00", "SESSIONGATE_DIGEST_AT", "local time HH:MM the daily digest is sent"
+    )
+    digest_time_zone: str = _setting(
+        "UTC", "SESSIONGATE_DIGEST_TIME_ZONE", "IANA time zone of SESSIONGATE_DIGEST_AT"
+    )
+    templates_dir: str = _setting(
+        "", "SESSIONGATE_TEMPLATES_DIR",
+        "directory of Jinja2 templates overriding the shipped ones by name (email branding)",
+    )
+    link_secret: str = _setting(
+        "", "SESSIONGATE_LINK_SECRET",
+        "key signing the standing-page links; empty: no links, the page serves nothing",
+        secret=True,
+    )
+    public_url: str = _setting(
+        "http://127.0.0.1:9465", "SESSIONGATE_PUBLIC_URL",
+        "base URL customers reach the HTTP server at (standing-page links)",
+    )
+    link_ttl_days: float = _setting(
+        30.0, "SESSIONGATE_LINK_TTL_DAYS", "days a standing-page link stays valid"
+    )
+    pay_url_template: str = _setting(
+        "", "SESSIONGATE_PAY_URL_TEMPLATE",
+        "the standing page's Pay now link, {account_id} replaced (URL-quoted);"
+        " e.g. https://billing.example.com/pay?account={account_id}",
+    )
     app_tokens: str = _setting(
         "", "SESSIONGATE_APP_TOKENS", "comma-separated bearer tokens of the app role", secret=True
     )
@@ -131,17 +183,47 @@ class Settings:
         " the dunning sweep's share of the buckets",
     )
     envoy_account_header: str = _setting(
-        "x-account-id", "SESSIONGATE_ENVOY_ACCOUNT_HEADER",
-        "Envoy ext_authz: request header naming the account; empty: none (see docs/envoy.md)",
+        "x-account-id", "SESSIONGATE_ACCOUNT_HEADER",
+        "proxies: request header naming the account; empty: none (see docs/envoy.md)",
+        aliases=("SESSIONGATE_ENVOY_ACCOUNT_HEADER",),
     )
     envoy_user_header: str = _setting(
-        "x-user-id", "SESSIONGATE_ENVOY_USER_HEADER",
-        "Envoy ext_authz: request header naming the user; empty: none",
+        "x-user-id", "SESSIONGATE_USER_HEADER",
+        "proxies: request header naming the user; empty: none",
+        aliases=("SESSIONGATE_ENVOY_USER_HEADER",),
     )
     envoy_feature_pattern: str = _setting(
-        r"^/features/(?P<feature>[^/]+)", "SESSIONGATE_ENVOY_FEATURE_PATTERN",
-        "Envoy ext_authz: regex on the request path whose group `feature` (or first group)"
+        r"^/features/(?P<feature>[^/]+)", "SESSIONGATE_FEATURE_PATTERN",
+        "proxies: regex on the request path whose group `feature` (or first group)"
         " names the feature; empty: none",
+        aliases=("SESSIONGATE_ENVOY_FEATURE_PATTERN",),
+    )
+    http_addr: str = _setting(
+        "127.0.0.1:9465", "SESSIONGATE_HTTP_ADDR",
+        "HTTP forward-auth endpoint (/authz) for nginx, Traefik and Caddy; empty: off",
+    )
+    authz_open_paths: str = _setting(
+        "", "SESSIONGATE_AUTHZ_OPEN_PATHS",
+        "proxies: comma-separated path prefixes (e.g. /billing,/export) that stay open to a"
+        " rostered user of an account restricted for non-payment",
+    )
+    jwt_secret: str = _setting(
+        "", "SESSIONGATE_JWT_SECRET",
+        "/authz: HS256 secret that verifies a JWT naming the account and user", secret=True,
+    )
+    jwt_jwks_file: str = _setting(
+        "", "SESSIONGATE_JWT_JWKS_FILE",
+        "/authz: JWKS file (JSON) whose public keys verify a JWT (RS*, ES*, PS*, EdDSA)",
+    )
+    jwt_cookie: str = _setting(
+        "", "SESSIONGATE_JWT_COOKIE",
+        "/authz: cookie carrying the JWT when there is no Authorization: Bearer header",
+    )
+    jwt_audience: str = _setting(
+        "", "SESSIONGATE_JWT_AUDIENCE", "/authz: required JWT audience (aud); empty: not checked"
+    )
+    jwt_issuer: str = _setting(
+        "", "SESSIONGATE_JWT_ISSUER", "/authz: required JWT issuer (iss); empty: not checked"
     )
     envoy_jwt_metadata_key: str = _setting(
         "", "SESSIONGATE_ENVOY_JWT_METADATA_KEY",
@@ -152,16 +234,19 @@ class Settings:
         "Envoy ext_authz: header with the verified JWT payload (base64url JSON); empty: off",
     )
     envoy_account_claim: str = _setting(
-        "account_id", "SESSIONGATE_ENVOY_ACCOUNT_CLAIM",
-        "Envoy ext_authz: JWT claim (dotted path) naming the account; empty: use the header",
+        "account_id", "SESSIONGATE_ACCOUNT_CLAIM",
+        "proxies: JWT claim (dotted path) naming the account; empty: use the header",
+        aliases=("SESSIONGATE_ENVOY_ACCOUNT_CLAIM",),
     )
     envoy_user_claim: str = _setting(
-        "sub", "SESSIONGATE_ENVOY_USER_CLAIM",
-        "Envoy ext_authz: JWT claim (dotted path) naming the user; empty: use the header",
+        "sub", "SESSIONGATE_USER_CLAIM",
+        "proxies: JWT claim (dotted path) naming the user; empty: use the header",
+        aliases=("SESSIONGATE_ENVOY_USER_CLAIM",),
     )
     envoy_payment_url: str = _setting(
-        "", "SESSIONGATE_ENVOY_PAYMENT_URL",
-        "Envoy ext_authz: where a suspended account pays, quoted in the HTTP 402 body",
+        "", "SESSIONGATE_PAYMENT_URL",
+        "proxies: where a suspended account pays, quoted in the HTTP 402 body",
+        aliases=("SESSIONGATE_ENVOY_PAYMENT_URL",),
     )
 
     def __post_init__(self) -> None:
@@ -172,16 +257,25 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise InvalidArgument(f.metadata["env"], f"must be one of {', '.join(choices)}")
-        for name in ("near_cache_ttl", "static_max_age", "session_ttl", "sweep_interval",
-                     "payment_claim_idle",
+        # Given as text (environment, flags, overrides), kept as the enum.
+        object.__setattr__(self, "failure_mode", FailureMode(self.failure_mode))
+        for name in ("near_cache_ttl", "login_redis_timeout", "static_max_age", "session_ttl",
+                     "sweep_interval", "payment_claim_idle",
                      "notify_retry_base", "notify_retry_max", "notify_claim_idle",
-                     "notify_timeout"):
+                     "notify_timeout", "link_ttl_days"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(name, "must be positive")
+        for name in ("near_cache_entries", "near_cache_unknown"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, "must be at least 1")
         if self.workers < 1:
             raise InvalidArgument("workers", "must be at least 1")
         if not 0 <= self.worker_index < self.workers:
             raise InvalidArgument("worker_index", f"must be 0..{self.workers - 1} (workers - 1)")
+        check_time_zone("SESSIONGATE_DIGEST_TIME_ZONE", self.digest_time_zone)
+        self.digest_time()
+        if self.digest_emails:
+            check_emails("SESSIONGATE_DIGEST_EMAILS", self.digest_recipients())
         if bool(self.tls_cert) != bool(self.tls_key):
             raise InvalidArgument("SESSIONGATE_TLS_KEY", "TLS needs both a certificate and a key")
         if self.tls_client_ca and not self.tls_cert:
@@ -199,10 +293,22 @@ class Settings:
             raw = env.get(var)
             if raw is None and f"{var}_FILE" in env:
                 raw = pathlib.Path(env[f"{var}_FILE"]).read_text().strip()
+            for old in f.metadata.get("aliases", ()):  # the names of earlier releases
+                if raw is None:
+                    raw = env.get(old)
             if raw is not None:
                 values[f.name] = parse_value(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def digest_time(self) -> time:
+        try:
+            return time.fromisoformat(self.digest_at)
+        except ValueError:
+            raise InvalidArgument("SESSIONGATE_DIGEST_AT", "must be a time HH:MM") from None
+
+    def digest_recipients(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.digest_emails.split(",") if a.strip())
 
     def tokens(self, role: str) -> tuple[str, ...]:
         raw = {"app": self.app_tokens, "billing": self.billing_tokens, "admin": self.admin_tokens}

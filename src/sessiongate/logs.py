@@ -59,38 +59,38 @@ _ACCESS_KEYS = frozenset(("method", "code", "ms", "peer", "request_id", "event",
 _prefixes: dict[tuple[str, str], str] = {}
 
 
-def access_line(method: str, code: str, ms: float, peer: str, request_id: str) -> str:
+def access_line(method: str, code: str, ms: float, peer: str, request_id: str,
+                ns: int | None = None, tail: str | None = None) -> str:
     """The access-log line exactly as `configure`'s JSON chain renders
     `log.info("rpc", method=, code=, ms=, peer=, request_id=)`: the call's keys, `event`, the
-    bound context variables (`bind_contextvars`), `level`, then the ISO UTC `timestamp`."""
+    bound context variables (`bind_contextvars`), `level`, then the ISO UTC `timestamp` of
+    `ns` (Unix time in ns; now if None). `tail`: `_tail()`, when the caller made it already."""
     prefix = _prefixes.get((method, code))
     if prefix is None:
         prefix = _prefixes[(method, code)] = (
             f'{{"method": {_quote(method)}, "code": {_quote(code)}, "ms": ')
-    bound = structlog.contextvars.get_contextvars()
-    extra = "".join(f", {_quote(k)}: {dumps(v, default=_fallback)}"
-                    for k, v in bound.items() if k not in _ACCESS_KEYS) if bound else ""
+    if tail is None:
+        tail = _tail()
     return (f'{prefix}{ms!r}, "peer": {_quote(peer)}, "request_id": {_quote(request_id)}, '
-            f'"event": "rpc"{extra}, "level": "info", "timestamp": "{iso_utc(time.time_ns())}"}}')
+            f'{tail}{iso_utc(time.time_ns() if ns is None else ns)}"}}')
 
 
 def access_lines(records: list[tuple[str, str, float, str, str, int]]) -> str:
     """`access_line` of each (method, code, seconds, peer, request id, its end as Unix time
     in ns), newline-separated, with the context variables bound now: one call per batch."""
+    tail = _tail()
+    return "\n".join(access_line(method, code, round(seconds * 1000, 3), peer, request_id, ns,
+                                 tail)
+                     for method, code, seconds, peer, request_id, ns in records)
+
+
+def _tail() -> str:
+    """What follows the call's own keys up to the timestamp's text: `event`, the bound context
+    variables but those the line sets itself, `level`."""
     bound = structlog.contextvars.get_contextvars()
     extra = "".join(f", {_quote(k)}: {dumps(v, default=_fallback)}"
                     for k, v in bound.items() if k not in _ACCESS_KEYS) if bound else ""
-    tail = f'"event": "rpc"{extra}, "level": "info", "timestamp": "'
-    prefixes = _prefixes
-    lines = []
-    for method, code, seconds, peer, request_id, ns in records:
-        prefix = prefixes.get((method, code))
-        if prefix is None:
-            prefix = prefixes[(method, code)] = (
-                f'{{"method": {_quote(method)}, "code": {_quote(code)}, "ms": ')
-        lines.append(f'{prefix}{round(seconds * 1000, 3)!r}, "peer": {_quote(peer)}, '
-                     f'"request_id": {_quote(request_id)}, {tail}{iso_utc(ns)}"}}')
-    return "\n".join(lines)
+    return f'"event": "rpc"{extra}, "level": "info", "timestamp": "'
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second seen and its text, swapped whole

@@ -12,7 +12,8 @@ Two kinds, to keep the login path cheap:
   server's thread, with its own short-timeout sync Redis connection): near-cache hits and
   misses, Redis reachability, the payment stream (length, per-group pending entries, entries
   not yet delivered, lag in seconds of the oldest undelivered and the oldest pending entry),
-  dead letters, accounts by state, and notifications sent/failed.
+  dead letters, accounts by state, notifications sent/failed, and the login batch writer's
+  queue (length, oldest record's age, records written / dead-lettered / lost, failed writes).
 
 Accounts by state is a SCAN of the account hashes, O(accounts), so it is cached and redone at
 most every `ACCOUNTS_SCAN_INTERVAL` seconds: an approximate, slightly old count, which is what a
@@ -47,6 +48,7 @@ from redis.retry import Retry
 
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.store import keys
+from sessiongate.store.batch import BatchWriter
 from sessiongate.store.codec import decode_account
 from sessiongate.store.nearcache import NearCache
 
@@ -132,11 +134,9 @@ class Metrics:
 
     def observe(self, calls: list[CallRecord]) -> None:
         """Finished calls (the observer's hook, a batch at a time): latency by method and
-        status; for CheckSession answers, the decision and the age of the state behind it.
-        (`Buckets.observe` inlined: this runs for every RPC.)"""
+        status; for CheckSession answers, the decision and the age of the state behind it."""
         rpc_seconds, decisions, age = self.rpc_seconds, self.decisions, self.state_age
         conflicts = self.conflicting_duplicates
-        age_bounds, age_counts = age.bounds, age.counts
         last: tuple[str, str] | None = None
         hist = None
         for method, code, seconds, _, _, _, _, response in calls:
@@ -146,8 +146,7 @@ class Metrics:
                 if hist is None:
                     hist = rpc_seconds[last] = Buckets(LATENCY_BUCKETS)
             assert hist is not None
-            hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1
-            hist.sum += seconds
+            hist.observe(seconds)
             if response is None:
                 if code == "UNAVAILABLE":
                     self.redis_errors["rpc"] += 1
@@ -161,9 +160,7 @@ class Metrics:
             decisions[key] = decisions.get(key, 0) + 1
             if key[2] in _DEGRADED:
                 self.redis_errors["lookup"] += 1
-            seconds = response.state_age_ms / 1000.0
-            age_counts[bisect.bisect_left(age_bounds, seconds)] += 1
-            age.sum += seconds
+            age.observe(response.state_age_ms / 1000.0)
 
     def families(self) -> Iterator[Metric]:
         """The inline instruments as Prometheus families (called by the scrape thread)."""
@@ -253,6 +250,7 @@ class ScrapeCollector(Collector):
         with self._lock:  # concurrent scrapes would only repeat the same Redis reads
             yield from self._near_cache()
             yield from self._notifications()
+            yield from self._batch_writers()
             up = GaugeMetricFamily("sessiongate_redis_up", "1 if this scrape could read Redis")
             try:
                 families = list(self._from_redis())
@@ -298,6 +296,30 @@ class ScrapeCollector(Collector):
             for sink, n in sorted(totals[attr].items()):
                 fam.add_metric([sink], n)
             yield fam
+
+    def _batch_writers(self) -> Iterator[Metric]:
+        """The login records' queue (`store/batch.py`): a backlog, a stall, refused records."""
+        writers = [c for c in self._components() if isinstance(c, BatchWriter)]
+        length = GaugeMetricFamily(
+            "sessiongate_batch_queue_length", "login records queued, not yet written")
+        length.add_metric([], sum(w.pending for w in writers))
+        age = GaugeMetricFamily(
+            "sessiongate_batch_queue_oldest_seconds",
+            "how long the oldest queued login record has waited (0: none queued)")
+        age.add_metric([], max((w.oldest_age() for w in writers), default=0.0))
+        records = CounterMetricFamily(
+            "sessiongate_batch_records",
+            "login records by outcome: written; dead_lettered (Redis refused them, see the"
+            " stream sessiongate:batch:dead); lost (neither: queue overflow, a stop with Redis"
+            " unreachable, an unwritable dead letter)", labels=["outcome"])
+        for outcome, attr in (("written", "written"), ("dead_lettered", "dead"),
+                              ("lost", "lost")):
+            records.add_metric([outcome], sum(getattr(w, attr) for w in writers))
+        failures = CounterMetricFamily(
+            "sessiongate_batch_write_failures",
+            "batch writes that failed (Redis unreachable or not writable now) and are retried")
+        failures.add_metric([], sum(w.write_failures for w in writers))
+        yield from (length, age, records, failures)
 
     def _from_redis(self) -> Iterator[Metric]:
         r = self._redis

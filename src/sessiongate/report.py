@@ -1,104 +1,160 @@
-"""The monthly client report: JSON, CSV and a PNG chart of daily active users and usage.
+"""`sessiongate report`: an account's monthly report, written as JSON, CSV and a PNG chart,
+or sent now through the server's outbox (`--send`, the `SendReport` RPC: the same path as the
+monthly job). `sessiongate accounts`: list accounts by state, parent or suspension date.
+`sessiongate digest`: the vendor's daily digest, printed or sent now.
 
-Built from `GetUsageSummary` (the same figures billing sees), so the report's numbers are the
-recorded events'. matplotlib draws the chart with its Agg backend: no display needed.
+The content is `reporting/content.py`'s, from `GetUsageSummary` (the same figures billing
+sees). The chart needs the `sessiongate[report]` extra (matplotlib); without it the report is
+written without the PNG and says so.
 """
 
 from __future__ import annotations
 
-import csv
+import asyncio
 import json
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
-
-_MODE_NAMES = {
-    pb.PRORATION_MODE_PRORATA: "prorata",
-    pb.PRORATION_MODE_WHOLE_PERIOD: "whole_period",
-    pb.PRORATION_MODE_NEXT_PERIOD: "next_period",
-}
-
-
-def build(summary: pb.UsageSummary, account: pb.Account) -> dict[str, Any]:
-    limit = account.seat_limit
-    in_use = max((d.peak_seats_in_use for d in summary.days), default=0)
-    return {
-        "account_id": summary.account_id,
-        "month": summary.period,
-        "logins": summary.logins,
-        "active_users": summary.active_users,
-        "seats": {
-            "limit": limit or None,
-            "billable_peak": summary.peak_concurrent_seats,
-            "peak_in_use": in_use,
-            "utilization": round(in_use / limit, 4) if limit else None,
-            "seat_seconds": summary.seat_seconds,
-            "charges_minor": {_MODE_NAMES.get(c.mode, str(c.mode)): c.amount_minor
-                              for c in summary.seat_charges},
-            "currency": account.currency,
-        },
-        "features": {f.feature: {"total": f.total, "events": f.events}
-                     for f in summary.features},
-        "days": [{"day": d.day, "logins": d.logins, "active_users": d.active_users,
-                  "peak_seats_in_use": d.peak_seats_in_use,
-                  "usage": dict(sorted(d.usage.items()))} for d in summary.days],
-    }
+from sessiongate.billing.report import chart, content
+from sessiongate.billing.report.due import month_before
+from sessiongate.cli_output import emit, state_name
 
 
 def write(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write `<account>-<month>.json`, `.csv` (one row per day) and `.png`; return the paths."""
+    """Write `<account>-<month>.json`, `.csv` (one row per day) and `.png` (with the
+    `report` extra installed); return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{report['account_id']}-{report['month']}"
-    paths = [stem.with_suffix(".json"), stem.with_suffix(".csv"), stem.with_suffix(".png")]
+    stem = out_dir / f"{report['account_id']}-{report['period']}"
+    paths = [stem.with_suffix(".json"), stem.with_suffix(".csv")]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    features = sorted(report["features"])
-    with paths[1].open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["day", "logins", "active_users", "peak_seats_in_use", *features])
-        for d in report["days"]:
-            w.writerow([d["day"], d["logins"], d["active_users"], d["peak_seats_in_use"],
-                        *(d["usage"].get(f, 0) for f in features)])
-    _chart(report, features, paths[2])
+    paths[1].write_text(content.to_csv(report))
+    png = chart.render_png(report)
+    if png is not None:
+        paths.append(stem.with_suffix(".png"))
+        paths[2].write_bytes(png)
     return paths
 
 
-def _chart(report: dict[str, Any], features: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    days = [d["day"][8:] for d in report["days"]]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    top.bar(days, [d["active_users"] for d in report["days"]], color="#4477aa")
-    top.set_ylabel("daily active users")
-    top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    top.set_title(f"{report['account_id']}: {report['month']}")
-    for f in features:
-        bottom.plot(days, [d["usage"].get(f, 0) for d in report["days"]], marker="o", label=f)
-    bottom.set_ylabel("usage")
-    bottom.set_xlabel("day of month")
-    if features:
-        bottom.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def cmd_report(ns: Any, channel: Any, metadata: list[tuple[str, str]]) -> int:
-    """`sessiongate report ACCOUNT --month YYYY-MM [--out DIR] [--seat-price N]`."""
+    """`sessiongate report ACCOUNT --month YYYY-MM [--out DIR] [--send] [--children]`."""
     from sessiongate.api.v1 import accounts_pb2_grpc
 
     stub = accounts_pb2_grpc.AccountsStub(channel)
+    if ns.send:
+        resp = stub.SendReport(pb.SendReportRequest(account_id=ns.account_id,
+                                                    period=ns.month or "",
+                                                    children=ns.children),
+                               metadata=metadata, timeout=60)
+        emit(ns, resp, f"queued {resp.notification_id} ({resp.period})")
+        return 0
+    if not ns.month:
+        print("sessiongate: --month: required unless --send", file=sys.stderr)
+        return 2
     account = stub.GetAccount(pb.GetAccountRequest(account_id=ns.account_id),
                               metadata=metadata, timeout=10)
-    summary = stub.GetUsageSummary(
-        pb.GetUsageSummaryRequest(account_id=ns.account_id, period=ns.month,
-                                  seat_unit_price_minor=ns.seat_price),
-        metadata=metadata, timeout=30)
-    report = build(summary, account)
+
+    def summary(account_id: str, month: str) -> pb.UsageSummary:
+        return stub.GetUsageSummary(  # type: ignore[no-any-return]
+            pb.GetUsageSummaryRequest(account_id=account_id, period=month,
+                                      seat_unit_price_minor=ns.seat_price),
+            metadata=metadata, timeout=30)
+
+    plan = (stub.GetPlan(pb.GetPlanRequest(plan_id=account.plan_id), metadata=metadata,
+                         timeout=10) if account.plan_id else None)
+    report = content.build(account, summary(ns.account_id, ns.month),
+                           summary(ns.account_id, month_before(ns.month)), plan)
+    if ns.children:
+        kids = stub.ListAccounts(pb.ListAccountsRequest(parent_id=ns.account_id,
+                                                        page_size=1000),
+                                 metadata=metadata, timeout=60)
+        report["children"] = [content.child_line(c, summary(c.account_id, ns.month))
+                              for c in kids.accounts]
     for path in write(report, Path(ns.out)):
         print(path)
+    if not chart.available():
+        print("no chart: install sessiongate[report] (matplotlib) for the PNG", file=sys.stderr)
     return 0
+
+
+def cmd_accounts(ns: Any, channel: Any, metadata: list[tuple[str, str]]) -> int:
+    """`sessiongate accounts [--state S] [--parent P] [--suspends-before T]`: every page."""
+    from sessiongate.api.v1 import accounts_pb2_grpc
+    from sessiongate.api.v1 import common_pb2 as cpb
+    from sessiongate.cli_dunning import _stamp
+
+    stub = accounts_pb2_grpc.AccountsStub(channel)
+    req = pb.ListAccountsRequest(parent_id=ns.parent or "", page_size=ns.page_size)
+    if ns.state:
+        req.state = cpb.AccountState.Value(f"ACCOUNT_STATE_{ns.state.upper()}")
+    if ns.suspends_before:
+        req.suspends_before.CopyFrom(_stamp("suspends_before", ns.suspends_before))
+    found = pb.ListAccountsResponse()
+    while True:
+        page = stub.ListAccounts(req, metadata=metadata, timeout=60)
+        found.accounts.extend(page.accounts)
+        if not page.next_page_token:
+            break
+        req.page_token = page.next_page_token
+    lines = [f"{a.account_id:<24} {state_name(a.state):<10} {a.balance_minor:>12} {a.currency}"
+             + (f"  suspends {a.suspends_at.ToDatetime(tzinfo=UTC):%Y-%m-%d %H:%M} UTC"
+                if a.HasField("suspends_at") else "")
+             for a in found.accounts]
+    emit(ns, found, "\n".join(lines) or "(no accounts)")
+    return 0
+
+
+def cmd_digest(ns: Any) -> int:
+    """`sessiongate digest [--send]`: build the digest from Redis (SESSIONGATE_REDIS_URL);
+    print it, or put it in the outbox for the running servers to deliver."""
+    from sessiongate.config import Settings
+    from sessiongate.domain.clock import SystemClock
+    from sessiongate.reporting.digest import Digest
+    from sessiongate.store.client import transport
+    from sessiongate.store.scripts import Scripts
+
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        print("sessiongate: SESSIONGATE_REDIS_URL: the digest reads the servers' Redis",
+              file=sys.stderr)
+        return 2
+
+    async def run() -> str:
+        redis = transport(settings.redis_url, cluster=settings.redis_cluster)
+        try:
+            digest = Digest(redis, Scripts(redis), settings, SystemClock())
+            if ns.send:
+                return await digest.send_now()
+            now = datetime.now(UTC)
+            body = await digest.build(now, "preview", now.date().isoformat())
+            return json.dumps(body, indent=2)
+        finally:
+            await redis.aclose()
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def add_report_commands(sub: Any, client: Any) -> None:
+    report = client("report", sub, cmd_report,
+                    "an account's monthly report: write JSON, CSV, PNG, or --send it")
+    report.add_argument("account_id")
+    report.add_argument("--month", help="calendar month YYYY-MM (UTC); with --send, default:"
+                        " last month in the account's time zone")
+    report.add_argument("--out", default=".", help="output directory (default: .)")
+    report.add_argument("--seat-price", type=int, default=0, help="seat unit price, minor units")
+    report.add_argument("--send", action="store_true",
+                        help="deliver it now through the server's outbox (a resend)")
+    report.add_argument("--children", action="store_true",
+                        help="a channel partner's report: each child's seats, usage, standing")
+    accounts = client("accounts", sub, cmd_accounts, "list accounts")
+    accounts.add_argument("--state", choices=["active", "reminder", "grace", "suspended",
+                                              "closed"])
+    accounts.add_argument("--parent", help="children of this account")
+    accounts.add_argument("--suspends-before", help="ISO 8601 time")
+    accounts.add_argument("--page-size", type=int, default=500)
+    digest = sub.add_parser("digest", help="the vendor's daily digest: print it, or --send it")
+    digest.add_argument("--send", action="store_true", help="put it in the outbox now")
+    digest.set_defaults(func=cmd_digest)

@@ -29,6 +29,7 @@ def test_error_and_access_lines_of_a_call_share_its_request_id(tmp_path: Path) -
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_LOG_FORMAT": "json",
            "SESSIONGATE_LOG_LEVEL": "info", "SESSIONGATE_ACCESS_LOG": "1",
            "SESSIONGATE_SCHEDULER": "0", "SESSIONGATE_METRICS_ADDR": "",
+           "SESSIONGATE_HTTP_ADDR": "",
            "SESSIONGATE_REDIS_URL": redis.url}
     with (tmp_path / "sidecar.log").open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "sessiongate.cli", "serve"], env=env,

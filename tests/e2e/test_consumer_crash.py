@@ -36,7 +36,8 @@ def sidecar(redis_url: str, name: str, tmp: Path) -> tuple[subprocess.Popen[byte
     addr = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_REDIS_URL": redis_url,
            "SESSIONGATE_CONSUMER_NAME": name, "SESSIONGATE_PAYMENT_CLAIM_IDLE": "1",
-           "SESSIONGATE_METRICS_ADDR": "", "SESSIONGATE_ACCESS_LOG": "false",
+           "SESSIONGATE_METRICS_ADDR": "",
+           "SESSIONGATE_HTTP_ADDR": "", "SESSIONGATE_ACCESS_LOG": "false",
            "SESSIONGATE_DATA_DIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "sessiongate.cli", "serve"], env=env,
                             stderr=subprocess.DEVNULL)

@@ -167,7 +167,7 @@ def test_the_image_entrypoint_and_healthcheck_work_when_run_directly(
 ) -> None:
     """ENTRYPOINT + CMD with the image's ENV (ports moved to free ones, tokens as files)."""
     df = parse_dockerfile(repo_root / "deploy/Dockerfile")
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     tokens = {}
     for role in ("app", "billing", "admin"):
         (tmp_path / role).write_text(f"{role}-secret\n")
@@ -179,6 +179,8 @@ def test_the_image_entrypoint_and_healthcheck_work_when_run_directly(
                ":50051", f":{grpc_port}"),
            "SESSIONGATE_METRICS_ADDR": df.env["SESSIONGATE_METRICS_ADDR"].replace(
                ":9464", f":{metrics_port}"),
+           "SESSIONGATE_HTTP_ADDR": df.env["SESSIONGATE_HTTP_ADDR"].replace(
+               ":9465", f":{http_port}"),
            "SESSIONGATE_DATA_DIR": str(tmp_path / "data")}
     assert env["SESSIONGATE_GRPC_ADDR"].startswith("0.0.0.0:")  # so tokens are required
     health = [str(BIN / df.healthcheck[0]), *df.healthcheck[1:]]

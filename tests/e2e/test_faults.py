@@ -136,7 +136,7 @@ def test_redis_killed_and_restarted_under_load(
     proc, addr = _sidecar({
         "SESSIONGATE_REDIS_URL": redis_server.url, "SESSIONGATE_FAILURE_MODE": mode,
         "SESSIONGATE_NEAR_CACHE_TTL": "0.2", "SESSIONGATE_ACCESS_LOG": "0",
-        "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{metrics_port}", "SESSIONGATE_HTTP_ADDR": "",
     }, tmp_path)
     try:
         with grpc.insecure_channel(addr) as ch:
@@ -191,6 +191,7 @@ def test_redis_killed_and_restarted_under_load(
 def test_sigterm_under_load_drains(tmp_path: Path, redis_server: EmbeddedRedis) -> None:
     proc, addr = _sidecar({
         "SESSIONGATE_REDIS_URL": redis_server.url, "SESSIONGATE_METRICS_ADDR": "",
+        "SESSIONGATE_HTTP_ADDR": "",
         "SESSIONGATE_DRAIN_DELAY": "3", "SESSIONGATE_DRAIN_TIMEOUT": "20",
     }, tmp_path)
     with grpc.insecure_channel(addr) as ch:

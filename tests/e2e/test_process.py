@@ -38,7 +38,8 @@ def wait_serving(addr: str, timeout: float = 20.0) -> None:
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     addr = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_DATA_DIR": str(tmp_path),
-           "SESSIONGATE_LOG_FORMAT": "json", "SESSIONGATE_METRICS_ADDR": ""}
+           "SESSIONGATE_LOG_FORMAT": "json", "SESSIONGATE_METRICS_ADDR": "",
+           "SESSIONGATE_HTTP_ADDR": ""}
     env.pop("SESSIONGATE_REDIS_URL", None)
     proc = subprocess.Popen([*SG, "serve"], env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -86,7 +87,7 @@ def test_serve_with_embedded_redis_cli_and_sigterm(
 def test_state_survives_a_restart_of_the_embedded_redis(tmp_path: Path) -> None:
     addr = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_DATA_DIR": str(tmp_path),
-           "SESSIONGATE_METRICS_ADDR": ""}
+           "SESSIONGATE_METRICS_ADDR": "", "SESSIONGATE_HTTP_ADDR": ""}
     env.pop("SESSIONGATE_REDIS_URL", None)
     for round_ in range(2):
         proc = subprocess.Popen([*SG, "serve"], env=env, stderr=subprocess.DEVNULL)
@@ -103,7 +104,8 @@ def test_state_survives_a_restart_of_the_embedded_redis(tmp_path: Path) -> None:
 
 def test_refuses_non_loopback_without_tokens(tmp_path: Path) -> None:
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": f"0.0.0.0:{free_port()}",
-           "SESSIONGATE_DATA_DIR": str(tmp_path), "SESSIONGATE_METRICS_ADDR": ""}
+           "SESSIONGATE_DATA_DIR": str(tmp_path), "SESSIONGATE_METRICS_ADDR": "",
+           "SESSIONGATE_HTTP_ADDR": ""}
     r = subprocess.run([*SG, "serve"], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "refusing to listen" in r.stderr

@@ -40,7 +40,8 @@ def test_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path) -> None
     while mport + 1 == int(addr.rsplit(":", 1)[1]):
         mport = free_port()
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_DATA_DIR": str(tmp_path),
-           "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{mport}", "SESSIONGATE_LOG_FORMAT": "json"}
+           "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{mport}", "SESSIONGATE_LOG_FORMAT": "json",
+           "SESSIONGATE_HTTP_ADDR": ""}
     env.pop("SESSIONGATE_REDIS_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "sessiongate.cli", "serve", "--workers", "2"],
                             env=env, stderr=subprocess.PIPE, text=True)

@@ -117,7 +117,7 @@ def test_tokens_from_file_secrets(tmp_path: Path, redis_client: redis.Redis,
         (tmp_path / role).write_text(content)
     settings = Settings.from_env(
         {**files, "SESSIONGATE_GRPC_ADDR": "127.0.0.1:0", "SESSIONGATE_REDIS_URL": redis_url,
-         "SESSIONGATE_METRICS_ADDR": "", "SESSIONGATE_ACCESS_LOG": "0",
+         "SESSIONGATE_METRICS_ADDR": "", "SESSIONGATE_HTTP_ADDR": "", "SESSIONGATE_ACCESS_LOG": "0",
          "SESSIONGATE_SCHEDULER": "0"})
     assert settings.tokens("admin") == ("f-adm-1", "f-adm-2")
     srv = ServerThread(settings).start()

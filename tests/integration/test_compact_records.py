@@ -1,13 +1,7 @@
-"""Issue #5, Redis memory per account: the compact layout, and records of the former one.
-
-Records written by the release before the compact layout (per-day login sets, the month's
-active-user set and peak-seats hash, the JSON seat-log zset, the long account JSON) must keep
-counting in summaries and reports; new records must stay in Redis's compact encodings.
-"""
+"""Issue #5, Redis memory per account: records stay in Redis's compact encodings."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,7 +10,6 @@ import redis
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import billing_pb2 as bpb
-from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.service.convert import ts
 from sessiongate.store import keys
@@ -58,97 +51,6 @@ def seat_changes(client: redis.Redis, aid: str) -> list[bytes]:
 def summary(srv: ServerThread) -> apb.UsageSummary:
     return srv.accounts.GetUsageSummary(apb.GetUsageSummaryRequest(
         account_id="acme", period="2026-10", seat_unit_price_minor=3100))
-
-
-def test_records_of_the_former_layout_add_up_with_new_ones(
-    server: ServerThread, redis_client: redis.Redis
-) -> None:
-    oct1 = datetime(2026, 10, 1, tzinfo=UTC)
-    server.clock.set(oct1)
-    server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
-        account_id="acme", users=["alice", "bob", "carol"], seat_limit=5)))
-    # Rewrite what that upsert logged as the former release wrote it, plus its login records.
-    redis_client.hdel(keys.account("acme"), "s")
-    redis_client.zadd(keys.seat_log("acme"),
-                      {'{"v":1,"seats":["alice","bob","carol"]}': ms(oct1)})
-    redis_client.sadd(keys.logins("acme", "2026-10-03"), "nonce-1", "nonce-2")
-    redis_client.sadd(keys.active_users("acme", "2026-10"), "2026-10-03\x1falice")
-    redis_client.hset(keys.peak_seats("acme", "2026-10"), "2026-10-03", 2)
-
-    # The current release: carol leaves on Oct 11, bob logs in that day.
-    server.clock.set(datetime(2026, 10, 11, tzinfo=UTC))
-    server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
-        account_id="acme", users=["alice", "bob"], seat_limit=5)))
-    server.clock.set(datetime(2026, 10, 11, 9, tzinfo=UTC))
-    login = server.sessions.CheckSession(spb.CheckSessionRequest(account_id="acme",
-                                                                 user_id="bob"))
-    assert login.session_id
-    server.clock.set(datetime(2026, 10, 12, tzinfo=UTC))
-    until(lambda: summary(server).logins == 3)  # the login record is written in a batch
-
-    got = summary(server)
-    assert got.seat_seconds == (31 + 31 + 10) * DAY  # alice, bob all month; carol 10 days
-    assert got.active_users == 2
-    days = {d.day: d for d in got.days}
-    assert (days["2026-10-03"].logins, days["2026-10-03"].active_users,
-            days["2026-10-03"].peak_seats_in_use) == (2, 1, 2)
-    assert (days["2026-10-11"].logins, days["2026-10-11"].active_users,
-            days["2026-10-11"].peak_seats_in_use) == (1, 1, 1)
-
-    # New records went to the compact keys only.
-    assert redis_client.object("encoding", keys.usage("acme", "2026-10")) in COMPACT
-    assert len(seat_changes(redis_client, "acme")) == 1
-    assert not redis_client.exists(keys.seat_changes("acme"))
-    assert redis_client.zcard(keys.seat_log("acme")) == 1
-    assert not redis_client.exists(keys.logins("acme", "2026-10-11"))
-
-
-def test_an_account_stored_as_the_former_json_still_works(
-    server: ServerThread, redis_client: redis.Redis
-) -> None:
-    """An account hash written by the former release: read, enforced, and rewritten compact."""
-    server.clock.set(datetime(2026, 10, 1, tzinfo=UTC))
-    since = ms(datetime(2026, 9, 1, tzinfo=UTC))
-    legacy = {
-        "id": "acme", "kind": "ENTERPRISE", "users": ["alice", "bob"], "policy": "",
-        "plan": "", "exempt": False, "seats": 2, "parent": "", "admins": ["b@acme.test"],
-        "tz": "UTC", "cur": "EUR", "state": "SUSPENDED", "since": since,
-        "override": None, "balance": 12000, "due": since, "suspends": since,
-        "next_eval": None, "extra": {},
-    }
-    redis_client.hset(keys.account("acme"), mapping={
-        "data": json.dumps(legacy, separators=(",", ":")), "v": 3})
-    redis_client.set(keys.ledger("acme"), (
-        '{"cur":"EUR","events":{"inv-1-issued":{"t":"INVOICE_ISSUED","inv":"inv-1",'
-        f'"amt":12000,"cur":"EUR","due":{since}}}}},"reminded":null}}'))
-
-    got = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
-    assert (list(got.users), got.seat_limit, got.currency, got.balance_minor, got.version,
-            list(got.admin_emails)) == (["alice", "bob"], 2, "EUR", 12000, 3, ["b@acme.test"])
-    assert got.state == cpb.ACCOUNT_STATE_SUSPENDED
-    denied = server.sessions.CheckSession(spb.CheckSessionRequest(
-        account_id="acme", user_id="alice", no_session=True))
-    assert denied.reason == cpb.REASON_ACCOUNT_SUSPENDED
-
-    server.accounts.UpsertAccount(apb.UpsertAccountRequest(account=apb.Account(
-        account_id="acme", users=["alice", "bob", "carol"], seat_limit=2, currency="EUR")))
-    data = redis_client.hget(keys.account("acme"), "data")
-    assert data is not None and b'"policy"' not in data  # rewritten, defaults left out
-    again = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
-    assert (list(again.users), again.balance_minor, again.version) == (
-        ["alice", "bob", "carol"], 12000, 4)
-
-    # The former ledger JSON: a payment settles its invoice and reinstates at once.
-    paid = server.billing.PushPaymentEvent(bpb.PaymentEvent(
-        event_id="pay-1", account_id="acme", type=bpb.PAYMENT_EVENT_TYPE_PAYMENT_SUCCEEDED,
-        amount_minor=12000))
-    assert not paid.duplicate
-    after = server.accounts.GetAccount(apb.GetAccountRequest(account_id="acme"))
-    assert (after.state, after.balance_minor) == (cpb.ACCOUNT_STATE_ACTIVE, 0)
-    # Moved into the account hash by the first commit, and rewritten compact by the payment.
-    assert not redis_client.exists(keys.ledger("acme"))
-    ledger = redis_client.hget(keys.account("acme"), "l")
-    assert ledger is not None and ledger.startswith(b"EUR\x1e")
 
 
 def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(

@@ -96,7 +96,8 @@ def allowed(resp: Any) -> dict[str, str]:
 def test_active_account_is_allowed_with_state_headers_and_metadata(server: ServerThread) -> None:
     upsert(server, account_id="acme", users=["alice", "bob"])
     resp = check(server, check_request("acme", "alice", "/features/reports/q3?x=1"))
-    assert allowed(resp) == {"x-sessiongate-state": "ACTIVE", "x-sessiongate-reason": "OK"}
+    assert allowed(resp) == {"x-sessiongate-state": "ACTIVE", "x-sessiongate-reason": "OK",
+                             "x-sessiongate-access": "full"}
     # a client's own copy of the overdue header never reaches the upstream
     assert list(resp.ok_response.headers_to_remove) == ["x-sessiongate-suspends-at"]
     assert all(o.append_action == o.OVERWRITE_IF_EXISTS_OR_ADD for o in resp.ok_response.headers)
@@ -115,6 +116,7 @@ def test_overdue_account_is_allowed_with_the_suspension_date(server: ServerThrea
     assert allowed(resp) == {
         "x-sessiongate-state": "GRACE",
         "x-sessiongate-reason": "PAYMENT_OVERDUE",
+        "x-sessiongate-access": "full",
         "x-sessiongate-suspends-at": "2026-02-01T00:00:00Z",
     }
     assert not resp.ok_response.headers_to_remove
@@ -334,7 +336,8 @@ def test_redis_unreachable_follows_the_failure_mode(tmp_path: Path, mode: str) -
     elif mode == "open":
         for resp in (known, unseen):
             assert allowed(resp) == {"x-sessiongate-state": "UNKNOWN",
-                                     "x-sessiongate-reason": "BACKEND_UNAVAILABLE"}
+                                     "x-sessiongate-reason": "BACKEND_UNAVAILABLE",
+                                     "x-sessiongate-access": "full"}
             assert meta(resp)["source"] == "unavailable"
     else:  # static: the last known state decides; nothing known -> closed
         assert allowed(known)["x-sessiongate-state"] == "ACTIVE"
@@ -354,3 +357,61 @@ def test_health_and_reflection_know_the_envoy_service(server: ServerThread) -> N
         reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=20))
     assert SERVICE_NAME in {s.name for s in replies[0].list_services_response.service}
     assert SERVICE_NAME == "envoy.service.auth.v3.Authorization"
+
+
+# ---------------------------------------------------------------- access levels
+
+
+def test_a_read_only_stage_passes_reads_and_refuses_writes_with_402(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    with serving(redis_url, authz_open_paths="/billing") as srv:
+        srv.accounts.UpsertPolicy(apb.DunningPolicy(policy_id="ro", stages=[apb.DunningStage(
+            state=cpb.ACCOUNT_STATE_SUSPENDED, access=cpb.ACCESS_LEVEL_READ_ONLY)]))
+        put_account(srv, Account("ro", users=frozenset({"alice"}), policy_id="ro",
+                                 derived_state=AccountState.SUSPENDED, balance_minor=4999))
+        for method in ("GET", "HEAD", "OPTIONS"):
+            got = allowed(check(srv, check_request("ro", "alice", "/api/x", method=method)))
+            assert (got["x-sessiongate-access"], got["x-sessiongate-reason"]) == (
+                "read-only", "ACCOUNT_SUSPENDED")
+        resp = check(srv, check_request("ro", "alice", "/api/x", method="POST"))
+        body = denied(resp, 402)
+        assert (body["reason"], body["amount_due"]) == ("ACCOUNT_SUSPENDED", "49.99 USD")
+        assert body["message"].startswith("POST refused") and "read-only" in body["message"]
+        assert meta(resp)["access"] == "none"
+        # an open path takes writes too
+        got = allowed(check(srv, check_request("ro", "alice", "/billing/pay", method="POST")))
+        assert got["x-sessiongate-access"] == "full"
+
+
+def test_open_paths_and_features_pass_for_a_suspended_account_only(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    with serving(redis_url, authz_open_paths="/billing,/export") as srv:
+        srv.accounts.UpsertPlan(apb.Plan(plan_id="pro", features=[
+            apb.Feature(name="invoices", available_while_restricted=True),
+            apb.Feature(name="reports")]))
+        put_account(srv, Account("owing", users=frozenset({"alice"}), plan_id="pro",
+                                 derived_state=AccountState.SUSPENDED, balance_minor=100))
+        put_account(srv, Account("gone", users=frozenset({"alice"}), plan_id="pro",
+                                 derived_state=AccountState.CLOSED))
+        for path in ("/billing", "/billing/pay?x=1", "/export/all.csv", "/features/invoices"):
+            got = allowed(check(srv, check_request("owing", "alice", path, method="POST")))
+            assert got["x-sessiongate-access"] == "full"
+            assert got["x-sessiongate-reason"] == "ACCOUNT_SUSPENDED"
+        for path in ("/", "/billingx", "/billing/../api", "/features/reports"):
+            denied(check(srv, check_request("owing", "alice", path)), 402)
+        denied(check(srv, check_request("owing", "mallory", "/billing")), 403)  # off roster
+        denied(check(srv, check_request("gone", "alice", "/billing")), 403)  # closed
+        denied(check(srv, check_request("gone", "alice", "/features/invoices")), 403)
+        denied(check(srv, check_request("nobody", "alice", "/billing")), 403)  # unknown
+
+
+def test_the_parent_chain_rules_envoy_checks(server: ServerThread) -> None:
+    upsert(server, account_id="top", state=cpb.ACCOUNT_STATE_SUSPENDED)
+    upsert(server, account_id="mid", parent_id="top")
+    upsert(server, account_id="leaf", parent_id="mid", users=["alice"])
+    body = denied(check(server, check_request("leaf", "alice")), 402)
+    assert body["reason"] == "ACCOUNT_SUSPENDED" and "'top'" in body["message"]
+    upsert(server, account_id="top", state=cpb.ACCOUNT_STATE_ACTIVE)
+    allowed(check(server, check_request("leaf", "alice")))

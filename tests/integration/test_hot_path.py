@@ -245,3 +245,21 @@ def test_the_remembered_request_bytes_are_bounded(srv: ServerThread,
             got = check(srv, "acme", user)
         assert got.decision == (cpb.DECISION_DENY if user == "mallory" else cpb.DECISION_ALLOW)
         assert len(raw_keys(srv)) <= 2
+
+
+def test_long_requests_and_unknown_fields_are_answered_but_not_remembered(
+        srv: ServerThread) -> None:
+    """A caller picks the bytes: only short requests of known fields key the memo, so no
+    key is larger than `MAX_RAW_KEY` (unknown fields are legal and would be megabytes)."""
+    upsert(srv, account_id="acme", users=["alice"])
+    plain = spb.CheckSessionRequest(account_id="acme", user_id="alice",
+                                    no_session=True).SerializeToString()
+    unknown = plain + b"\xc2\x3e\x03abc"  # field 1000, 3 bytes: no such field
+    padded = plain + b"\xc2\x3e" + bytes([0x80 | 0x10, 0x04]) + b"y" * 528  # 528 bytes
+    assert len(padded) > session_control.MAX_RAW_KEY
+    for body in (unknown, padded, unknown, padded):
+        r = raw_check(srv, body)
+        assert (r.decision, r.reason) == (cpb.DECISION_ALLOW, cpb.REASON_OK)
+    assert raw_keys(srv) == {}
+    raw_check(srv, plain)
+    assert set(raw_keys(srv)) == {plain}

@@ -236,8 +236,12 @@ def test_app_delivers_a_committed_notification_by_webhook_and_email(
     assert msg["From"] == "dunning@vendor.test"
     assert msg["Subject"] == "Final notice: 120.00 USD overdue, access ends 2026-02-01 00:00 UTC"
     assert msg["X-Sessiongate-Notification-Id"] == "acme:1:transition"
-    text = msg.get_content()
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
     assert "120.00 USD" in text and "invoice inv-1 is 1 day overdue" in text
+    html = msg.get_body(("html",)).get_content()  # from templates/dunning.html, CSS inlined
+    assert "120.00 USD" in html and "invoice inv-1 is 1 day overdue" in html
+    assert "<style" not in html and 'style="' in html
     # Acknowledged entries leave the outbox.
     assert all(redis_client.xlen(keys.outbox(b)) == 0 for b in keys.ALL_BUCKETS)
 
@@ -375,7 +379,8 @@ def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver)
                                  {"account": b["account_id"], "version": 1,
                                   "body": json.dumps(b)})
                 receiver.script = [503] * 6
-                d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a")
+                d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a",
+                              sharded=True)
                 await d.start()
                 try:
                     ids = sorted(b["id"] for b in bodies)

@@ -70,12 +70,18 @@ def test_report_files_match_the_recorded_events(
     assert all(f.stat().st_size > 0 for f in files)
 
     report = json.loads(files[0].read_text())
-    assert (report["logins"], report["active_users"]) == (4, 3)
-    assert report["features"] == {"exports": {"total": 12, "events": 3},
-                                  "reports": {"total": 1, "events": 1}}
+    assert (report["period"], report["previous_period"]) == ("2026-10", "2026-09")
+    assert report["logins"] == {"this": 4, "previous": 0}
+    active = report["active_users"]
+    assert (active["this"], active["roster"], active["share_of_roster"]) == (3, 3, 1.0)
+    used = {f["feature"]: (f["used"], f["previous"], f["quota"]) for f in report["features"]}
+    assert used == {"exports": (12, 0, 100), "reports": (1, 0, None)}
+    assert report["top_features"] == ["exports", "reports"]
+    assert report["active_days"] == {"this": 2, "previous": 0, "days_in_month": 8}
+    assert report["standing"]["paid_up"] is True
     seats = report["seats"]
     # seats in use: alice (twice: one seat) and bob on the 5th; carol alone on the 6th
-    assert (seats["limit"], seats["peak_in_use"], seats["utilization"]) == (5, 2, 0.4)
+    assert (seats["paid"], seats["peak_in_use"], seats["utilization"]) == (5, 2, 0.4)
     # billed: three named users on the roster since Oct 1, the whole month each
     assert seats["billable_peak"] == 3
     assert seats["seat_seconds"] == 3 * 31 * 86_400

@@ -232,10 +232,11 @@ def test_a_suspended_parent_suspends_its_children(server: ServerThread) -> None:
     assert login(server, "child", "bob").decision == cpb.DECISION_ALLOW
 
 
-def test_batch_writer_retries_a_failed_flush_without_counting_twice(
+def test_batch_writer_retries_while_redis_cannot_write_without_counting_twice(
     redis_client: redis.Redis, redis_url: str
 ) -> None:
-    """A pipeline fails half-way (one command hits a wrong type): everything is retried."""
+    """Redis refuses writes for now (out of memory): the records stay queued, not
+    dead-lettered, and are written once when it can write again."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -244,18 +245,22 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
 
     at = datetime(2026, 10, 5, 9, tzinfo=UTC)
     ref = new_session("acme", "alice")
-    redis_client.set(keys.usage("acme", "2026-10"), "in the way")
+    redis_client.set("ballast", "x" * 4096)
 
     async def run() -> tuple[int, int, int, int]:
         client = transport(redis_url)
         try:
             writer = BatchWriter(client)
             writer.login(ref, at, at + timedelta(seconds=TTL))
-            first = await writer.flush()
-            failures, pending = writer.failures, writer.pending
-            redis_client.delete(keys.usage("acme", "2026-10"))
+            redis_client.config_set("maxmemory", 1)
+            try:
+                first = await writer.flush()
+                failures, pending = writer.failures, writer.pending
+            finally:
+                redis_client.config_set("maxmemory", 0)
             second = await writer.flush()
             assert writer.failures == 0 and writer.pending == 0
+            assert (writer.dead, writer.lost, writer.written) == (0, 0, 1)
             return first, failures, pending, second
         finally:
             await client.aclose()
@@ -264,6 +269,7 @@ def test_batch_writer_retries_a_failed_flush_without_counting_twice(
     assert set(redis_client.hkeys(keys.usage("acme", "2026-10"))) == {
         f"l:05:{ref.nonce}".encode(), b"a:05:alice"}
     assert redis_client.zcard(keys.leases("acme")) == 2  # the session and its seat
+    assert redis_client.exists(keys.BATCH_DEAD_LETTER) == 0
 
 
 def test_batch_writer_writes_a_backlog_in_bounded_pipelines(

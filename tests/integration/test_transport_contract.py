@@ -133,6 +133,19 @@ def test_subscribe_delivers_each_message_until_closed(url: tuple[str, bool]) -> 
     assert run(url, body) == [f"m{i}".encode() for i in range(5)]
 
 
+def test_scan_finds_each_matching_key_of_the_type_on_every_node(
+        url: tuple[str, bool]) -> None:
+    """Keys under 60 hash tags (all three masters of the cluster): every hash matching the
+    pattern is found once, no string, no hash of another name."""
+    async def body(t: Transport) -> list[Any]:
+        await t.many([("HSET", f"{{t{i}}}:scan:h", "f", i) for i in range(60)])
+        await t.many([("SET", f"{{t{i}}}:scan:s", i) for i in range(60)])
+        await t.call("HSET", "{t0}:other:h", "f", 0)
+        return [k async for k in t.scan("*:scan:*", "hash", count=7)]
+    got = run(url, body)
+    assert sorted(got) == sorted(f"{{t{i}}}:scan:h".encode() for i in range(60))
+
+
 def test_which_transport_spreads_keys(url: tuple[str, bool]) -> None:
     async def body(t: Transport) -> bool:
         return t.sharded

@@ -233,13 +233,13 @@ def test_usage_stream_batch_counts_duplicates(server: ServerThread) -> None:
 def test_retry_after_a_failed_write_counts_once(
     server: ServerThread, redis_client: redis.Redis
 ) -> None:
-    """The stream key is made unwritable: the script fails, and nothing is remembered."""
+    """The stream key is made unwritable: the script refuses, and nothing is remembered."""
     server.clock.set(datetime(2026, 10, 10, tzinfo=UTC))
     setup(server)
     redis_client.set(keys.USAGE_STREAM, "not a stream")
     with pytest.raises(grpc.RpcError) as err:
         server.sessions.RecordUsage(event("r1", 4))
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert redis_client.zcard(keys.usage_events("acme")) == 0
     assert usage_total(server, "2026-10") == (0, 0)
     redis_client.delete(keys.USAGE_STREAM)

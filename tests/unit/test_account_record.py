@@ -72,15 +72,6 @@ def test_a_typical_ledger_is_short_and_finds_only_its_events() -> None:
     assert encode_ledger(Ledger()) == US
 
 
-def test_the_former_json_ledger_still_decodes() -> None:
-    raw = ('{"cur":"USD","events":{"p":{"t":"PAYMENT_SUCCEEDED","amt":5,"cur":"USD"}},'
-           '"reminded":[1790000000000,2]}')
-    got = decode_ledger(raw, "acme")
-    assert got.events["p"].amount_minor == 5
-    assert got.last_reminder == (datetime.fromtimestamp(1_790_000_000, UTC), 2)
-    assert decode_ledger(encode_ledger(got), "acme") == got
-
-
 @given(st.text())
 def test_escaped_text_has_no_separator_and_reads_back(text: str) -> None:
     assert RS not in escape(text) and US not in escape(text)
@@ -117,16 +108,15 @@ def test_a_usual_history_entry_is_compact_and_others_stay_json() -> None:
 
 
 def test_every_key_a_script_touches_shares_the_account_slot() -> None:
-    """commit_account.lua (8 keys), take_seat.lua / end_session.lua (leases and the former
-    zsets), log_seats.lua: one slot each, so they run on Redis Cluster."""
+    """commit_account.lua (5 keys), take_seat.lua / end_session.lua (leases, the month's
+    usage), log_seats.lua: one slot each, so they run on Redis Cluster."""
     from sessiongate.store import keys
     from sessiongate.store.slots import key_slot
 
     for aid in ("acme", "mem-00000", "x" * 128):
-        names = (keys.account(aid), keys.ledger(aid), keys.history(aid),
-                 keys.applied_events(aid), keys.due_index_of(aid), keys.outbox_of(aid),
-                 keys.history_archive(aid), keys.seat_changes(aid), keys.leases(aid),
-                 keys.legacy_seats(aid), keys.legacy_sessions(aid), keys.usage(aid, "2026-10"))
+        names = (keys.account(aid), keys.applied_events(aid), keys.due_index_of(aid),
+                 keys.outbox_of(aid), keys.history_archive(aid), keys.seat_changes(aid),
+                 keys.leases(aid), keys.usage(aid, "2026-10"))
         assert len({key_slot(k) for k in names}) == 1
         assert len(set(names)) == len(names)
 
@@ -137,9 +127,8 @@ def test_commit_keys_are_the_keys_of_each_name() -> None:
 
     for aid in ("acme", "mem-00000", "x" * 128, "a:b{c}"):
         assert keys.commit_keys(aid) == [
-            keys.account(aid), keys.ledger(aid), keys.history(aid), keys.applied_events(aid),
-            keys.due_index_of(aid), keys.outbox_of(aid), keys.history_archive(aid),
-            keys.seat_changes(aid)]
+            keys.account(aid), keys.applied_events(aid), keys.due_index_of(aid),
+            keys.outbox_of(aid), keys.history_archive(aid)]
 
 
 @given(ledgers(), st.none() | st.tuples(times.filter(lambda t: t is not None),
@@ -155,7 +144,7 @@ def test_a_ledger_with_a_new_reminder_mark_reencodes_as_encode_ledger(
     assert decode_ledger(reencode_ledger(moved, read, raw), "acme") == moved
 
 
-def test_a_ledger_with_other_events_or_from_json_is_encoded_whole() -> None:
+def test_a_ledger_with_other_events_is_encoded_whole() -> None:
     issue = PaymentEvent(event_id="inv-1", account_id="acme",
                          type=PaymentEventType.INVOICE_ISSUED, invoice_id="inv-1",
                          amount_minor=100, due_at=T)
@@ -165,10 +154,7 @@ def test_a_ledger_with_other_events_or_from_json_is_encoded_whole() -> None:
                                  type=PaymentEventType.PAYMENT_SUCCEEDED, amount_minor=100),
                     "USD")
     assert reencode_ledger(paid, read, raw) == encode_ledger(paid)
-    former = '{"cur":"USD","events":{"inv-1":{"t":"INVOICE_ISSUED","inv":"inv-1","amt":100}}}'
-    from_json = decode_ledger(former, "acme")
-    marked = from_json.with_reminder((T, 1))
-    assert reencode_ledger(marked, from_json, former) == encode_ledger(marked)
+    marked = read.with_reminder((T, 1))
     assert reencode_ledger(marked, Ledger(), None) == encode_ledger(marked)
     empty = Ledger(currency="USD")
     assert reencode_ledger(empty.with_reminder((T, 2)), empty, encode_ledger(empty)) == (

@@ -66,18 +66,3 @@ def test_secret_from_file(tmp_path: pytest.TempPathFactory) -> None:
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(InvalidArgument, match=name):
         Settings.from_env(env)
-
-
-def test_kept_ms_is_to_ms_kept_or_not() -> None:
-    """`kept_ms` answers what `to_ms` does: aware times in any zone, naive (local) times,
-    None, and past its limit (when it starts over)."""
-    from datetime import timezone
-
-    from sessiongate.store.codec import _TIMES_KEPT, kept_ms, to_ms
-
-    base = datetime(2026, 1, 1, 0, 0, 1, 1000, tzinfo=UTC)
-    times = [base + timedelta(milliseconds=7 * i) for i in range(_TIMES_KEPT + 10)]
-    for t in [*times, *times[:20], base.astimezone(timezone(timedelta(hours=-5))),
-              datetime(2026, 1, 1, 12, 0, 0, 1500), None]:
-        assert kept_ms(t) == to_ms(t), t
-    assert kept_ms(base) == 1767225601001

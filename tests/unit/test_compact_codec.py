@@ -13,18 +13,14 @@ from typing import Any
 
 import pytest
 
-from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
-from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
 from sessiongate.domain.proration import Seats
 from sessiongate.store.activity import (
     decode_seat_change,
     encode_seat_change,
-    seats_from_tokens,
     split_month,
 )
 from sessiongate.store.codec import decode_account, encode_account, from_ms
-from sessiongate.store.ledger_codec import decode_ledger, encode_ledger
 
 T = datetime(2026, 10, 5, 9, 30, 15, 250000, tzinfo=UTC)
 USERS = frozenset(f"user-{i}" for i in range(10))
@@ -55,22 +51,6 @@ def former_decode_account(data: str | bytes, version: int) -> Account:
         balance_minor=int(d.get("balance", 0)), oldest_due_at=from_ms(d.get("due")),
         suspends_at=from_ms(d.get("suspends")), next_evaluation_at=from_ms(d.get("next_eval")),
         version=version, extra=dict(d.get("extra", {})),
-    )
-
-
-def former_decode_ledger(raw: str, account_id: str = "") -> Ledger:
-    d = json.loads(raw)
-    mark = d.get("reminded")
-    due = None if mark is None else from_ms(mark[0])
-    return Ledger(
-        currency=d.get("cur", ""),
-        events={eid: PaymentEvent(
-            event_id=eid, account_id=account_id, type=PaymentEventType[e["t"]],
-            invoice_id=e.get("inv", ""), amount_minor=int(e.get("amt", 0)),
-            currency=e.get("cur", ""), occurred_at=from_ms(e.get("at")),
-            due_at=from_ms(e.get("due")), payment_id=e.get("pay", ""))
-            for eid, e in d.get("events", {}).items()},
-        last_reminder=None if due is None else (due, int(mark[1])),
     )
 
 
@@ -127,36 +107,6 @@ def test_the_former_account_json_still_decodes() -> None:
     assert decode_account(encode_account(FULL), 3) == replace(FULL, version=3)
 
 
-# --- ledgers -------------------------------------------------------------------------------
-
-LEGACY_LEDGER = (
-    '{"cur":"USD","events":{"inv-1-issued":{"t":"INVOICE_ISSUED","inv":"inv-1",'
-    '"amt":12000,"cur":"USD","due":1790000000000},"pay-1":{"t":"PAYMENT_SUCCEEDED",'
-    '"amt":500,"at":1790000001000},"rev-1":{"t":"PAYMENT_REVERSED","pay":"pay-1",'
-    '"cur":"EUR"}},"reminded":[1790000000000,2]}'
-)
-
-
-def test_ledgers_read_the_same_by_both_releases() -> None:
-    at = datetime.fromtimestamp(1_790_000_000, UTC)
-    ledger = decode_ledger(LEGACY_LEDGER, "acme")
-    assert ledger == Ledger(currency="USD", events={
-        "inv-1-issued": PaymentEvent("inv-1-issued", "acme", PaymentEventType.INVOICE_ISSUED,
-                                     invoice_id="inv-1", amount_minor=12000, currency="USD",
-                                     due_at=at),
-        "pay-1": PaymentEvent("pay-1", "acme", PaymentEventType.PAYMENT_SUCCEEDED,
-                              amount_minor=500,
-                              occurred_at=datetime.fromtimestamp(1_790_000_001, UTC)),
-        "rev-1": PaymentEvent("rev-1", "acme", PaymentEventType.PAYMENT_REVERSED,
-                              payment_id="pay-1", currency="EUR"),
-    }, last_reminder=(at, 2))
-    assert former_decode_ledger(LEGACY_LEDGER, "acme") == ledger
-    # Written to the account hash now, which only this release reads (tests/unit/
-    # test_account_record.py): the former decoder reads the former `ledger` key, left as is.
-    for led in (ledger, replace(ledger, last_reminder=None), Ledger()):
-        assert decode_ledger(encode_ledger(led), "acme") == led
-
-
 # --- month records and seat changes --------------------------------------------------------
 
 def test_month_fields_split_by_kind() -> None:
@@ -183,14 +133,6 @@ def test_anonymous_seats_are_one_token_however_many() -> None:
     entry = encode_seat_change(7, 9, Seats(anonymous=1_000_000))
     assert entry == "7\x1f9\x1f\x1d1000000"
     assert decode_seat_change(entry) == (7, 9, Seats(anonymous=1_000_000))
-
-
-def test_seats_spelled_out_by_an_earlier_release_read_as_a_count() -> None:
-    assert seats_from_tokens(["#2", "#1", "#3"]) == Seats(anonymous=3)
-    assert decode_seat_change("2\x1f5\x1f#1\x1f#2") == (2, 5, Seats(anonymous=2))
-    # Not the run #1..#N: users whose ids happen to start with "#".
-    assert seats_from_tokens(["#1", "#3"]) == Seats(frozenset({"#1", "#3"}))
-    assert seats_from_tokens(["#1", "bob"]) == Seats(frozenset({"#1", "bob"}))
 
 
 def test_the_new_keys_share_their_account_slot() -> None:

@@ -66,7 +66,7 @@ def run(account: Account, ledger: Ledger, until: datetime, step: timedelta = tim
             assert again.notifications == () and again.history_entry is None
             account, ledger = replace(out.account, version=account.version + 1), out.ledger
             notes += out.notifications
-            history += [out.history_entry] if out.history_entry else []
+            history += [out.history_entry.to_dict()] if out.history_entry else []
         now += step
     return account, ledger, notes, history
 
@@ -90,7 +90,7 @@ def test_45_days_daily_reminders_grace_day_15_suspended_day_31() -> None:
     out = reconsider(account, pay(ledger, 12000), DEFAULT_POLICY, T0 + 45 * DAY,
                      cause="PAYMENT_SUCCEEDED pay-1", actor="billing", event_id="pay-1")
     assert out.account.derived_state is S.ACTIVE and out.next_evaluation_at is None
-    assert out.history_entry is not None and out.history_entry["event_id"] == "pay-1"
+    assert out.history_entry is not None and out.history_entry.event_id == "pay-1"
     assert [n["state"] for n in out.notifications] == ["ACTIVE"]
 
 
@@ -133,7 +133,7 @@ def test_expired_override_is_cleared_with_history() -> None:
     out = reconsider(account, Ledger(), DEFAULT_POLICY, T0 + DAY)
     assert out.account.override is None
     assert out.history_entry is not None
-    assert (out.history_entry["from"], out.history_entry["to"]) == ("SUSPENDED", "ACTIVE")
+    assert (out.history_entry.from_state, out.history_entry.to_state) == (S.SUSPENDED, S.ACTIVE)
 
 
 def test_preview_timeline() -> None:

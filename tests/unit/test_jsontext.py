@@ -1,4 +1,4 @@
-"""`jsontext`: the C encoder and scanner made once give `json`'s own text and errors."""
+"""`jsontext`: `json`'s own compact text and errors."""
 
 from __future__ import annotations
 
@@ -16,12 +16,8 @@ VALUES: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["accelerated", "pure-python"])
-def test_same_text_and_values_as_json(fast: bool) -> None:
-    dumps = jsontext.dumps if fast else jsontext._dumps_with(None)
-    loads = jsontext.loads if fast else jsontext._loads_with(None)
-    assert (dumps == jsontext._ENCODER.encode) is not fast  # CPython has the C module
-    assert (loads is json.loads) is not fast
+def test_same_text_and_values_as_json() -> None:
+    dumps, loads = jsontext.dumps, jsontext.loads
     for v in VALUES:
         text = dumps(v)
         assert text == json.dumps(v, separators=(",", ":"))
@@ -38,3 +34,10 @@ def test_malformed_text_raises_jsons_error(bad: str) -> None:
 def test_what_json_cannot_encode_raises_its_type_error() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         jsontext.dumps({"a": object()})
+
+
+def test_only_jsons_public_api() -> None:
+    """No private C constructor of CPython's json (`c_make_encoder`, `c_make_scanner`)."""
+    import inspect
+
+    assert "c_make_" not in inspect.getsource(jsontext)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sessiongate.domain.kept import Kept
+from sessiongate.speed.kept import Kept
 
 
 def test_keep_returns_the_value_and_empties_the_memo_when_full() -> None:

@@ -171,10 +171,11 @@ def test_bands_bill_exactly_as_seats_spelled_out_one_by_one(
 
 
 def test_seat_log_follows_commit_order_not_request_times() -> None:
+    from sessiongate.store.activity import encode_seat_change
     from sessiongate.store.usage import _seat_log
 
     # version 2 committed last but its request began 1 s before version 1's
-    raw = [(b'{"v":2,"seats":["b"]}', 9_000.0), (b'{"v":1,"seats":["a"]}', 10_000.0)]
+    raw = [encode_seat_change(2, 9_000, named({"b"})), encode_seat_change(1, 10_000, named({"a"}))]
     assert _seat_log(raw) == [(10, named({"a"})), (10, named({"b"}))]
     iv = seat_intervals(_seat_log(raw), 0, 100)
     assert iv == [SeatInterval("b", 10, 100)]

@@ -19,7 +19,7 @@ def test_bucket_tags_spread_evenly_over_the_slot_space() -> None:
 
 def test_every_key_of_an_account_shares_one_slot_with_its_bucket_index() -> None:
     for aid in ("acme", "globex", "ü-ñ", "x" * 128):
-        slots = {key_slot(k) for k in (keys.account(aid), keys.ledger(aid), keys.history(aid),
+        slots = {key_slot(k) for k in (keys.account(aid), keys.history_archive(aid),
                                        keys.applied_events(aid), keys.due_index_of(aid),
                                        keys.outbox_of(aid))}
         assert len(slots) == 1

@@ -7,17 +7,17 @@ from typing import Any
 from sessiongate.billing.consumer import PaymentConsumer
 from sessiongate.billing.engine import DunningEngine
 from sessiongate.billing.scheduler import DunningScheduler, Sweeper
-from sessiongate.service.runtime import Runtime
+from sessiongate.config import Settings
 from sessiongate.store.policies import PolicyStore
+from sessiongate.store.stores import Stores
 
 
-def billing_components(rt: Runtime) -> list[Any]:
+def billing_components(s: Settings, stores: Stores) -> list[Any]:
     """The dunning scheduler and the payment-stream consumer (`settings.scheduler`)."""
-    engine = DunningEngine(rt.accounts, PolicyStore(rt.transport), rt.clock.now)
-    s = rt.settings
+    engine = DunningEngine(stores.accounts, PolicyStore(stores.transport), stores.clock.now)
     return [
-        DunningScheduler(Sweeper(rt.redis, engine, rt.clock,
+        DunningScheduler(Sweeper(stores.redis, engine, stores.clock,
                                  share=(s.worker_index, s.workers)), s.sweep_interval),
-        PaymentConsumer(rt.redis, engine, consumer=s.consumer_name,
+        PaymentConsumer(stores.redis, engine, consumer=s.consumer_name,
                         claim_idle_ms=int(s.payment_claim_idle * 1000)),
     ]

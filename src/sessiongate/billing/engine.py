@@ -21,8 +21,9 @@ from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountState, StateOverride
 from sessiongate.domain.payment_event import PaymentEvent
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy
+from sessiongate.domain.records import CommitStatus, HistoryEntry
 from sessiongate.store.accounts import UNSCHEDULE, AccountStore, Change, CommitResult
-from sessiongate.store.codec import kept_ms
+from sessiongate.store.codec import to_ms
 from sessiongate.store.ledger_codec import decode_ledger, encode_ledger, reencode_ledger
 from sessiongate.store.policies import PolicyStore
 
@@ -40,7 +41,7 @@ def _next(out: Outcome) -> datetime | str:
 
 
 def _change(out: Outcome, ledger: Ledger | None, *, event_id: str = "",
-            history_entry: dict[str, Any] | None = None, raw: str | None = None) -> Change:
+            history_entry: HistoryEntry | None = None, raw: str | None = None) -> Change:
     """The commit of `out`; its ledger is written unless it equals `ledger` (None: always),
     `raw` being the text `ledger` was read from, if any."""
     if ledger is None:
@@ -104,7 +105,7 @@ def _due_change(account_id: str, account: Account | None, raw: str | None,
             out = replace(out, notifications=())
         else:
             due, ordinal = out.evaluation.reminder or (now, 0)
-            event_id = f"reminder:{account_id}:{kept_ms(due)}:{ordinal}"
+            event_id = f"reminder:{account_id}:{to_ms(due)}:{ordinal}"
     return _change(out, ledger, event_id=event_id, raw=raw)
 
 
@@ -161,10 +162,10 @@ class DunningEngine:
             return _event_change(event, account, raw, await self._policy_of(account), now)
 
         res, change = await self.accounts.update(event.account_id, mutate, self.now)
-        if res.status == "duplicate":  # committed by another writer since it was read
+        if res.status == CommitStatus.DUPLICATE:  # committed by another writer since it was read
             _, raw = await self.accounts.read(event.account_id)
             _refuse_conflicting(decode_ledger(raw, event.account_id), event)
-        if res.status in ("duplicate", "unchanged"):
+        if res.status in (CommitStatus.DUPLICATE, CommitStatus.UNCHANGED):
             return Applied(True, None)
         return Applied(False, _saved(res, change))
 
@@ -201,7 +202,7 @@ class DunningEngine:
 
         return await self._batch([e.account_id for e in events], build, done,
                                  lambda i: self.apply_event(events[i]),
-                                 redo_on=("conflict", "duplicate"))
+                                 redo_on=(CommitStatus.CONFLICT, CommitStatus.DUPLICATE))
 
     async def _batch(
         self,
@@ -210,7 +211,7 @@ class DunningEngine:
                          datetime], Change | None],
         done: Callable[[CommitResult, Change | None], T],
         redo: Callable[[int], Awaitable[T]],
-        redo_on: tuple[str, ...],
+        redo_on: tuple[CommitStatus, ...],
     ) -> list[T | Exception]:
         """Read the (distinct) accounts `ids` and their policies, `build` each change, commit
         them all; `done` turns each commit's result into the answer, `redo` (one account
@@ -231,7 +232,7 @@ class DunningEngine:
                 continue
             version = 0 if account is None else account.version
             if change is None:
-                out.append(done(CommitResult("unchanged", version), None))
+                out.append(done(CommitResult(CommitStatus.UNCHANGED, version), None))
             else:
                 out.append(_UNANSWERED)  # each pending commit is answered below
                 pending.append((i, change, version))
@@ -266,7 +267,7 @@ class DunningEngine:
                                quiet=_quiet)
 
         res, _ = await self.accounts.update(account_id, mutate, self.now)
-        if res.status == "duplicate" and not _quiet:
+        if res.status is CommitStatus.DUPLICATE and not _quiet:
             # Still move the account's next evaluation on, or it would stay due forever.
             return await self.evaluate_due(account_id, _quiet=True)
         return res
@@ -280,7 +281,7 @@ class DunningEngine:
 
         return await self._batch(account_ids, build, lambda res, _change: res,
                                  lambda i: self.evaluate_due(account_ids[i]),
-                                 redo_on=("conflict", "duplicate"))
+                                 redo_on=(CommitStatus.CONFLICT, CommitStatus.DUPLICATE))
 
     async def override(self, account_id: str, state: AccountState | None, reason: str,
                        expires_at: datetime | None, actor: str) -> Account:
@@ -300,8 +301,7 @@ class DunningEngine:
             entry = None
             if before is not after or (wanted is None and account.override is not None):
                 cause = f"override: {reason}" if wanted else "override cleared"
-                entry = {"at": now.isoformat(), "from": before.value, "to": after.value,
-                         "cause": cause, "actor": actor, "event_id": ""}
+                entry = HistoryEntry(now, before, after, cause, actor)
             return _change(out, ledger, history_entry=entry, raw=raw)
 
         res, change = await self.accounts.update(account_id, mutate, self.now)
@@ -310,7 +310,7 @@ class DunningEngine:
         return saved
 
     async def upsert_change(self, current: Account | None, account: Account, raw: str | None,
-                            now: datetime, history_entry: dict[str, Any] | None) -> Change:
+                            now: datetime, history_entry: HistoryEntry | None) -> Change:
         """UpsertAccount's change, re-evaluated when what dunning depends on (the policy, the
         exemption) changed; else left as the caller built it."""
         if current is not None and (current.policy_id, current.exempt) == (

@@ -31,7 +31,8 @@ class AsyncClient:
     """`async with AsyncClient(ClientConfig(...)) as sg: await sg.check_session("a", "u")`.
 
     Idempotent calls (a check that opens no session, heartbeats, ends, reads, and writes keyed
-    by an event id) are retried on UNAVAILABLE / DEADLINE_EXCEEDED; the others are tried once.
+    by an event id) are retried on UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED (see
+    `config.RETRYABLE`); the others are tried once.
     """
 
     def __init__(self, config: ClientConfig | None = None, **kw: Any) -> None:
@@ -123,7 +124,8 @@ class AsyncClient:
                            timeout: float | None = None,
                            metadata: Metadata = None) -> spb.RecordUsageBatchResponse:
         """Many events in one `RecordUsageBatches` call (10,000 at most), `per_message` per
-        stream message; all or nothing on validation. Retried only when every event has
+        stream message; all or nothing on validation up to 1,000 events (docs/billing.md:
+        a longer stream is written in chunks). Retried only when every event has
         an `event_id` (the server counts each once)."""
         batches = usage_batches(events, per_message)
         resp: spb.RecordUsageBatchResponse = await self._call(

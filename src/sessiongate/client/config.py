@@ -18,8 +18,11 @@ from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 
 # Codes after which the sidecar may not have answered: retried (idempotent calls only), and
-# the ones that trigger the local fallback of the login check.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# the ones that trigger the local fallback of the login check. CANCELLED reaches a caller
+# only from the server's side (cancelling a call of one's own raises otherwise): a draining
+# server cancels the calls it had received but not yet started, as if it were unreachable.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       grpc.StatusCode.CANCELLED})
 FALLBACK_MODES = ("deny", "allow", "last_known")
 
 

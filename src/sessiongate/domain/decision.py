@@ -5,10 +5,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from sessiongate.domain.access import AccessLevel, stage_access
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
-from sessiongate.domain.records import quick_init
+
+if TYPE_CHECKING:
+    from sessiongate.domain.policy import DunningPolicy
 
 
 class Decision(enum.Enum):
@@ -29,24 +33,42 @@ class Reason(enum.Enum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
 
 
-@quick_init
+_PAYMENT = frozenset({Reason.PAYMENT_OVERDUE, Reason.ACCOUNT_SUSPENDED})
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decision: Decision
     reason: Reason
     state: AccountState | None
     message: str
+    read_only: bool = False  # allowed, but only to read (a READ_ONLY dunning stage)
 
     @property
     def allowed(self) -> bool:
         return self.decision is Decision.ALLOW
 
+    @property
+    def access(self) -> AccessLevel:
+        if self.decision is not Decision.ALLOW:
+            return AccessLevel.NONE
+        return AccessLevel.READ_ONLY if self.read_only else AccessLevel.FULL
+
+    @property
+    def restricted_by_payment(self) -> bool:
+        """Access is cut (NONE or READ_ONLY) because money is owed, by this account or a
+        parent: what a feature or path that stays available may lift. Never for a closed or
+        unknown account, a user off the roster, or a backend outage."""
+        return self.reason in _PAYMENT and (self.read_only or self.decision is Decision.DENY)
+
 
 UNKNOWN_ACCOUNT = Verdict(Decision.DENY, Reason.UNKNOWN_ACCOUNT, None, "unknown account")
 
 
-def decide(account: Account | None, user_id: str, now: datetime) -> Verdict:
-    """Decide a login. Order matters: existence, roster, exemption, then the account state."""
+def decide(account: Account | None, user_id: str, now: datetime,
+           policy: DunningPolicy | None = None) -> Verdict:
+    """Decide a login. Order matters: existence, roster, exemption, then the account state,
+    whose access level `policy` (the account's; None: the defaults) says."""
     if account is None:
         return UNKNOWN_ACCOUNT
     state = account.state_at(now)
@@ -61,18 +83,29 @@ def decide(account: Account | None, user_id: str, now: datetime) -> Verdict:
         return Verdict(Decision.ALLOW, Reason.OK, state, "exempt account")
     if state is AccountState.ACTIVE:
         return Verdict(Decision.ALLOW, Reason.OK, state, "account in good standing")
-    if state in (AccountState.REMINDER, AccountState.GRACE):
-        return Verdict(Decision.ALLOW, Reason.PAYMENT_OVERDUE, state, overdue_message(account))
+    if state is AccountState.CLOSED:
+        return Verdict(Decision.DENY, Reason.ACCOUNT_CLOSED, state, "account closed")
+    return restricted(state, stage_access(policy, state), _owed(account, state))
+
+
+def restricted(state: AccountState, level: AccessLevel, why: str) -> Verdict:
+    """The verdict of a dunning stage granting `level`; `why` says what is owed."""
+    reason = Reason.ACCOUNT_SUSPENDED if state is AccountState.SUSPENDED else (
+        Reason.PAYMENT_OVERDUE)
+    if level is AccessLevel.FULL:
+        return Verdict(Decision.ALLOW, reason, state, why)
+    if level is AccessLevel.READ_ONLY:
+        return Verdict(Decision.ALLOW, reason, state, f"access is read-only: {why}",
+                       read_only=True)
+    return Verdict(Decision.DENY, reason, state, why)
+
+
+def _owed(account: Account, state: AccountState) -> str:
     if state is AccountState.SUSPENDED:
-        return Verdict(
-            Decision.DENY,
-            Reason.ACCOUNT_SUSPENDED,
-            state,
-            "account suspended for non-payment; "
-            f"{format_money(account.balance_minor, account.currency)} is owed;"
-            " access returns as soon as it is paid",
-        )
-    return Verdict(Decision.DENY, Reason.ACCOUNT_CLOSED, state, "account closed")
+        return ("account suspended for non-payment; "
+                f"{format_money(account.balance_minor, account.currency)} is owed;"
+                " access returns as soon as it is paid")
+    return overdue_message(account)
 
 
 def overdue_message(account: Account) -> str:

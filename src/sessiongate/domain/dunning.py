@@ -10,24 +10,21 @@ an evaluation (a replay, a second replica, a retried compare-and-set) never remi
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sessiongate.domain.clock import later
-from sessiongate.domain.isotime import iso
 from sessiongate.domain.ledger import Ledger, Snapshot
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
 from sessiongate.domain.policy import REMINDER_STATES, DunningPolicy
-from sessiongate.domain.records import quick_init, replacer
+from sessiongate.domain.records import HistoryEntry
 
 ACTIVE = AccountState.ACTIVE
 SUSPENDED = AccountState.SUSPENDED
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     state: AccountState
@@ -82,7 +79,6 @@ def evaluate(snapshot: Snapshot, policy: DunningPolicy, now: datetime, *,
     return Evaluation(state, balance, due, suspends_at, min(future, default=None), reminder, why)
 
 
-@functools.lru_cache(maxsize=1024)  # the accounts of a sweep share their overdue spans
 def _span(d: timedelta) -> str:
     if d >= timedelta(days=1):
         n = d.days
@@ -93,19 +89,14 @@ def _span(d: timedelta) -> str:
     return f"{secs} s"
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     account: Account
     ledger: Ledger
-    history_entry: dict[str, Any] | None
+    history_entry: HistoryEntry | None
     notifications: tuple[dict[str, Any], ...]
     next_evaluation_at: datetime | None
     evaluation: Evaluation
-
-    def changed_from(self, account: Account, ledger: Ledger) -> bool:
-        return (self.account != account or self.ledger != ledger or bool(self.notifications)
-                or self.history_entry is not None)
 
 
 def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: datetime, *,
@@ -115,54 +106,41 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     version = account.version + 1
     prev = account.derived_state
     override = account.override
-    entry: dict[str, Any] | None = None
-    at = ""  # iso(now), once something is recorded
+    entry: HistoryEntry | None = None
     if override is not None and not override.active(now):
         override = None
-        at = iso(now)
-        entry = _entry(at, account.override.state if account.override else prev,
-                       ev.state, "override expired", actor, event_id)
+        entry = HistoryEntry(now, account.override.state if account.override else prev,
+                             ev.state, "override expired", actor, event_id)
     notes: list[dict[str, Any]] = []
     since = account.state_since
     if ev.state is not prev:
         since = now
         why = f"{cause}: {ev.reason}" if cause else ev.reason
-        at = at or iso(now)
-        entry = _entry(at, prev, ev.state, why, actor, event_id)
+        entry = HistoryEntry(now, prev, ev.state, why, actor, event_id)
         if not account.exempt:
-            notes.append(_note(account, version, "transition", ev, prev, at, ledger.currency))
+            notes.append(_note(account, version, "transition", ev, prev, now, ledger.currency))
     mark = ledger.last_reminder
     if ev.reminder is not None:
         due, ordinal = ev.reminder
         fresh = mark is None or mark[0] != due or mark[1] < ordinal
         if ev.state is prev and fresh:
-            notes.append(_note(account, version, "reminder", ev, prev, at or iso(now),
-                               ledger.currency, ordinal=ordinal))
+            notes.append(_note(account, version, "reminder", ev, prev, now, ledger.currency,
+                               ordinal=ordinal))
         if fresh:
             mark = ev.reminder
     nxt = ev.next_evaluation_at
     if override is not None and override.expires_at is not None:
         nxt = override.expires_at if nxt is None else min(nxt, override.expires_at)
-    new = _derived(account, ev.state, since, override, ev.balance_minor, ev.oldest_due_at,
-                   ev.suspends_at, nxt)
+    new = replace(account, derived_state=ev.state, state_since=since, override=override,
+                  balance_minor=ev.balance_minor, oldest_due_at=ev.oldest_due_at,
+                  suspends_at=ev.suspends_at, next_evaluation_at=nxt)
     return Outcome(new, ledger.with_reminder(mark), entry, tuple(notes), nxt, ev)
 
 
-# The account with what `reconsider` derives replaced, the rest copied as it is.
-_derived = replacer(Account, "derived_state", "state_since", "override", "balance_minor",
-                    "oldest_due_at", "suspends_at", "next_evaluation_at")
-
-
-def _entry(at: str, frm: AccountState | None, to: AccountState, cause: str, actor: str,
-           event_id: str) -> dict[str, Any]:
-    return {"at": at, "from": None if frm is None else frm.value, "to": to.value,
-            "cause": cause, "actor": actor, "event_id": event_id}
-
-
 def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: AccountState,
-          at: str, currency: str, ordinal: int = 0) -> dict[str, Any]:
+          at: datetime, currency: str, ordinal: int = 0) -> dict[str, Any]:
     """One outbox notification (schema: docs/architecture.md, "Outbox notification schema");
-    `at` is the time's isoformat."""
+    times as ISO text."""
     body: dict[str, Any] = {
         "id": f"{account.account_id}:{version}:{kind}",
         "kind": kind,
@@ -171,9 +149,9 @@ def _note(account: Account, version: int, kind: str, ev: Evaluation, prev: Accou
         "previous_state": prev.value,
         "amount_due_minor": ev.balance_minor,
         "currency": currency or account.currency,
-        "suspends_at": None if ev.suspends_at is None else iso(ev.suspends_at),
+        "suspends_at": None if ev.suspends_at is None else ev.suspends_at.isoformat(),
         "reason": ev.reason,
-        "at": at,
+        "at": at.isoformat(),
         "admin_emails": list(account.admin_emails),
     }
     if ordinal:

@@ -34,6 +34,8 @@ class Feature:
     quota: int = 0
     period: ResetPeriod = ResetPeriod.MONTH
     limit: LimitMode = LimitMode.HARD
+    # Usable while the account is restricted for non-payment (a billing page, an export).
+    available_while_restricted: bool = False
 
     @property
     def metered(self) -> bool:

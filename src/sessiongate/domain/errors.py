@@ -28,6 +28,16 @@ class AlreadyExists(SessionGateError):
         self.field = field
 
 
+class OutOfRange(InvalidArgument):
+    """A well-formed value outside what is kept or allowed: a period older than the retained
+    ones, a quantity that would take a stored total past what it can hold. `field` names the
+    request field."""
+
+
+class ResourceExhausted(SessionGateError):
+    """A bound on what the server holds at once is reached; the caller may retry later."""
+
+
 class FailedPrecondition(SessionGateError):
     """The request is well-formed but the current state forbids it."""
 

@@ -13,13 +13,11 @@ from datetime import datetime
 
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
-from sessiongate.domain.records import quick_init
 
 T = PaymentEventType
 _EPOCH_KEY = ""  # sorts before any event id
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Invoice:
     invoice_id: str
@@ -28,7 +26,6 @@ class Invoice:
     open_minor: int  # what is left to pay after payments were allocated oldest first
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What dunning needs: how much is owed, and since when."""
@@ -40,10 +37,6 @@ class Snapshot:
     failed_payments: int
 
     @property
-    def open_invoices(self) -> tuple[Invoice, ...]:
-        return tuple(i for i in self.invoices if i.open_minor > 0)
-
-    @property
     def oldest_open(self) -> Invoice | None:
         return next((i for i in self.invoices if i.open_minor > 0), None)
 
@@ -53,7 +46,6 @@ class Snapshot:
         return None if inv is None else inv.due_at
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Ledger:
     currency: str = ""

@@ -6,8 +6,6 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sessiongate.domain.records import quick_init
-
 
 class AccountState(enum.Enum):
     """Lifecycle state; the value is how it is stored. Severity orders the dunning stages."""
@@ -37,7 +35,6 @@ class AccountKind(enum.Enum):
     CONSUMER = "CONSUMER"  # one user
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class StateOverride:
     """An admin's manual state, winning over the derived one until it expires."""
@@ -52,7 +49,6 @@ class StateOverride:
         return self.expires_at is None or now < self.expires_at
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Account:
     """What the hot path needs to decide a login, plus the admin-managed settings.
@@ -73,6 +69,8 @@ class Account:
     admin_emails: tuple[str, ...] = ()
     time_zone: str = "UTC"
     currency: str = "USD"
+    report_emails: tuple[str, ...] = ()
+    created_at: datetime | None = None  # None: created by a release that did not record it
     derived_state: AccountState = AccountState.ACTIVE
     state_since: datetime | None = None
     override: StateOverride | None = None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.domain.records import quick_init
 from sessiongate.domain.validation import check_id
 
 TYPE_PREFIX = "PAYMENT_EVENT_TYPE_"
@@ -47,7 +46,6 @@ STREAM_FIELDS = frozenset(
 )
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class PaymentEvent:
     event_id: str

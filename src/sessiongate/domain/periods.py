@@ -24,6 +24,12 @@ def next_month(start: datetime) -> datetime:
     return datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
 
 
+def months_before(start: datetime, n: int) -> datetime:
+    """The start of the month `n` months before the month starting at `start`."""
+    index = start.year * 12 + start.month - 1 - n
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
 def window(period: ResetPeriod, now: datetime) -> tuple[datetime | None, datetime | None]:
     """The quota window holding `now`: [start, end). NEVER has neither bound."""
     now = now.astimezone(UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.validation import check_id
@@ -19,11 +20,13 @@ MAX_AFTER = timedelta(days=3660)
 
 @dataclass(frozen=True, slots=True)
 class DunningStage:
-    """Holds when the oldest open invoice is `after` past due and the balance >= the minimum."""
+    """Holds when the oldest open invoice is `after` past due and the balance >= the minimum;
+    grants `access` (None: the default of its state, see access.py)."""
 
     state: AccountState
     after: timedelta
     min_balance_minor: int = 0
+    access: AccessLevel | None = None
 
 
 @dataclass(frozen=True, slots=True)

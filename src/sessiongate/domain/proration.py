@@ -65,44 +65,68 @@ def _band(first: int, last: int, start: int, end: int) -> SeatInterval:
     return SeatInterval(f"#{first}-{last}", start, end, last - first + 1, first)
 
 
+@dataclass(frozen=True, slots=True)
+class SeatChange:
+    """One seat-log entry: from `at` (seconds) on, `anonymous` seats are held, and either
+    `joined` is the whole roster (`whole`), or `joined` join and `left` leave the roster as it
+    was. A change names what changed, so a log of one roster and many small changes costs
+    per change, not a roster per change (issue #26)."""
+
+    at: int
+    joined: frozenset[str] = frozenset()
+    left: frozenset[str] = frozenset()
+    anonymous: int = 0
+    whole: bool = False
+
+
 def seat_intervals(log: Sequence[tuple[int, Seats]], start: int,
                    end: int) -> list[SeatInterval]:
     """Intervals of each seat within [start, end), from a log of (time, seats from then on).
 
     The log need not be sorted; the last entry at or before `start` gives the seats at the
-    beginning. A seat present when the log ends stays until `end`. Anonymous seats are a
-    stack of bands [first, last, since]: a higher limit pushes the new seats, a lower one pops
-    (or cuts) the top, so the work is per log entry, never per seat.
+    beginning. A seat present when the log ends stays until `end`.
     """
-    ordered = sorted(log, key=lambda e: e[0])
-    current: frozenset[str] = frozenset()
-    opened: dict[str, int] = {}
+    return change_intervals([SeatChange(at, s.named, frozenset(), s.anonymous, True)
+                             for at, s in log], start, end)
+
+
+def change_intervals(changes: Sequence[SeatChange], start: int,
+                     end: int) -> list[SeatInterval]:
+    """`seat_intervals` of a log of changes (stable-sorted by time). Anonymous seats are a
+    stack of bands [first, last, since]: a higher limit pushes the new seats, a lower one pops
+    (or cuts) the top, so the work is per log entry, never per seat; named seats cost per
+    seat that joins or leaves (and a whole roster per `whole` entry)."""
+    opened: dict[str, int] = {}  # the seats held now -> since when
     bands: list[list[int]] = []
     held = 0
     out: list[SeatInterval] = []
-    for at, seats in ordered:
-        at = max(at, start)
+    for change in sorted(changes, key=lambda c: c.at):
+        at = max(change.at, start)
         if at >= end:
             break
-        for seat in current - seats.named:
+        if change.whole:
+            leaving = [s for s in opened if s not in change.joined]
+        else:
+            leaving = [s for s in change.left if s in opened]
+        for seat in leaving:
             if opened[seat] < at:
                 out.append(SeatInterval(seat, opened[seat], at))
             del opened[seat]
-        for seat in seats.named - current:
-            opened[seat] = at
-        current = seats.named
-        while bands and bands[-1][1] > seats.anonymous:
+        for seat in change.joined:
+            if seat not in opened:
+                opened[seat] = at
+        while bands and bands[-1][1] > change.anonymous:
             first, last, since = bands[-1]
-            cut = max(first, seats.anonymous + 1)
+            cut = max(first, change.anonymous + 1)
             if since < at:
                 out.append(_band(cut, last, since, at))
             if cut == first:
                 bands.pop()
             else:
                 bands[-1][1] = cut - 1
-        if seats.anonymous > held:
-            bands.append([held + 1, seats.anonymous, at])
-        held = seats.anonymous
+        if change.anonymous > held:
+            bands.append([held + 1, change.anonymous, at])
+        held = change.anonymous
     out.extend(SeatInterval(seat, since, end) for seat, since in opened.items() if since < end)
     out.extend(_band(first, last, since, end) for first, last, since in bands if since < end)
     return sorted(out, key=lambda i: (i.start, i.first, i.seat))
@@ -136,3 +160,89 @@ def charge(mode: ProrationMode, intervals: Sequence[SeatInterval], unit_price_mi
         return unit_price_minor * (len(users) + anonymous)
     # Intervals at one instant are distinct users and disjoint bands: their counts add up.
     return unit_price_minor * sum(i.count for i in intervals if i.start <= start < i.end)
+
+
+@dataclass(frozen=True, slots=True)
+class SeatFigures:
+    """What the charges and the summary need of a period's intervals, without the intervals."""
+
+    seat_seconds: int
+    peak: int  # most seats held at one instant (`peak_concurrent`)
+    seats: int  # distinct seats with any time in the period (WHOLE_PERIOD)
+    at_start: int  # seats held at the period's first second (NEXT_PERIOD)
+
+
+def change_figures(changes: Sequence[SeatChange], start: int, end: int) -> SeatFigures:
+    """The figures of `change_intervals(changes, start, end)`, computed as the log is replayed:
+    per change and per seat that joins or leaves, and per distinct time for the peak, so that
+    a summary of a 100,000-seat roster makes a few objects, not one per seat (no per-seat
+    intervals to allocate, sort and collect)."""
+    opened: dict[str, int] = {}
+    billed: set[str] = set()  # named seats whose interval closed with time in the period
+    edges: dict[int, list[int]] = {}  # time -> [seats whose interval starts, ends] there
+    total = at_start = top_band = 0
+    bands: list[list[int]] = []
+    held = 0
+
+    def interval(since: int, until: int, count: int) -> None:
+        nonlocal total, at_start
+        total += (until - since) * count
+        if since <= start:
+            at_start += count
+        edges.setdefault(since, [0, 0])[0] += count
+        edges.setdefault(until, [0, 0])[1] += count
+
+    for change in sorted(changes, key=lambda c: c.at):
+        at = max(change.at, start)
+        if at >= end:
+            break
+        if change.whole:
+            leaving = [s for s in opened if s not in change.joined]
+        else:
+            leaving = [s for s in change.left if s in opened]
+        for seat in leaving:
+            since = opened.pop(seat)
+            if since < at:
+                interval(since, at, 1)
+                billed.add(seat)
+        for seat in change.joined:
+            if seat not in opened:
+                opened[seat] = at
+        while bands and bands[-1][1] > change.anonymous:
+            first, last, since = bands[-1]
+            cut = max(first, change.anonymous + 1)
+            if since < at:
+                interval(since, at, last - cut + 1)
+                top_band = max(top_band, last)
+            if cut == first:
+                bands.pop()
+            else:
+                bands[-1][1] = cut - 1
+        if change.anonymous > held:
+            bands.append([held + 1, change.anonymous, at])
+        held = change.anonymous
+    open_since: dict[int, int] = {}  # seats held to the end, by since: one interval() each
+    for since in opened.values():
+        open_since[since] = open_since.get(since, 0) + 1
+    for since, count in open_since.items():
+        interval(since, end, count)
+    for first, last, since in bands:
+        interval(since, end, last - first + 1)
+        top_band = max(top_band, last)
+    peak = level = 0
+    for t in sorted(edges):  # at one second, the ends before the starts
+        starts, ends = edges[t]
+        level += starts - ends
+        peak = max(peak, level)
+    return SeatFigures(total, peak, len(billed.union(opened)) + top_band, at_start)
+
+
+def charge_of(mode: ProrationMode, figures: SeatFigures, unit_price_minor: int, start: int,
+              end: int) -> int:
+    """`charge` from the figures of the period's intervals."""
+    if mode is ProrationMode.PRORATA:
+        length = end - start
+        return (2 * unit_price_minor * figures.seat_seconds + length) // (2 * length)
+    if mode is ProrationMode.WHOLE_PERIOD:
+        return unit_price_minor * figures.seats
+    return unit_price_minor * figures.at_start

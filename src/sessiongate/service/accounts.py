@@ -10,12 +10,21 @@ from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
+from sessiongate.domain.parents import MAX_DEPTH, check_ancestry
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
-from sessiongate.domain.validation import check_id, check_ids, check_non_negative, check_time_zone
+from sessiongate.domain.records import HistoryEntry
+from sessiongate.domain.validation import (
+    check_emails,
+    check_id,
+    check_ids,
+    check_non_negative,
+    check_time_zone,
+)
 from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
 from sessiongate.service.plans import PlanMethods
 from sessiongate.service.policies import PolicyMethods
+from sessiongate.service.reports import ReportMethods
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.accounts import Change
@@ -40,6 +49,7 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
     for i, e in enumerate(emails):
         if "@" not in e or " " in e:
             raise InvalidArgument(f"{f}admin_emails[{i}]", "not an email address")
+    report_emails = check_emails(f + "report_emails", list(msg.report_emails))
     currency = msg.currency or "USD"
     if len(currency) != 3 or not currency.isalpha():
         raise InvalidArgument(f + "currency", "must be a 3-letter ISO 4217 code")
@@ -60,6 +70,7 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
         admin_emails=emails,
         time_zone=tz,
         currency=currency.upper(),
+        report_emails=report_emails,
     )
     return account, override
 
@@ -68,7 +79,7 @@ def merge(current: Account | None, wanted: Account, override: StateOverride | No
           now: datetime) -> Account:
     """Admin-managed fields from the request; derived ones (state, ledger summary) kept."""
     if current is None:
-        return replace(wanted, state_since=now, override=override)
+        return replace(wanted, state_since=now, created_at=now, override=override)
     return replace(
         current,
         kind=wanted.kind,
@@ -81,12 +92,15 @@ def merge(current: Account | None, wanted: Account, override: StateOverride | No
         admin_emails=wanted.admin_emails,
         time_zone=wanted.time_zone,
         currency=wanted.currency,
+        report_emails=wanted.report_emails,
         override=override if override is not None else current.override,
     )
 
 
-class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsServicer):
-    """Account CRUD here; policy methods in policies.py, plan/usage methods in plans.py."""
+class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
+                       pb_grpc.AccountsServicer):
+    """Account CRUD here; policy methods in policies.py, plan/usage methods in plans.py,
+    reports and listing in reports.py."""
 
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)
@@ -96,6 +110,9 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
     async def UpsertAccount(self, request: pb.UpsertAccountRequest, context: Any) -> pb.Account:
         now = self.rt.clock.now()
         wanted, override = parse_account(request.account, now)
+        if wanted.parent_id:
+            check_ancestry(wanted.account_id, await self._ancestry(wanted.parent_id),
+                           "account.parent_id")
 
         previous: list[Account | None] = [None]
 
@@ -106,13 +123,9 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
             before = None if current is None else current.state_at(now)
             after = account.state_at(now)
             if before != after:
-                entry = {
-                    "at": now.isoformat(),
-                    "from": None if before is None else before.value,
-                    "to": after.value,
-                    "cause": "account created" if current is None else "set by UpsertAccount",
-                    "actor": "admin",
-                }
+                entry = HistoryEntry(
+                    now, before, after,
+                    "account created" if current is None else "set by UpsertAccount", "admin")
             # Re-evaluated by the dunning engine when the policy or the exemption changed.
             return await engine.upsert_change(current, account, ledger, now, entry)
 
@@ -124,6 +137,19 @@ class AccountsServicer(PolicyMethods, PlanMethods, Servicer, pb_grpc.AccountsSer
         # roster / seat-limit intervals for proration (#4)
         await self.log_seats(saved, now, previous=previous[0])
         return account_to_pb(saved, now)
+
+    async def _ancestry(self, parent_id: str) -> list[str]:
+        """The stored chain from `parent_id` up (for `check_ancestry`): it ends at an account
+        without a parent or an unknown one, at a repeat, or one past MAX_DEPTH."""
+        chain: list[str] = []
+        current = parent_id
+        while current and len(chain) <= MAX_DEPTH:
+            chain.append(current)
+            if chain.count(current) > 1:
+                break
+            parent = await self.rt.accounts.get(current)
+            current = parent.parent_id if parent is not None else ""
+        return chain
 
     @rpc("admin")
     async def GetAccount(self, request: pb.GetAccountRequest, context: Any) -> pb.Account:

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.decision import Decision, Reason
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account, AccountKind, AccountState
@@ -25,6 +26,13 @@ STATE_TO_PB: dict[AccountState | None, cpb.AccountState.ValueType] = {
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 DECISION_TO_PB = {Decision.ALLOW: cpb.DECISION_ALLOW, Decision.DENY: cpb.DECISION_DENY}
 REASON_TO_PB = {r: cpb.Reason.Value(f"REASON_{r.value}") for r in Reason}
+ACCESS_TO_PB: dict[AccessLevel | None, cpb.AccessLevel.ValueType] = {
+    None: cpb.ACCESS_LEVEL_UNSPECIFIED,
+    AccessLevel.FULL: cpb.ACCESS_LEVEL_FULL,
+    AccessLevel.READ_ONLY: cpb.ACCESS_LEVEL_READ_ONLY,
+    AccessLevel.NONE: cpb.ACCESS_LEVEL_NONE,
+}
+ACCESS_FROM_PB = {v: k for k, v in ACCESS_TO_PB.items()}
 KIND_TO_PB = {
     AccountKind.ENTERPRISE: apb.ACCOUNT_KIND_ENTERPRISE,
     AccountKind.CONSUMER: apb.ACCOUNT_KIND_CONSUMER,
@@ -37,6 +45,13 @@ def state_from_pb(field: str, value: int) -> AccountState | None:
     if value not in STATE_FROM_PB:
         raise InvalidArgument(field, f"unknown AccountState value {value}")
     return STATE_FROM_PB[value]  # type: ignore[index]
+
+
+def access_from_pb(field: str, value: int) -> AccessLevel | None:
+    """UNSPECIFIED -> None (the default of the state); an unknown number -> INVALID_ARGUMENT."""
+    if value not in ACCESS_FROM_PB:
+        raise InvalidArgument(field, f"unknown AccessLevel value {value}")
+    return ACCESS_FROM_PB[value]  # type: ignore[index]
 
 
 def kind_from_pb(field: str, value: int) -> AccountKind:
@@ -89,6 +104,7 @@ def account_to_pb(a: Account, now: datetime) -> apb.Account:
         time_zone=a.time_zone,
         currency=a.currency,
         version=a.version,
+        report_emails=list(a.report_emails),
     )
     for name, when in (
         ("oldest_due_at", a.oldest_due_at),

@@ -5,8 +5,10 @@ answer comes from the same lookup, failure mode and `decide` as CheckSession
 (`login_check.py`), so an app behind Envoy gets session control from configuration alone.
 Each HTTP request is one read-only check: it never opens a session or takes a seat.
 
-The mapping (which headers or JWT claims name the account and user, which path names the
-feature) and every HTTP status are documented in docs/envoy.md.
+What a request gets (the login verdict, then an open path or feature, then the method
+rule of a READ_ONLY answer) is `proxy_check.py`'s, shared with the HTTP forward-auth
+endpoint. The mapping (which headers or JWT claims name the account and user, which path
+names the feature) and every HTTP status are documented in docs/proxies.md.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,34 +29,23 @@ from google.protobuf.struct_pb2 import Struct
 from google.rpc import status_pb2
 
 from sessiongate.config import Settings
-from sessiongate.domain.decision import Reason, Verdict
+from sessiongate.domain.decision import Verdict
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.domain.model import Account, AccountState
-from sessiongate.domain.money import format_money
 from sessiongate.domain.validation import check_id
-from sessiongate.service.login_check import LoginCheck, check_login
+from sessiongate.service.login_check import LoginCheck
+from sessiongate.service.proxy_check import (
+    ACCESS_VALUE,
+    HEADER_SUSPENDS_AT,
+    Identity,
+    ProxyCheck,
+)
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 
 SERVICE_NAME: str = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
 JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn"
-HEADER_STATE = "x-sessiongate-state"
-HEADER_REASON = "x-sessiongate-reason"
-HEADER_SUSPENDS_AT = "x-sessiongate-suspends-at"
-_OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 _MISSING = "missing"
 
-# HTTP status Envoy returns to the client for each denial (docs/envoy.md has the table).
-HTTP_STATUS: dict[Reason, int] = {
-    Reason.ACCOUNT_SUSPENDED: 402,
-    Reason.ACCOUNT_CLOSED: 403,
-    Reason.UNKNOWN_ACCOUNT: 403,
-    Reason.USER_NOT_AUTHORIZED: 403,
-    Reason.SEAT_LIMIT_REACHED: 403,
-    Reason.FEATURE_NOT_ENTITLED: 403,
-    Reason.QUOTA_EXHAUSTED: 429,
-    Reason.BACKEND_UNAVAILABLE: 503,
-}
 # The google.rpc code in CheckResponse.status; Envoy only tells OK from not-OK.
 _OK = grpc.StatusCode.OK.value[0]
 _RPC_CODE = {
@@ -66,15 +55,6 @@ _RPC_CODE = {
 }
 _PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED.value[0]
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who asks for what: the login that one HTTP request stands for."""
-
-    account_id: str
-    user_id: str
-    feature: str
 
 
 class RequestMapper:
@@ -118,7 +98,7 @@ class RequestMapper:
         payload = self._jwt_payload(request, http) if self.jwt else None
         account = self._field(http, payload, self.account_claim, self.account_header)
         user = self._field(http, payload, self.user_claim, self.user_header)
-        return Identity(account, user, self._feature(http.path))
+        return Identity(account, user, self.feature(http.path))
 
     def _field(self, http: Any, payload: dict[str, Any] | None, claim: str, header: str) -> str:
         if claim:
@@ -144,7 +124,8 @@ class RequestMapper:
                 return decode_jwt_payload(f"header {self.jwt_payload_header}", raw)
         return None
 
-    def _feature(self, path: str) -> str:
+    def feature(self, path: str) -> str:
+        """The feature a request path names ("" for none); InvalidArgument when malformed."""
         if self.feature_re is None:
             return ""
         path = path.split("?", 1)[0].split("#", 1)[0]
@@ -190,10 +171,6 @@ def claim_value(payload: Mapping[str, Any], claim: str) -> str:
     raise InvalidArgument(f"claim {claim}", "not a string")
 
 
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _header(key: str, value: str) -> Any:
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
@@ -234,7 +211,7 @@ class EnvoyAuthzServicer(Servicer):
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
         self.mapper = RequestMapper(rt.settings)
-        self.payment_url = rt.settings.envoy_payment_url
+        self.proxy = ProxyCheck(rt)
 
     @rpc("app")
     async def Check(self, request: Any, context: Any) -> Any:
@@ -242,51 +219,33 @@ class EnvoyAuthzServicer(Servicer):
             who = self.mapper.identity(request)
         except InvalidArgument as exc:  # an HTTP 400, not a gRPC error Envoy could fail open on
             return bad_request(exc)
-        result = await check_login(self.rt, who.account_id, who.user_id)
-        return self.respond(who, result)
+        http = request.attributes.request.http
+        verdict, result = await self.proxy.check(who, http.method or "GET", http.path)
+        return self.respond(who, verdict, result)
 
-    def respond(self, who: Identity, result: LoginCheck) -> Any:
-        verdict, found = result.verdict, result.lookup
+    def respond(self, who: Identity, verdict: Verdict, result: LoginCheck) -> Any:
+        found = result.lookup
         account = found.account
         state = verdict.state.value if verdict.state is not None else "UNKNOWN"
         meta = Struct()
         meta.update({
             "decision": verdict.decision.value, "reason": verdict.reason.value, "state": state,
-            "source": found.source, "state_age_ms": found.age_ms,
+            "access": ACCESS_VALUE[verdict.access],
+            "source": found.source.value, "state_age_ms": found.age_ms,
             "account_id": who.account_id, "user_id": who.user_id, "feature": who.feature,
             "account_version": account.version if account is not None else 0,
         })
-        headers = [_header(HEADER_STATE, state), _header(HEADER_REASON, verdict.reason.value)]
+        values = self.proxy.headers(verdict, account)
+        headers = [_header(k, v) for k, v in values.items()]
         if verdict.allowed:
             ok = ext.OkHttpResponse(headers=headers)
-            if account is not None and verdict.state in _OVERDUE and account.suspends_at:
-                ok.headers.append(_header(HEADER_SUSPENDS_AT, rfc3339(account.suspends_at)))
-            else:  # never pass a client's own copy upstream
+            if HEADER_SUSPENDS_AT not in values:  # never pass a client's own copy upstream
                 ok.headers_to_remove.append(HEADER_SUSPENDS_AT)
             return ext.CheckResponse(
                 status=status_pb2.Status(code=_OK), ok_response=ok, dynamic_metadata=meta
             )
-        http_status = HTTP_STATUS.get(verdict.reason, 403)
-        return _denied(http_status, self._deny_body(who, verdict, account, state), headers, meta,
-                       verdict.message)
-
-    def _deny_body(self, who: Identity, verdict: Verdict, account: Account | None,
-                   state: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "allowed": False, "error": verdict.reason.value.lower(),
-            "reason": verdict.reason.value, "state": state, "message": verdict.message,
-            "account_id": who.account_id, "user_id": who.user_id,
-        }
-        if verdict.reason is Reason.ACCOUNT_SUSPENDED and account is not None:
-            owed = format_money(account.balance_minor, account.currency)
-            body.update(amount_due_minor=account.balance_minor, currency=account.currency,
-                        amount_due=owed)
-            how = f"pay the open balance of {owed}"
-            if self.payment_url:
-                body["payment_url"] = self.payment_url
-                how += f" at {self.payment_url}"
-            body["how_to_pay"] = how + "; access returns as soon as the payment is recorded"
-        return body
+        return _denied(self.proxy.status(verdict), self.proxy.deny_body(who, verdict, account),
+                       headers, meta, verdict.message)
 
 
 def check_request(

@@ -7,12 +7,13 @@ from typing import NamedTuple
 from redis.exceptions import RedisError
 
 from sessiongate.domain.model import Account
+from sessiongate.domain.records import FailureMode, StateSource
 from sessiongate.service.runtime import Runtime
 
 
 class Lookup(NamedTuple):  # a tuple: the cheapest immutable record to make on every login
     account: Account | None
-    source: str  # "near_cache" | "redis" | "stale" | "unavailable"
+    source: StateSource
     age_ms: int
     error: str = ""
 
@@ -21,7 +22,7 @@ async def lookup_account(rt: Runtime, account_id: str) -> Lookup:
     cache = rt.cache
     hit = cache.hit(account_id)
     if hit is not None:
-        return Lookup(hit[0].account, "near_cache", hit[1])
+        return Lookup(hit[0].account, StateSource.NEAR_CACHE, hit[1])
     return await load_account(rt, account_id)
 
 
@@ -30,10 +31,10 @@ async def load_account(rt: Runtime, account_id: str) -> Lookup:
     cache = rt.cache
     try:
         entry = await cache.load(account_id)
-        return Lookup(entry.account, "redis", 0)
+        return Lookup(entry.account, StateSource.REDIS, 0)
     except (RedisError, OSError) as exc:
-        if rt.settings.failure_mode == "static":
+        if rt.settings.failure_mode is FailureMode.STATIC:
             stale = cache.last_known(account_id)
             if stale is not None:
-                return Lookup(stale.account, "stale", cache.age_ms(stale), str(exc))
-        return Lookup(None, "unavailable", 0, str(exc) or type(exc).__name__)
+                return Lookup(stale.account, StateSource.STALE, cache.age_ms(stale), str(exc))
+        return Lookup(None, StateSource.UNAVAILABLE, 0, str(exc) or type(exc).__name__)

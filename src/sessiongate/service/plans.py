@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan, check_plan
-from sessiongate.domain.errors import InvalidArgument, NotFound
+from sessiongate.domain.errors import InvalidArgument, NotFound, OutOfRange
 from sessiongate.domain.model import Account
-from sessiongate.domain.periods import ResetPeriod, day_name, parse_month
+from sessiongate.domain.periods import (
+    ResetPeriod,
+    day_name,
+    month_start,
+    months_before,
+    parse_month,
+)
 from sessiongate.domain.proration import (
     ProrationMode,
     billable_seats,
-    charge,
-    peak_concurrent,
-    seat_intervals,
-    seat_seconds,
+    change_figures,
+    charge_of,
 )
 from sessiongate.domain.validation import check_id, check_non_negative
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.plans import PlanStore
-from sessiongate.store.usage import MonthData, UsageStore
+from sessiongate.store.usage import SEAT_LOG_MONTHS, MonthData, UsageStore
 
 MAX_UNIT_PRICE_MINOR = 10**12
 _KIND = {pb.FEATURE_KIND_BOOLEAN: FeatureKind.BOOLEAN, pb.FEATURE_KIND_METERED: FeatureKind.METERED}
@@ -51,7 +56,8 @@ def plan_from_pb(msg: pb.Plan) -> Plan:
         kind = _enum(name + "kind", f.kind, _KIND, FeatureKind.BOOLEAN)
         period = _enum(name + "period", f.period, _PERIOD, ResetPeriod.MONTH)
         limit = _enum(name + "limit", f.limit, _LIMIT, LimitMode.HARD)
-        features.append(Feature(f.name, kind, f.quota, period, limit))
+        features.append(Feature(f.name, kind, f.quota, period, limit,
+                                f.available_while_restricted))
     return check_plan(Plan(msg.plan_id, tuple(features)))
 
 
@@ -62,13 +68,17 @@ def plan_to_pb(plan: Plan) -> pb.Plan:
     return pb.Plan(plan_id=plan.plan_id, features=[
         pb.Feature(name=f.name, kind=kinds[f.kind], quota=f.quota if f.metered else 0,
                    period=periods[f.period] if f.metered else pb.RESET_PERIOD_UNSPECIFIED,
-                   limit=limits[f.limit] if f.metered else pb.LIMIT_MODE_UNSPECIFIED)
+                   limit=limits[f.limit] if f.metered else pb.LIMIT_MODE_UNSPECIFIED,
+                   available_while_restricted=f.available_while_restricted)
         for f in plan.features])
 
 
 def summarize(account_id: str, month: str, start: datetime, end: datetime, now: datetime,
               data: MonthData, unit_price_minor: int) -> pb.UsageSummary:
-    """The month's figures; seats charged as if the roster stays as it is to the period's end."""
+    """The month's figures; seats charged as if the roster stays as it is to the period's end.
+
+    Pure, and O(seats) for a large roster (decoding its snapshot): run it off the event loop
+    that answers logins (`GetUsageSummary`)."""
     out = pb.UsageSummary(account_id=account_id, period=month)
     for key in sorted(data.usage):
         if key.startswith("t:"):
@@ -76,12 +86,12 @@ def summarize(account_id: str, month: str, start: datetime, end: datetime, now: 
             out.features.append(pb.FeatureUsage(
                 feature=feature, total=data.usage[key], events=data.usage.get(f"n:{feature}", 0)))
     t0, t1 = int(start.timestamp()), int(end.timestamp())
-    intervals = seat_intervals(data.seat_log, t0, t1)
-    out.peak_concurrent_seats = peak_concurrent(intervals)
-    out.seat_seconds = seat_seconds(intervals)
+    figures = change_figures(data.seat_changes(), t0, t1)
+    out.peak_concurrent_seats = figures.peak
+    out.seat_seconds = figures.seat_seconds
     for mode, mode_pb in _MODES.items():
         out.seat_charges.append(pb.Charge(
-            mode=mode_pb, amount_minor=charge(mode, intervals, unit_price_minor, t0, t1)))
+            mode=mode_pb, amount_minor=charge_of(mode, figures, unit_price_minor, t0, t1)))
     out.logins = sum(data.logins.values())
     out.active_users = len({user for _, user in data.active})
     per_day: dict[str, set[str]] = defaultdict(set)
@@ -134,21 +144,30 @@ class PlanMethods:
         price = check_non_negative("seat_unit_price_minor", request.seat_unit_price_minor)
         if price > MAX_UNIT_PRICE_MINOR:  # charges must fit the int64 fields
             raise InvalidArgument("seat_unit_price_minor", f"larger than {MAX_UNIT_PRICE_MINOR}")
+        oldest = months_before(month_start(now.astimezone(UTC)), SEAT_LOG_MONTHS - 1)
+        if start < oldest:
+            raise OutOfRange("period", f"{request.period} is older than the {SEAT_LOG_MONTHS}"
+                             " months whose seats are kept")
         if await self.rt.accounts.get(account_id) is None:
             raise NotFound(f"account_id: no account {account_id!r}")
         data = await UsageStore(self.rt.transport, self.rt.scripts).month(
             account_id, request.period, start, end)
-        return summarize(account_id, request.period, start, end, now, data, price)
+        # Decoding the seat log and the proration are pure and grow with the roster: in a
+        # worker thread, so that the loop keeps answering logins meanwhile.
+        return await asyncio.to_thread(summarize, account_id, request.period, start, end, now,
+                                       data, price)
 
     async def log_seats(self, account: Account, now: datetime, *,
                         previous: Account | None = None) -> None:
-        """Called after every UpsertAccount commit: the seat log behind proration. Nothing
-        is logged when the billable seats equal those of `previous`, the version the commit
-        replaced (its entry already holds them): an upsert that changes anything else
-        must not grow the log."""
+        """Called after every UpsertAccount commit: the seat log behind proration, what
+        changed since `previous` (the version the commit replaced). Nothing is logged when
+        the billable seats equal those of `previous` (its entry already holds them): an
+        upsert that changes anything else must not grow the log."""
         seats = billable_seats(account.users, account.seat_limit)
-        if previous is not None and billable_seats(previous.users,
-                                                   previous.seat_limit) == seats:
-            return
+        before = None
+        if previous is not None:
+            before = (previous.version, billable_seats(previous.users, previous.seat_limit))
+            if before[1] == seats:
+                return
         await UsageStore(self.rt.transport, self.rt.scripts).log_seats(
-            account.account_id, account.version, seats, now.astimezone(UTC))
+            account.account_id, account.version, seats, now.astimezone(UTC), before)

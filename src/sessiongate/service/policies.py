@@ -14,11 +14,19 @@ from sessiongate.domain.model import AccountState
 from sessiongate.domain.policy import DunningPolicy, DunningStage, new_policy
 from sessiongate.domain.validation import check_id
 from sessiongate.service.billing import engine_for, timestamp_field
-from sessiongate.service.convert import STATE_TO_PB, account_to_pb, duration, state_from_pb, ts
+from sessiongate.service.convert import (
+    ACCESS_TO_PB,
+    STATE_TO_PB,
+    access_from_pb,
+    account_to_pb,
+    duration,
+    state_from_pb,
+    ts,
+)
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.ledger_codec import decode_ledger
-from sessiongate.store.policies import PolicyStore
+from sessiongate.store.policies import PolicyCache, PolicyStore
 
 MAX_REASON = 500
 MAX_DURATION_SECONDS = 315_576_000_000  # the proto Duration range
@@ -39,7 +47,8 @@ def policy_from_pb(msg: pb.DunningPolicy) -> DunningPolicy:
         if state is None:
             raise InvalidArgument(f"stages[{i}].state", "must be set")
         after = _duration(f"stages[{i}].after", s.after)
-        stages.append(DunningStage(state, after, s.min_balance_minor))
+        access = access_from_pb(f"stages[{i}].access", s.access)
+        stages.append(DunningStage(state, after, s.min_balance_minor, access))
     interval = None
     if msg.HasField("reminder_interval"):
         interval = _duration("reminder_interval", msg.reminder_interval)
@@ -52,7 +61,8 @@ def policy_to_pb(p: DunningPolicy) -> pb.DunningPolicy:
     return pb.DunningPolicy(
         policy_id=p.policy_id,
         stages=[pb.DunningStage(state=STATE_TO_PB[s.state], after=duration(s.after),
-                                min_balance_minor=s.min_balance_minor) for s in p.stages],
+                                min_balance_minor=s.min_balance_minor,
+                                access=ACCESS_TO_PB[s.access]) for s in p.stages],
         reminder_interval=duration(p.reminder_interval),
         tolerance_minor=p.tolerance_minor,
     )
@@ -78,6 +88,7 @@ class PolicyMethods:
     async def UpsertPolicy(self, request: pb.DunningPolicy, context: Any) -> pb.DunningPolicy:
         policy = policy_from_pb(request)
         await PolicyStore(self.rt.transport).put(policy)
+        PolicyCache.shared(self.rt.transport, self.rt.settings.near_cache_ttl).put(policy)
         return policy_to_pb(policy)
 
     @rpc("admin")

@@ -7,7 +7,7 @@ apiece in Python). And a pre-registered method's call never reaches the generic 
 which are the only place that sees the call's metadata as grpc has already built it (for
 the handler lookup): a handler that reads `context.invocation_metadata()` has it built a
 second time (a namedtuple per header; ~4 % of the near-cache check's GIL time, py-spy,
-docs/performance.md "Tenth pass").
+docs/performance.md, "What was tried", row "Nothing pre-registered").
 
 So the generated `add_*Servicer_to_server` functions see a view of the server (`MethodTable`)
 that keeps every method in one dictionary, served by a single generic handler placed first:

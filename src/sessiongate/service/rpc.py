@@ -38,7 +38,8 @@ class LoopBatchedStderr:
     or lines from structlog (console format) gathered until the end of the loop iteration.
 
     structlog's PrintLogger writes and flushes every line under a lock: one syscall per RPC,
-    the largest cost of a near-cache CheckSession after gRPC itself (docs/performance.md).
+    once the largest cost of a near-cache CheckSession after gRPC itself (docs/performance.md,
+    "What was tried").
     Here a line given through structlog goes out with the others of its event-loop iteration
     in one write, at the end of that iteration (`call_soon`); outside a loop: at once.
     """
@@ -74,7 +75,9 @@ atexit.register(_access_output.flush)
 access_log = structlog.wrap_logger(_access_output)
 
 STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
@@ -114,7 +117,8 @@ CallRecord = tuple[str, str, float, float, str, str | None, Any, Any]
 
 # How long a finished call's record waits for others before the batch is reported, at most:
 # grpc.aio finishes about one call per event-loop iteration, so batching per iteration
-# would write one access line per write(2) (docs/performance.md, "Fourth pass").
+# would write one access line per write(2) (docs/performance.md, "What was tried", row
+# "Access lines and metrics batched per 5 ms").
 FLUSH_AFTER_S = 0.005
 MAX_PENDING = 2048  # records: beyond, reported at once (bounds memory under any load)
 
@@ -145,7 +149,7 @@ class Observer:
 
     def record(self, method: str, code: str, seconds: float, peer: str, rid: str | None,
                given_rid: Any = None, response: Any = None) -> None:
-        """Report a finished call (the wrapper inlines this): `rid` its request id if made
+        """Report a finished call (the wrapper calls this): `rid` its request id if made
         already, else made when its line is rendered from `given_rid` (the caller's, if
         sane)."""
         records = self.records
@@ -259,16 +263,10 @@ def rpc(role: str, fast: Fast | None = None) -> Callable[[H], H]:
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 observer = self.observer
-                if observer.active:  # Observer.record, inlined (the hot path)
-                    end = perf_counter()
-                    records = observer.records
-                    records.append((method, code, end - start, end,
+                if observer.active:
+                    observer.record(method, code, perf_counter() - start,
                                     context.peer() if observer.access_log else "", rid,
-                                    given_rid, response))
-                    if len(records) == 1:
-                        observer.schedule()
-                    elif len(records) >= MAX_PENDING:
-                        observer.flush()
+                                    given_rid, response)
 
         return handler  # type: ignore[return-value]
 

@@ -8,11 +8,13 @@ check adds one read of its counter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from google.protobuf.unknown_fields import UnknownFieldSet
 from redis.exceptions import RedisError
 
 from sessiongate.api.v1 import common_pb2 as cpb
@@ -20,11 +22,27 @@ from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
 from sessiongate.domain.decision import Decision, Reason, Verdict, decide
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
-from sessiongate.domain.errors import AlreadyExists, BackendUnavailable, InvalidArgument, NotFound
+from sessiongate.domain.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    InvalidArgument,
+    NotFound,
+    SessionGateError,
+)
 from sessiongate.domain.model import Account, AccountState
+from sessiongate.domain.records import ConsumeStatus, StateSource
+from sessiongate.domain.restricted import lift_for_feature
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id, is_plain_id
-from sessiongate.service.convert import DECISION_TO_PB, REASON_TO_PB, STATE_TO_PB, from_ts, ts
+from sessiongate.service.bulk import CHUNK_BYTES, CHUNK_EVENTS, RECORDED_KEY, BulkSlots
+from sessiongate.service.convert import (
+    ACCESS_TO_PB,
+    DECISION_TO_PB,
+    REASON_TO_PB,
+    STATE_TO_PB,
+    from_ts,
+    ts,
+)
 from sessiongate.service.login_check import (
     MAX_MEMO,
     check_login,
@@ -37,24 +55,39 @@ from sessiongate.service.runtime import Runtime
 from sessiongate.service.wire import Answered, Prebuilt, parse_check
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
-from sessiongate.store.nearcache import Entry
+from sessiongate.store.nearcache import Entry, Memo
 from sessiongate.store.plans import PlanStore
+from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
-from sessiongate.store.usage import ConflictingDuplicates, UsageRecord, UsageStore
+from sessiongate.store.usage import (
+    ConflictingDuplicates,
+    Unrecorded,
+    UsageRecord,
+    UsageStore,
+)
 
 SOURCE_TO_PB = {
-    "near_cache": cpb.STATE_SOURCE_NEAR_CACHE,
-    "redis": cpb.STATE_SOURCE_REDIS,
-    "stale": cpb.STATE_SOURCE_STALE,
-    "unavailable": cpb.STATE_SOURCE_FAILURE_MODE,
+    StateSource.NEAR_CACHE: cpb.STATE_SOURCE_NEAR_CACHE,
+    StateSource.REDIS: cpb.STATE_SOURCE_REDIS,
+    StateSource.STALE: cpb.STATE_SOURCE_STALE,
+    StateSource.UNAVAILABLE: cpb.STATE_SOURCE_FAILURE_MODE,
 }
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
 # Memo keys of prebuilt responses, with the user id and no_session (`_verdict_response`).
 _ANSWER, _OPENED = "CheckSession", "CheckSession/opened"
-# The method served raw (app.py), and how many request bytes it remembers the memo key of:
-# beyond, forgotten at once (a burst of distinct requests must not grow without bound).
+# The method served raw (app.py). Its memo of request bytes -> memo key of their answer
+# keeps only requests of at most MAX_RAW_KEY bytes with no unknown field (unknown fields are
+# legal: a caller could otherwise make every key megabytes), and at most MAX_RAW_KEYS keys
+# or MAX_RAW_BYTES charged (RAW_KEY_COST each beyond its bytes): beyond, it is emptied (a
+# burst of distinct requests must not grow it without bound).
 RAW_METHOD = f"/{pb.DESCRIPTOR.services_by_name['SessionControl'].full_name}/CheckSession"
+MAX_RAW_KEY = 512
 MAX_RAW_KEYS = 100_000
+MAX_RAW_BYTES = 32 << 20
+RAW_KEY_COST = 200
+# Bytes charged against the near-cache's memo budget for a prebuilt answer beyond its user
+# id and twice its wire size (the bytes and the message): the dict slot, key and objects.
+PREBUILT_COST = 400
 
 # Usage events may be stamped this far ahead of our clock (clock skew between hosts).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -92,7 +125,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.plans = PlanStore.shared(rt.transport, rt.scripts, rt.settings.near_cache_ttl)
         # Request bytes parsed before -> (account id, memo key of their answer): the hot path.
         self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
+        self._raw_bytes = 0  # charged for `_raw_keys` (see MAX_RAW_BYTES)
         self.usage = UsageStore(rt.transport, rt.scripts)
+        # Bulk streams write on a transport of their own (`client.transport(bulk=True)`).
+        bulk = rt.bulk_transport
+        self.bulk_usage = (self.usage if bulk is None else UsageStore(bulk, Scripts(bulk)))
+        self.bulk_slots = BulkSlots()
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
 
     def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:
@@ -125,11 +163,22 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 return await self._open_remembered(request, got[0].message, *got[1:])
         resp = await self._check_session(request)
         if raw is not None and not request.feature:  # the ids were valid: remember the bytes
-            keys = self._raw_keys
-            if len(keys) >= MAX_RAW_KEYS:
-                keys.clear()
-            keys[raw] = (request.account_id, (_ANSWER, request.user_id, request.no_session))
+            self._remember_raw(raw, request)
         return resp
+
+    def _remember_raw(self, raw: bytes, request: pb.CheckSessionRequest) -> None:
+        """Key the answer's memo key by the request's bytes, if they are worth keeping (see
+        MAX_RAW_KEY): a short request of known fields only."""
+        if len(raw) > MAX_RAW_KEY or len(UnknownFieldSet(request)):
+            return
+        keys = self._raw_keys
+        cost = RAW_KEY_COST + len(raw)
+        if raw not in keys:
+            if len(keys) >= MAX_RAW_KEYS or self._raw_bytes + cost > MAX_RAW_BYTES:
+                keys.clear()
+                self._raw_bytes = 0
+            self._raw_bytes += cost
+        keys[raw] = (request.account_id, (_ANSWER, request.user_id, request.no_session))
 
     async def _open_remembered(self, request: pb.CheckSessionRequest,
                                base: pb.CheckSessionResponse, age_ms: int, entry: Entry
@@ -149,7 +198,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             if verdict is None:
                 verdict = decide(account, request.user_id, now)  # timeless: the same verdict
             return self._build_response(self._seat_refusal(account, verdict),
-                                        Lookup(account, "near_cache", age_ms))
+                                        Lookup(account, StateSource.NEAR_CACHE, age_ms))
         resp = pb.CheckSessionResponse()
         resp.CopyFrom(base)
         resp.state_age_ms = age_ms
@@ -189,11 +238,16 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         if checked is None:
             checked = await check_login(self.rt, account_id, user_id)
         found, verdict = checked.lookup, checked.verdict
-        if found.source == "unavailable":
+        if found.source is StateSource.UNAVAILABLE:
             return self._failure_mode(found.error)
         account = found.account
         ent: Entitlement | None = None
         session_id = expires = None
+        if request.feature and account is not None and verdict.restricted_by_payment:
+            try:
+                verdict = await self._lift(account, request.feature, verdict)
+            except (RedisError, OSError) as exc:
+                return self._failure_mode(str(exc) or type(exc).__name__)
         if not verdict.allowed or account is None or (request.no_session
                                                       and not request.feature):
             return self._verdict_response(  # nothing to open or count
@@ -202,7 +256,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         now = self.rt.clock.now()
         try:
             if request.feature:  # allowed, with an account: the early return above
-                ent = await self._entitlement(account, request.feature, now)
+                async with asyncio.timeout(self.rt.settings.login_redis_timeout):
+                    ent = await self._entitlement(account, request.feature, now)
                 if not ent.allowed:
                     verdict = Verdict(Decision.DENY, ent.reason, verdict.state, ent.message)
             if verdict.allowed and not request.no_session:
@@ -224,7 +279,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 resp.quota_resets_at.CopyFrom(ts(ent.resets_at))
         return resp
 
-    def _verdict_response(self, verdict: Verdict, found: Lookup, memo: dict[Any, Any] | None,
+    def _verdict_response(self, verdict: Verdict, found: Lookup, memo: Memo | None,
                           key: tuple[str, str, bool]) -> pb.CheckSessionResponse:
         """The response for the login check's `verdict`. With the near-cache entry's `memo`
         (see login_check), a copy of the one kept there under `key` (a `Prebuilt`, made and
@@ -240,7 +295,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 return resp
         resp = self._build_response(verdict, found)
         if memo is not None and len(memo) < MAX_MEMO:
-            memo[key] = Prebuilt.of(resp)
+            pre = Prebuilt.of(resp)
+            self.rt.cache.keep(memo, key, pre, PREBUILT_COST + len(key[1]) + 2 * len(pre.wire))
         return resp
 
     def _build_response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
@@ -251,6 +307,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             message=verdict.message,
             source=SOURCE_TO_PB[found.source],
             state_age_ms=found.age_ms,
+            access=ACCESS_TO_PB[verdict.access],
         )
         account = found.account
         if account is not None:
@@ -270,12 +327,13 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             reason=REASON_TO_PB[v.reason],
             message=v.message,
             source=cpb.STATE_SOURCE_FAILURE_MODE,
+            access=ACCESS_TO_PB[v.access],
         )
 
     async def _checked(self, account_id: str, user_id: str) -> tuple[Lookup, Verdict]:
         """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
         checked = await check_login(self.rt, account_id, user_id)
-        if checked.lookup.source == "unavailable":
+        if checked.lookup.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=checked.lookup.error)
             raise BackendUnavailable("account state unavailable")
         return checked.lookup, checked.verdict
@@ -301,7 +359,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             await self.sessions.end(ref, now)  # denied: the seat goes back to the pool
         resp = pb.HeartbeatResponse(
             decision=DECISION_TO_PB[verdict.decision], state=STATE_TO_PB[verdict.state],
-            reason=REASON_TO_PB[verdict.reason], message=verdict.message)
+            reason=REASON_TO_PB[verdict.reason], message=verdict.message,
+            access=ACCESS_TO_PB[verdict.access])
         if expires is not None:
             resp.expires_at.CopyFrom(ts(expires))
         if account is not None and account.suspends_at is not None and verdict.state in _OVERDUE:
@@ -322,6 +381,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         plan = await self.plans.get(account.plan_id) if account.plan_id else None
         return resolve(plan, account.plan_id, feature)
 
+    async def _lift(self, account: Account, feature: str, verdict: Verdict) -> Verdict:
+        """`verdict` lifted to FULL for a feature that stays available while the account is
+        restricted for non-payment (domain/restricted.py); unchanged otherwise."""
+        found = await self._feature(account, feature)
+        return lift_for_feature(verdict, found if isinstance(found, Feature) else None)
+
     async def _entitlement(self, account: Account, feature: str, now: datetime) -> Entitlement:
         found = await self._feature(account, feature)
         if isinstance(found, Entitlement):
@@ -338,6 +403,8 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         event_id = check_id("event_id", request.event_id, required=False)
         found, verdict = await self._checked(account_id, user_id)
         now = self.rt.clock.now()
+        if found.account is not None and verdict.restricted_by_payment:
+            verdict = await self._lift(found.account, feature, verdict)
         if not verdict.allowed or found.account is None:
             return pb.EntitlementResponse(decision=DECISION_TO_PB[verdict.decision],
                                           reason=REASON_TO_PB[verdict.reason],
@@ -350,12 +417,12 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         elif consume:
             done = await self.plans.consume(account_id, definition, quantity, event_id, now,
                                             user_id)
-            if done.status == "conflict":
+            if done.status is ConsumeStatus.CONFLICT:
                 raise AlreadyExists("event_id", f"{event_id!r} was consumed with other content"
                                     " (an event id names one consumption: use a new id)")
-            ent = evaluate(definition, done.used, now, consumed=done.status == "ok",
-                           refused=done.status == "exhausted",
-                           duplicate=done.status == "duplicate")
+            ent = evaluate(definition, done.used, now, consumed=done.status is ConsumeStatus.OK,
+                           refused=done.status is ConsumeStatus.EXHAUSTED,
+                           duplicate=done.status is ConsumeStatus.DUPLICATE)
         else:
             ent = evaluate(definition, await self.plans.used(account_id, definition, now), now)
         resp = pb.EntitlementResponse(
@@ -424,7 +491,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
         """The account exists, and its plan (if any) has `feature`."""
         found = await lookup_account(self.rt, account_id)
-        if found.source == "unavailable":
+        if found.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=found.error)
             raise BackendUnavailable("account state unavailable")
         account = found.account
@@ -446,8 +513,11 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
     @rpc("app")
     async def RecordUsageStream(self, request: AsyncIterator[pb.UsageEvent],
                                 context: Any) -> pb.RecordUsageBatchResponse:
-        """All or nothing on validation: one bad event rejects the batch before any write."""
-        return await self._record_all(request)
+        """Validated and written in chunks (`bulk.py`): all or nothing on validation for a
+        stream of up to a chunk; a longer one is written chunk by chunk, and a call that
+        fails says in its trailing metadata how many of its first events are recorded."""
+        async with self.bulk_slots.slot():
+            return await self._record_all(request, context)
 
     @rpc("app")
     async def RecordUsageBatches(self, request: AsyncIterator[pb.UsageBatch],
@@ -459,36 +529,58 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 for event in batch.events:
                     yield event
 
-        return await self._record_all(events())
+        async with self.bulk_slots.slot():
+            return await self._record_all(events(), context)
 
-    async def _record_all(self, events: AsyncIterator[pb.UsageEvent]
+    async def _record_all(self, events: AsyncIterator[pb.UsageEvent], context: Any
                           ) -> pb.RecordUsageBatchResponse:
         now = self.rt.clock.now()
         window = _window(now)
-        records: list[UsageRecord] = []
+        pending: list[UsageRecord] = []
+        pending_bytes = 0
+        recorded: list[bool] = []
         # (account, feature) pairs found recordable in this call: a stream of one account's
         # events looks its account and plan up once, not per event.
         known: set[tuple[str, str]] = set()
-        async for event in events:
-            n = len(records)
-            if n >= MAX_STREAM_EVENTS:
-                raise InvalidArgument("events", f"more than {MAX_STREAM_EVENTS} in one stream")
-            try:
-                record = self._usage_record(event, window)
-            except InvalidArgument:  # again, for the message naming the event's field
-                record = self._usage_record(event, window, f"events[{n}].")
-            pair = (record.account_id, record.feature)
-            if pair not in known:
-                await self._check_recordable(*pair, f"events[{n}].")
-                known.add(pair)
-            records.append(record)
         try:
-            recorded = await self.usage.record(records, now) if records else []
-        except ConflictingDuplicates as exc:
-            n = exc.positions[0]
-            raise AlreadyExists(f"events[{n}].event_id", f"{records[n].event_id!r} was "
-                                "recorded before with other content (an event id names one "
-                                f"event: use a new id); {len(exc.positions)} such event(s) "
-                                "refused, the others recorded") from None
+            n = 0
+            async for event in events:
+                if n >= MAX_STREAM_EVENTS:
+                    raise InvalidArgument("events",
+                                          f"more than {MAX_STREAM_EVENTS} in one stream")
+                try:
+                    record = self._usage_record(event, window)
+                except InvalidArgument:  # again, for the message naming the event's field
+                    record = self._usage_record(event, window, f"events[{n}].")
+                pair = (record.account_id, record.feature)
+                if pair not in known:
+                    await self._check_recordable(*pair, f"events[{n}].")
+                    known.add(pair)
+                pending.append(record)
+                pending_bytes += event.ByteSize()
+                n += 1
+                if len(pending) >= CHUNK_EVENTS or pending_bytes >= CHUNK_BYTES:
+                    recorded += await self.bulk_usage.record_in_order(pending, now)
+                    pending, pending_bytes = [], 0
+            if pending:
+                recorded += await self.bulk_usage.record_in_order(pending, now)
+        except ConflictingDuplicates as exc:  # the others of its chunk are recorded
+            first = len(recorded) + exc.positions[0]
+            context.set_trailing_metadata(((RECORDED_KEY, str(len(recorded))),))
+            raise AlreadyExists(f"events[{first}].event_id", "recorded before with other"
+                                " content (an event id names one event: use a new id);"
+                                f" {len(exc.positions)} such event(s) refused, the others of"
+                                " the stream before it recorded") from None
+        except Unrecorded as exc:  # the events before it stay recorded: say how many
+            done = len(recorded) + exc.done
+            context.set_trailing_metadata(((RECORDED_KEY, str(done)),))
+            if isinstance(exc.cause, SessionGateError):  # refused: nothing of it written
+                raise exc.cause from None
+            log.warning("usage write failed", recorded=done, error=str(exc.cause))
+            raise BackendUnavailable(f"usage write failed after the first {done} events of"
+                                     " the stream were recorded") from exc
+        except BaseException:
+            context.set_trailing_metadata(((RECORDED_KEY, str(len(recorded))),))
+            raise
         accepted = sum(recorded)
         return pb.RecordUsageBatchResponse(accepted=accepted, duplicates=len(recorded) - accepted)

@@ -4,7 +4,7 @@ A remembered near-cache answer differs from the last one only in its state's age
 the request into a message, reading its fields, copying the prebuilt message, setting the
 age and serializing it cost 1.35-1.52 us per check in a tight loop; a dict lookup by the
 request's bytes and the prebuilt bytes plus the age field 0.54 us (in the server: 0.87 ->
-0.94 of the floor's throughput, docs/performance.md "Eleventh pass"). So CheckSession is
+0.94 of the floor's throughput: docs/performance.md, row "CheckSession served raw"). So it is
 registered without a request deserializer (`MethodTable.raw`): its handler gets the bytes,
 answers a request it has parsed before from the bytes it prebuilt for it, and parses the
 others itself.

@@ -1,7 +1,7 @@
 """Account records in Redis: read one, commit a new version (compare-and-set, one Lua call).
 
-Everything an account keeps lives in its hash (`keys.account`, fields in `record.py`); the
-keys of the former layout are still read, and moved into the hash by the next commit.
+Everything an account keeps lives in its hash (`keys.account`, fields in `record.py`), but
+what its growing fields push out beyond their byte budgets (`commit_account.lua`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from typing import Any
 
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
-from sessiongate.domain.records import quick_init
+from sessiongate.domain.records import CommitStatus, HistoryEntry
 from sessiongate.store import keys
-from sessiongate.store.codec import decode_account, encode_account, kept_ms
+from sessiongate.store.codec import decode_account, encode_account, to_ms
 from sessiongate.store.jsontext import dumps
 from sessiongate.store.record import (
     EVENTS_BYTES,
     HISTORY_BYTES,
-    SEAT_CHANGES_BYTES,
-    VERSION_PREFIX,
     applied_in,
     decode_history,
     encode_history,
@@ -39,22 +37,20 @@ IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
 UNSCHEDULE = "-"
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    status: str  # "ok" | "conflict" | "duplicate"
+    status: CommitStatus
     version: int
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status is CommitStatus.OK
 
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """What a read-modify-write wants committed (see `AccountStore.update`)."""
@@ -63,7 +59,7 @@ class Change:
     ledger_json: str = ""
     event_id: str = ""
     next_evaluation: datetime | str | None = None
-    history_entry: dict[str, Any] | None = None
+    history_entry: HistoryEntry | None = None
     notifications: Sequence[dict[str, Any]] = field(default_factory=tuple)
 
 
@@ -77,48 +73,31 @@ def _commit_call(change: Change, expected_version: int, now: datetime
                  ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `commit_account.lua` for `change` (see its header)."""
     nxt = change.next_evaluation
-    next_eval_arg = str(kept_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
+    next_eval_arg = str(to_ms(nxt)) if isinstance(nxt, datetime) else nxt or ""
     aid = change.account.account_id
     entry = change.history_entry
     event_id = change.event_id
     args = [expected_version, encode_account(change.account), change.ledger_json,
-            event_id, kept_ms(now), next_eval_arg, encode_history(entry) if entry else "",
+            event_id, to_ms(now), next_eval_arg, encode_history(entry.to_dict()) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
-            escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES,
-            SEAT_CHANGES_BYTES]
+            escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES]
     if change.notifications:
         args.extend([dumps(n) for n in change.notifications])
     return keys.commit_keys(aid), args
 
 
 def _result(res: Any) -> CommitResult:
-    return CommitResult(_text(res[0]), int(res[1]))
+    return CommitResult(CommitStatus(_text(res[0])), int(res[1]))
 
 
-# A read: the account's data, version and ledger from its hash, and the former ledger key
-# (what an account not yet moved into the hash still has; absent once it is).
+# A read: the account's data, version and ledger, from its hash.
 _FIELDS = ["data", "v", "l"]
 
 
-def _read_commands(account_id: str) -> list[tuple[Any, ...]]:
-    return [("HMGET", keys.account(account_id), *_FIELDS), ("GET", keys.ledger(account_id))]
-
-
-def _decode_read(fields: list[Any], former_ledger: Any) -> tuple[Account | None, str | None]:
+def _decode_read(fields: list[Any]) -> tuple[Account | None, str | None]:
     data, version, ledger = fields
     account = None if data is None else decode_account(data, int(version or 0))
-    raw = ledger if ledger is not None else former_ledger
-    return account, None if raw is None else _text(raw)
-
-
-_PREFIX_BYTES = VERSION_PREFIX.encode()
-
-
-def _prefixed(version: Any) -> bool:
-    """Whether a `v` as read is in this layout's form (`record.VERSION_PREFIX`)."""
-    if isinstance(version, bytes):
-        return version.startswith(_PREFIX_BYTES)
-    return isinstance(version, str) and version.startswith(VERSION_PREFIX)
+    return account, None if ledger is None else _text(ledger)
 
 
 class AccountStore:
@@ -132,10 +111,6 @@ class AccountStore:
             return None
         return decode_account(data, int(version or 0))
 
-    async def get_ledger_json(self, account_id: str) -> str | None:
-        """The ledger's text (`ledger_codec`), whichever layout holds it."""
-        return (await self.read(account_id))[1]
-
     async def commit(
         self,
         account: Account,
@@ -145,7 +120,7 @@ class AccountStore:
         ledger_json: str = "",
         event_id: str = "",
         next_evaluation: datetime | str | None = None,
-        history_entry: dict[str, Any] | None = None,
+        history_entry: HistoryEntry | None = None,
         notifications: Sequence[dict[str, Any]] = (),
     ) -> CommitResult:
         """Write `account` as the version after `expected_version`, atomically with the rest."""
@@ -164,13 +139,12 @@ class AccountStore:
                 for r in await self._scripts.run_many("commit_account", calls)]
 
     async def history(self, account_id: str, limit: int = 0) -> list[dict[str, Any]]:
-        """Every transition, oldest first (the last `limit` if > 0): the former list, then
-        the archive of entries the hash pushed out, then the hash's newest ones."""
-        former, archived, newest = raise_first(await self._redis.many([
-            ("LRANGE", keys.history(account_id), 0, -1),
+        """Every transition, oldest first (the last `limit` if > 0): the archive of entries
+        the hash pushed out, then the hash's newest ones."""
+        archived, newest = raise_first(await self._redis.many([
             ("LRANGE", keys.history_archive(account_id), 0, -1),
             ("HGET", keys.account(account_id), "h")]))
-        raw = [*former, *archived, *entries(newest)]
+        raw = [*archived, *entries(newest)]
         return [decode_history(r) for r in (raw[-limit:] if limit > 0 else raw)]
 
     async def was_applied(self, account_id: str, event_id: str) -> bool:
@@ -184,27 +158,14 @@ class AccountStore:
 
     async def read(self, account_id: str) -> tuple[Account | None, str | None]:
         """The account and its ledger text, in one round trip."""
-        fields, former_ledger = raise_first(await self._redis.many(_read_commands(account_id)))
-        return _decode_read(fields, former_ledger)
+        return _decode_read(await self._redis.call("HMGET", keys.account(account_id), *_FIELDS))
 
     async def read_many(self, account_ids: Sequence[str]
                         ) -> list[tuple[Account | None, str | None]]:
-        """`read` of each account, in one round trip (two if any is in the former layout):
-        the hashes first, HMGET each; the former ledger key only of the accounts whose `v`
-        lacks the prefix (absent, or in the former layout): one with it was moved in, its
-        former keys deleted, by the commit that gave it the prefix. The sweep reads one
-        reply per account, not two."""
-        if not account_ids:
-            return []
+        """`read` of each account, all in one round trip."""
         replies = raise_first(await self._redis.many(
             [("HMGET", keys.account(aid), *_FIELDS) for aid in account_ids]))
-        former = [i for i, (_, v, _) in enumerate(replies) if not _prefixed(v)]
-        ledgers: dict[int, Any] = {}
-        if former:
-            got = raise_first(await self._redis.many(
-                [("GET", keys.ledger(account_ids[i])) for i in former]))
-            ledgers = dict(zip(former, got, strict=True))
-        return [_decode_read(f, ledgers.get(i)) for i, f in enumerate(replies)]
+        return [_decode_read(f) for f in replies]
 
     async def update(
         self, account_id: str, mutate: Mutator, now: Callable[[], datetime]
@@ -219,10 +180,10 @@ class AccountStore:
             change = await result if isinstance(result, Awaitable) else result
             if change is None:
                 version = 0 if account is None else account.version
-                return CommitResult("unchanged", version), None
+                return CommitResult(CommitStatus.UNCHANGED, version), None
             expected = 0 if account is None else account.version
             res = _result(await self._scripts["commit_account"](
                 *_commit_call(change, expected, now())))
-            if res.status != "conflict":
+            if res.status is not CommitStatus.CONFLICT:
                 return res, change
         raise Conflict(f"account {account_id!r}: too many concurrent writers")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sessiongate.domain.proration import Seats
+from sessiongate.domain.proration import SeatChange, Seats
 
 SEP = "\x1f"  # unit separator: ids hold no control characters, so it cannot clash
 ANONYMOUS = "\x1d"  # group separator, then N: the token for N anonymous seats (RS and US
@@ -67,7 +67,7 @@ def split_month(month: str, raw: dict[str, str]) -> MonthFields:
 
 def encode_seat_change(version: int, at_ms: int, seats: Seats) -> str:
     """`<version> US <ms> US <user> US ...`, or `<version> US <ms> US GS<N>` for N anonymous
-    seats: about half the bytes of the former JSON member, and one token however large N."""
+    seats: one token however large N."""
     tokens = sorted(seats.named)
     if seats.anonymous:
         tokens.append(f"{ANONYMOUS}{seats.anonymous}")
@@ -75,8 +75,7 @@ def encode_seat_change(version: int, at_ms: int, seats: Seats) -> str:
 
 
 def seats_from_tokens(tokens: Iterable[str]) -> Seats:
-    """Users and the `GS<N>` token; the spelled-out `#1`..`#N` of entries written before
-    anonymous seats were a count reads as that count."""
+    """Users and the `GS<N>` token (N anonymous seats)."""
     named: set[str] = set()
     anonymous = 0
     for token in tokens:
@@ -84,13 +83,61 @@ def seats_from_tokens(tokens: Iterable[str]) -> Seats:
             anonymous = int(token[1:])
         else:
             named.add(token)
-    if named and named == {f"#{i}" for i in range(1, len(named) + 1)}:
-        return Seats(anonymous=len(named))
     return Seats(frozenset(named), anonymous)
 
 
+# A seat change's first token when it is not a whole roster (`log_seats.lua`): a delta
+# (`+<user>` joins, `-<user>` leaves, `GS<N>` anonymous seats), or the snapshot of the seats
+# at a billing period's start (a whole roster, ordered after the entries of its version).
+DELTA, SNAPSHOT = "\x1cd", "\x1cs"
+SNAPSHOT_RANK = 1  # sorts after the entries of its version (its seats are theirs)
+
+
+def encode_seat_delta(version: int, at_ms: int, before: Seats, after: Seats) -> str:
+    """`<version> US <ms> US FSd US +<user>... US -<user>... US GS<N>`: what changed, a few
+    bytes, however large the roster; idempotent (applied to `after` it gives `after`)."""
+    tokens = [DELTA, *(f"+{u}" for u in sorted(after.named - before.named)),
+              *(f"-{u}" for u in sorted(before.named - after.named)),
+              f"{ANONYMOUS}{after.anonymous}"]
+    return SEP.join([str(version), str(at_ms), *tokens])
+
+
+def encode_seat_snapshot(version: int, at_ms: int, seats: Seats) -> str:
+    """The seats at a period's start, written with the period's first delta."""
+    whole = encode_seat_change(version, at_ms, seats).split(SEP, 2)
+    return SEP.join([*whole[:2], SNAPSHOT, *whole[2:]])
+
+
+def _delta(tokens: list[str], at_ms: int) -> SeatChange:
+    joined: set[str] = set()
+    left: set[str] = set()
+    anonymous = 0
+    for token in tokens:
+        if token.startswith("+"):
+            joined.add(token[1:])
+        elif token.startswith("-"):
+            left.add(token[1:])
+        elif token.startswith(ANONYMOUS):
+            anonymous = int(token[1:])
+    return SeatChange(at_ms, frozenset(joined), frozenset(left), anonymous)
+
+
+def decode_seat_entry(raw: str | bytes) -> tuple[int, int, SeatChange]:
+    """(account version, rank among entries of that version, the change with its time in ms)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    version, at_ms, *tokens = text.split(SEP)
+    ms = int(at_ms)
+    if tokens and tokens[0] == DELTA:
+        return int(version), 0, _delta(tokens[1:], ms)
+    rank = 0
+    if tokens and tokens[0] == SNAPSHOT:
+        rank, tokens = SNAPSHOT_RANK, tokens[1:]
+    seats = seats_from_tokens(tokens)
+    return int(version), rank, SeatChange(ms, seats.named, frozenset(), seats.anonymous, True)
+
+
 def decode_seat_change(raw: str | bytes) -> tuple[int, int, Seats]:
-    """(account version, time in ms, billable seats from then on)."""
+    """(account version, time in ms, billable seats from then on) of a whole entry."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     version, at_ms, *tokens = text.split(SEP)
     return int(version), int(at_ms), seats_from_tokens(tokens)

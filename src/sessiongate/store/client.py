@@ -25,6 +25,10 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 OPTIONS: dict[str, Any] = dict(
     socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
 )
+# The bulk transport's (usage streams, `transport(..., bulk=True)`): a bulk write may wait
+# behind others' for longer than a login may, and its timeout must not drop the logins'
+# connection.
+BULK_SOCKET_TIMEOUT = 30.0
 
 
 def cluster_url(url: str) -> tuple[str, bool]:
@@ -52,9 +56,12 @@ def connect(url: str, *, cluster: bool = False) -> Redis:
     )
 
 
-def transport(url: str, *, cluster: bool = False) -> Transport:
-    """The stores' transport for `url`: the one place that picks it."""
+def transport(url: str, *, cluster: bool = False, bulk: bool = False) -> Transport:
+    """The stores' transport for `url`: the one place that picks it. `bulk`: one of its own
+    for bulk writes (its own connections, `BULK_SOCKET_TIMEOUT`), so that they never share
+    fate with logins."""
     url, by_scheme = cluster_url(url)
+    options = {**OPTIONS, "socket_timeout": BULK_SOCKET_TIMEOUT} if bulk else OPTIONS
     if cluster or by_scheme:
-        return ClusterTransport(url, **OPTIONS)
-    return Mux(url, **OPTIONS)
+        return ClusterTransport(url, **options)
+    return Mux(url, **options)

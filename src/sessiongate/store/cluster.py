@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -20,9 +20,10 @@ from redis.exceptions import NoScriptError
 
 from sessiongate.store.transport import Call, Script, filled
 
-# Commands whose parsed replies redis-py itself relies on (discovery, handshakes).
+# Commands whose parsed replies redis-py itself relies on (discovery, handshakes, SCAN's
+# walk over every node).
 _OWN = ("CLUSTER", "COMMAND", "CLIENT", "HELLO", "AUTH", "INFO", "PING", "READONLY",
-        "READWRITE", "SCRIPT", "CONFIG", "ACL", "MODULE", "SENTINEL")
+        "READWRITE", "SCRIPT", "CONFIG", "ACL", "MODULE", "SENTINEL", "SCAN")
 
 
 def _as_read(response: Any, **_: Any) -> Any:
@@ -81,6 +82,12 @@ class ClusterTransport:
             k, a = filled(keys, args, values)
             return self.evalsha(script, k, a)
         return call
+
+    async def scan(self, match: str, kind: str | None = None, count: int = 1000
+                   ) -> AsyncIterator[bytes]:
+        """redis-py's cluster `scan_iter`: SCAN on every primary, each to its cursor's end."""
+        async for key in self.client.scan_iter(match=match, count=count, _type=kind):
+            yield key
 
     async def subscribe(self, channel: str, on_message: Callable[[Any], None]
                         ) -> _Subscription:

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sessiongate.domain.kept import Kept
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
 from sessiongate.store.jsontext import dumps, loads
 
@@ -23,36 +22,11 @@ def to_ms(when: datetime | None) -> int | None:
     return (when - _EPOCH) // _MS
 
 
-def kept_ms(when: datetime | None) -> int | None:
-    """`to_ms`, the last few thousand aware times kept, as `from_ms` keeps its: for the times
-    that accounts share (a sweep's now, due dates and what follows): 0.06 us a time kept,
-    against 0.34; what a login converts is new each time, and goes through `to_ms`."""
-    if when is None:
-        return None
-    ms = _TO_MS.get(when)
-    if ms is None:
-        if when.tzinfo is None:  # local time: not kept (the zone may change)
-            return to_ms(when)
-        ms = _TO_MS.keep(when, (when - _EPOCH) // _MS)  # to_ms of an aware time
-    return ms
-
-
 def from_ms(ms: int | None) -> datetime | None:
-    """The aware UTC datetime of `ms`; the last few thousand are kept (a sweep's accounts
-    share their times: the sweep's now, their invoices' due dates and what follows from
-    them), ~0.3 us less each. A datetime is immutable: one object serves every caller."""
+    """The aware UTC datetime of `ms`."""
     if ms is None:
         return None
-    when = _FROM_MS.get(ms)
-    if when is None:
-        # timedelta(days, seconds, microseconds, milliseconds): positional is quicker.
-        when = _FROM_MS.keep(ms, _EPOCH + timedelta(0, 0, 0, ms))
-    return when
-
-
-_TIMES_KEPT = 4096
-_FROM_MS: Kept[int, datetime] = Kept(_TIMES_KEPT)
-_TO_MS: Kept[datetime, int] = Kept(_TIMES_KEPT)  # aware times only
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:
@@ -108,20 +82,24 @@ def encode_account(a: Account) -> str:
         d["tz"] = a.time_zone
     if a.currency != "USD":
         d["cur"] = a.currency
+    if a.report_emails:
+        d["reports"] = list(a.report_emails)
+    if a.created_at is not None:
+        d["created"] = to_ms(a.created_at)
     if a.derived_state is not AccountState.ACTIVE:
         d["state"] = a.derived_state.value
     if a.state_since is not None:
-        d["since"] = kept_ms(a.state_since)
+        d["since"] = to_ms(a.state_since)
     if a.override is not None:
         d["override"] = _override_to_dict(a.override)
     if a.balance_minor != 0:
         d["balance"] = a.balance_minor
     if a.oldest_due_at is not None:
-        d["due"] = kept_ms(a.oldest_due_at)
+        d["due"] = to_ms(a.oldest_due_at)
     if a.suspends_at is not None:
-        d["suspends"] = kept_ms(a.suspends_at)
+        d["suspends"] = to_ms(a.suspends_at)
     if a.next_evaluation_at is not None:
-        d["next_eval"] = kept_ms(a.next_evaluation_at)
+        d["next_eval"] = to_ms(a.next_evaluation_at)
     if a.extra != {}:
         d["extra"] = a.extra
     return dumps(d)
@@ -132,7 +110,7 @@ _STATES = {s.value: s for s in AccountState}
 
 
 def decode_account(data: str | bytes, version: int) -> Account:
-    """Reads this format and the former one (every field written, defaults included)."""
+    """Reads what `encode_account` writes (a field at its default may be left out)."""
     if isinstance(data, bytes):  # as json.loads reads bytes; what starts `{"` is UTF-8
         data = data.decode("utf-8" if data[:2] == b'{"' else json.detect_encoding(data),
                            "surrogatepass")
@@ -154,6 +132,8 @@ def decode_account(data: str | bytes, version: int) -> Account:
         admin_emails=tuple(d.get("admins", ())),
         time_zone=d.get("tz", "UTC"),
         currency=d.get("cur", "USD"),
+        report_emails=tuple(d.get("reports", ())),
+        created_at=from_ms(d.get("created")),
         derived_state=state,
         state_since=from_ms(d.get("since")),
         override=_override_from_dict(d.get("override")),

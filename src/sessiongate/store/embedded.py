@@ -88,6 +88,11 @@ class EmbeddedRedis:
     def pidfile(self) -> pathlib.Path:
         return self.data_dir / "redis.pid"
 
+    @property
+    def pid(self) -> int | None:
+        """The redis-server's process id while it runs (tests signal it)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self, timeout: float = 10.0) -> None:
         """Start and wait for PONG. Interrupted or failed (Ctrl-C included), it leaves no
         redis-server behind."""

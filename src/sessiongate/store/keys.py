@@ -4,6 +4,12 @@ Per-account keys carry their bucket's hash tag (see `slots.py`): an account's ke
 bucket's due index and its bucket's outbox share one slot, so each Lua script touches one
 slot and the same code runs on Redis Cluster. Indexes and the outbox are sharded by bucket,
 so no single key is a hot spot.
+
+Names are unambiguous for every valid id (ids may hold `:`): an account's keys are
+`sg:{tag}:a:<account>:<kind>[:...]` with the account id escaped (`escape`: no `:` left in
+it), and the bucket's own keys (`due`, `outbox`, `notified:...`) never have `a` there. So
+account `t:quota:all`'s keys can never be account `t`'s quota counters. Whatever follows an
+account's kind (a feature, a notification id) is the key's last part and needs no escaping.
 """
 
 from __future__ import annotations
@@ -20,12 +26,26 @@ PAYMENT_STREAM = "sessiongate:payments"  # public name: the billing system XADDs
 PAYMENT_DEAD_LETTER = "sessiongate:payments:dead"
 USAGE_STREAM = "sessiongate:usage"  # public name: the billing system reads usage here
 NOTIFY_DEAD_LETTER = "sessiongate:notifications:dead"  # public: undeliverable notifications
+BATCH_DEAD_LETTER = "sessiongate:batch:dead"  # public: login records Redis refused (batch.py)
 # SCAN MATCH of every account hash (with TYPE hash): the metrics' accounts-by-state count.
-ACCOUNT_GLOB = f"{PREFIX}:*:account"
+ACCOUNT_GLOB = f"{PREFIX}:*:a:*:account"
+
+
+def escape(account_id: str) -> str:
+    """The id with `%` and `:` percent-encoded: one key component, and a different one for
+    every id (`%` is escaped too, so `a%3Ab` and `a:b` stay apart)."""
+    if "%" in account_id or ":" in account_id:
+        return account_id.replace("%", "%25").replace(":", "%3A")
+    return account_id
+
+
+def unescape(component: str) -> str:
+    """The account id of an `escape`d key component."""
+    return component.replace("%3A", ":").replace("%25", "%")
 
 
 def _tag(account_id: str) -> str:
-    return f"{PREFIX}:{bucket_tag(bucket_of(account_id))}:{account_id}"
+    return f"{PREFIX}:{bucket_tag(bucket_of(account_id))}:a:{escape(account_id)}"
 
 
 def due_index(bucket: int) -> str:
@@ -82,24 +102,9 @@ def history_archive(account_id: str) -> str:
     return f"{_tag(account_id)}:history-archive"
 
 
-# Kept in the account hash since issue #5; these keys of the former layout are still read
-# (and moved into the hash by the next commit), and `applied_events` and `seat_changes` take
-# what the hash's `e` and `s` push out beyond their byte budgets.
-
-
-def ledger(account_id: str) -> str:
-    """Former layout: string, JSON of the invoices and applied payments."""
-    return f"{_tag(account_id)}:ledger"
-
-
-def history(account_id: str) -> str:
-    """Former layout: list of JSON transitions, newest last."""
-    return f"{_tag(account_id)}:history"
-
-
 def applied_events(account_id: str) -> str:
-    """Zset: event id -> time applied (ms), trimmed by age: the former layout's idempotency
-    record, and where the account hash's `e` overflows."""
+    """Zset: event id -> time applied (ms), trimmed by age: where the account hash's `e`
+    overflows."""
     return f"{_tag(account_id)}:events"
 
 
@@ -153,57 +158,39 @@ def usage(account_id: str, month: str) -> str:
     return f"{_tag(account_id)}:usage:{month}"
 
 
+def report_sent(account_id: str, period: str) -> str:
+    """String: the scheduled monthly report of one account and month is in the outbox."""
+    return f"{_tag(account_id)}:report:{period}"
+
+
+def reports_complete(period: str) -> str:
+    """String: every account's report of `period` is in the outbox (the job stops scanning)."""
+    return f"{PREFIX}:reports:{period}:complete"
+
+
+DIGEST_ACCOUNT = "-digest-"  # the digest's outbox entries live in this id's bucket
+
+
+def digest_sent(day: str) -> str:
+    """String: the digest of one day `<YYYY-MM-DD>` is in the outbox."""
+    return f"{_tag(DIGEST_ACCOUNT)}:digest:{day}"
+
+
 def commit_keys(account_id: str) -> list[str]:
-    """KEYS of `commit_account.lua`, in its order: `account`, `ledger`, `history`,
-    `applied_events`, `due_index_of`, `outbox_of`, `history_archive`, `seat_changes`; the
-    same names as those functions', the bucket and its tag computed once (the sweep's
-    commits name ~8 keys each)."""
+    """KEYS of `commit_account.lua`, in its order: `account`, `applied_events`,
+    `due_index_of`, `outbox_of`, `history_archive`; the same names as those functions', the
+    bucket and its tag computed once (the sweep commits many)."""
     bucket = bucket_tag(bucket_of(account_id))
-    tag = f"{PREFIX}:{bucket}:{account_id}"
-    return [f"{tag}:account", f"{tag}:ledger", f"{tag}:history", f"{tag}:events",
-            f"{PREFIX}:{bucket}:due", f"{PREFIX}:{bucket}:outbox", f"{tag}:history-archive",
-            f"{tag}:seatlog"]
+    tag = f"{PREFIX}:{bucket}:a:{escape(account_id)}"
+    return [f"{tag}:account", f"{tag}:events", f"{PREFIX}:{bucket}:due",
+            f"{PREFIX}:{bucket}:outbox", f"{tag}:history-archive"]
 
 
 def seat_changes(account_id: str) -> str:
     """List: roster / seat-limit changes, `<v> US <ms> US <seat> US <seat>...`, for proration.
 
-    The former layout's seat log, and where the account hash's `s` overflows. A list, not a
+    Where the account hash's `s` overflows. A list, not a
     zset: its entries are longer than the zset's compact-encoding limit (64 bytes) whenever a
     roster has a few users, and a list stays compact whatever its entries' length.
     """
     return f"{_tag(account_id)}:seatlog"
-
-
-# Written by releases before the compact layout, still read (never written) so that their data
-# keeps counting: fold them into the month's report until no month written by them is reported.
-
-
-def logins(account_id: str, day: str) -> str:
-    """Legacy set of one day `<YYYY-MM-DD>`: the nonce of each session opened."""
-    return f"{_tag(account_id)}:logins:{day}"
-
-
-def active_users(account_id: str, month: str) -> str:
-    """Legacy set of one month: `<YYYY-MM-DD>` unit separator `<user>`."""
-    return f"{_tag(account_id)}:active:{month}"
-
-
-def peak_seats(account_id: str, month: str) -> str:
-    """Legacy hash of one month: `<YYYY-MM-DD>` -> most seats held at once that day."""
-    return f"{_tag(account_id)}:peak-seats:{month}"
-
-
-def legacy_sessions(account_id: str) -> str:
-    """Legacy zset: session member -> lease expiry (ms); folded into `leases` by the scripts."""
-    return f"{_tag(account_id)}:sessions"
-
-
-def legacy_seats(account_id: str) -> str:
-    """Legacy zset: user holding a seat -> lease expiry (ms); folded into `leases`."""
-    return f"{_tag(account_id)}:seats"
-
-
-def seat_log(account_id: str) -> str:
-    """Legacy zset: JSON {v, seats} of each roster / seat-limit change -> time (ms)."""
-    return f"{_tag(account_id)}:seat-log"

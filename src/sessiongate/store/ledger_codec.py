@@ -6,19 +6,14 @@ Compact (issue #5, Redis memory; ~50 bytes for one invoice, the JSON ~120): a he
 US <payment id>`, empty trailing fields left out, the invoice `%` when it is the event id, the
 currency left out when it is the ledger's (`%` when none). Text fields are escaped
 (`record.escape`), so `RS <id> US` finds an event: `commit_account.lua` reads a payment event's
-id in the ledger as applied, and records it no second time. The JSON of the former layout
-(`keys.ledger`, and a hash moved in from it) is still read; only this release reads the hash,
-so the format is its own.
+id in the ledger as applied, and records it no second time.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.payment_event import PaymentEvent, PaymentEventType
-from sessiongate.store.codec import from_ms, kept_ms, to_ms
+from sessiongate.store.codec import from_ms, to_ms
 from sessiongate.store.record import RS, US, escape, unescape
 
 _TYPES = {t.value: t for t in PaymentEventType}
@@ -64,7 +59,7 @@ def _event_from_text(raw: str, account_id: str, currency: str) -> PaymentEvent:
 
 def _head(ledger: Ledger) -> str:
     mark = ledger.last_reminder
-    return US.join([escape(ledger.currency), "" if mark is None else str(kept_ms(mark[0])),
+    return US.join([escape(ledger.currency), "" if mark is None else str(to_ms(mark[0])),
                     "" if mark is None else str(mark[1])]).rstrip(US) or US  # never ""
 
 
@@ -80,7 +75,7 @@ def reencode_ledger(ledger: Ledger, read: Ledger, raw: str | None) -> str:
     all of it when they are the same (a scheduled evaluation moves the reminder mark only),
     all but one new event's, put in its place by id, when that is the difference (a payment
     event). The header is made anew."""
-    if not raw or ledger.currency != read.currency or raw.startswith("{"):
+    if not raw or ledger.currency != read.currency:
         return encode_ledger(ledger)
     if ledger.events is read.events:
         cut = raw.find(RS)
@@ -117,8 +112,6 @@ def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:
     if not raw:
         return Ledger()
     text = raw.decode() if isinstance(raw, bytes) else raw
-    if text.startswith("{"):
-        return _decode_json(text, account_id)
     head, *events = text.split(RS)
     cur_text, mark_ms, mark_n = [*head.split(US), "", ""][:3]
     cur = unescape(cur_text)
@@ -129,30 +122,3 @@ def decode_ledger(raw: str | bytes | None, account_id: str = "") -> Ledger:
         by_id[e.event_id] = e
     return Ledger(currency=cur, events=by_id,
                   last_reminder=None if due is None else (due, int(mark_n)))
-
-
-# --- the former layout's JSON (read only) ----------------------------------------------------
-
-def _json_event(event_id: str, account_id: str, d: dict[str, Any]) -> PaymentEvent:
-    return PaymentEvent(
-        event_id=event_id,
-        account_id=account_id,
-        type=PaymentEventType[d["t"]],
-        invoice_id=d.get("inv", ""),
-        amount_minor=int(d.get("amt", 0)),
-        currency=d.get("cur", ""),
-        occurred_at=from_ms(d.get("at")),
-        due_at=from_ms(d.get("due")),
-        payment_id=d.get("pay", ""),
-    )
-
-
-def _decode_json(text: str, account_id: str) -> Ledger:
-    d = json.loads(text)
-    mark = d.get("reminded")
-    due = None if mark is None else from_ms(mark[0])
-    return Ledger(
-        currency=d.get("cur", ""),
-        events={eid: _json_event(eid, account_id, e) for eid, e in d.get("events", {}).items()},
-        last_reminder=None if due is None else (due, int(mark[1])),
-    )

@@ -19,8 +19,9 @@ consumer's would pay a loop iteration more per trip.
 
 Connection settings come from the URL (`redis.asyncio.connection.parse_url`, redis-py's
 public parser): host, port or unix path, TLS (`rediss://`, its `ssl_*` options), credentials,
-db, client name, RESP version (`protocol=3`: a Lua reply's types depend on it); timeouts from
-`client.OPTIONS`. Error replies become redis-py's public exception classes.
+db, client name, RESP version (`protocol=3`: a Lua reply's types depend on it), timeouts
+(else those of `client.OPTIONS`); any other option is refused (`ValueError`), not ignored. Error
+replies become redis-py's public exception classes, with the messages redis-py gives them.
 
 Safety: a cancelled caller's reply is still read and dropped, so the replies of the others
 stay matched; if the oldest command has waited `socket_timeout` for its reply, the connection
@@ -39,19 +40,25 @@ import asyncio
 import collections
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import (
     AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
     DataError,
+    ExecAbortError,
     InvalidResponse,
+    MasterDownError,
     NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -69,15 +76,32 @@ _PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band, neve
 HOLD_MAX = 0.001
 BATCH_MAX = 64
 # Error replies by their first word, as redis-py's exceptions (the rest: ResponseError).
+# As redis-py, the message of one of these leaves its first word out; any other's is whole.
 _ERRORS: dict[str, Callable[[str], Exception]] = {
-    "NOSCRIPT": NoScriptError, "READONLY": ReadOnlyError, "NOPERM": NoPermissionError,
+    "ERR": ResponseError, "NOSCRIPT": NoScriptError, "READONLY": ReadOnlyError,
+    "NOPERM": NoPermissionError,
     "WRONGPASS": AuthenticationError, "NOAUTH": AuthenticationError,
+    "OOM": OutOfMemoryError, "LOADING": BusyLoadingError, "TRYAGAIN": TryAgainError,
+    "CLUSTERDOWN": ClusterDownError, "MASTERDOWN": MasterDownError,
+    "EXECABORT": ExecAbortError,
 }
 
 
+# What a URL may set (`parse_url`) that the Mux honours; any other option (pool size,
+# keepalive, decoded replies, retries on timeout, ...) is refused, not silently ignored.
+_IMPLIED = frozenset({"host", "port", "path", "connection_class"})
+_HONOURED = _IMPLIED | {
+    "db", "username", "password", "client_name", "protocol", "socket_timeout",
+    "socket_connect_timeout", "ssl_ca_certs", "ssl_ca_path", "ssl_cert_reqs",
+    "ssl_check_hostname", "ssl_certfile", "ssl_keyfile", "ssl_password"}
+
+
 def _error(message: str) -> Exception:
-    """hiredis's `replyError`: an error reply as redis-py's exception for it."""
-    return _ERRORS.get(message.split(" ", 1)[0], ResponseError)(message)
+    """hiredis's `replyError`: an error reply as redis-py's exception for it, with the
+    message redis-py gives it."""
+    code, _, rest = message.partition(" ")
+    known = _ERRORS.get(code)
+    return ResponseError(message) if known is None else known(rest)
 
 
 class _Waiter:
@@ -250,6 +274,11 @@ class Mux:
     def __init__(self, url: str, *, socket_timeout: float | None = None,
                  socket_connect_timeout: float | None = None, **_: Any) -> None:
         o: dict[str, Any] = dict(parse_url(url))
+        refused = sorted(set(o) - _HONOURED)
+        if refused or o.get("protocol", 2) not in (2, 3):
+            raise ValueError(
+                f"Redis URL option(s) {', '.join(refused) or 'protocol'}: not supported on one "
+                f"server (store/mux.py honours {', '.join(sorted(_HONOURED - _IMPLIED))})")
         self._path: str | None = o.get("path")
         self._host: str = o.get("host", "localhost")
         self._port: int = int(o.get("port", 6379))
@@ -351,6 +380,17 @@ class Mux:
                 parts += (len(b), b)
             return self._evalsha(script, template % tuple(parts), True)
         return call
+
+    async def scan(self, match: str, kind: str | None = None, count: int = 1000
+                   ) -> AsyncIterator[bytes]:
+        cursor: Any = b"0"
+        while True:
+            cursor, found = await self.call("SCAN", cursor, "MATCH", match, "COUNT", count,
+                                            *(("TYPE", kind) if kind else ()))
+            for key in found:
+                yield key
+            if cursor == b"0":
+                return
 
     def send(self, payload: bytes, n: int = 1, many: bool = False, hold: bool = False
              ) -> Awaitable[Any]:

@@ -4,6 +4,19 @@ A hit costs a dict lookup: no Redis round trip on the login path. Entries are dr
 Redis publishes a newer account version on the invalidation channel (every commit does), and
 expire after a short TTL, the bound on staleness if a message is lost. Expired entries are
 kept (up to `stale_max_age`) as the "last known state" for the `static` failure mode.
+
+Bounds (anyone with an app token chooses the ids looked up): entries of existing accounts
+(`max_entries`) and negative entries, of ids that name no account (`max_unknown`), are kept
+apart, so a flood of unknown ids evicts only other unknown ids. What the memos of all
+entries hold is charged against one byte budget (`memo_budget`, `keep`): beyond it, nothing
+more is remembered until entries holding memos are dropped.
+
+A load waits for Redis at most `load_timeout` (the login path's budget): a hung Redis then
+fails the lookup with a `TimeoutError` as an unreachable one does, and the read itself goes
+on in the background (it is never cancelled: nothing abandons a command mid-connection) and
+fills the cache if Redis answers before its socket timeout; lookups of the same account
+wait for that read instead of sending another. At most `max_loads` reads are in flight (a
+hung Redis and many distinct ids): beyond, a lookup fails at once, as with Redis down.
 """
 
 from __future__ import annotations
@@ -15,10 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessiongate.domain.model import Account
-from sessiongate.domain.records import quick_init
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.transport import Transport
@@ -26,14 +40,25 @@ from sessiongate.store.transport import Transport
 log = structlog.get_logger(__name__)
 
 
-@quick_init
+class Memo(dict[Any, Any]):
+    """An entry's memo: `cost`, the bytes charged for it (`NearCache.keep`); `live` False
+    once its entry left the cache (nothing more is kept in it)."""
+
+    __slots__ = ("cost", "live")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cost = 0
+        self.live = True
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     account: Account | None  # None: known not to exist (negative entry)
     fetched_at: float  # monotonic seconds
     # What callers derive from this snapshot alone (a login verdict, a prebuilt response):
     # it lives and dies with the entry, so an invalidation or reload drops it too.
-    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
     @property
     def version(self) -> int:
@@ -49,6 +74,10 @@ class NearCache:
         enabled: bool = True,
         stale_max_age: float = 300.0,
         max_entries: int = 200_000,
+        max_unknown: int = 10_000,
+        memo_budget: int = 64 << 20,
+        load_timeout: float | None = None,
+        max_loads: int = 4096,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -56,9 +85,15 @@ class NearCache:
         self._enabled = enabled
         self._stale_max_age = stale_max_age
         self._max_entries = max_entries
+        self._max_unknown = max_unknown
+        self._memo_budget = memo_budget
+        self._load_timeout = load_timeout
+        self._max_loads = max_loads
         self._now = monotonic
-        self._entries: dict[str, Entry] = {}
-        self._inflight: dict[str, asyncio.Future[Entry]] = {}
+        self._entries: dict[str, Entry] = {}  # of existing accounts
+        self._unknown: dict[str, Entry] = {}  # negative entries: ids that name no account
+        self._inflight: dict[str, asyncio.Task[Entry]] = {}
+        self.memo_bytes = 0  # charged for the memos of the entries held (`keep`)
         self.hits = 0
         self.misses = 0
 
@@ -66,18 +101,14 @@ class NearCache:
     def enabled(self) -> bool:
         return self._enabled
 
-    def fresh(self, account_id: str) -> Entry | None:
-        """The cached entry if younger than the TTL, else None. Synchronous: the hot path."""
+    def _get(self, account_id: str) -> Entry | None:
         entry = self._entries.get(account_id)
-        if entry is not None and self._now() - entry.fetched_at < self._ttl:
-            self.hits += 1
-            return entry
-        self.misses += 1
-        return None
+        return entry if entry is not None else self._unknown.get(account_id)
 
     def hit(self, account_id: str) -> tuple[Entry, int] | None:
-        """`fresh` and the entry's age in ms from the same clock read (counted alike)."""
-        entry = self._entries.get(account_id)
+        """The cached entry if younger than the TTL, and its age in ms from the same clock
+        read; counted as a hit or a miss. Synchronous: the hot path."""
+        entry = self._get(account_id)
         if entry is not None:
             age = self._now() - entry.fetched_at
             if age < self._ttl:
@@ -91,6 +122,8 @@ class NearCache:
         as a hit); None, counting nothing, when there is no fresh entry or nothing under `key`
         (the caller then looks up as usual, which counts)."""
         entry = self._entries.get(account_id)
+        if entry is None:
+            entry = self._unknown.get(account_id)
         if entry is not None:
             value = entry.memo.get(key)
             if value is not None:
@@ -102,7 +135,7 @@ class NearCache:
 
     def last_known(self, account_id: str) -> Entry | None:
         """The newest entry however old, if within `stale_max_age` (failure mode `static`)."""
-        entry = self._entries.get(account_id)
+        entry = self._get(account_id)
         if entry is not None and self._now() - entry.fetched_at <= self._stale_max_age:
             return entry
         return None
@@ -111,48 +144,94 @@ class NearCache:
         return int((self._now() - entry.fetched_at) * 1000)
 
     async def load(self, account_id: str) -> Entry:
-        """Read from Redis (one HMGET), coalescing concurrent misses of the same account."""
-        pending = self._inflight.get(account_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
-        self._inflight[account_id] = fut
+        """Read from Redis (one HMGET), coalescing concurrent misses of the same account.
+        Waits at most `load_timeout`, then raises redis-py's `TimeoutError`; the read is
+        not cancelled (see the module's docstring)."""
+        task = self._inflight.get(account_id)
+        if task is None:
+            if len(self._inflight) >= self._max_loads:
+                raise RedisConnectionError(
+                    f"{self._max_loads} Redis reads in flight: Redis is not answering")
+            task = asyncio.ensure_future(self._fetch(account_id))
+            self._inflight[account_id] = task
+            task.add_done_callback(lambda done: self._landed(account_id, done))
+        if self._load_timeout is None:
+            return await asyncio.shield(task)
         try:
-            entry = Entry(await self._store.get(account_id), self._now())
-            self._put(account_id, entry)
-            fut.set_result(entry)
-            return entry
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
+            async with asyncio.timeout(self._load_timeout):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            if task.done():  # the read's own error, not the budget's
+                raise
+            raise RedisTimeoutError(
+                f"no reply from Redis within {self._load_timeout:g} s") from None
+
+    async def _fetch(self, account_id: str) -> Entry:
+        entry = Entry(await self._store.get(account_id), self._now())
+        self._put(account_id, entry)
+        return entry
+
+    def _landed(self, account_id: str, task: asyncio.Task[Entry]) -> None:
+        if self._inflight.get(account_id) is task:
             del self._inflight[account_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: its waiters re-raise it, or all of them gave up
+
+    def _drop(self, entry: Entry) -> None:
+        """`entry` leaves the cache: its memo's bytes are no longer charged."""
+        memo = entry.memo
+        memo.live = False
+        self.memo_bytes -= memo.cost
 
     def _put(self, account_id: str, entry: Entry) -> None:
         if not self._enabled:
             # Still remember the last known state for the `static` failure mode.
             entry = Entry(entry.account, entry.fetched_at - self._ttl)
-        if len(self._entries) >= self._max_entries and account_id not in self._entries:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[account_id] = entry
+        if entry.account is not None:
+            held, other, limit = self._entries, self._unknown, self._max_entries
+        else:
+            held, other, limit = self._unknown, self._entries, self._max_unknown
+        old = other.pop(account_id, None)
+        if old is not None:
+            self._drop(old)
+        old = held.get(account_id)
+        if old is not None:
+            self._drop(old)
+        elif len(held) >= limit:
+            self._drop(held.pop(next(iter(held))))
+        held[account_id] = entry
 
     def put(self, account: Account) -> None:
         """Seed with a version this process just wrote, unless a newer one is already here."""
-        current = self._entries.get(account.account_id)
+        current = self._get(account.account_id)
         if current is None or current.version <= account.version:
             self._put(account.account_id, Entry(account, self._now()))
 
+    def keep(self, memo: Memo, key: Any, value: Any, size: int) -> bool:
+        """Remember `value` under `key` in `memo` (a held entry's), charging `size` bytes (an
+        estimate of what it keeps alive) against `memo_budget`. False, keeping nothing, when
+        the entry has left the cache or the budget is spent: the caller computes anew."""
+        if not memo.live or self.memo_bytes + size > self._memo_budget:
+            return False
+        old = memo.get(key)
+        memo[key] = value
+        if old is None:
+            memo.cost += size
+            self.memo_bytes += size
+        return True
+
     def invalidate(self, account_id: str, version: int | None = None) -> None:
-        entry = self._entries.get(account_id)
+        entry = self._get(account_id)
         if entry is None:
             return
         if version is None or entry.version < version:
             # Keep it as last known state, but never fresh again.
-            self._entries[account_id] = Entry(entry.account, self._now() - self._ttl - 1e-3)
+            self._drop(entry)
+            held = self._entries if entry.account is not None else self._unknown
+            held[account_id] = Entry(entry.account, self._now() - self._ttl - 1e-3)
 
     def clear(self) -> None:
-        for aid in list(self._entries):
+        for aid in [*self._entries, *self._unknown]:
             self.invalidate(aid)
 
     def _on_invalidation(self, data: bytes | str) -> None:

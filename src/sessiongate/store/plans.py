@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan
+from sessiongate.domain.errors import OutOfRange
 from sessiongate.domain.periods import ResetPeriod, window, window_key
+from sessiongate.domain.records import ConsumeStatus
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.codec import to_ms
@@ -23,7 +25,8 @@ def encode_plan(plan: Plan) -> str:
     return json.dumps(
         {"id": plan.plan_id, "features": [
             {"name": f.name, "kind": f.kind.value, "quota": f.quota, "period": f.period.value,
-             "limit": f.limit.value} for f in plan.features]},
+             "limit": f.limit.value, **({"open": True} if f.available_while_restricted else {})}
+            for f in plan.features]},
         separators=(",", ":"),
     )
 
@@ -32,15 +35,16 @@ def decode_plan(raw: str | bytes) -> Plan:
     d = json.loads(raw)
     return Plan(d["id"], tuple(
         Feature(f["name"], FeatureKind(f["kind"]), int(f["quota"]), ResetPeriod(f["period"]),
-                LimitMode(f["limit"])) for f in d["features"]))
+                LimitMode(f["limit"]), bool(f.get("open", False))) for f in d["features"]))
 
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+MAX_COUNTER = 2**63 - 1  # Redis's integers (INCRBY, HINCRBY): the Lua scripts refuse beyond
 
 
 @dataclass(frozen=True, slots=True)
 class Consumed:
-    status: str  # "ok" | "duplicate" | "conflict" | "exhausted"
+    status: ConsumeStatus
     used: int
 
 
@@ -100,4 +104,8 @@ class PlanStore:
                   f"c:{event_id}" if event_id else "", to_ms(now), IDEMPOTENCY_RETENTION_MS,
                   expire, digest],
         )
-        return Consumed(status.decode() if isinstance(status, bytes) else str(status), int(used))
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        if text == "overflow":
+            raise OutOfRange("quantity", f"{quantity} more would take the counter of feature"
+                             f" {feature.name!r} past {MAX_COUNTER}; nothing consumed")
+        return Consumed(ConsumeStatus(text), int(used))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+import weakref
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy, DunningStage
 from sessiongate.store import keys
@@ -18,7 +23,9 @@ def encode_policy(p: DunningPolicy) -> str:
         {
             "id": p.policy_id,
             "stages": [{"state": s.state.value, "after_s": s.after.total_seconds(),
-                        "min": s.min_balance_minor} for s in p.stages],
+                        "min": s.min_balance_minor,
+                        **({"access": s.access.value} if s.access is not None else {})}
+                       for s in p.stages],
             "interval_s": p.reminder_interval.total_seconds(),
             "tolerance": p.tolerance_minor,
         },
@@ -32,7 +39,8 @@ def decode_policy(raw: str | bytes) -> DunningPolicy:
         policy_id=d["id"],
         stages=tuple(
             DunningStage(AccountState(s["state"]), timedelta(seconds=s["after_s"]),
-                         int(s.get("min", 0)))
+                         int(s.get("min", 0)),
+                         AccessLevel(s["access"]) if "access" in s else None)
             for s in d["stages"]
         ),
         reminder_interval=timedelta(seconds=d["interval_s"]),
@@ -77,3 +85,47 @@ class PolicyStore:
 
     async def put(self, policy: DunningPolicy) -> None:
         await self._redis.call("SET", keys.policy(policy.policy_id), encode_policy(policy))
+
+
+# One policy cache per transport, shared in a process (as the plan cache): a policy
+# upserted here is seen at once here, by other replicas within the TTL.
+_CACHES: weakref.WeakKeyDictionary[Transport, PolicyCache] = weakref.WeakKeyDictionary()
+
+
+class PolicyCache:
+    """The policies login checks read (what a dunning stage grants), kept for a TTL.
+
+    Read only for accounts in a dunning stage; when Redis cannot be read, the last policy
+    known (else the built-in default) answers, so a login check never fails on it.
+    """
+
+    def __init__(self, redis: Transport, ttl: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._store = PolicyStore(redis)
+        self._ttl = ttl
+        self._now = monotonic
+        self._cache: dict[str, tuple[DunningPolicy, float]] = {}
+
+    @classmethod
+    def shared(cls, redis: Transport, ttl: float) -> PolicyCache:
+        cache = _CACHES.get(redis)
+        if cache is None:
+            cache = _CACHES[redis] = cls(redis, ttl)
+        return cache
+
+    async def for_account(self, policy_id: str) -> DunningPolicy:
+        hit = self._cache.get(policy_id)
+        if hit is not None and self._now() - hit[1] < self._ttl:
+            return hit[0]
+        try:
+            policy = await self._store.for_account(policy_id)
+        except (RedisError, OSError):
+            return hit[0] if hit is not None else DEFAULT_POLICY
+        self._cache[policy_id] = (policy, self._now())
+        return policy
+
+    def put(self, policy: DunningPolicy) -> None:
+        """A policy just stored here: seen at once (accounts naming it by id)."""
+        self._cache[policy.policy_id] = (policy, self._now())
+        if policy.policy_id == DEFAULT_POLICY.policy_id:
+            self._cache.pop("", None)

@@ -9,11 +9,8 @@ could hold either is escaped (`escape`). Each list has a byte budget: beyond it,
 entries go to a side key (`commit_account.lua`), so the hash stays compact however long an
 account lives.
 
-`v` is written as `0_<version>`: Python's `int()` reads it (the release before reads the
-account as ever), Lua's `tonumber()` does not, so the former release's commit script finds no
-version to compare with and refuses to write over an account in this layout (it would
-otherwise rewrite it from a ledger it cannot see). The prefix also tells this release's
-scripts that the account's former keys were moved in already.
+`v` is written as `0_<version>` (Python's `int()` reads it; `commit_account.lua` strips the
+prefix).
 """
 
 from __future__ import annotations
@@ -63,39 +60,24 @@ def entries(field: str | bytes | None) -> list[str]:
     return [] if not field else text(field).split(RS)[1:]
 
 
-def version_text(version: int) -> str:
-    return f"{VERSION_PREFIX}{version}"
-
-
 # --- history ---------------------------------------------------------------------------------
 
 def _iso(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
-# The last `at` read and its microseconds: a sweep's entries share their `at` (its `now`).
-_last_at: tuple[str, int | None] = ("", None)
-
-
 def _at_us(at: object) -> int | None:
     """`at` as microseconds since the epoch when that reads back as the very same text."""
-    global _last_at
     if not isinstance(at, str):
         return None
-    last = _last_at
-    if at == last[0]:
-        return last[1]
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
         return None
-    us = None
-    if when.tzinfo is not None:
-        us = (when - _EPOCH) // timedelta(microseconds=1)
-        if _iso(us) != at:
-            us = None
-    _last_at = (at, us)
-    return us
+    if when.tzinfo is None:
+        return None
+    us = (when - _EPOCH) // timedelta(microseconds=1)
+    return us if _iso(us) == at else None
 
 
 def encode_history(entry: dict[str, Any]) -> str:
@@ -119,7 +101,7 @@ def encode_history(entry: dict[str, Any]) -> str:
 
 
 def decode_history(raw: str | bytes) -> dict[str, Any]:
-    """An entry of any layout: compact, or JSON (the hash's fallback, the former list)."""
+    """An entry as `encode_history` wrote it: compact, or JSON."""
     s = text(raw)
     if s.startswith("{"):
         out: dict[str, Any] = json.loads(s)

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sessiongate.domain.kept import Kept
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
+from sessiongate.speed.kept import Kept
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field, peak_field
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import VARIABLE, Prepared, Scripts
-from sessiongate.store.transport import Transport, pairs, raise_first
+from sessiongate.store.transport import Transport, pairs
 
 # The lease zset expires this long after its latest lease ends: housekeeping only (a
 # lease is decided by its score against the caller's clock), so that an account nobody uses
@@ -67,8 +67,7 @@ class SessionStore:
 
     @staticmethod
     def _take_keys(account_id: str, month: str) -> list[str]:
-        return [keys.leases(account_id), keys.usage(account_id, month),
-                keys.legacy_seats(account_id), keys.legacy_sessions(account_id)]
+        return [keys.leases(account_id), keys.usage(account_id, month)]
 
     def _login_call(self, account_id: str, user_id: str, seat_limit: int, day: str,
                     month: str) -> Prepared | None:
@@ -84,19 +83,18 @@ class SessionStore:
         aid = ref.account_id
         prefix = ref.member[: len(ref.member) - len(ref.nonce)]
         ended = await self._scripts["end_session"](
-            keys=[keys.leases(aid), keys.legacy_seats(aid), keys.legacy_sessions(aid)],
+            keys=[keys.leases(aid)],
             args=[to_ms(now), ref.user_id, ref.member, prefix, keys.SEAT_OFFSET_MS],
         )
         return bool(int(ended))
 
     async def seats_held(self, account_id: str, now: datetime) -> int:
         """Users holding a live seat (read-only; for reports and tests): seat members of
-        either writer (take_seat.lua, the batch writer), and of the former layout's zset."""
+        either writer (take_seat.lua, the batch writer)."""
         ms = to_ms(now) or 0
-        live, former = raise_first(await self._redis.many([
-            ("ZRANGEBYSCORE", keys.leases(account_id), f"({ms}", "+inf", "WITHSCORES"),
-            ("ZRANGEBYSCORE", keys.legacy_seats(account_id), f"({ms}", "+inf")]))
+        live = await self._redis.call("ZRANGEBYSCORE", keys.leases(account_id), f"({ms}",
+                                      "+inf", "WITHSCORES")
         scored = [(m, float(score)) for m, score in pairs(live)]
         users = {m for m, score in scored if b"\x1f" not in m
                  and (score < keys.SEAT_OFFSET_MS or score > keys.SEAT_OFFSET_MS + ms)}
-        return len(users | set(former))
+        return len(users)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -79,6 +79,12 @@ class Transport(Protocol):
                 ) -> Callable[..., Awaitable[Any]]:
         """`evalsha(script, keys, args, hold=True)` with the `VARIABLE` arguments given to
         each call of the result (str or int, in order): the rest may be encoded once."""
+        ...
+
+    def scan(self, match: str, kind: str | None = None, count: int = 1000
+             ) -> AsyncIterator[bytes]:
+        """The names of the keys matching `match` (of type `kind`, e.g. "hash"), on every
+        node, each once unless it is renamed or moved meanwhile (SCAN's guarantee)."""
         ...
 
     async def subscribe(self, channel: str, on_message: Callable[[Any], None]

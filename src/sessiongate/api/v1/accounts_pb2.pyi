@@ -181,6 +181,7 @@ class Account(_message.Message):
     SUSPENDS_AT_FIELD_NUMBER: _builtins.int
     OVERRIDE_FIELD_NUMBER: _builtins.int
     NEXT_EVALUATION_AT_FIELD_NUMBER: _builtins.int
+    REPORT_EMAILS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     state: _common_pb2.AccountState.ValueType
     """Output only on UpsertAccount, except CLOSED (see README)."""
@@ -214,6 +215,10 @@ class Account(_message.Message):
     def override(self) -> Global___StateOverride: ...
     @_builtins.property
     def next_evaluation_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def report_emails(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who receives the monthly report (often not the billing admins)."""
+
     def __init__(
         self,
         *,
@@ -236,10 +241,11 @@ class Account(_message.Message):
         suspends_at: _timestamp_pb2.Timestamp | None = ...,
         override: Global___StateOverride | None = ...,
         next_evaluation_at: _timestamp_pb2.Timestamp | None = ...,
+        report_emails: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_evaluation_at", b"next_evaluation_at", "oldest_due_at", b"oldest_due_at", "override", b"override", "state_since", b"state_since", "suspends_at", b"suspends_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "admin_emails", b"admin_emails", "balance_minor", b"balance_minor", "currency", b"currency", "exempt", b"exempt", "kind", b"kind", "next_evaluation_at", b"next_evaluation_at", "oldest_due_at", b"oldest_due_at", "override", b"override", "parent_id", b"parent_id", "plan_id", b"plan_id", "policy_id", b"policy_id", "seat_limit", b"seat_limit", "state", b"state", "state_since", b"state_since", "suspends_at", b"suspends_at", "time_zone", b"time_zone", "users", b"users", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "admin_emails", b"admin_emails", "balance_minor", b"balance_minor", "currency", b"currency", "exempt", b"exempt", "kind", b"kind", "next_evaluation_at", b"next_evaluation_at", "oldest_due_at", b"oldest_due_at", "override", b"override", "parent_id", b"parent_id", "plan_id", b"plan_id", "policy_id", b"policy_id", "report_emails", b"report_emails", "seat_limit", b"seat_limit", "state", b"state", "state_since", b"state_since", "suspends_at", b"suspends_at", "time_zone", b"time_zone", "users", b"users", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,9 +297,12 @@ class DunningStage(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     MIN_BALANCE_MINOR_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     state: _common_pb2.AccountState.ValueType
     min_balance_minor: _builtins.int
     """The stage holds only when the open balance is at least this much (0: any balance)."""
+    access: _common_pb2.AccessLevel.ValueType
+    """What the stage grants. UNSPECIFIED: FULL in REMINDER and GRACE, NONE in SUSPENDED."""
     @_builtins.property
     def after(self) -> _duration_pb2.Duration:
         """Time past the due date of the oldest open invoice."""
@@ -304,10 +313,11 @@ class DunningStage(_message.Message):
         state: _common_pb2.AccountState.ValueType = ...,
         after: _duration_pb2.Duration | None = ...,
         min_balance_minor: _builtins.int = ...,
+        access: _common_pb2.AccessLevel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "min_balance_minor", b"min_balance_minor", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "after", b"after", "min_balance_minor", b"min_balance_minor", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,11 +559,16 @@ class Feature(_message.Message):
     QUOTA_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    AVAILABLE_WHILE_RESTRICTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: Global___FeatureKind.ValueType
     quota: _builtins.int
     period: Global___ResetPeriod.ValueType
     limit: Global___LimitMode.ValueType
+    available_while_restricted: _builtins.bool
+    """Stays usable while the account is READ_ONLY or NONE because of non-payment (a billing
+    page, a data export, a prepaid add-on); never for a closed or unknown account.
+    """
     def __init__(
         self,
         *,
@@ -562,10 +577,11 @@ class Feature(_message.Message):
         quota: _builtins.int = ...,
         period: Global___ResetPeriod.ValueType = ...,
         limit: Global___LimitMode.ValueType = ...,
+        available_while_restricted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "limit", b"limit", "name", b"name", "period", b"period", "quota", b"quota"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_while_restricted", b"available_while_restricted", "kind", b"kind", "limit", b"limit", "name", b"name", "period", b"period", "quota", b"quota"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -789,3 +805,114 @@ class DailyActivity(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DailyActivity: _TypeAlias = DailyActivity  # noqa: Y015
+
+@_typing.final
+class SendReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    period: _builtins.str
+    """Calendar month "YYYY-MM"; empty: the month before the current one in the account's time zone."""
+    children: _builtins.bool
+    """A channel partner's report includes each child's seats, usage and standing."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        period: _builtins.str = ...,
+        children: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "children", b"children", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendReportRequest: _TypeAlias = SendReportRequest  # noqa: Y015
+
+@_typing.final
+class SendReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    notification_id: _builtins.str
+    """The outbox notification's id (kind "monthly_report")."""
+    period: _builtins.str
+    def __init__(
+        self,
+        *,
+        notification_id: _builtins.str = ...,
+        period: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification_id", b"notification_id", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendReportResponse: _TypeAlias = SendReportResponse  # noqa: Y015
+
+@_typing.final
+class ListAccountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    SUSPENDS_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: _common_pb2.AccountState.ValueType
+    """UNSPECIFIED: any state (the enforced state)."""
+    parent_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many accounts per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token; empty: the first page."""
+    @_builtins.property
+    def suspends_before(self) -> _timestamp_pb2.Timestamp:
+        """Only accounts whose suspension is scheduled before this time."""
+
+    def __init__(
+        self,
+        *,
+        state: _common_pb2.AccountState.ValueType = ...,
+        parent_id: _builtins.str = ...,
+        suspends_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["suspends_before", b"suspends_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent_id", b"parent_id", "state", b"state", "suspends_before", b"suspends_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsRequest: _TypeAlias = ListAccountsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Account]: ...
+    def __init__(
+        self,
+        *,
+        accounts: _abc.Iterable[Global___Account] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015

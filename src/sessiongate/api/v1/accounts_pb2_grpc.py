@@ -84,6 +84,16 @@ class AccountsStub:
                 request_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.GetUsageSummaryRequest.SerializeToString,
                 response_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.UsageSummary.FromString,
                 _registered_method=True)
+        self.SendReport = channel.unary_unary(
+                '/sessiongate.api.v1.Accounts/SendReport',
+                request_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendReportRequest.SerializeToString,
+                response_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendReportResponse.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/sessiongate.api.v1.Accounts/ListAccounts',
+                request_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class AccountsServicer:
@@ -149,6 +159,19 @@ class AccountsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendReport(self, request, context):
+        """Builds one account's monthly report now and delivers it through the outbox (a resend).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +224,16 @@ def add_AccountsServicer_to_server(servicer, server):
                     servicer.GetUsageSummary,
                     request_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.GetUsageSummaryRequest.FromString,
                     response_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.UsageSummary.SerializeToString,
+            ),
+            'SendReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendReport,
+                    request_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendReportRequest.FromString,
+                    response_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendReportResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsRequest.FromString,
+                    response_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +506,60 @@ class Accounts:
             '/sessiongate.api.v1.Accounts/GetUsageSummary',
             sessiongate_dot_api_dot_v1_dot_accounts__pb2.GetUsageSummaryRequest.SerializeToString,
             sessiongate_dot_api_dot_v1_dot_accounts__pb2.UsageSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessiongate.api.v1.Accounts/SendReport',
+            sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendReportRequest.SerializeToString,
+            sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessiongate.api.v1.Accounts/ListAccounts',
+            sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+            sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,9 @@ class AccountsStub:
     UpsertPlan: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.Plan, _accounts_pb2.Plan]
     GetPlan: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetPlanRequest, _accounts_pb2.Plan]
     GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetUsageSummaryRequest, _accounts_pb2.UsageSummary]
+    SendReport: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SendReportRequest, _accounts_pb2.SendReportResponse]
+    """Builds one account's monthly report now and delivers it through the outbox (a resend)."""
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]
 
 @_typing.type_check_only
 class AccountsAsyncStub(AccountsStub):
@@ -55,6 +58,9 @@ class AccountsAsyncStub(AccountsStub):
     UpsertPlan: _aio.UnaryUnaryMultiCallable[_accounts_pb2.Plan, _accounts_pb2.Plan]  # type: ignore[assignment]
     GetPlan: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetPlanRequest, _accounts_pb2.Plan]  # type: ignore[assignment]
     GetUsageSummary: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetUsageSummaryRequest, _accounts_pb2.UsageSummary]  # type: ignore[assignment]
+    SendReport: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SendReportRequest, _accounts_pb2.SendReportResponse]  # type: ignore[assignment]
+    """Builds one account's monthly report now and delivers it through the outbox (a resend)."""
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]  # type: ignore[assignment]
 
 class AccountsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -126,5 +132,20 @@ class AccountsServicer(metaclass=_abc_1.ABCMeta):
         request: _accounts_pb2.GetUsageSummaryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_pb2.UsageSummary, _abc.Awaitable[_accounts_pb2.UsageSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def SendReport(
+        self,
+        request: _accounts_pb2.SendReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.SendReportResponse, _abc.Awaitable[_accounts_pb2.SendReportResponse]]:
+        """Builds one account's monthly report now and delivers it through the outbox (a resend)."""
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _accounts_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListAccountsResponse, _abc.Awaitable[_accounts_pb2.ListAccountsResponse]]: ...
 
 def add_AccountsServicer_to_server(servicer: AccountsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsessiongate/api/v1/common.proto\x12\x12sessiongate.api.v1*\xb3\x01\n\x0c\x41\x63\x63ountState\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43OUNT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16\x41\x43\x43OUNT_STATE_REMINDER\x10\x02\x12\x17\n\x13\x41\x43\x43OUNT_STATE_GRACE\x10\x03\x12\x1b\n\x17\x41\x43\x43OUNT_STATE_SUSPENDED\x10\x04\x12\x18\n\x14\x41\x43\x43OUNT_STATE_CLOSED\x10\x05*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xbc\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tREASON_OK\x10\x01\x12\x1a\n\x16REASON_PAYMENT_OVERDUE\x10\x02\x12\x1c\n\x18REASON_ACCOUNT_SUSPENDED\x10\x03\x12\x19\n\x15REASON_ACCOUNT_CLOSED\x10\x04\x12\x1a\n\x16REASON_UNKNOWN_ACCOUNT\x10\x05\x12\x1e\n\x1aREASON_USER_NOT_AUTHORIZED\x10\x06\x12\x1d\n\x19REASON_SEAT_LIMIT_REACHED\x10\x07\x12\x1f\n\x1bREASON_FEATURE_NOT_ENTITLED\x10\x08\x12\x1a\n\x16REASON_QUOTA_EXHAUSTED\x10\t\x12\x1e\n\x1aREASON_BACKEND_UNAVAILABLE\x10\n*\x97\x01\n\x0bStateSource\x12\x1c\n\x18STATE_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17STATE_SOURCE_NEAR_CACHE\x10\x01\x12\x16\n\x12STATE_SOURCE_REDIS\x10\x02\x12\x16\n\x12STATE_SOURCE_STALE\x10\x03\x12\x1d\n\x19STATE_SOURCE_FAILURE_MODE\x10\x04\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsessiongate/api/v1/common.proto\x12\x12sessiongate.api.v1*\xb3\x01\n\x0c\x41\x63\x63ountState\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43OUNT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16\x41\x43\x43OUNT_STATE_REMINDER\x10\x02\x12\x17\n\x13\x41\x43\x43OUNT_STATE_GRACE\x10\x03\x12\x1b\n\x17\x41\x43\x43OUNT_STATE_SUSPENDED\x10\x04\x12\x18\n\x14\x41\x43\x43OUNT_STATE_CLOSED\x10\x05*u\n\x0b\x41\x63\x63\x65ssLevel\x12\x1c\n\x18\x41\x43\x43\x45SS_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_FULL\x10\x01\x12\x1a\n\x16\x41\x43\x43\x45SS_LEVEL_READ_ONLY\x10\x02\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_NONE\x10\x03*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xbc\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tREASON_OK\x10\x01\x12\x1a\n\x16REASON_PAYMENT_OVERDUE\x10\x02\x12\x1c\n\x18REASON_ACCOUNT_SUSPENDED\x10\x03\x12\x19\n\x15REASON_ACCOUNT_CLOSED\x10\x04\x12\x1a\n\x16REASON_UNKNOWN_ACCOUNT\x10\x05\x12\x1e\n\x1aREASON_USER_NOT_AUTHORIZED\x10\x06\x12\x1d\n\x19REASON_SEAT_LIMIT_REACHED\x10\x07\x12\x1f\n\x1bREASON_FEATURE_NOT_ENTITLED\x10\x08\x12\x1a\n\x16REASON_QUOTA_EXHAUSTED\x10\t\x12\x1e\n\x1aREASON_BACKEND_UNAVAILABLE\x10\n*\x97\x01\n\x0bStateSource\x12\x1c\n\x18STATE_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17STATE_SOURCE_NEAR_CACHE\x10\x01\x12\x16\n\x12STATE_SOURCE_REDIS\x10\x02\x12\x16\n\x12STATE_SOURCE_STALE\x10\x03\x12\x1d\n\x19STATE_SOURCE_FAILURE_MODE\x10\x04\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_ACCOUNTSTATE']._serialized_start=56
   _globals['_ACCOUNTSTATE']._serialized_end=235
-  _globals['_DECISION']._serialized_start=237
-  _globals['_DECISION']._serialized_end=312
-  _globals['_REASON']._serialized_start=315
-  _globals['_REASON']._serialized_end=631
-  _globals['_STATESOURCE']._serialized_start=634
-  _globals['_STATESOURCE']._serialized_end=785
+  _globals['_ACCESSLEVEL']._serialized_start=237
+  _globals['_ACCESSLEVEL']._serialized_end=354
+  _globals['_DECISION']._serialized_start=356
+  _globals['_DECISION']._serialized_end=431
+  _globals['_REASON']._serialized_start=434
+  _globals['_REASON']._serialized_end=750
+  _globals['_STATESOURCE']._serialized_start=753
+  _globals['_STATESOURCE']._serialized_end=904
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,28 @@ ACCOUNT_STATE_SUSPENDED: AccountState.ValueType  # 4
 ACCOUNT_STATE_CLOSED: AccountState.ValueType  # 5
 Global___AccountState: _TypeAlias = AccountState  # noqa: Y015
 
+class _AccessLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccessLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCESS_LEVEL_UNSPECIFIED: _AccessLevel.ValueType  # 0
+    ACCESS_LEVEL_FULL: _AccessLevel.ValueType  # 1
+    ACCESS_LEVEL_READ_ONLY: _AccessLevel.ValueType  # 2
+    ACCESS_LEVEL_NONE: _AccessLevel.ValueType  # 3
+
+class AccessLevel(_AccessLevel, metaclass=_AccessLevelEnumTypeWrapper):
+    """What an answer lets the user do. READ_ONLY: reads pass, writes are refused (behind a proxy:
+    GET, HEAD and OPTIONS pass, other methods get HTTP 402).
+    """
+
+ACCESS_LEVEL_UNSPECIFIED: AccessLevel.ValueType  # 0
+ACCESS_LEVEL_FULL: AccessLevel.ValueType  # 1
+ACCESS_LEVEL_READ_ONLY: AccessLevel.ValueType  # 2
+ACCESS_LEVEL_NONE: AccessLevel.ValueType  # 3
+Global___AccessLevel: _TypeAlias = AccessLevel  # noqa: Y015
+
 class _Decision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sessiongate.api.v1 import common_pb2 as sessiongate_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sessiongate/api/v1/session_control.proto\x12\x12sessiongate.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsessiongate/api/v1/common.proto\"_\n\x13\x43heckSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x12\n\nno_session\x18\x04 \x01(\x08\"\x8b\x04\n\x14\x43heckSessionResponse\x12.\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x1c.sessiongate.api.v1.Decision\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .sessiongate.api.v1.AccountState\x12*\n\x06reason\x18\x03 \x01(\x0e\x32\x1a.sessiongate.api.v1.Reason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12/\n\x0bsuspends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61mount_due_minor\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12/\n\x06source\x18\t \x01(\x0e\x32\x1f.sessiongate.api.v1.StateSource\x12\x14\n\x0cstate_age_ms\x18\n \x01(\x03\x12\x17\n\x0f\x61\x63\x63ount_version\x18\x0b \x01(\x03\x12\x17\n\x0fquota_remaining\x18\x0c \x01(\x03\x12\x33\n\x0fquota_resets_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12session_expires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x92\x02\n\x11HeartbeatResponse\x12.\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x1c.sessiongate.api.v1.Decision\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .sessiongate.api.v1.AccountState\x12*\n\x06reason\x18\x03 \x01(\x0e\x32\x1a.sessiongate.api.v1.Reason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bsuspends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x12\x45ndSessionResponse\x12\r\n\x05\x65nded\x18\x01 \x01(\x08\"n\n\x12\x45ntitlementRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"\xff\x01\n\x13\x45ntitlementResponse\x12.\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x1c.sessiongate.api.v1.Decision\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.sessiongate.api.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12\r\n\x05quota\x18\x05 \x01(\x03\x12-\n\tresets_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fover_soft_limit\x18\x07 \x01(\x08\x12\x11\n\tduplicate\x18\x08 \x01(\x08\"\x8e\x02\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\nattributes\x18\x07 \x03(\x0b\x32..sessiongate.api.v1.UsageEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\x13RecordUsageResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"<\n\nUsageBatch\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.sessiongate.api.v1.UsageEvent\"@\n\x18RecordUsageBatchResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x32\x99\x06\n\x0eSessionControl\x12\x61\n\x0c\x43heckSession\x12\'.sessiongate.api.v1.CheckSessionRequest\x1a(.sessiongate.api.v1.CheckSessionResponse\x12X\n\tHeartbeat\x12$.sessiongate.api.v1.HeartbeatRequest\x1a%.sessiongate.api.v1.HeartbeatResponse\x12[\n\nEndSession\x12%.sessiongate.api.v1.EndSessionRequest\x1a&.sessiongate.api.v1.EndSessionResponse\x12\x63\n\x10\x43heckEntitlement\x12&.sessiongate.api.v1.EntitlementRequest\x1a\'.sessiongate.api.v1.EntitlementResponse\x12\x65\n\x12\x43onsumeEntitlement\x12&.sessiongate.api.v1.EntitlementRequest\x1a\'.sessiongate.api.v1.EntitlementResponse\x12V\n\x0bRecordUsage\x12\x1e.sessiongate.api.v1.UsageEvent\x1a\'.sessiongate.api.v1.RecordUsageResponse\x12\x63\n\x11RecordUsageStream\x12\x1e.sessiongate.api.v1.UsageEvent\x1a,.sessiongate.api.v1.RecordUsageBatchResponse(\x01\x12\x64\n\x12RecordUsageBatches\x12\x1e.sessiongate.api.v1.UsageBatch\x1a,.sessiongate.api.v1.RecordUsageBatchResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sessiongate/api/v1/session_control.proto\x12\x12sessiongate.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsessiongate/api/v1/common.proto\"_\n\x13\x43heckSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x12\n\nno_session\x18\x04 \x01(\x08\"\xbc\x04\n\x14\x43heckSessionResponse\x12.\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x1c.sessiongate.api.v1.Decision\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .sessiongate.api.v1.AccountState\x12*\n\x06reason\x18\x03 \x01(\x0e\x32\x1a.sessiongate.api.v1.Reason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12/\n\x0bsuspends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61mount_due_minor\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12/\n\x06source\x18\t \x01(\x0e\x32\x1f.sessiongate.api.v1.StateSource\x12\x14\n\x0cstate_age_ms\x18\n \x01(\x03\x12\x17\n\x0f\x61\x63\x63ount_version\x18\x0b \x01(\x03\x12\x17\n\x0fquota_remaining\x18\x0c \x01(\x03\x12\x33\n\x0fquota_resets_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12session_expires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06\x61\x63\x63\x65ss\x18\x0f \x01(\x0e\x32\x1f.sessiongate.api.v1.AccessLevel\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xc3\x02\n\x11HeartbeatResponse\x12.\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x1c.sessiongate.api.v1.Decision\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .sessiongate.api.v1.AccountState\x12*\n\x06reason\x18\x03 \x01(\x0e\x32\x1a.sessiongate.api.v1.Reason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bsuspends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06\x61\x63\x63\x65ss\x18\x07 \x01(\x0e\x32\x1f.sessiongate.api.v1.AccessLevel\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x12\x45ndSessionResponse\x12\r\n\x05\x65nded\x18\x01 \x01(\x08\"n\n\x12\x45ntitlementRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"\xff\x01\n\x13\x45ntitlementResponse\x12.\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x1c.sessiongate.api.v1.Decision\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.sessiongate.api.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12\r\n\x05quota\x18\x05 \x01(\x03\x12-\n\tresets_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fover_soft_limit\x18\x07 \x01(\x08\x12\x11\n\tduplicate\x18\x08 \x01(\x08\"\x8e\x02\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\nattributes\x18\x07 \x03(\x0b\x32..sessiongate.api.v1.UsageEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\x13RecordUsageResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"<\n\nUsageBatch\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.sessiongate.api.v1.UsageEvent\"@\n\x18RecordUsageBatchResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x32\x99\x06\n\x0eSessionControl\x12\x61\n\x0c\x43heckSession\x12\'.sessiongate.api.v1.CheckSessionRequest\x1a(.sessiongate.api.v1.CheckSessionResponse\x12X\n\tHeartbeat\x12$.sessiongate.api.v1.HeartbeatRequest\x1a%.sessiongate.api.v1.HeartbeatResponse\x12[\n\nEndSession\x12%.sessiongate.api.v1.EndSessionRequest\x1a&.sessiongate.api.v1.EndSessionResponse\x12\x63\n\x10\x43heckEntitlement\x12&.sessiongate.api.v1.EntitlementRequest\x1a\'.sessiongate.api.v1.EntitlementResponse\x12\x65\n\x12\x43onsumeEntitlement\x12&.sessiongate.api.v1.EntitlementRequest\x1a\'.sessiongate.api.v1.EntitlementResponse\x12V\n\x0bRecordUsage\x12\x1e.sessiongate.api.v1.UsageEvent\x1a\'.sessiongate.api.v1.RecordUsageResponse\x12\x63\n\x11RecordUsageStream\x12\x1e.sessiongate.api.v1.UsageEvent\x1a,.sessiongate.api.v1.RecordUsageBatchResponse(\x01\x12\x64\n\x12RecordUsageBatches\x12\x1e.sessiongate.api.v1.UsageBatch\x1a,.sessiongate.api.v1.RecordUsageBatchResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,29 +38,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKSESSIONREQUEST']._serialized_start=130
   _globals['_CHECKSESSIONREQUEST']._serialized_end=225
   _globals['_CHECKSESSIONRESPONSE']._serialized_start=228
-  _globals['_CHECKSESSIONRESPONSE']._serialized_end=751
-  _globals['_HEARTBEATREQUEST']._serialized_start=753
-  _globals['_HEARTBEATREQUEST']._serialized_end=791
-  _globals['_HEARTBEATRESPONSE']._serialized_start=794
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1068
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1070
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1109
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1111
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1146
-  _globals['_ENTITLEMENTREQUEST']._serialized_start=1148
-  _globals['_ENTITLEMENTREQUEST']._serialized_end=1258
-  _globals['_ENTITLEMENTRESPONSE']._serialized_start=1261
-  _globals['_ENTITLEMENTRESPONSE']._serialized_end=1516
-  _globals['_USAGEEVENT']._serialized_start=1519
-  _globals['_USAGEEVENT']._serialized_end=1789
-  _globals['_USAGEEVENT_ATTRIBUTESENTRY']._serialized_start=1740
-  _globals['_USAGEEVENT_ATTRIBUTESENTRY']._serialized_end=1789
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=1791
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=1831
-  _globals['_USAGEBATCH']._serialized_start=1833
-  _globals['_USAGEBATCH']._serialized_end=1893
-  _globals['_RECORDUSAGEBATCHRESPONSE']._serialized_start=1895
-  _globals['_RECORDUSAGEBATCHRESPONSE']._serialized_end=1959
-  _globals['_SESSIONCONTROL']._serialized_start=1962
-  _globals['_SESSIONCONTROL']._serialized_end=2755
+  _globals['_CHECKSESSIONRESPONSE']._serialized_end=800
+  _globals['_HEARTBEATREQUEST']._serialized_start=802
+  _globals['_HEARTBEATREQUEST']._serialized_end=840
+  _globals['_HEARTBEATRESPONSE']._serialized_start=843
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1166
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1168
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1207
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1209
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1244
+  _globals['_ENTITLEMENTREQUEST']._serialized_start=1246
+  _globals['_ENTITLEMENTREQUEST']._serialized_end=1356
+  _globals['_ENTITLEMENTRESPONSE']._serialized_start=1359
+  _globals['_ENTITLEMENTRESPONSE']._serialized_end=1614
+  _globals['_USAGEEVENT']._serialized_start=1617
+  _globals['_USAGEEVENT']._serialized_end=1887
+  _globals['_USAGEEVENT_ATTRIBUTESENTRY']._serialized_start=1838
+  _globals['_USAGEEVENT_ATTRIBUTESENTRY']._serialized_end=1887
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=1889
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=1929
+  _globals['_USAGEBATCH']._serialized_start=1931
+  _globals['_USAGEBATCH']._serialized_end=1991
+  _globals['_RECORDUSAGEBATCHRESPONSE']._serialized_start=1993
+  _globals['_RECORDUSAGEBATCHRESPONSE']._serialized_end=2057
+  _globals['_SESSIONCONTROL']._serialized_start=2060
+  _globals['_SESSIONCONTROL']._serialized_end=2853
 # @@protoc_insertion_point(module_scope)

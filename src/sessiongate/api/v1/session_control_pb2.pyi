@@ -68,6 +68,7 @@ class CheckSessionResponse(_message.Message):
     QUOTA_REMAINING_FIELD_NUMBER: _builtins.int
     QUOTA_RESETS_AT_FIELD_NUMBER: _builtins.int
     SESSION_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     decision: _common_pb2.Decision.ValueType
     state: _common_pb2.AccountState.ValueType
     reason: _common_pb2.Reason.ValueType
@@ -82,6 +83,8 @@ class CheckSessionResponse(_message.Message):
     account_version: _builtins.int
     quota_remaining: _builtins.int
     """Set when a metered feature was checked."""
+    access: _common_pb2.AccessLevel.ValueType
+    """FULL for a plain ALLOW, NONE for DENY; READ_ONLY: allowed, but only to read."""
     @_builtins.property
     def suspends_at(self) -> _timestamp_pb2.Timestamp:
         """When overdue: the date access ends if nothing is paid."""
@@ -107,10 +110,11 @@ class CheckSessionResponse(_message.Message):
         quota_remaining: _builtins.int = ...,
         quota_resets_at: _timestamp_pb2.Timestamp | None = ...,
         session_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        access: _common_pb2.AccessLevel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quota_resets_at", b"quota_resets_at", "session_expires_at", b"session_expires_at", "suspends_at", b"suspends_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_version", b"account_version", "amount_due_minor", b"amount_due_minor", "currency", b"currency", "decision", b"decision", "message", b"message", "quota_remaining", b"quota_remaining", "quota_resets_at", b"quota_resets_at", "reason", b"reason", "session_expires_at", b"session_expires_at", "session_id", b"session_id", "source", b"source", "state", b"state", "state_age_ms", b"state_age_ms", "suspends_at", b"suspends_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "account_version", b"account_version", "amount_due_minor", b"amount_due_minor", "currency", b"currency", "decision", b"decision", "message", b"message", "quota_remaining", b"quota_remaining", "quota_resets_at", b"quota_resets_at", "reason", b"reason", "session_expires_at", b"session_expires_at", "session_id", b"session_id", "source", b"source", "state", b"state", "state_age_ms", b"state_age_ms", "suspends_at", b"suspends_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,10 +149,12 @@ class HeartbeatResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     SUSPENDS_AT_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     decision: _common_pb2.Decision.ValueType
     state: _common_pb2.AccountState.ValueType
     reason: _common_pb2.Reason.ValueType
     message: _builtins.str
+    access: _common_pb2.AccessLevel.ValueType
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -162,10 +168,11 @@ class HeartbeatResponse(_message.Message):
         message: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         suspends_at: _timestamp_pb2.Timestamp | None = ...,
+        access: _common_pb2.AccessLevel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "suspends_at", b"suspends_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "expires_at", b"expires_at", "message", b"message", "reason", b"reason", "state", b"state", "suspends_at", b"suspends_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "decision", b"decision", "expires_at", b"expires_at", "message", b"message", "reason", b"reason", "state", b"state", "suspends_at", b"suspends_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,17 +21,17 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from sessiongate.billing.notify.email import EmailSink
 from sessiongate.billing.notify.sink import MalformedEntry, Notification, PermanentFailure, Sink
+from sessiongate.billing.notify.standing import link_signer, with_standing_url
 from sessiongate.billing.notify.webhook import WebhookSink
 from sessiongate.config import Settings
 from sessiongate.store import keys
@@ -82,11 +82,14 @@ class Deliverer:
         concurrency: int = 16,
         block: float = 1.0,
         forget_after: float = 3600.0,
+        enrich: Callable[[Notification], Notification] | None = None,
+        sharded: bool = False,
     ) -> None:
         if not sinks:
             raise ValueError("a deliverer needs at least one sink")
         self._redis = redis
         self.sinks = tuple(sinks)
+        self._enrich = enrich
         self.consumer = consumer
         self._retry_base = retry_base
         self._retry_max = retry_max
@@ -99,7 +102,7 @@ class Deliverer:
         self._forget_after_ms = int(forget_after * 1000)
         self._prune_every = min(forget_after, 600.0)
         self._streams = {keys.outbox(b): b for b in keys.ALL_BUCKETS}
-        self._cluster = isinstance(redis, RedisCluster)
+        self._cluster = sharded  # streams on several nodes (`Transport.sharded`)
         self._work: dict[tuple[int, str], _Entry] = {}
         self._claim_from: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -308,6 +311,8 @@ class Deliverer:
             self.dead[MALFORMED] += 1
             await self._ack(e)
             return
+        if self._enrich is not None:
+            n = self._enrich(n)
         if e.attempts > 1:  # keep it ours: reset its idle time so nobody takes it over
             still = await self._redis.xclaim(stream, GROUP, self.consumer, 0, [e.entry_id],
                                              justid=True)
@@ -375,7 +380,8 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def build_deliverer(settings: Settings, redis: Redis) -> Deliverer | None:
+def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False
+                    ) -> Deliverer | None:
     """The deliverer of the configured sinks, or None when no sink is configured."""
     sinks: list[Sink] = []
     if settings.webhook_url:
@@ -385,9 +391,11 @@ def build_deliverer(settings: Settings, redis: Redis) -> Deliverer | None:
                                  timeout=settings.notify_timeout))
     if settings.smtp_url:
         sinks.append(EmailSink(settings.smtp_url, settings.smtp_from,
-                               timeout=settings.notify_timeout))
+                               timeout=settings.notify_timeout,
+                               templates_dir=settings.templates_dir))
     if not sinks:
         return None
+    links = link_signer(settings)
     consumer = default_consumer()
     if settings.consumer_name:  # a stable name: a restart resumes its own pending entries
         consumer = f"{settings.consumer_name}-notify"
@@ -396,4 +404,5 @@ def build_deliverer(settings: Settings, redis: Redis) -> Deliverer | None:
     return Deliverer(
         redis, sinks, consumer=consumer, retry_base=settings.notify_retry_base,
         retry_max=settings.notify_retry_max, claim_idle=settings.notify_claim_idle,
+        enrich=None if links is None else with_standing_url(links), sharded=sharded,
     )

@@ -4,15 +4,13 @@
 -- publish the new version so that every replica's near-cache drops its copy.
 --
 -- The account hash holds everything (store/record.py): data, v, l (ledger), h (history),
--- e (applied event ids that the ledger does not hold), s (seat changes). h, e and s are
--- entries each led by RS; beyond their byte budget, the oldest go to a side key. An account
--- still in the former layout (its v a plain number) has its former keys moved in here.
+-- e (applied event ids that the ledger does not hold), s (seat changes: log_seats.lua). h and
+-- e are entries each led by RS; beyond their byte budget, the oldest go to a side key. v is
+-- `0_<version>` (record.VERSION_PREFIX).
 --
--- KEYS[1] account hash                  KEYS[2] former ledger string
--- KEYS[3] former history list           KEYS[4] applied-events zset (former, and e's overflow)
--- KEYS[5] bucket's due index zset       KEYS[6] bucket's outbox stream
--- KEYS[7] history archive list (h's overflow)
--- KEYS[8] seat-change list (former, and s's overflow)
+-- KEYS[1] account hash                  KEYS[2] applied-events zset (e's overflow)
+-- KEYS[3] bucket's due index zset       KEYS[4] bucket's outbox stream
+-- KEYS[5] history archive list (h's overflow)
 -- (all keys carry the account's bucket hash tag: one slot)
 -- ARGV[1] expected version (0: must not exist)
 -- ARGV[2] account JSON        ARGV[3] ledger text, or "" to leave it
@@ -21,30 +19,28 @@
 -- ARGV[7] history entry, or ""
 -- ARGV[8] invalidation channel   ARGV[9] account id   ARGV[10] idempotency retention (ms)
 -- ARGV[11] event id escaped (record.escape)
--- ARGV[12..14] byte budgets of h, e, s
--- ARGV[15..] notification JSONs (each becomes one outbox entry)
+-- ARGV[12..13] byte budgets of h, e
+-- ARGV[14..] notification JSONs (each becomes one outbox entry)
 -- Returns {status, version}: status is "ok", "conflict" (version moved on) or "duplicate".
 
 local RS, US = '\30', '\31'
 local id, eid = ARGV[4], ARGV[11]
 local vtext = redis.call('HGET', KEYS[1], 'v')
-local former = not vtext or string.sub(vtext, 1, 2) ~= '0_'
 local current = 0
 if vtext then
-  current = tonumber(former and vtext or string.sub(vtext, 3))
+  current = tonumber(string.sub(vtext, 3))
 end
--- Only what this commit needs is copied into Lua (h and s can be hundreds of bytes).
-local ledger, events, history, seats = false, false, false, false
-if id ~= '' or former then
+-- Only what this commit needs is copied into Lua (h can be hundreds of bytes).
+local ledger, events, history = false, false, false
+if id ~= '' then
   local got = redis.call('HMGET', KEYS[1], 'l', 'e')
   ledger, events = got[1], got[2]
 end
-if ARGV[7] ~= '' or former then history = redis.call('HGET', KEYS[1], 'h') end
-if former then seats = redis.call('HGET', KEYS[1], 's') end
+if ARGV[7] ~= '' then history = redis.call('HGET', KEYS[1], 'h') end
 local mark = RS .. eid .. US
 if id ~= '' and ((events and string.find(events, mark, 1, true))
     or (ledger and string.find(ledger, mark, 1, true))
-    or redis.call('ZSCORE', KEYS[4], id)) then
+    or redis.call('ZSCORE', KEYS[2], id)) then
   return {'duplicate', current}
 end
 if current ~= tonumber(ARGV[1]) then
@@ -71,12 +67,11 @@ end
 
 local function spill_event(entry)
   local at = string.find(entry, US, 1, true)
-  redis.call('ZADD', KEYS[4], tonumber(string.sub(entry, at + 1)),
+  redis.call('ZADD', KEYS[2], tonumber(string.sub(entry, at + 1)),
              unescape(string.sub(entry, 1, at - 1)))
 end
 
-local function spill_history(entry) redis.call('RPUSH', KEYS[7], entry) end
-local function spill_seats(entry) redis.call('RPUSH', KEYS[8], entry) end
+local function spill_history(entry) redis.call('RPUSH', KEYS[5], entry) end
 
 local fields = {'data', ARGV[2], 'v', '0_' .. version}
 local gone = {}
@@ -90,39 +85,6 @@ local function put(name, value)
 end
 
 local touched = {}
-if former then
-  -- Move the former layout's keys in (once: v gets its prefix in this call).
-  local old = redis.call('GET', KEYS[2])
-  if old then
-    if not ledger then ledger = old; touched.l = true end
-    redis.call('DEL', KEYS[2])
-  end
-  local items = redis.call('LRANGE', KEYS[3], 0, -1)
-  if #items > 0 then
-    redis.call('DEL', KEYS[3])
-    history = RS .. table.concat(items, RS) .. (history or '')
-    touched.h = true
-  end
-  local applied = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. cutoff, '+inf', 'WITHSCORES')
-  redis.call('DEL', KEYS[4])
-  if #applied > 0 then
-    local parts = {}
-    for i = 1, #applied, 2 do
-      local escaped = string.gsub(applied[i], '[%%\30\31]',
-                                  function(c) return string.format('%%%02X', string.byte(c)) end)
-      table.insert(parts, RS .. escaped .. US .. applied[i + 1])
-    end
-    events = table.concat(parts) .. (events or '')
-    touched.e = true
-  end
-  items = redis.call('LRANGE', KEYS[8], 0, -1)
-  if #items > 0 then
-    redis.call('DEL', KEYS[8])
-    seats = RS .. table.concat(items, RS) .. (seats or '')
-    touched.s = true
-  end
-end
-
 if ARGV[3] ~= '' then
   ledger = ARGV[3]
   touched.l = true
@@ -146,7 +108,7 @@ if id ~= '' then
   end
   events = s
   touched.e = true
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', cutoff)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 end
 if touched.e then put('e', cap(events or '', tonumber(ARGV[13]), spill_event)) end
 
@@ -155,19 +117,18 @@ if ARGV[7] ~= '' then
   touched.h = true
 end
 if touched.h then put('h', cap(history, tonumber(ARGV[12]), spill_history)) end
-if touched.s then put('s', cap(seats, tonumber(ARGV[14]), spill_seats)) end
 
 redis.call('HSET', KEYS[1], unpack(fields))
 if #gone > 0 then
   redis.call('HDEL', KEYS[1], unpack(gone))
 end
 if ARGV[6] == '-' then
-  redis.call('ZREM', KEYS[5], ARGV[9])
+  redis.call('ZREM', KEYS[3], ARGV[9])
 elseif ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[5], tonumber(ARGV[6]), ARGV[9])
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[6]), ARGV[9])
 end
-for i = 15, #ARGV do
-  redis.call('XADD', KEYS[6], '*', 'account', ARGV[9], 'version', version, 'body', ARGV[i])
+for i = 14, #ARGV do
+  redis.call('XADD', KEYS[4], '*', 'account', ARGV[9], 'version', version, 'body', ARGV[i])
 end
 redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\t' .. version)
 return {'ok', version}

@@ -1,7 +1,6 @@
 -- End a session; free its user's seat unless another live session of that user holds it.
 --
 -- KEYS[1] leases zset (take_seat.lua: sessions by expiry, seats by expiry + ARGV[5])
--- KEYS[2] former seats zset   KEYS[3] former sessions zset (moved into KEYS[1] first)
 -- ARGV[1] now (ms)   ARGV[2] user id   ARGV[3] session member
 -- ARGV[4] prefix of the user's session members (user id and separator)
 -- ARGV[5] seat offset (keys.SEAT_OFFSET_MS)
@@ -9,16 +8,6 @@
 -- Cost: O(live sessions of the account), to find the user's other sessions.
 local now = tonumber(ARGV[1])
 local offset = tonumber(ARGV[5])
-if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then
-  for k = 2, 3 do
-    local shift = (k == 2) and offset or 0
-    local live = redis.call('ZRANGEBYSCORE', KEYS[k], '(' .. now, '+inf', 'WITHSCORES')
-    for i = 1, #live, 2 do
-      redis.call('ZADD', KEYS[1], 'GT', tonumber(live[i + 1]) + shift, live[i])
-    end
-    redis.call('DEL', KEYS[k])
-  end
-end
 local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 local ended = 0
 if score and tonumber(score) > now then

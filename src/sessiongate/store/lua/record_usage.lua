@@ -9,7 +9,7 @@
 -- ARGV[1] now (ms)   ARGV[2] idempotency retention (ms)   ARGV[3] account id
 -- ARGV[4] recorded_at (RFC 3339)
 -- ARGV[5] the events, a JSON array of arrays of 7 strings: event id, user id, feature,
---   quantity (decimal, at most 10^12: no counter can overflow), occurred_at (RFC 3339),
+--   quantity (decimal, at most 10^12), occurred_at (RFC 3339),
 --   day "YYYY-MM-DD", attributes (JSON text). One argument, not 7 per event: packing
 --   arguments one by one was most of the client's cost of a call.
 -- ARGV[6] the events' content digests, a JSON array of strings (one per event)
@@ -18,13 +18,64 @@
 -- A claim's digest is the member 'd:' .. claim .. US .. digest, scored as the claim; the
 -- member 'd:' marks since when claims have one (a claim older, of the release before,
 -- is compared by id only). consume_quota.lua keeps the same members.
+-- A refused call writes nothing and answers an error led by its status (usage.py maps it):
+-- `OUT_OF_RANGE <feature>` when a total would pass 2^63-1 (HINCRBY's limit),
+-- `FAILED_PRECONDITION <why>` when a key holds the wrong type or a total is not an integer.
 local wanted = {'zset', 'hash', 'stream'}
 for i = 1, 3 do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= 'none' and t ~= wanted[i] then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. '; nothing written')
+    return redis.error_reply('FAILED_PRECONDITION ' .. KEYS[i] .. ' holds a ' .. t)
   end
 end
+
+-- Whether HINCRBY takes text `n` as an integer (its own test: canonical, within 64 bits).
+local function integer(n)
+  if n == '0' then return true end
+  local sign, digits = string.match(n, '^(%-?)([1-9]%d*)$')
+  if not digits or #digits > 19 then return false end
+  return #digits < 19 or digits <= (sign == '-' and '9223372036854775808'
+                                     or '9223372036854775807')
+end
+
+-- Whether integer `n` plus `q` (0 <= q < 2^53) stays within 2^63-1, exactly: Lua's numbers
+-- are doubles, so the 19-digit case is summed as 7 + 12 digits.
+local function fits(n, q)
+  if #n < 19 or string.sub(n, 1, 1) == '-' then return true end
+  local lo = tonumber(string.sub(n, 8)) + q
+  local hi = tonumber(string.sub(n, 1, 7)) + math.floor(lo / 1e12)
+  lo = lo % 1e12
+  return hi < 9223372 or (hi == 9223372 and lo <= 36854775807)
+end
+
+local events = cjson.decode(ARGV[5])
+-- What the new events would add to each total: checked before the first write (an XADD
+-- followed by a refused HINCRBY would bill an event that the caller then retries).
+local adds, feature_of, seen = {}, {}, {}
+for _, e in ipairs(events) do
+  local claim = 'u:' .. e[1]
+  if not seen[claim] and not redis.call('ZSCORE', KEYS[1], claim) then
+    seen[claim] = true
+    local q = tonumber(e[4])
+    for field, n in pairs({['t:' .. e[3]] = q, ['n:' .. e[3]] = 1,
+                           ['d:' .. e[6] .. ':' .. e[3]] = q}) do
+      adds[field] = (adds[field] or 0) + n
+      feature_of[field] = e[3]
+    end
+  end
+end
+for field, q in pairs(adds) do
+  local v = redis.call('HGET', KEYS[2], field)
+  if v then
+    if not integer(v) then
+      return redis.error_reply('FAILED_PRECONDITION ' .. field .. ' is not an integer')
+    end
+    if not fits(v, q) then
+      return redis.error_reply('OUT_OF_RANGE ' .. feature_of[field])
+    end
+  end
+end
+
 local now = tonumber(ARGV[1])
 local out = {}
 local digests, marked = cjson.decode(ARGV[6]), false
@@ -33,7 +84,7 @@ local function same(claim, at, digest)
   local since = redis.call('ZSCORE', KEYS[1], 'd:')
   return not since or tonumber(at) < tonumber(since)
 end
-for i, e in ipairs(cjson.decode(ARGV[5])) do
+for i, e in ipairs(events) do
   local claim = 'u:' .. e[1]
   local at = redis.call('ZSCORE', KEYS[1], claim)
   if at then

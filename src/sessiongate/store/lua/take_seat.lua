@@ -7,12 +7,11 @@
 -- `user` scored by their expiry + ARGV[8] (the seat offset), so live seats are one ZCOUNT.
 -- Seats that the batch writer wrote (accounts without a seat limit) carry unshifted scores:
 -- they still count as held by their user, not in the count (for one lease, if the account
--- gets a limit meanwhile). The former layout's two zsets are moved in first.
+-- gets a limit meanwhile).
 --
 -- KEYS[1] leases zset
 -- KEYS[2] the month's usage hash (its field ARGV[6]: most seats held at once that day)
--- KEYS[3] former seats zset (user -> expiry)   KEYS[4] former sessions zset (member -> expiry)
--- (all carry the account's bucket hash tag: one slot)
+-- (both carry the account's bucket hash tag: one slot)
 -- ARGV[1] now (ms)   ARGV[2] lease expiry (ms)   ARGV[3] user id
 -- ARGV[4] session member   ARGV[5] seat limit (0: unlimited)   ARGV[6] the day's peak field
 -- ARGV[7] housekeeping margin (ms): KEYS[1] expires that long after its latest lease ends
@@ -23,16 +22,6 @@
 -- Returns {admitted (1 or 0), seats held afterwards}.
 local now = tonumber(ARGV[1])
 local offset = tonumber(ARGV[8])
-if redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
-  for k = 3, 4 do
-    local shift = (k == 3) and offset or 0
-    local live = redis.call('ZRANGEBYSCORE', KEYS[k], '(' .. now, '+inf', 'WITHSCORES')
-    for i = 1, #live, 2 do
-      redis.call('ZADD', KEYS[1], 'GT', tonumber(live[i + 1]) + shift, live[i])
-    end
-    redis.call('DEL', KEYS[k])
-  end
-end
 -- Ended leases are only housekeeping (every count and test below reads scores against `now`):
 -- dropped on about one call in 8, chosen by the random last byte of the session's nonce.
 if string.byte(ARGV[4], -1) % 8 == 0 then

@@ -1,0 +1,2 @@
+"""The sidecar's HTTP endpoints (aiohttp, in its own event loop): forward auth for proxies,
+the standing page."""

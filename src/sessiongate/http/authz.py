@@ -1,0 +1,138 @@
+"""`/authz`: forward auth for nginx (`auth_request`), Traefik (`ForwardAuth`) and Caddy
+(`forward_auth`), answering what Envoy's Check answers (service/proxy_check.py).
+
+The proxy asks before forwarding each request; the original method and URI come from
+`X-Forwarded-Method` / `X-Forwarded-Uri` (Traefik, Caddy) or `X-Original-Method` /
+`X-Original-URI` (set in the nginx configuration). Statuses: 200 (with x-sessiongate-*
+headers for the proxy to copy upstream), 402 for non-payment with a JSON body saying what is
+owed and where to pay, 403 for a user off the roster, an unknown or closed account, 401 when
+no identity (or an unverifiable JWT) is given, 503 when Redis is down and the failure mode
+denies. nginx turns anything but 2xx, 401 and 403 into a 500, so a request carrying
+`x-sessiongate-deny-as-403` gets its other denials as 403, with the real status in
+`x-sessiongate-status` and the JSON body in `x-sessiongate-body` for its `error_page` to
+answer with (deploy/nginx). docs/proxies.md has the tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from sessiongate.domain.errors import InvalidArgument
+from sessiongate.domain.validation import check_id
+from sessiongate.http.verified_jwt import InvalidToken, JwtVerifier
+from sessiongate.service.envoy_authz import RequestMapper, claim_value
+from sessiongate.service.proxy_check import HEADER_SUSPENDS_AT, Identity, ProxyCheck
+from sessiongate.service.runtime import Runtime
+
+PATH = "/authz"
+TOKEN_HEADER = "x-sessiongate-token"
+DENY_AS_403 = "x-sessiongate-deny-as-403"
+HEADER_STATUS = "x-sessiongate-status"
+HEADER_BODY = "x-sessiongate-body"
+
+
+class AuthzHandler:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        s = rt.settings
+        self.mapper = RequestMapper(s)  # header names and the feature pattern, as Envoy's
+        self.proxy = ProxyCheck(rt)
+        self.verifier = JwtVerifier.from_settings(s)
+        self.cookie = s.jwt_cookie.strip()
+        self.account_claim = s.envoy_account_claim.strip() if self.verifier else ""
+        self.user_claim = s.envoy_user_claim.strip() if self.verifier else ""
+        self.cache_control = f"private, max-age={int(s.near_cache_ttl)}"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route("*", PATH, self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        h = request.headers
+        refused = self._proxy_refused(h.get(TOKEN_HEADER))
+        if refused is not None:
+            return refused
+        method = h.get("x-forwarded-method") or h.get("x-original-method") or request.method
+        uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or "/"
+        try:
+            who = self._identity(request, uri)
+        except InvalidToken as exc:
+            return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
+        except InvalidArgument as exc:
+            kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
+                    else "bad_request")
+            return self._error(request, 401 if exc.field != "path" else 400, kind, exc.field,
+                               str(exc))
+        verdict, checked = await self.proxy.check(who, method, uri)
+        account = checked.lookup.account
+        headers = self.proxy.headers(verdict, account)
+        headers["cache-control"] = self.cache_control
+        if verdict.allowed:
+            headers.setdefault(HEADER_SUSPENDS_AT, "")  # the proxy overwrites a client's copy
+            return web.Response(status=200, headers=headers)
+        body = self.proxy.deny_body(who, verdict, account)
+        return self._deny(request, self.proxy.status(verdict), body, headers)
+
+    def _proxy_refused(self, token: str | None) -> web.Response | None:
+        """With tokens configured, the proxy must send an `app` token (as a gRPC caller)."""
+        auth = self.rt.auth
+        if not auth.enabled:
+            return None
+        roles = auth.roles_of(token.strip()) if token else frozenset()
+        if "app" in roles:
+            return None
+        status, error = (403, "proxy_forbidden") if roles else (401, "proxy_unauthenticated")
+        message = (f"{TOKEN_HEADER}: not an app token" if roles
+                   else f"{TOKEN_HEADER}: missing or unknown token")
+        body = {"allowed": False, "error": error, "field": TOKEN_HEADER, "message": message}
+        return web.json_response(body, status=status,
+                                 headers={"cache-control": "no-store"})
+
+    def _identity(self, request: web.Request, uri: str) -> Identity:
+        claims: dict[str, Any] | None = None
+        if self.verifier is not None:
+            token = self._token(request)
+            if token is None:
+                raise InvalidArgument("JWT", "missing")
+            claims = self.verifier.claims(token)
+        m = self.mapper
+        account = self._field(request.headers, claims, self.account_claim, m.account_header)
+        user = self._field(request.headers, claims, self.user_claim, m.user_header)
+        return Identity(account, user, m.feature(uri))
+
+    def _token(self, request: web.Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        if self.cookie:
+            return request.cookies.get(self.cookie) or None
+        return None
+
+    @staticmethod
+    def _field(headers: Mapping[str, str], claims: dict[str, Any] | None, claim: str,
+               header: str) -> str:
+        if claim and claims is not None:
+            return check_id(f"claim {claim}", claim_value(claims, claim))
+        value = headers.get(header) if header else None
+        if value is None:
+            raise InvalidArgument(f"header {header}", "missing")
+        return check_id(f"header {header}", value)
+
+    def _error(self, request: web.Request, status: int, error: str, field: str,
+               message: str) -> web.Response:
+        body = {"allowed": False, "error": error, "field": field, "message": message}
+        return self._deny(request, status, body, {"cache-control": self.cache_control})
+
+    @staticmethod
+    def _deny(request: web.Request, status: int, body: dict[str, Any],
+              headers: dict[str, str]) -> web.Response:
+        text = json.dumps(body, separators=(",", ":"))
+        if request.headers.get(DENY_AS_403):
+            headers = {**headers, HEADER_STATUS: str(status), HEADER_BODY: text}
+            if status != 401:
+                status = 403
+        return web.Response(status=status, text=text, content_type="application/json",
+                            headers=headers)

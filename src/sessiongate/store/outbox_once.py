@@ -1,0 +1,28 @@
+"""Notifications that are not account transitions (the monthly report, the digest), put in
+the same outbox as dunning's: delivery, retries and signatures are the existing ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessiongate.store import keys
+from sessiongate.store.jsontext import dumps
+from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
+
+MARKER_TTL_S = 400 * 24 * 3600  # longer than any run that could still be made up
+
+
+async def enqueue(redis: Transport, account_id: str, body: dict[str, Any]) -> None:
+    """Always: a resend (`SendReport`, `digest --send`)."""
+    await redis.call("XADD", keys.outbox_of(account_id), "*",
+                     "account", account_id, "version", 0, "body", dumps(body))
+
+
+async def enqueue_once(scripts: Scripts, marker: str, account_id: str,
+                       body: dict[str, Any]) -> bool:
+    """Put `body` in the outbox unless `marker` is set; sets it. True if this call did."""
+    res = await scripts["enqueue_once"](
+        keys=[marker, keys.outbox_of(account_id)],
+        args=[MARKER_TTL_S, account_id, dumps(body)])
+    return int(res) == 1

@@ -1,0 +1,46 @@
+"""`sessiongate serve` in a child process against the test's redis-server, and what the tests
+read of it from outside (its RSS from /proc, call latencies)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sessiongate.store.embedded import free_port
+from tests.e2e.test_process import wait_serving
+
+SG = [sys.executable, "-m", "sessiongate.cli", "serve"]
+
+
+@contextmanager
+def sidecar(redis_url: str, tmp: Path, **env_extra: str) -> Iterator[tuple[int, str]]:
+    """(pid, address) of a serving sidecar; SIGTERM and a clean exit when the block ends."""
+    addr = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_LOG_FORMAT": "json",
+           "SESSIONGATE_SCHEDULER": "0", "SESSIONGATE_DATA_DIR": str(tmp / "sidecar"),
+           "SESSIONGATE_REDIS_URL": redis_url, "SESSIONGATE_METRICS_ADDR": "",
+           "SESSIONGATE_ACCESS_LOG": "0", **env_extra}
+    with (tmp / "sidecar.log").open("w") as log:
+        proc = subprocess.Popen(SG, env=env, stderr=log, stdout=subprocess.DEVNULL)
+        try:
+            wait_serving(addr)
+            yield proc.pid, addr
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, (tmp / "sidecar.log").read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process now (VmRSS in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")

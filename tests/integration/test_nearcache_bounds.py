@@ -1,0 +1,100 @@
+"""The near-cache's bounds against a real Redis: negative entries apart from accounts, one
+byte budget for what the entries' memos hold, and the time and reads a hung Redis costs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sessiongate.store.accounts import AccountStore
+from sessiongate.store.client import transport
+from sessiongate.store.embedded import EmbeddedRedis
+from sessiongate.store.nearcache import Entry, NearCache
+from sessiongate.store.scripts import Scripts
+
+
+def test_memo_bytes_are_bounded_and_released_with_their_entries(
+        redis_client: redis.Redis, redis_url: str) -> None:
+    async def run() -> None:
+        client = transport(redis_url)
+        cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0, max_unknown=2,
+                          memo_budget=10_000)
+        try:
+            first = await cache.load("nobody-1")
+            assert first.account is None  # a negative entry, with a memo as any
+            kept = [cache.keep(first.memo, f"user-{i}", i, 1_000) for i in range(20)]
+            assert kept == [True] * 10 + [False] * 10
+            assert cache.memo_bytes == 10_000
+            second = await cache.load("nobody-2")
+            assert not cache.keep(second.memo, "alice", 0, 1)  # the budget is spent
+            cache.invalidate("nobody-1")  # its memo goes with it, and its bytes
+            assert cache.memo_bytes == 0
+            assert not cache.keep(first.memo, "late", 0, 1)  # a dropped memo keeps nothing
+            assert cache.keep(second.memo, "alice", 0, 100)
+            await cache.load("nobody-3")
+            await cache.load("nobody-4")  # two negative entries at most: nobody-2 is out
+            assert cache.hit("nobody-2") is None
+            assert cache.memo_bytes == 0
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_hung_redis_fails_loads_within_their_budget_and_bounds_reads_in_flight(
+        tmp_path: Path) -> None:
+    """A stopped redis-server: each load gives up after `load_timeout`; a second load of the
+    same id waits for the first read instead of sending another; distinct ids beyond
+    `max_loads` reads in flight fail at once. Once Redis runs again, the reads land."""
+    srv = EmbeddedRedis(tmp_path, persistent=False)
+    srv.start()
+    pid = srv.pid
+    assert pid is not None
+
+    async def run() -> None:
+        client = transport(srv.url)
+        cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0, load_timeout=0.2,
+                          max_loads=2)
+        try:
+            assert (await cache.load("warm")).account is None  # connected
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for aid in ("a", "a", "b"):
+                    began = time.monotonic()
+                    with pytest.raises(RedisTimeoutError):
+                        await cache.load(aid)
+                    assert time.monotonic() - began < 1.0
+                began = time.monotonic()
+                with pytest.raises(RedisConnectionError, match="2 Redis reads in flight"):
+                    await cache.load("c")
+                assert time.monotonic() - began < 0.1
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            for _ in range(100):  # the reads in flight end (answered, or their timeout)
+                if (await _settled(cache, "c")) is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await cache.load("c")).account is None
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        srv.stop()
+
+
+async def _settled(cache: NearCache, account_id: str) -> Entry | None:
+    try:
+        return await cache.load(account_id)
+    except RedisError:
+        return None

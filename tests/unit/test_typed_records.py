@@ -1,0 +1,34 @@
+"""Statuses, sources and modes are enums of the domain; a history entry has one schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sessiongate.config import Settings
+from sessiongate.domain.model import AccountState
+from sessiongate.domain.records import FailureMode, HistoryEntry
+from sessiongate.service.login_check import failure_verdict
+from sessiongate.store.record import decode_history, encode_history
+
+T = datetime(2026, 10, 5, 9, 30, 15, 250000, tzinfo=UTC)
+
+
+def test_every_history_entry_has_the_six_keys_and_reads_back_as_stored() -> None:
+    created = HistoryEntry(T, None, AccountState.ACTIVE, "account created", "admin")
+    paid = HistoryEntry(T, AccountState.SUSPENDED, AccountState.ACTIVE,
+                        "PAYMENT_SUCCEEDED pay-1: settled", "billing", "pay-1")
+    for entry in (created, paid):
+        stored = entry.to_dict()
+        assert list(stored) == ["at", "from", "to", "cause", "actor", "event_id"]
+        assert decode_history(encode_history(stored)) == stored
+    assert created.to_dict()["event_id"] == "" and created.to_dict()["from"] is None
+    assert encode_history(created.to_dict()) == (
+        "1791192615250000\x1f\x1fACTIVE\x1faccount created\x1fadmin")  # as before: compact
+
+
+def test_the_failure_mode_setting_is_the_enum_and_reads_as_its_text() -> None:
+    s = Settings.from_env({"SESSIONGATE_FAILURE_MODE": "open"})
+    assert s.failure_mode is FailureMode.OPEN
+    assert Settings().failure_mode is FailureMode.CLOSED
+    verdict = failure_verdict(s.failure_mode, "boom")
+    assert verdict.allowed and "failure mode open: allowed" in verdict.message
