@@ -27,6 +27,7 @@ from sessiongate.api.v1 import (
     session_control_pb2_grpc,
 )
 from sessiongate.billing.components import billing_components
+from sessiongate.billing.engine import DunningEngine
 from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.billing.notify.standing import link_signer
 from sessiongate.config import Settings
@@ -38,6 +39,7 @@ from sessiongate.metrics import Metrics
 from sessiongate.rendering import renderer
 from sessiongate.reporting.scheduler import ReportsScheduler, report_scheduler
 from sessiongate.service.accounts import AccountsServicer
+from sessiongate.service.answer_memo import AnswerMemo
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
 from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
@@ -51,7 +53,11 @@ from sessiongate.store.accounts import AccountStore
 from sessiongate.store.client import connect, transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
+from sessiongate.store.plans import PlanStore
+from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.scripts import Scripts
+from sessiongate.usecases.account_state import AccountLookup
+from sessiongate.usecases.login import LoginChecker
 
 log = structlog.get_logger(__name__)
 
@@ -159,18 +165,25 @@ class Application:
             max_entries=s.near_cache_entries, max_unknown=s.near_cache_unknown,
             load_timeout=s.login_redis_timeout,
         )
+        policies = PolicyStore(tr)
+        policy_cache = PolicyCache(tr, s.near_cache_ttl)
+        lookup = AccountLookup(cache, s.failure_mode)
         rt = self.rt = Runtime(
             settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
             accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
             bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True),
+            policies=policies, policy_cache=policy_cache,
+            plans=PlanStore(tr, scripts, s.near_cache_ttl),
+            engine=DunningEngine(store, policies, self.clock.now),
+            lookup=lookup, logins=LoginChecker(lookup, policy_cache, self.clock),
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
-        session_control = self.session_control = SessionControlServicer(rt)
+        session_control = self.session_control = SessionControlServicer(rt, AnswerMemo(cache))
         self.components.append(session_control.batch)  # session/login records off the hot path
         table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
@@ -199,7 +212,7 @@ class Application:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
-            self.components.extend(billing_components(s, rt))
+            self.components.extend(billing_components(s, rt, rt.engine))
             if s.reports:
                 self.reports = report_scheduler(rt)
                 self.components.append(self.reports)

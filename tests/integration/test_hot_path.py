@@ -1,7 +1,7 @@
-"""The near-cache hit path: remembered verdicts and prebuilt answers change no answer.
+"""The near-cache hit path: remembered answers change no answer.
 
-A hit remembers its verdict per user in the near-cache entry when the verdict depends on
-the account snapshot alone, and CheckSession copies a prebuilt answer for it. These tests
+CheckSession remembers a prebuilt answer per user for a near-cache snapshot when its verdict
+depends on the snapshot alone (service/answer_memo.py), and copies it. These tests
 compare remembered answers with the first computed ones, and show that an update, an
 expiring override and a session opened on top change what they must.
 """
@@ -19,7 +19,7 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
-from sessiongate.service import session_control
+from sessiongate.service import answer_memo, session_control
 from sessiongate.service.convert import ts
 from sessiongate.service.wire import parse_check
 from tests.support import ServerThread, make_settings
@@ -179,7 +179,7 @@ def raw_check(srv: ServerThread, body: bytes) -> spb.CheckSessionResponse:
 
 def raw_keys(srv: ServerThread) -> dict[bytes, object]:
     assert srv.app.session_control is not None
-    return srv.app.session_control._raw_keys  # type: ignore[return-value]
+    return srv.app.session_control.answers.raw_keys  # type: ignore[return-value]
 
 
 def test_request_bytes_seen_before_are_answered_from_prebuilt_bytes(
@@ -238,7 +238,7 @@ def test_feature_checks_and_bad_ids_are_not_remembered_by_their_bytes(srv: Serve
 
 def test_the_remembered_request_bytes_are_bounded(srv: ServerThread,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_control, "MAX_RAW_KEYS", 2)
+    monkeypatch.setattr(answer_memo, "MAX_RAW_KEYS", 2)
     upsert(srv, account_id="acme", users=["alice", "bob", "carol"])
     for user in ("alice", "bob", "carol", "alice", "mallory"):
         for _ in range(2):
@@ -256,7 +256,7 @@ def test_long_requests_and_unknown_fields_are_answered_but_not_remembered(
                                     no_session=True).SerializeToString()
     unknown = plain + b"\xc2\x3e\x03abc"  # field 1000, 3 bytes: no such field
     padded = plain + b"\xc2\x3e" + bytes([0x80 | 0x10, 0x04]) + b"y" * 528  # 528 bytes
-    assert len(padded) > session_control.MAX_RAW_KEY
+    assert len(padded) > answer_memo.MAX_RAW_KEY
     for body in (unknown, padded, unknown, padded):
         r = raw_check(srv, body)
         assert (r.decision, r.reason) == (cpb.DECISION_ALLOW, cpb.REASON_OK)

@@ -178,3 +178,32 @@ def test_grafana_dashboard_queries_exported_metrics(metered: ServerThread, repo_
     assert queried <= exported, queried - exported
     assert {"sessiongate_decisions_total", "sessiongate_payment_lag_seconds",
             "sessiongate_accounts", "sessiongate_redis_up"} <= queried
+
+
+def test_forward_auth_requests_are_counted_like_rpcs(redis_client: redis.Redis,
+                                                     redis_url: str) -> None:
+    """/authz answers are in the latency metric (`method="HTTP /authz"`, `code` the HTTP
+    status), as gRPC calls are."""
+    import http.client
+
+    srv = ServerThread(make_settings(redis_url, scheduler=False, metrics_addr="127.0.0.1:0",
+                                     http_addr="127.0.0.1:0")).start()
+    try:
+        assert srv.app.metrics is not None
+        srv.accounts.UpsertAccount(apb.UpsertAccountRequest(
+            account=apb.Account(account_id="acme", users=["alice"])))
+        statuses = []
+        for user in ("alice", "alice", "mallory"):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.app.http_port, timeout=10)
+            conn.request("GET", "/authz", headers={"x-account-id": "acme", "x-user-id": user})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+            conn.close()
+        assert statuses == [200, 200, 403]
+        m = scrape_counting(srv.app.metrics.port, 3, "HTTP /authz")
+        name = "sessiongate_rpc_duration_seconds_count"
+        assert value(m, name, method="HTTP /authz", code="200") == 2
+        assert value(m, name, method="HTTP /authz", code="403") == 1
+    finally:
+        srv.stop()

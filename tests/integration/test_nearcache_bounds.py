@@ -1,5 +1,6 @@
 """The near-cache's bounds against a real Redis: negative entries apart from accounts, one
-byte budget for what the entries' memos hold, and the time and reads a hung Redis costs."""
+byte budget for the answers remembered for its snapshots, and the time and reads a hung
+Redis costs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.decision import UNKNOWN_ACCOUNT
+from sessiongate.service.answer_memo import AnswerMemo, Kept, Remembered
+from sessiongate.service.wire import Prebuilt
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.client import transport
 from sessiongate.store.embedded import EmbeddedRedis
@@ -24,26 +30,33 @@ from sessiongate.store.scripts import Scripts
 
 def test_memo_bytes_are_bounded_and_released_with_their_entries(
         redis_client: redis.Redis, redis_url: str) -> None:
+    """The answer memo (service/answer_memo.py) keeps answers per near-cache snapshot, within
+    one byte budget, and lets them go with their snapshot."""
+    answer = Prebuilt.of(spb.CheckSessionResponse(decision=cpb.DECISION_DENY))
+    value = Remembered(answer, UNKNOWN_ACCOUNT)
+
     async def run() -> None:
         client = transport(redis_url)
-        cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0, max_unknown=2,
-                          memo_budget=10_000)
+        cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0, max_unknown=2)
+        memo = AnswerMemo(cache, budget=10_000)
         try:
             first = await cache.load("nobody-1")
-            assert first.account is None  # a negative entry, with a memo as any
-            kept = [cache.keep(first.memo, f"user-{i}", i, 1_000) for i in range(20)]
+            assert first.account is None  # a negative entry, remembered for as any
+            kept = [memo.keep(first, "nobody-1", (f"user-{i}", Kept.ANSWER), value, 1_000)
+                    for i in range(20)]
             assert kept == [True] * 10 + [False] * 10
-            assert cache.memo_bytes == 10_000
+            assert memo.bytes == 10_000
             second = await cache.load("nobody-2")
-            assert not cache.keep(second.memo, "alice", 0, 1)  # the budget is spent
-            cache.invalidate("nobody-1")  # its memo goes with it, and its bytes
-            assert cache.memo_bytes == 0
-            assert not cache.keep(first.memo, "late", 0, 1)  # a dropped memo keeps nothing
-            assert cache.keep(second.memo, "alice", 0, 100)
+            assert not memo.keep(second, "nobody-2", ("alice", Kept.ANSWER), value, 1)  # spent
+            cache.invalidate("nobody-1")  # its answers go with it, and their bytes
+            assert memo.bytes == 0
+            # a dropped snapshot keeps nothing
+            assert not memo.keep(first, "nobody-1", ("late", Kept.ANSWER), value, 1)
+            assert memo.keep(second, "nobody-2", ("alice", Kept.ANSWER), value, 100)
             await cache.load("nobody-3")
             await cache.load("nobody-4")  # two negative entries at most: nobody-2 is out
             assert cache.hit("nobody-2") is None
-            assert cache.memo_bytes == 0
+            assert memo.bytes == 0
         finally:
             await client.aclose()
 

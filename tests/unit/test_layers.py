@@ -1,7 +1,8 @@
 """The layering of pyproject.toml's `[tool.importlinter]` holds, and would catch a breach.
 
-Layers, top down: cli > workers > app > metrics > service > billing > store > domain; the
-domain imports nothing of ours outside it (nor grpc, redis, protobuf); the stores import no
+Layers, top down: cli > workers > app > metrics > http > service > usecases > billing > store
+> ports > domain; the domain imports nothing of ours outside it (nor grpc, redis, protobuf);
+the use-cases and ports import neither grpc nor redis nor the servicers; the stores import no
 servicer, billing or gRPC; the speed helpers (`sessiongate.speed`) import nothing of ours.
 docs/architecture.md draws it.
 """
@@ -27,7 +28,7 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_import_contracts_are_kept(repo_root: Path) -> None:
     r = _lint_imports(repo_root)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 kept, 0 broken" in r.stdout, r.stdout
+    assert "5 kept, 0 broken" in r.stdout, r.stdout
 
 
 def test_the_leaf_contracts_name_every_other_module_of_ours(repo_root: Path) -> None:
@@ -41,6 +42,24 @@ def test_the_leaf_contracts_name_every_other_module_of_ours(repo_root: Path) -> 
         assert ours - {own} <= set(contracts[cid]["forbidden_modules"]), cid
 
 
+def _copy(repo_root: Path, tmp_path: Path) -> Path:
+    shutil.copy(repo_root / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(repo_root / "src" / "sessiongate", tmp_path / "src" / "sessiongate",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "src" / "sessiongate"
+
+
+def test_a_use_case_importing_redis_breaks_its_contract(repo_root: Path, tmp_path: Path
+                                                         ) -> None:
+    """redis is below the use-cases in no layer: only the forbidden contract catches it."""
+    login = _copy(repo_root, tmp_path) / "usecases" / "login.py"
+    login.write_text(login.read_text() + "\nimport redis.exceptions  # noqa\n")
+    r = _lint_imports(tmp_path)
+    assert r.returncode != 0, r.stdout
+    assert "sessiongate.usecases.login -> redis" in r.stdout, r.stdout
+    assert "4 kept, 1 broken" in r.stdout, r.stdout
+
+
 def test_an_upward_import_breaks_the_layers(repo_root: Path, tmp_path: Path) -> None:
     """billing importing the servicers' runtime (as billing/components.py once did) fails."""
     shutil.copy(repo_root / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -52,4 +71,4 @@ def test_an_upward_import_breaks_the_layers(repo_root: Path, tmp_path: Path) -> 
     r = _lint_imports(tmp_path)
     assert r.returncode != 0, r.stdout
     assert "BROKEN" in r.stdout and "sessiongate.billing.components" in r.stdout, r.stdout
-    assert "3 kept, 1 broken" in r.stdout, r.stdout
+    assert "4 kept, 1 broken" in r.stdout, r.stdout

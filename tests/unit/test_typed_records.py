@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from sessiongate.config import Settings
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.records import FailureMode, HistoryEntry
-from sessiongate.service.login_check import failure_verdict
 from sessiongate.store.record import decode_history, encode_history
+from sessiongate.usecases.login import failure_verdict
 
 T = datetime(2026, 10, 5, 9, 30, 15, 250000, tzinfo=UTC)
 

@@ -8,13 +8,12 @@ from sessiongate.billing.consumer import PaymentConsumer
 from sessiongate.billing.engine import DunningEngine
 from sessiongate.billing.scheduler import DunningScheduler, Sweeper
 from sessiongate.config import Settings
-from sessiongate.store.policies import PolicyStore
 from sessiongate.store.stores import Stores
 
 
-def billing_components(s: Settings, stores: Stores) -> list[Any]:
-    """The dunning scheduler and the payment-stream consumer (`settings.scheduler`)."""
-    engine = DunningEngine(stores.accounts, PolicyStore(stores.transport), stores.clock.now)
+def billing_components(s: Settings, stores: Stores, engine: DunningEngine) -> list[Any]:
+    """The dunning scheduler and the payment-stream consumer (`settings.scheduler`), on the
+    process's one dunning engine."""
     return [
         DunningScheduler(Sweeper(stores.redis, engine, stores.clock,
                                  share=(s.worker_index, s.workers)), s.sweep_interval),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,9 @@ HEADER_STATUS = "x-sessiongate-status"
 HEADER_BODY = "x-sessiongate-body"
 
 
+METHOD = "HTTP /authz"  # its name in the access log and the RPC metrics
+
+
 class AuthzHandler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -51,6 +55,18 @@ class AuthzHandler:
         return [web.route("*", PATH, self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
+        """One forward-auth request, reported like an RPC (`Observer`): the access log and
+        the latency metric `sessiongate_rpc_duration_seconds{method="HTTP /authz"}`, its
+        `code` the HTTP status."""
+        started = perf_counter()
+        response = await self._answer(request)
+        observer = self.rt.observer
+        if observer.active:
+            observer.record(METHOD, str(response.status), perf_counter() - started,
+                            request.remote or "", None, request.headers.get("x-request-id"))
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         h = request.headers
         refused = self._proxy_refused(h.get(TOKEN_HEADER))
         if refused is not None:

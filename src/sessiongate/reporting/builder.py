@@ -16,7 +16,6 @@ from sessiongate.service.convert import account_to_pb
 from sessiongate.service.plans import plan_to_pb, summarize
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.listing import scan_accounts
-from sessiongate.store.plans import PlanStore
 from sessiongate.store.usage import UsageStore
 
 
@@ -44,8 +43,7 @@ class ReportBuilder:
         previous = await self._summary(account.account_id, month_before(period), now)
         plan = None
         if account.plan_id:
-            found = await PlanStore.shared(self.rt.transport, self.rt.scripts,
-                                           self.rt.settings.near_cache_ttl).get(account.plan_id)
+            found = await self.rt.plans.get(account.plan_id)
             plan = None if found is None else plan_to_pb(found)
         msg = account_to_pb(account, now)
         body = content.build(msg, this, previous, plan)

@@ -20,7 +20,6 @@ from sessiongate.domain.validation import (
     check_non_negative,
     check_time_zone,
 )
-from sessiongate.service.billing import engine_for
 from sessiongate.service.convert import account_to_pb, kind_from_pb, state_from_pb
 from sessiongate.service.plans import PlanMethods
 from sessiongate.service.policies import PolicyMethods
@@ -129,7 +128,7 @@ class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
             # Re-evaluated by the dunning engine when the policy or the exemption changed.
             return await engine.upsert_change(current, account, ledger, now, entry)
 
-        engine = engine_for(self.rt)
+        engine = self.rt.engine
         result, change = await self.rt.accounts.update(wanted.account_id, mutate, self.rt.clock.now)
         assert change is not None
         saved = replace(change.account, version=result.version)

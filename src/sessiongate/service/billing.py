@@ -15,13 +15,13 @@ from sessiongate.domain.payment_event import PaymentEvent, new_payment_event
 from sessiongate.service.convert import STATE_TO_PB
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.policies import PolicyStore
 
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the proto Timestamp range
 
 
 def engine_for(rt: Runtime) -> DunningEngine:
-    return DunningEngine(rt.accounts, PolicyStore(rt.transport), rt.clock.now)
+    """The process's dunning engine (built once by app.py)."""
+    return rt.engine
 
 
 def timestamp_field(msg: Message, name: str) -> datetime | None:
@@ -53,7 +53,7 @@ class BillingServicer(Servicer, pb_grpc.BillingServicer):
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
-        self.engine = engine_for(rt)
+        self.engine = rt.engine
 
     @rpc("billing")
     async def PushPaymentEvent(

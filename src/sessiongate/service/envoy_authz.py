@@ -2,7 +2,7 @@
 
 Envoy (or Istio, or an Envoy-based gateway) asks before forwarding each HTTP request. The
 answer comes from the same lookup, failure mode and `decide` as CheckSession
-(`login_check.py`), so an app behind Envoy gets session control from configuration alone.
+(usecases/login.py), so an app behind Envoy gets session control from configuration alone.
 Each HTTP request is one read-only check: it never opens a session or takes a seat.
 
 What a request gets (the login verdict, then an open path or feature, then the method
@@ -32,7 +32,6 @@ from sessiongate.config import Settings
 from sessiongate.domain.decision import Verdict
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.validation import check_id
-from sessiongate.service.login_check import LoginCheck
 from sessiongate.service.proxy_check import (
     ACCESS_VALUE,
     HEADER_SUSPENDS_AT,
@@ -41,6 +40,7 @@ from sessiongate.service.proxy_check import (
 )
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.usecases.login import LoginCheck
 
 SERVICE_NAME: str = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
 JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn"

@@ -27,7 +27,6 @@ from sessiongate.domain.proration import (
 from sessiongate.domain.validation import check_id, check_non_negative
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.plans import PlanStore
 from sessiongate.store.usage import SEAT_LOG_MONTHS, MonthData, UsageStore
 
 MAX_UNIT_PRICE_MINOR = 10**12
@@ -118,19 +117,16 @@ class PlanMethods:
 
     rt: Runtime
 
-    def _plan_store(self) -> PlanStore:
-        return PlanStore.shared(self.rt.transport, self.rt.scripts, self.rt.settings.near_cache_ttl)
-
     @rpc("admin")
     async def UpsertPlan(self, request: pb.Plan, context: Any) -> pb.Plan:
         plan = plan_from_pb(request)
-        await self._plan_store().put(plan)
+        await self.rt.plans.put(plan)
         return plan_to_pb(plan)
 
     @rpc("admin")
     async def GetPlan(self, request: pb.GetPlanRequest, context: Any) -> pb.Plan:
         plan_id = check_id("plan_id", request.plan_id)
-        plan = await self._plan_store().get(plan_id)
+        plan = await self.rt.plans.get(plan_id)
         if plan is None:
             raise NotFound(f"plan_id: no plan {plan_id!r}")
         return plan_to_pb(plan)

@@ -13,7 +13,7 @@ from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.policy import DunningPolicy, DunningStage, new_policy
 from sessiongate.domain.validation import check_id
-from sessiongate.service.billing import engine_for, timestamp_field
+from sessiongate.service.billing import timestamp_field
 from sessiongate.service.convert import (
     ACCESS_TO_PB,
     STATE_TO_PB,
@@ -26,7 +26,6 @@ from sessiongate.service.convert import (
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.ledger_codec import decode_ledger
-from sessiongate.store.policies import PolicyCache, PolicyStore
 
 MAX_REASON = 500
 MAX_DURATION_SECONDS = 315_576_000_000  # the proto Duration range
@@ -87,14 +86,14 @@ class PolicyMethods:
     @rpc("admin")
     async def UpsertPolicy(self, request: pb.DunningPolicy, context: Any) -> pb.DunningPolicy:
         policy = policy_from_pb(request)
-        await PolicyStore(self.rt.transport).put(policy)
-        PolicyCache.shared(self.rt.transport, self.rt.settings.near_cache_ttl).put(policy)
+        await self.rt.policies.put(policy)
+        self.rt.policy_cache.put(policy)
         return policy_to_pb(policy)
 
     @rpc("admin")
     async def GetPolicy(self, request: pb.GetPolicyRequest, context: Any) -> pb.DunningPolicy:
         pid = check_id("policy_id", request.policy_id)
-        policy = await PolicyStore(self.rt.transport).get(pid)
+        policy = await self.rt.policies.get(pid)
         if policy is None:
             raise NotFound(f"policy_id: no policy {pid!r}")
         return policy_to_pb(policy)
@@ -113,7 +112,7 @@ class PolicyMethods:
         now = self.rt.clock.now()
         if expires_at is not None and expires_at <= now:
             raise InvalidArgument("expires_at", "must be in the future")
-        saved = await engine_for(self.rt).override(aid, state, reason, expires_at, actor)
+        saved = await self.rt.engine.override(aid, state, reason, expires_at, actor)
         self.rt.cache.put(saved)
         return account_to_pb(saved, now)
 
@@ -137,7 +136,7 @@ class PolicyMethods:
         account, raw = await self.rt.accounts.read(aid)
         if account is None:
             raise NotFound(f"account_id: no account {aid!r}")
-        policy = await PolicyStore(self.rt.transport).for_account(account.policy_id)
+        policy = await self.rt.policies.for_account(account.policy_id)
         snapshot = decode_ledger(raw, aid).snapshot()
         now = self.rt.clock.now()
         timeline = preview(snapshot, policy, now, exempt=account.exempt)

@@ -22,9 +22,8 @@ from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
 from sessiongate.domain.restricted import proxy_verdict
-from sessiongate.service.login_check import LoginCheck, check_login
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.plans import PlanStore
+from sessiongate.usecases.login import LoginCheck
 
 HEADER_STATE = "x-sessiongate-state"
 HEADER_REASON = "x-sessiongate-reason"
@@ -67,7 +66,8 @@ class ProxyCheck:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.plans = PlanStore.shared(rt.transport, rt.scripts, rt.settings.near_cache_ttl)
+        self.plans = rt.plans
+        self.logins = rt.logins
         try:
             self.open_paths = parse_open_paths(rt.settings.authz_open_paths)
         except ValueError as exc:
@@ -81,7 +81,7 @@ class ProxyCheck:
     async def check(self, who: Identity, method: str, path: str) -> tuple[Verdict, LoginCheck]:
         """The answer to one request: the login verdict, then (restricted for non-payment
         only) an open path or feature, and the method rule of a READ_ONLY answer."""
-        checked = await check_login(self.rt, who.account_id, who.user_id)
+        checked = await self.logins.check(who.account_id, who.user_id)
         verdict = checked.verdict
         account = checked.lookup.account
         if verdict.restricted_by_payment and account is not None:

@@ -14,13 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from google.protobuf.unknown_fields import UnknownFieldSet
 from redis.exceptions import RedisError
 
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
-from sessiongate.domain.decision import Decision, Reason, Verdict, decide
+from sessiongate.domain.decision import Decision, Reason, Verdict
 from sessiongate.domain.entitlements import Entitlement, Feature, evaluate, resolve
 from sessiongate.domain.errors import (
     AlreadyExists,
@@ -34,6 +33,14 @@ from sessiongate.domain.records import ConsumeStatus, StateSource
 from sessiongate.domain.restricted import lift_for_feature
 from sessiongate.domain.sessions import new_session, parse_session_id
 from sessiongate.domain.validation import check_id, is_plain_id
+from sessiongate.ports import Snapshot
+from sessiongate.service.answer_memo import (
+    AnswerMemo,
+    Kept,
+    Remembered,
+    answer_cost,
+    rememberable,
+)
 from sessiongate.service.bulk import CHUNK_BYTES, CHUNK_EVENTS, RECORDED_KEY, BulkSlots
 from sessiongate.service.convert import (
     ACCESS_TO_PB,
@@ -43,20 +50,11 @@ from sessiongate.service.convert import (
     from_ts,
     ts,
 )
-from sessiongate.service.login_check import (
-    MAX_MEMO,
-    check_login,
-    failure_verdict,
-    remembered_login,
-)
-from sessiongate.service.lookup import Lookup, lookup_account
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.service.wire import Answered, Prebuilt, parse_check
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.batch import BatchWriter
-from sessiongate.store.nearcache import Entry, Memo
-from sessiongate.store.plans import PlanStore
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
 from sessiongate.store.usage import (
@@ -65,6 +63,8 @@ from sessiongate.store.usage import (
     UsageRecord,
     UsageStore,
 )
+from sessiongate.usecases.account_state import Lookup
+from sessiongate.usecases.login import LoginCheck, failure_verdict
 
 SOURCE_TO_PB = {
     StateSource.NEAR_CACHE: cpb.STATE_SOURCE_NEAR_CACHE,
@@ -73,21 +73,9 @@ SOURCE_TO_PB = {
     StateSource.UNAVAILABLE: cpb.STATE_SOURCE_FAILURE_MODE,
 }
 _OVERDUE = (AccountState.REMINDER, AccountState.GRACE)
-# Memo keys of prebuilt responses, with the user id and no_session (`_verdict_response`).
-_ANSWER, _OPENED = "CheckSession", "CheckSession/opened"
-# The method served raw (app.py). Its memo of request bytes -> memo key of their answer
-# keeps only requests of at most MAX_RAW_KEY bytes with no unknown field (unknown fields are
-# legal: a caller could otherwise make every key megabytes), and at most MAX_RAW_KEYS keys
-# or MAX_RAW_BYTES charged (RAW_KEY_COST each beyond its bytes): beyond, it is emptied (a
-# burst of distinct requests must not grow it without bound).
+# The method served raw (app.py): request bytes seen before are answered from the answer
+# memo's bytes (service/answer_memo.py, service/wire.py).
 RAW_METHOD = f"/{pb.DESCRIPTOR.services_by_name['SessionControl'].full_name}/CheckSession"
-MAX_RAW_KEY = 512
-MAX_RAW_KEYS = 100_000
-MAX_RAW_BYTES = 32 << 20
-RAW_KEY_COST = 200
-# Bytes charged against the near-cache's memo budget for a prebuilt answer beyond its user
-# id and twice its wire size (the bytes and the message): the dict slot, key and objects.
-PREBUILT_COST = 400
 
 # Usage events may be stamped this far ahead of our clock (clock skew between hosts).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -117,15 +105,14 @@ def check_quantity(field: str, value: int) -> int:
 
 
 class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
+        self.answers = answers  # CheckSession's remembered answers
         self.batch = BatchWriter(rt.transport)  # registered as an app component by app.py
         self.sessions = SessionStore(rt.transport, rt.scripts)
-        self.plans = PlanStore.shared(rt.transport, rt.scripts, rt.settings.near_cache_ttl)
-        # Request bytes parsed before -> (account id, memo key of their answer): the hot path.
-        self._raw_keys: dict[bytes, tuple[str, tuple[str, str, bool]]] = {}
-        self._raw_bytes = 0  # charged for `_raw_keys` (see MAX_RAW_BYTES)
+        self.plans = rt.plans
+        self.logins = rt.logins
         self.usage = UsageStore(rt.transport, rt.scripts)
         # Bulk streams write on a transport of their own (`client.transport(bulk=True)`).
         bulk = rt.bulk_transport
@@ -135,17 +122,10 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:
         """CheckSession's hot path, tried by the wrapper before the method (no coroutine):
-        for request bytes parsed before (`RAW_METHOD`), the answer's bytes that the
-        near-cache entry remembers for them (see `_verdict_response`) and what the metrics
-        read of it; None when there is none (the method then parses and answers)."""
-        key = self._raw_keys.get(raw) if raw.__class__ is bytes else None
-        if key is None:
-            return None
-        got = self.rt.cache.remembered(key[0], key[1])
-        if got is None:
-            return None
-        pre: Prebuilt = got[0]
-        return pre.answer(got[1])
+        for request bytes parsed before (`RAW_METHOD`), the remembered answer's bytes and
+        what the metrics read of them; None when there is none (the method then parses and
+        answers)."""
+        return self.answers.sent(raw) if raw.__class__ is bytes else None
 
     @rpc("app", fast=_remembered_answer)
     async def CheckSession(
@@ -157,35 +137,19 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             request = parse_check(raw)
         assert isinstance(request, pb.CheckSessionRequest)
         if not request.feature and not request.no_session:  # an allowed login remembered
-            got = self.rt.cache.remembered(request.account_id,
-                                           (_OPENED, request.user_id, False))
+            got = self.answers.remembered(request.account_id, (request.user_id, Kept.BASE))
             if got is not None:
-                return await self._open_remembered(request, got[0].message, *got[1:])
+                return await self._open_remembered(request, *got)
         resp = await self._check_session(request)
         if raw is not None and not request.feature:  # the ids were valid: remember the bytes
-            self._remember_raw(raw, request)
+            self.answers.remember_request(raw, request)
         return resp
 
-    def _remember_raw(self, raw: bytes, request: pb.CheckSessionRequest) -> None:
-        """Key the answer's memo key by the request's bytes, if they are worth keeping (see
-        MAX_RAW_KEY): a short request of known fields only."""
-        if len(raw) > MAX_RAW_KEY or len(UnknownFieldSet(request)):
-            return
-        keys = self._raw_keys
-        cost = RAW_KEY_COST + len(raw)
-        if raw not in keys:
-            if len(keys) >= MAX_RAW_KEYS or self._raw_bytes + cost > MAX_RAW_BYTES:
-                keys.clear()
-                self._raw_bytes = 0
-            self._raw_bytes += cost
-        keys[raw] = (request.account_id, (_ANSWER, request.user_id, request.no_session))
-
-    async def _open_remembered(self, request: pb.CheckSessionRequest,
-                               base: pb.CheckSessionResponse, age_ms: int, entry: Entry
-                               ) -> pb.CheckSessionResponse:
-        """A login that the near-cache entry's memo allows (`base`: its answer, see
-        `_verdict_response`): only the session to open, as `_check_session` opens it."""
-        account = entry.account
+    async def _open_remembered(self, request: pb.CheckSessionRequest, base: Remembered,
+                               age_ms: int, snapshot: Snapshot) -> pb.CheckSessionResponse:
+        """A login whose answer without its session is remembered (`base`): only the
+        session to open, as `_check_session` opens it."""
+        account = snapshot.account
         assert account is not None  # an allowed verdict is of a known account
         now = self.rt.clock.now()
         try:
@@ -194,13 +158,10 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         except (RedisError, OSError) as exc:
             return self._failure_mode(str(exc) or type(exc).__name__)
         if session_id is None:  # all seats taken
-            verdict: Verdict | None = entry.memo.get(request.user_id)  # kept before `base`
-            if verdict is None:
-                verdict = decide(account, request.user_id, now)  # timeless: the same verdict
-            return self._build_response(self._seat_refusal(account, verdict),
+            return self._build_response(self._seat_refusal(account, base.verdict),
                                         Lookup(account, StateSource.NEAR_CACHE, age_ms))
         resp = pb.CheckSessionResponse()
-        resp.CopyFrom(base)
+        resp.CopyFrom(base.answer.message)
         resp.state_age_ms = age_ms
         resp.session_id = session_id
         resp.session_expires_at.CopyFrom(ts(expires))
@@ -234,9 +195,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         user_id = check_id("user_id", request.user_id)
         if request.feature:
             check_id("feature", request.feature)
-        checked = remembered_login(self.rt, account_id, user_id)  # no await
-        if checked is None:
-            checked = await check_login(self.rt, account_id, user_id)
+        checked = await self.logins.check(account_id, user_id)
         found, verdict = checked.lookup, checked.verdict
         if found.source is StateSource.UNAVAILABLE:
             return self._failure_mode(found.error)
@@ -250,9 +209,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 return self._failure_mode(str(exc) or type(exc).__name__)
         if not verdict.allowed or account is None or (request.no_session
                                                       and not request.feature):
-            return self._verdict_response(  # nothing to open or count
-                verdict, found, None if request.feature else checked.memo,
-                (_ANSWER, user_id, request.no_session))
+            return self._verdict_response(request, checked, verdict)  # nothing to open or count
         now = self.rt.clock.now()
         try:
             if request.feature:  # allowed, with an account: the early return above
@@ -267,9 +224,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                     verdict = self._seat_refusal(account, verdict)
         except (RedisError, OSError) as exc:
             return self._failure_mode(str(exc) or type(exc).__name__)
-        resp = self._verdict_response(  # the session's fields added below
-            verdict, found, checked.memo if verdict is checked.verdict else None,
-            (_OPENED, user_id, False))
+        resp = self._verdict_response(request, checked, verdict)  # + the session's fields
         if session_id is not None and expires is not None:
             resp.session_id = session_id
             resp.session_expires_at.CopyFrom(ts(expires))
@@ -279,24 +234,27 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
                 resp.quota_resets_at.CopyFrom(ts(ent.resets_at))
         return resp
 
-    def _verdict_response(self, verdict: Verdict, found: Lookup, memo: Memo | None,
-                          key: tuple[str, str, bool]) -> pb.CheckSessionResponse:
-        """The response for the login check's `verdict`. With the near-cache entry's `memo`
-        (see login_check), a copy of the one kept there under `key` (a `Prebuilt`, made and
-        kept the first time): only the state's age differs. Keys (_ANSWER, user id,
-        no_session) are whole answers (CheckSession's hot path sends their bytes);
-        (_OPENED, user id, False) the base of a session-opening answer."""
-        if memo is not None:
-            prebuilt: Prebuilt | None = memo.get(key)
-            if prebuilt is not None:
-                resp = pb.CheckSessionResponse()
-                resp.CopyFrom(prebuilt.message)
-                resp.state_age_ms = found.age_ms
-                return resp
+    def _verdict_response(self, request: pb.CheckSessionRequest, checked: LoginCheck,
+                          verdict: Verdict) -> pb.CheckSessionResponse:
+        """The response for `verdict`, the login check's `checked` as answered (without a
+        session or quota). When `rememberable`, a copy of the one remembered for its
+        snapshot (made and kept the first time): only the state's age differs."""
+        found = checked.lookup
+        kept = rememberable(checked, verdict, feature=bool(request.feature),
+                            no_session=request.no_session)
+        if kept is None or checked.snapshot is None:
+            return self._build_response(verdict, found)
+        key = (request.user_id, kept)
+        known = self.answers.get(checked.snapshot, request.account_id, key)
+        if known is not None:
+            resp = pb.CheckSessionResponse()
+            resp.CopyFrom(known.answer.message)
+            resp.state_age_ms = found.age_ms
+            return resp
         resp = self._build_response(verdict, found)
-        if memo is not None and len(memo) < MAX_MEMO:
-            pre = Prebuilt.of(resp)
-            self.rt.cache.keep(memo, key, pre, PREBUILT_COST + len(key[1]) + 2 * len(pre.wire))
+        value = Remembered(Prebuilt.of(resp), verdict)
+        self.answers.keep(checked.snapshot, request.account_id, key, value,
+                          answer_cost(request.user_id, value))
         return resp
 
     def _build_response(self, verdict: Verdict, found: Lookup) -> pb.CheckSessionResponse:
@@ -320,7 +278,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         return resp
 
     def _failure_mode(self, error: str) -> pb.CheckSessionResponse:
-        v = failure_verdict(self.rt.settings.failure_mode, error)
+        v = failure_verdict(self.logins.failure_mode, error)
         return pb.CheckSessionResponse(
             decision=DECISION_TO_PB[v.decision],
             state=cpb.ACCOUNT_STATE_UNSPECIFIED,
@@ -332,7 +290,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     async def _checked(self, account_id: str, user_id: str) -> tuple[Lookup, Verdict]:
         """The login verdict for calls that cannot answer by failure mode: UNAVAILABLE instead."""
-        checked = await check_login(self.rt, account_id, user_id)
+        checked = await self.logins.check(account_id, user_id)
         if checked.lookup.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=checked.lookup.error)
             raise BackendUnavailable("account state unavailable")
@@ -490,7 +448,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     async def _check_recordable(self, account_id: str, feature: str, f: str) -> None:
         """The account exists, and its plan (if any) has `feature`."""
-        found = await lookup_account(self.rt, account_id)
+        found = await self.rt.lookup.find(account_id)
         if found.source is StateSource.UNAVAILABLE:
             log.warning("account state unavailable", error=found.error)
             raise BackendUnavailable("account state unavailable")

@@ -57,8 +57,8 @@ class Answered(NamedTuple):
 
 
 class Prebuilt(NamedTuple):
-    """An answer kept in a near-cache entry's memo: the message (its age cleared), its bytes,
-    and the fields the metrics read."""
+    """An answer kept in the answer memo (service/answer_memo.py): the message (its age
+    cleared), its bytes, and the fields the metrics read."""
     message: pb.CheckSessionResponse
     wire: bytes
     decision: int

@@ -40,8 +40,17 @@ def escape(account_id: str) -> str:
 
 
 def unescape(component: str) -> str:
-    """The account id of an `escape`d key component."""
-    return component.replace("%3A", ":").replace("%25", "%")
+    """`escape` undone."""
+    if "%" in component:
+        return component.replace("%3A", ":").replace("%25", "%")
+    return component
+
+
+def account_id_of(key: bytes | str) -> str:
+    """The id of an account hash's key (`account`): `sg:{b12.3}:a:acme%3Aeu:account` ->
+    `acme:eu`."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return unescape(text.split("}:a:", 1)[1].removesuffix(":account"))
 
 
 def _tag(account_id: str) -> str:

@@ -15,19 +15,12 @@ from sessiongate.store import keys
 from sessiongate.store.codec import decode_account
 from sessiongate.store.transport import Transport, raise_first
 
-_SUFFIX = ":account"
 BATCH = 500
-
-
-def account_id_of(key: bytes | str) -> str:
-    """`sg:{b12.3}:a:acme:account` -> `acme` (the id `keys.escape`d in the name)."""
-    text = key.decode() if isinstance(key, bytes) else key
-    return keys.unescape(text.split("}:a:", 1)[1][: -len(_SUFFIX)])
 
 
 async def account_ids(redis: Transport, after: str = "") -> list[str]:
     """Every account id greater than `after`, sorted."""
-    found = {account_id_of(k) async for k in redis.scan(keys.ACCOUNT_GLOB, "hash")}
+    found = {keys.account_id_of(k) async for k in redis.scan(keys.ACCOUNT_GLOB, "hash")}
     return sorted(i for i in found if i > after)
 
 

@@ -7,9 +7,9 @@ kept (up to `stale_max_age`) as the "last known state" for the `static` failure 
 
 Bounds (anyone with an app token chooses the ids looked up): entries of existing accounts
 (`max_entries`) and negative entries, of ids that name no account (`max_unknown`), are kept
-apart, so a flood of unknown ids evicts only other unknown ids. What the memos of all
-entries hold is charged against one byte budget (`memo_budget`, `keep`): beyond it, nothing
-more is remembered until entries holding memos are dropped.
+apart, so a flood of unknown ids evicts only other unknown ids. Entries are account
+snapshots only: what callers derive from one (CheckSession's answers, service/answer_memo.py)
+they keep themselves, told when the snapshot leaves (`on_drop`).
 
 A load waits for Redis at most `load_timeout` (the login path's budget): a hung Redis then
 fails the lookup with a `TimeoutError` as an unreachable one does, and the read itself goes
@@ -24,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,32 +32,17 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessiongate.domain.model import Account
+from sessiongate.ports import Accounts
 from sessiongate.store import keys
-from sessiongate.store.accounts import AccountStore
 from sessiongate.store.transport import Transport
 
 log = structlog.get_logger(__name__)
-
-
-class Memo(dict[Any, Any]):
-    """An entry's memo: `cost`, the bytes charged for it (`NearCache.keep`); `live` False
-    once its entry left the cache (nothing more is kept in it)."""
-
-    __slots__ = ("cost", "live")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cost = 0
-        self.live = True
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     account: Account | None  # None: known not to exist (negative entry)
     fetched_at: float  # monotonic seconds
-    # What callers derive from this snapshot alone (a login verdict, a prebuilt response):
-    # it lives and dies with the entry, so an invalidation or reload drops it too.
-    memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
     @property
     def version(self) -> int:
@@ -66,16 +50,20 @@ class Entry:
 
 
 class NearCache:
+    """The account port's snapshots, kept in process (`ports.AccountCache`)."""
+
+    # What a read raises when Redis cannot answer: the lookup's failure mode decides then.
+    unavailable: tuple[type[Exception], ...] = (RedisError, OSError)
+
     def __init__(
         self,
-        store: AccountStore,
+        store: Accounts,
         *,
         ttl: float,
         enabled: bool = True,
         stale_max_age: float = 300.0,
         max_entries: int = 200_000,
         max_unknown: int = 10_000,
-        memo_budget: int = 64 << 20,
         load_timeout: float | None = None,
         max_loads: int = 4096,
         monotonic: Callable[[], float] = time.monotonic,
@@ -86,14 +74,13 @@ class NearCache:
         self._stale_max_age = stale_max_age
         self._max_entries = max_entries
         self._max_unknown = max_unknown
-        self._memo_budget = memo_budget
         self._load_timeout = load_timeout
         self._max_loads = max_loads
         self._now = monotonic
         self._entries: dict[str, Entry] = {}  # of existing accounts
         self._unknown: dict[str, Entry] = {}  # negative entries: ids that name no account
         self._inflight: dict[str, asyncio.Task[Entry]] = {}
-        self.memo_bytes = 0  # charged for the memos of the entries held (`keep`)
+        self._dropped: Callable[[str, Entry], None] | None = None  # `on_drop`
         self.hits = 0
         self.misses = 0
 
@@ -117,31 +104,38 @@ class NearCache:
         self.misses += 1
         return None
 
-    def remembered(self, account_id: str, key: Any) -> tuple[Any, int, Entry] | None:
-        """What a fresh entry's memo holds under `key`, its age in ms and the entry (counted
-        as a hit); None, counting nothing, when there is no fresh entry or nothing under `key`
-        (the caller then looks up as usual, which counts)."""
-        entry = self._entries.get(account_id)
-        if entry is None:
-            entry = self._unknown.get(account_id)
-        if entry is not None:
-            value = entry.memo.get(key)
-            if value is not None:
-                age = self._now() - entry.fetched_at
-                if age < self._ttl:
-                    self.hits += 1
-                    return value, int(age * 1000), entry
+    def fresh_age(self, account_id: str, entry: object) -> int | None:
+        """The age in ms of `entry`, handed out before, while it is the one held for
+        `account_id` and fresh (counted as a hit); None, counting nothing, otherwise (the
+        caller then looks up as usual, which counts). Synchronous: the hot path."""
+        held = self._entries.get(account_id)
+        if held is None:
+            held = self._unknown.get(account_id)
+        if held is entry and held is not None:
+            age = self._now() - held.fetched_at
+            if age < self._ttl:
+                self.hits += 1
+                return int(age * 1000)
         return None
 
-    def last_known(self, account_id: str) -> Entry | None:
-        """The newest entry however old, if within `stale_max_age` (failure mode `static`)."""
+    def held(self, account_id: str, entry: object) -> bool:
+        """Whether `entry` is still the one held for `account_id` (fresh or not)."""
+        return self._get(account_id) is entry
+
+    def on_drop(self, listener: Callable[[str, Entry], None]) -> None:
+        """Call `listener(account id, entry)` whenever an entry leaves the cache (invalidated,
+        reloaded, replaced or evicted): what was derived from it goes too."""
+        self._dropped = listener
+
+    def last_known(self, account_id: str) -> tuple[Entry, int] | None:
+        """The newest entry however old, and its age in ms, if within `stale_max_age`
+        (failure mode `static`)."""
         entry = self._get(account_id)
-        if entry is not None and self._now() - entry.fetched_at <= self._stale_max_age:
-            return entry
+        if entry is not None:
+            age = self._now() - entry.fetched_at
+            if age <= self._stale_max_age:
+                return entry, int(age * 1000)
         return None
-
-    def age_ms(self, entry: Entry) -> int:
-        return int((self._now() - entry.fetched_at) * 1000)
 
     async def load(self, account_id: str) -> Entry:
         """Read from Redis (one HMGET), coalescing concurrent misses of the same account.
@@ -177,11 +171,10 @@ class NearCache:
         if not task.cancelled():
             task.exception()  # retrieved: its waiters re-raise it, or all of them gave up
 
-    def _drop(self, entry: Entry) -> None:
-        """`entry` leaves the cache: its memo's bytes are no longer charged."""
-        memo = entry.memo
-        memo.live = False
-        self.memo_bytes -= memo.cost
+    def _drop(self, account_id: str, entry: Entry) -> None:
+        """`entry` leaves the cache: tell the listener (`on_drop`)."""
+        if self._dropped is not None:
+            self._dropped(account_id, entry)
 
     def _put(self, account_id: str, entry: Entry) -> None:
         if not self._enabled:
@@ -193,12 +186,13 @@ class NearCache:
             held, other, limit = self._unknown, self._entries, self._max_unknown
         old = other.pop(account_id, None)
         if old is not None:
-            self._drop(old)
+            self._drop(account_id, old)
         old = held.get(account_id)
         if old is not None:
-            self._drop(old)
+            self._drop(account_id, old)
         elif len(held) >= limit:
-            self._drop(held.pop(next(iter(held))))
+            evicted = next(iter(held))
+            self._drop(evicted, held.pop(evicted))
         held[account_id] = entry
 
     def put(self, account: Account) -> None:
@@ -207,26 +201,13 @@ class NearCache:
         if current is None or current.version <= account.version:
             self._put(account.account_id, Entry(account, self._now()))
 
-    def keep(self, memo: Memo, key: Any, value: Any, size: int) -> bool:
-        """Remember `value` under `key` in `memo` (a held entry's), charging `size` bytes (an
-        estimate of what it keeps alive) against `memo_budget`. False, keeping nothing, when
-        the entry has left the cache or the budget is spent: the caller computes anew."""
-        if not memo.live or self.memo_bytes + size > self._memo_budget:
-            return False
-        old = memo.get(key)
-        memo[key] = value
-        if old is None:
-            memo.cost += size
-            self.memo_bytes += size
-        return True
-
     def invalidate(self, account_id: str, version: int | None = None) -> None:
         entry = self._get(account_id)
         if entry is None:
             return
         if version is None or entry.version < version:
             # Keep it as last known state, but never fresh again.
-            self._drop(entry)
+            self._drop(account_id, entry)
             held = self._entries if entry.account is not None else self._unknown
             held[account_id] = Entry(entry.account, self._now() - self._ttl - 1e-3)
 

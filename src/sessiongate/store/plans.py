@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,11 +47,6 @@ class Consumed:
     used: int
 
 
-# One plan cache per Redis client, shared by the servicers of one process, so that a plan
-# upserted here is seen at once here; other replicas see it within the TTL.
-_STORES: weakref.WeakKeyDictionary[Transport, PlanStore] = weakref.WeakKeyDictionary()
-
-
 class PlanStore:
     def __init__(self, redis: Transport, scripts: Scripts, ttl: float = 2.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -61,13 +55,6 @@ class PlanStore:
         self._ttl = ttl
         self._now = monotonic
         self._cache: dict[str, tuple[Plan | None, float]] = {}
-
-    @classmethod
-    def shared(cls, redis: Transport, scripts: Scripts, ttl: float) -> PlanStore:
-        store = _STORES.get(redis)
-        if store is None:
-            store = _STORES[redis] = cls(redis, scripts, ttl)
-        return store
 
     async def get(self, plan_id: str) -> Plan | None:
         """From the cache when younger than the TTL, else one GET."""

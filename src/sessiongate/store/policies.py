@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -87,11 +86,6 @@ class PolicyStore:
         await self._redis.call("SET", keys.policy(policy.policy_id), encode_policy(policy))
 
 
-# One policy cache per transport, shared in a process (as the plan cache): a policy
-# upserted here is seen at once here, by other replicas within the TTL.
-_CACHES: weakref.WeakKeyDictionary[Transport, PolicyCache] = weakref.WeakKeyDictionary()
-
-
 class PolicyCache:
     """The policies login checks read (what a dunning stage grants), kept for a TTL.
 
@@ -105,13 +99,6 @@ class PolicyCache:
         self._ttl = ttl
         self._now = monotonic
         self._cache: dict[str, tuple[DunningPolicy, float]] = {}
-
-    @classmethod
-    def shared(cls, redis: Transport, ttl: float) -> PolicyCache:
-        cache = _CACHES.get(redis)
-        if cache is None:
-            cache = _CACHES[redis] = cls(redis, ttl)
-        return cache
 
     async def for_account(self, policy_id: str) -> DunningPolicy:
         hit = self._cache.get(policy_id)

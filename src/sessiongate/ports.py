@@ -1,0 +1,58 @@
+"""What the use-cases (usecases/) need from the outside, as Protocols.
+
+The Redis side satisfies them (store/accounts.py, store/nearcache.py, store/policies.py),
+app.py hands the real ones in, and the use-cases never import redis or grpc: a use-case
+reads an account through the near-cache port and a policy through the policy port, and
+tells "the backend cannot answer" by the exceptions the port names (`unavailable`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sessiongate.domain.model import Account
+from sessiongate.domain.policy import DunningPolicy
+
+
+class Accounts(Protocol):
+    """Account snapshots by id (store/accounts.py's `AccountStore`)."""
+
+    async def get(self, account_id: str) -> Account | None: ...
+
+
+class Snapshot(Protocol):
+    """One account snapshot as the near-cache holds it; its identity is the snapshot's (a
+    reload or an invalidation makes a new one): what is derived from it may be kept as long
+    as it is held (service/answer_memo.py)."""
+
+    @property
+    def account(self) -> Account | None: ...  # None: known not to exist
+
+
+class AccountCache(Protocol):
+    """The near-cache in front of `Accounts` (store/nearcache.py's `NearCache`)."""
+
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        """What its reads raise when the backend cannot answer (the failure mode decides)."""
+        ...
+
+    def hit(self, account_id: str) -> tuple[Snapshot, int] | None:
+        """A fresh snapshot and its age in ms (counted), or None (a miss, counted)."""
+        ...
+
+    async def load(self, account_id: str) -> Snapshot:
+        """Read the backend; raises one of `unavailable` when it cannot answer."""
+        ...
+
+    def last_known(self, account_id: str) -> tuple[Snapshot, int] | None:
+        """The newest snapshot however old and its age in ms, within the `static` failure
+        mode's bound."""
+        ...
+
+
+class Policies(Protocol):
+    """The dunning policy of an account, as login checks read it (store/policies.py's
+    `PolicyCache`: never raises, the last known or built-in policy answers)."""
+
+    async def for_account(self, policy_id: str) -> DunningPolicy: ...

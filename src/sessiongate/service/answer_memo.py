@@ -1,0 +1,198 @@
+"""CheckSession's one answer memo: which answers may be remembered, and those remembered.
+
+A login decided on a near-cache snapshot that `decide` answers alike at any time gets the
+same answer, but for the state's age, for as long as the near-cache holds that snapshot.
+So its prebuilt bytes (service/wire.py) are kept per account, tied to that snapshot: the
+near-cache reports every snapshot that leaves it (invalidated, reloaded, evicted;
+`NearCache.on_drop`) and its answers go with it, and a remembered answer is sent only while
+its snapshot is the one held and fresh (`NearCache.fresh_age`). The request's bytes, when
+small and free of unknown fields, are remembered too: a request seen before is answered
+from them without a parse (`sent`, CheckSession's hot path).
+
+Bounds (anyone with an app token chooses the ids and bytes): at most MAX_PER_ACCOUNT answers
+per snapshot, and `budget` bytes charged in all (an estimate of what each keeps alive);
+request bytes of at most MAX_RAW_KEY bytes with no unknown field, at most MAX_RAW_KEYS of
+them or MAX_RAW_BYTES charged (RAW_KEY_COST each beyond its bytes): beyond, that table is
+emptied (a burst of distinct requests must not grow it without bound). Snapshots are bounded
+by the near-cache's own entries.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from sessiongate.api.v1 import session_control_pb2 as pb
+from sessiongate.domain.decision import Verdict
+from sessiongate.ports import Snapshot
+from sessiongate.service.wire import Answered, Prebuilt
+from sessiongate.store.nearcache import NearCache
+from sessiongate.usecases.login import LoginCheck, answers_at_any_time
+
+MAX_PER_ACCOUNT = 256  # answers per snapshot (users x kinds)
+BUDGET = 64 << 20  # bytes charged for every answer kept
+# Bytes charged for an answer beyond its user id, twice its wire size (the bytes and the
+# message) and its verdict's message: the dict slot, the key and the objects.
+ANSWER_COST = 700
+MAX_RAW_KEY = 512
+MAX_RAW_KEYS = 100_000
+MAX_RAW_BYTES = 32 << 20
+RAW_KEY_COST = 200
+
+
+class Kept(enum.Enum):
+    """What a remembered answer is, in the memo's key (user id, kind)."""
+
+    ANSWER = "answer"  # the whole answer to a login that opens no session (a denial)
+    NO_SESSION = "no_session"  # the whole answer to a check with `no_session`
+    BASE = "base"  # an allowed login's answer without its session: opened on each login
+
+
+Key = tuple[str, Kept]  # (user id, kind)
+
+
+class Remembered(NamedTuple):
+    answer: Prebuilt
+    verdict: Verdict  # the login check's (a seat refusal is built on it)
+
+
+def rememberable(checked: LoginCheck, answered: Verdict, *, feature: bool,
+                 no_session: bool) -> Kept | None:
+    """Whether CheckSession may remember its answer to `checked`, as what; None: it may not.
+
+    - Only a verdict decided on a fresh near-cache snapshot (not read from Redis, not
+      stale, not the failure mode's) that `decide` answers alike at any time: no parent to
+      consult, no override that expires. It holds as long as the snapshot (for an account
+      in a dunning stage, with its policy as cached: a policy change reaches remembered
+      answers within the two TTLs).
+    - Only the login check's own verdict as `answered`: not a seat refusal, an entitlement's
+      denial or a feature lifted for an account restricted for non-payment.
+    - A denial, an unknown account, or a check with `no_session`: the whole answer, unless a
+      feature was asked (its answer reads the plan and the quota).
+    - An allowed login of a known account that opens a session or asks a feature: its answer
+      without the session or quota (BASE); the session is opened anew on every login.
+    """
+    account = checked.lookup.account
+    if (checked.snapshot is None or answered is not checked.verdict
+            or not answers_at_any_time(account)):
+        return None
+    if not answered.allowed or account is None or (no_session and not feature):
+        if feature:
+            return None
+        return Kept.NO_SESSION if no_session else Kept.ANSWER
+    return Kept.BASE
+
+
+def request_key(request: pb.CheckSessionRequest) -> Key:
+    """The memo key of the whole answer to `request` (one without a feature)."""
+    return (request.user_id, Kept.NO_SESSION if request.no_session else Kept.ANSWER)
+
+
+def answer_cost(user_id: str, value: Remembered) -> int:
+    return (ANSWER_COST + len(user_id) + 2 * len(value.answer.wire)
+            + len(value.verdict.message))
+
+
+class _Slot:
+    """The answers remembered for one snapshot, and the bytes charged for them."""
+
+    __slots__ = ("answers", "cost", "snapshot")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.answers: dict[Key, Remembered] = {}
+        self.cost = 0
+
+
+class AnswerMemo:
+    def __init__(self, cache: NearCache, *, budget: int = BUDGET) -> None:
+        self._cache = cache
+        self._budget = budget
+        self._slots: dict[str, _Slot] = {}  # by account id
+        # Request bytes parsed before -> (account id, key of their whole answer).
+        self.raw_keys: dict[bytes, tuple[str, Key]] = {}
+        self._raw_bytes = 0  # charged for `raw_keys`
+        self.bytes = 0  # charged for the answers kept
+        cache.on_drop(self._dropped)
+
+    def sent(self, raw: bytes) -> tuple[bytes, Answered] | None:
+        """The hot path: for request bytes seen before, the remembered answer's bytes with
+        the state's age, and what the metrics read of them; None (nothing counted) when
+        there is none."""
+        key = self.raw_keys.get(raw)
+        if key is None:
+            return None
+        got = self.remembered(key[0], key[1])
+        if got is None:
+            return None
+        return got[0].answer.answer(got[1])
+
+    def remembered(self, account_id: str, key: Key
+                   ) -> tuple[Remembered, int, Snapshot] | None:
+        """The answer remembered under `key` while its snapshot is held and fresh, with the
+        snapshot's age in ms (a near-cache hit, counted) and the snapshot; None, counting
+        nothing, otherwise (the caller then checks as usual, which counts)."""
+        slot = self._slots.get(account_id)
+        if slot is None:
+            return None
+        value = slot.answers.get(key)
+        if value is None:
+            return None
+        age = self._cache.fresh_age(account_id, slot.snapshot)
+        if age is None:
+            return None
+        return value, age, slot.snapshot
+
+    def get(self, snapshot: Snapshot, account_id: str, key: Key) -> Remembered | None:
+        """What is remembered under `key` for `snapshot` (a login check just read it)."""
+        slot = self._slots.get(account_id)
+        if slot is None or slot.snapshot is not snapshot:
+            return None
+        return slot.answers.get(key)
+
+    def keep(self, snapshot: Snapshot, account_id: str, key: Key, value: Remembered,
+             size: int) -> bool:
+        """Remember `value` under `key` for `snapshot`, charging `size` bytes (`answer_cost`).
+        False, keeping nothing, when the near-cache no longer holds the snapshot, or its
+        answers or the byte budget are full: the caller answers anew next time."""
+        if not self._cache.held(account_id, snapshot):
+            return False
+        slot = self._slots.get(account_id)
+        if slot is not None and slot.snapshot is not snapshot:  # not reported dropped
+            self._dropped(account_id, slot.snapshot)
+            slot = None
+        if slot is not None and key in slot.answers:
+            slot.answers[key] = value
+            return True
+        if self.bytes + size > self._budget or (
+                slot is not None and len(slot.answers) >= MAX_PER_ACCOUNT):
+            return False
+        if slot is None:
+            slot = self._slots[account_id] = _Slot(snapshot)
+        slot.answers[key] = value
+        slot.cost += size
+        self.bytes += size
+        return True
+
+    def remember_request(self, raw: bytes, request: pb.CheckSessionRequest) -> None:
+        """Key the whole answer to `request` (valid ids, no feature) by its bytes, if they
+        are worth keeping: a short request of known fields only."""
+        if len(raw) > MAX_RAW_KEY or len(UnknownFieldSet(request)):
+            return
+        keys = self.raw_keys
+        cost = RAW_KEY_COST + len(raw)
+        if raw not in keys:
+            if len(keys) >= MAX_RAW_KEYS or self._raw_bytes + cost > MAX_RAW_BYTES:
+                keys.clear()
+                self._raw_bytes = 0
+            self._raw_bytes += cost
+        keys[raw] = (request.account_id, request_key(request))
+
+    def _dropped(self, account_id: str, snapshot: Snapshot) -> None:
+        """The near-cache let `snapshot` go: its answers go too."""
+        slot = self._slots.get(account_id)
+        if slot is not None and slot.snapshot is snapshot:
+            del self._slots[account_id]
+            self.bytes -= slot.cost
