@@ -51,7 +51,7 @@ from sessiongate.service.session_control import RAW_METHOD, SessionControlServic
 from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.children import ChildrenIndex
-from sessiongate.store.client import connect
+from sessiongate.store.client import connect, transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.plans import PlanStore
@@ -158,26 +158,27 @@ class Application:
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
         redis = connect(url, cluster=s.redis_cluster)
-        scripts = Scripts(redis)
-        store = AccountStore(redis, scripts)
+        tr = transport(url, cluster=s.redis_cluster)
+        scripts = Scripts(tr)
+        store = AccountStore(tr, scripts)
         cache = NearCache(
             store, ttl=s.near_cache_ttl, enabled=s.near_cache, stale_max_age=s.static_max_age,
             max_entries=s.near_cache_entries, max_unknown=s.near_cache_unknown,
             load_timeout=s.login_redis_timeout,
         )
-        policies = PolicyStore(redis)
-        policy_cache = PolicyCache(redis, s.near_cache_ttl)
+        policies = PolicyStore(tr)
+        policy_cache = PolicyCache(tr, s.near_cache_ttl)
         lookup = AccountLookup(cache, s.failure_mode)
         rt = self.rt = Runtime(
-            settings=s, clock=self.clock, redis=redis, scripts=scripts, accounts=store,
-            cache=cache, auth=auth,
+            settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
+            accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
-            bulk_redis=connect(url, cluster=s.redis_cluster, bulk=True),
+            bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True),
             policies=policies, policy_cache=policy_cache,
-            plans=PlanStore(redis, scripts, s.near_cache_ttl),
+            plans=PlanStore(tr, scripts, s.near_cache_ttl),
             engine=DunningEngine(store, policies, self.clock.now),
             lookup=lookup, logins=LoginChecker(lookup, policy_cache, self.clock),
-            children=ChildrenIndex(redis),
+            children=ChildrenIndex(tr),
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)
@@ -209,7 +210,7 @@ class Application:
         if s.http_addr:
             await self._start_http(rt)
         ready = asyncio.Event()
-        self.tasks.append(asyncio.create_task(cache.listen(redis, ready)))
+        self.tasks.append(asyncio.create_task(cache.listen(tr, ready)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 5.0)
         if s.scheduler:
@@ -217,7 +218,8 @@ class Application:
             if s.reports:
                 self.reports = report_scheduler(rt)
                 self.components.append(self.reports)
-        deliverer = build_deliverer(s, redis)  # None when no sink is configured
+        # None when no sink is configured.
+        deliverer = build_deliverer(s, redis, sharded=tr.sharded)
         if deliverer is not None:
             self.components.append(deliverer)
         for component in self.components:
@@ -291,9 +293,10 @@ class Application:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         if self.rt is not None:
+            await self.rt.transport.aclose()
             await self.rt.redis.aclose()
-            if self.rt.bulk_redis is not None:
-                await self.rt.bulk_redis.aclose()
+            if self.rt.bulk_transport is not None:
+                await self.rt.bulk_transport.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped")

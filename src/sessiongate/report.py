@@ -112,7 +112,7 @@ def cmd_digest(ns: Any) -> int:
     from sessiongate.config import Settings
     from sessiongate.domain.clock import SystemClock
     from sessiongate.reporting.digest import Digest
-    from sessiongate.store.client import connect
+    from sessiongate.store.client import transport
     from sessiongate.store.scripts import Scripts
 
     settings = Settings.from_env()
@@ -122,7 +122,7 @@ def cmd_digest(ns: Any) -> int:
         return 2
 
     async def run() -> str:
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = transport(settings.redis_url, cluster=settings.redis_cluster)
         try:
             digest = Digest(redis, Scripts(redis), settings, SystemClock())
             if ns.send:

@@ -14,7 +14,7 @@ from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.billing.consumer import PaymentConsumer
 from sessiongate.service.billing import engine_for
 from sessiongate.store import keys
-from sessiongate.store.client import cluster_url, is_cluster
+from sessiongate.store.client import cluster_url
 from sessiongate.store.slots import key_slot
 from tests.cluster.cluster import LocalCluster
 from tests.integration.dunning_support import T0, get, invoice, pay, start, sweeper
@@ -55,7 +55,7 @@ def test_the_cluster_url_scheme_selects_cluster_mode() -> None:
 
 def test_the_server_talks_to_the_cluster(cluster_server: ServerThread) -> None:
     assert cluster_server.app.rt is not None
-    assert is_cluster(cluster_server.app.rt.redis)
+    assert cluster_server.app.rt.transport.sharded
 
 
 def test_a_cluster_url_needs_no_flag(cluster: LocalCluster) -> None:
@@ -63,7 +63,7 @@ def test_a_cluster_url_needs_no_flag(cluster: LocalCluster) -> None:
     url = cluster.url.replace("redis://", "redis+cluster://", 1)
     srv = ServerThread(make_settings(url)).start()
     try:
-        assert srv.app.rt is not None and is_cluster(srv.app.rt.redis)
+        assert srv.app.rt is not None and srv.app.rt.transport.sharded
         upsert(srv, account_id=ACCOUNTS[0], users=["alice"])
         assert check(srv, ACCOUNTS[0], "alice").decision == cpb.DECISION_ALLOW
     finally:

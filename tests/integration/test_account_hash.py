@@ -18,7 +18,8 @@ from sessiongate.domain.proration import Seats
 from sessiongate.service.convert import ts
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS, AccountStore
-from sessiongate.store.client import connect
+from sessiongate.store.client import connect as connect_redis_py
+from sessiongate.store.client import transport as connect
 from sessiongate.store.record import EVENTS_BYTES, HISTORY_BYTES, SEAT_CHANGES_BYTES
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.usage import UsageStore
@@ -91,6 +92,7 @@ def test_applied_events_beyond_their_budget_go_to_the_zset_and_stay_duplicates(
 
     async def main() -> None:
         client = connect(redis_url)
+        raw = connect_redis_py(redis_url)
         store = AccountStore(client, Scripts(client))
         try:
             version = 0
@@ -105,20 +107,21 @@ def test_applied_events_beyond_their_budget_go_to_the_zset_and_stay_duplicates(
                                            event_id=eid, now=T0 + timedelta(days=2))
                 assert again.status == "duplicate", eid
                 assert await store.was_applied("acme", eid)
-            fields = await client.hgetall(keys.account("acme"))
+            fields = await raw.hgetall(keys.account("acme"))
             assert 0 < len(fields[b"e"]) <= EVENTS_BYTES
-            assert await client.zcard(keys.applied_events("acme")) + fields[b"e"].count(
+            assert await raw.zcard(keys.applied_events("acme")) + fields[b"e"].count(
                 b"\x1e") == len(ids)
             later = T0 + timedelta(milliseconds=IDEMPOTENCY_RETENTION_MS, days=2)
             res = await store.commit(Account("acme"), expected_version=version,
                                      event_id="late", now=later)
             assert res.ok
-            assert await client.hget(keys.account("acme"), "e") == b"\x1elate\x1f" + str(
+            assert await raw.hget(keys.account("acme"), "e") == b"\x1elate\x1f" + str(
                 ms(later)).encode()
-            assert not await client.exists(keys.applied_events("acme"))
+            assert not await raw.exists(keys.applied_events("acme"))
             assert not await store.was_applied("acme", ids[-1])
         finally:
             await client.aclose()
+            await raw.aclose()
 
     asyncio.run(main())
 
@@ -128,6 +131,7 @@ def test_seat_changes_beyond_their_budget_go_to_the_list_and_read_whole(
 ) -> None:
     async def main() -> None:
         client = connect(redis_url)
+        raw = connect_redis_py(redis_url)
         usage = UsageStore(client, Scripts(client))
         try:
             for v in range(1, 11):
@@ -137,10 +141,11 @@ def test_seat_changes_beyond_their_budget_go_to_the_list_and_read_whole(
             assert [len(seats.named) for _, seats in got.seat_log] == list(range(1, 11))
             assert [at for at, _ in got.seat_log] == [
                 int((T0 + timedelta(days=v)).timestamp()) for v in range(1, 11)]
-            newest = await client.hget(keys.account("acme"), "s") or b""
+            newest = await raw.hget(keys.account("acme"), "s") or b""
             assert 0 < len(newest) <= SEAT_CHANGES_BYTES
-            assert await client.llen(keys.seat_changes("acme")) + newest.count(b"\x1e") == 10
+            assert await raw.llen(keys.seat_changes("acme")) + newest.count(b"\x1e") == 10
         finally:
             await client.aclose()
+            await raw.aclose()
 
     asyncio.run(main())

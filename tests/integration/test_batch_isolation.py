@@ -15,9 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
 from sessiongate.api.v1 import accounts_pb2 as apb
@@ -26,6 +23,7 @@ from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.domain.sessions import new_session
 from sessiongate.store import keys
 from sessiongate.store.batch import BatchWriter
+from sessiongate.store.client import transport
 from sessiongate.store.embedded import free_port
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_sessions import login, upsert, wait_for
@@ -124,8 +122,8 @@ def test_a_stop_with_redis_unreachable_reports_exactly_what_it_could_not_write()
     logged as lost, not dropped silently."""
 
     async def run() -> tuple[BatchWriter, list[dict[str, object]]]:
-        client = AsyncRedis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
-                            retry=Retry(NoBackoff(), 0))
+        client = transport(f"redis://127.0.0.1:{free_port()}/0?socket_connect_timeout=0.5"
+                           "&socket_timeout=0.5")
         writer = BatchWriter(client)
         await writer.start()
         for i in range(37):

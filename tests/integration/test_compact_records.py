@@ -60,17 +60,16 @@ def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(
     import asyncio
     from datetime import timedelta
 
-    from redis.asyncio import Redis as AsyncRedis
-
     from sessiongate.domain.sessions import new_session
     from sessiongate.store.batch import BatchWriter
+    from sessiongate.store.client import transport
 
     t0 = datetime(2026, 10, 5, 9, tzinfo=UTC)
     lease = timedelta(minutes=5)
     old, live, new = (new_session("acme", u) for u in ("alice", "bob", "carol"))
 
     async def run() -> None:
-        client = AsyncRedis.from_url(redis_url)
+        client = transport(redis_url)
         try:
             writer = BatchWriter(client)
             writer.login(old, t0, t0 + lease)

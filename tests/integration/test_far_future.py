@@ -106,7 +106,7 @@ def test_a_stored_10000_year_reminder_interval_saturates(srv: ServerThread) -> N
     policy = DunningPolicy("slow", (DunningStage(AccountState.REMINDER, DAY),
                                     DunningStage(AccountState.SUSPENDED, 30 * DAY)),
                            reminder_interval=timedelta(seconds=315_576_000_000))
-    srv.call(PolicyStore(rt.redis).put(policy))
+    srv.call(PolicyStore(rt.transport).put(policy))
     upsert(srv, account_id="acme", users=["alice"], policy_id="slow")
     assert invoice(srv, due=T0 - 2 * DAY).state == cpb.ACCOUNT_STATE_REMINDER
     account = srv.call(rt.accounts.get("acme"))

@@ -11,7 +11,6 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sessiongate.store.client import connect
 from sessiongate.store.mux import BATCH_MAX, Mux
 
 ECHO = "return ARGV[1]"
@@ -26,9 +25,7 @@ async def busy(stop: asyncio.Event) -> None:
 def run(redis_url: str, body: Callable[[Mux], Awaitable[Any]], spin: bool = False) -> Any:
     """`body(mux)` on a connected Mux of a fresh client; `spin`: with the loop kept busy."""
     async def main() -> Any:
-        client = connect(redis_url)
-        mux = Mux.of(client)
-        assert mux is not None
+        mux = Mux(redis_url, socket_timeout=2.0)
         stop = asyncio.Event()
         spinner = asyncio.ensure_future(busy(stop)) if spin else None
         try:
@@ -39,7 +36,7 @@ def run(redis_url: str, body: Callable[[Mux], Awaitable[Any]], spin: bool = Fals
             stop.set()
             if spinner is not None:
                 await spinner
-            await client.aclose()
+            await mux.aclose()
     return asyncio.run(main())
 
 

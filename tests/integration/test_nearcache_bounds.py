@@ -22,7 +22,7 @@ from sessiongate.domain.decision import UNKNOWN_ACCOUNT
 from sessiongate.service.answer_memo import AnswerMemo, Kept, Remembered
 from sessiongate.service.wire import Prebuilt
 from sessiongate.store.accounts import AccountStore
-from sessiongate.store.client import connect
+from sessiongate.store.client import transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import Entry, NearCache
 from sessiongate.store.scripts import Scripts
@@ -36,7 +36,7 @@ def test_memo_bytes_are_bounded_and_released_with_their_entries(
     value = Remembered(answer, UNKNOWN_ACCOUNT)
 
     async def run() -> None:
-        client = connect(redis_url)
+        client = transport(redis_url)
         cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0, max_unknown=2)
         memo = AnswerMemo(cache, budget=10_000)
         try:
@@ -74,7 +74,7 @@ def test_a_hung_redis_fails_loads_within_their_budget_and_bounds_reads_in_flight
     assert pid is not None
 
     async def run() -> None:
-        client = connect(srv.url)
+        client = transport(srv.url)
         cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0, load_timeout=0.2,
                           max_loads=2)
         try:

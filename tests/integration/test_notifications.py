@@ -379,7 +379,8 @@ def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver)
                                  {"account": b["account_id"], "version": 1,
                                   "body": json.dumps(b)})
                 receiver.script = [503] * 6
-                d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a")
+                d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a",
+                              sharded=True)
                 await d.start()
                 try:
                     ids = sorted(b["id"] for b in bodies)

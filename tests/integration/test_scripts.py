@@ -10,7 +10,7 @@ import redis
 
 from sessiongate.domain.sessions import new_session
 from sessiongate.store import keys
-from sessiongate.store.client import connect
+from sessiongate.store.client import transport as connect
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
 

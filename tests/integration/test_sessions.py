@@ -240,16 +240,15 @@ def test_batch_writer_retries_while_redis_cannot_write_without_counting_twice(
     import asyncio
     from datetime import UTC, datetime
 
-    from redis.asyncio import Redis as AsyncRedis
-
     from sessiongate.domain.sessions import new_session
+    from sessiongate.store.client import transport
 
     at = datetime(2026, 10, 5, 9, tzinfo=UTC)
     ref = new_session("acme", "alice")
     redis_client.set("ballast", "x" * 4096)
 
     async def run() -> tuple[int, int, int, int]:
-        client = AsyncRedis.from_url(redis_url)
+        client = transport(redis_url)
         try:
             writer = BatchWriter(client)
             writer.login(ref, at, at + timedelta(seconds=TTL))
@@ -279,16 +278,15 @@ def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
     import asyncio
     from datetime import UTC, datetime
 
-    from redis.asyncio import Redis as AsyncRedis
-
     from sessiongate.domain.sessions import new_session
     from sessiongate.store.batch import MAX_BATCH
+    from sessiongate.store.client import transport
 
     at = datetime(2026, 10, 5, 9, tzinfo=UTC)
     count = 2 * MAX_BATCH + 7
 
     async def run() -> int:
-        client = AsyncRedis.from_url(redis_url)
+        client = transport(redis_url)
         try:
             writer = BatchWriter(client)
             for i in range(count):

@@ -24,7 +24,7 @@ class ReportBuilder:
     def __init__(self, rt: Runtime, links: LinkSigner | None = None) -> None:
         self.rt = rt
         self.links = links
-        self._usage = UsageStore(rt.redis, rt.scripts)
+        self._usage = UsageStore(rt.transport, rt.scripts)
 
     async def _summary(self, account_id: str, period: str, now: datetime) -> Any:
         start, end = parse_month("period", period, now)
@@ -32,7 +32,7 @@ class ReportBuilder:
         return summarize(account_id, period, start, end, now, data, 0)
 
     async def children_of(self, account_id: str) -> list[Account]:
-        return [a async for a in scan_accounts(self.rt.redis,
+        return [a async for a in scan_accounts(self.rt.transport,
                                                keep=lambda a: a.parent_id == account_id)]
 
     async def build(self, account: Account, period: str, now: datetime, *,

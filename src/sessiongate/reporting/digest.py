@@ -13,8 +13,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-
 from sessiongate.billing.report.due import digest_day
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock
@@ -26,6 +24,7 @@ from sessiongate.store.accounts import AccountStore
 from sessiongate.store.listing import scan_accounts
 from sessiongate.store.outbox_once import enqueue, enqueue_once
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
 
 KIND = NotificationKind.DIGEST.value
 LOOKAHEAD = timedelta(days=7)
@@ -34,7 +33,8 @@ _DUNNED = {"REMINDER", "GRACE", "SUSPENDED"}
 
 
 class Digest:
-    def __init__(self, redis: Redis, scripts: Scripts, settings: Settings, clock: Clock) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts, settings: Settings,
+                 clock: Clock) -> None:
         self.redis = redis
         self.scripts = scripts
         self.accounts = AccountStore(redis, scripts)
@@ -78,8 +78,8 @@ class Digest:
             suspending=tuple(sorted(suspending,
                                     key=lambda x: (x["suspends_at"], x["account_id"]))),
             overdue=dict(sorted(overdue.items())),
-            dead_letters={"payments": await redis.xlen(keys.PAYMENT_DEAD_LETTER),
-                          "notifications": await redis.xlen(keys.NOTIFY_DEAD_LETTER)},
+            dead_letters={"payments": await redis.call("XLEN", keys.PAYMENT_DEAD_LETTER),
+                          "notifications": await redis.call("XLEN", keys.NOTIFY_DEAD_LETTER)},
         )
 
     async def tick(self) -> bool:
@@ -88,7 +88,7 @@ class Digest:
         day = digest_day(now, self.at, self.time_zone)
         name = day.isoformat()
         marker = keys.digest_sent(name)
-        if await self.redis.exists(marker):
+        if await self.redis.call("EXISTS", marker):
             return False
         body = await self.build(now, f"{KIND}:{name}", name)
         return await enqueue_once(self.scripts, marker, keys.DIGEST_ACCOUNT, body)

@@ -56,8 +56,8 @@ class MonthlyReports:
     async def run(self, period: str, *, legacy: bool = True) -> int:
         """`legacy`: also accounts of releases that did not record `created_at` (only the
         newest month: an upgrade must not send them two reports at once)."""
-        redis = self.rt.redis
-        if await redis.exists(keys.reports_complete(period)):
+        redis = self.rt.transport
+        if await redis.call("EXISTS", keys.reports_complete(period)):
             return 0
         now = self.rt.clock.now()
         accounts = [a async for a in scan_accounts(redis)]
@@ -81,7 +81,7 @@ class MonthlyReports:
         sent = 0
         for _, a in sorted(due, key=lambda d: (d[0], d[1].account_id)):  # Tokyo before LA
             marker = keys.report_sent(a.account_id, period)
-            if await redis.exists(marker):
+            if await redis.call("EXISTS", marker):
                 continue
             try:
                 body = await self.builder.build(
@@ -92,7 +92,7 @@ class MonthlyReports:
                 complete = False
                 log.exception("monthly report failed", account=a.account_id, period=period)
         if complete and now >= report_due_at(LAST_ZONE, period):
-            await redis.set(keys.reports_complete(period), "1", ex=MARKER_TTL_S)
+            await redis.call("SET", keys.reports_complete(period), "1", "EX", MARKER_TTL_S)
         if sent:
             log.info("monthly reports sent", period=period, count=sent)
         return sent

@@ -79,5 +79,5 @@ def report_scheduler(rt: Runtime) -> ReportsScheduler:
     s = rt.settings
     builder = ReportBuilder(rt, link_signer(s, rt.clock.now))
     monthly = MonthlyReports(rt, builder, webhook=bool(s.webhook_url))
-    digest = Digest(rt.redis, rt.scripts, s, rt.clock) if s.digest_recipients() else None
+    digest = Digest(rt.transport, rt.scripts, s, rt.clock) if s.digest_recipients() else None
     return ReportsScheduler(monthly, digest)

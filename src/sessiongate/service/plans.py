@@ -146,7 +146,7 @@ class PlanMethods:
                              " months whose seats are kept")
         if await self.rt.accounts.get(account_id) is None:
             raise NotFound(f"account_id: no account {account_id!r}")
-        data = await UsageStore(self.rt.redis, self.rt.scripts).month(
+        data = await UsageStore(self.rt.transport, self.rt.scripts).month(
             account_id, request.period, start, end)
         # Decoding the seat log and the proration are pure and grow with the roster: in a
         # worker thread, so that the loop keeps answering logins meanwhile.
@@ -165,5 +165,5 @@ class PlanMethods:
             before = (previous.version, billable_seats(previous.users, previous.seat_limit))
             if before[1] == seats:
                 return
-        await UsageStore(self.rt.redis, self.rt.scripts).log_seats(
+        await UsageStore(self.rt.transport, self.rt.scripts).log_seats(
             account.account_id, account.version, seats, now.astimezone(UTC), before)

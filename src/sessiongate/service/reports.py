@@ -50,7 +50,7 @@ class ReportMethods:
         body = await self.report_builder().build_for(account_id, period, now,
                                                      notification_id=nid,
                                                      children=request.children)
-        await enqueue(self.rt.redis, account_id, body)
+        await enqueue(self.rt.transport, account_id, body)
         return pb.SendReportResponse(notification_id=nid, period=period)
 
     @rpc("admin")
@@ -73,11 +73,11 @@ class ReportMethods:
                     and (before is None or (a.suspends_at is not None
                                             and a.suspends_at < before)))
 
-        ids = await account_ids(self.rt.redis, after=request.page_token)
+        ids = await account_ids(self.rt.transport, after=request.page_token)
         out = pb.ListAccountsResponse()
         batch = max(size, 100)
         for i in range(0, len(ids), batch):
-            for a in await read_accounts(self.rt.redis, ids[i:i + batch]):
+            for a in await read_accounts(self.rt.transport, ids[i:i + batch]):
                 if not keep(a):
                     continue
                 if len(out.accounts) == size:

@@ -109,13 +109,13 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
         self.answers = answers  # CheckSession's remembered answers
-        self.batch = BatchWriter(rt.redis)  # registered as an app component by app.py
-        self.sessions = SessionStore(rt.redis, rt.scripts)
+        self.batch = BatchWriter(rt.transport)  # registered as an app component by app.py
+        self.sessions = SessionStore(rt.transport, rt.scripts)
         self.plans = rt.plans
         self.logins = rt.logins
-        self.usage = UsageStore(rt.redis, rt.scripts)
-        # Bulk streams write on a client of their own (`client.connect(bulk=True)`).
-        bulk = rt.bulk_redis
+        self.usage = UsageStore(rt.transport, rt.scripts)
+        # Bulk streams write on a transport of their own (`client.transport(bulk=True)`).
+        bulk = rt.bulk_transport
         self.bulk_usage = (self.usage if bulk is None else UsageStore(bulk, Scripts(bulk)))
         self.bulk_slots = BulkSlots()
         self._ttl = timedelta(seconds=rt.settings.session_ttl)

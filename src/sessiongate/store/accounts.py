@@ -11,16 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
-
 from sessiongate.domain.errors import Conflict
 from sessiongate.domain.model import Account
 from sessiongate.domain.notifications import Notice, encode
 from sessiongate.domain.records import CommitStatus, HistoryEntry
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
-from sessiongate.store.mux import Mux
 from sessiongate.store.record import (
     EVENTS_BYTES,
     HISTORY_BYTES,
@@ -32,6 +28,7 @@ from sessiongate.store.record import (
     in_compact_ledger,
 )
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport, raise_first
 
 # Applied event ids are remembered at least this long (a billing period and then some).
 IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
@@ -103,23 +100,13 @@ def _decode_read(fields: list[Any]) -> tuple[Account | None, str | None]:
     return account, None if ledger is None else _text(ledger)
 
 
-def _raise_first(replies: list[Any]) -> None:
-    """As a pipeline's `execute()`: the first error reply is raised."""
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
-
-
 class AccountStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
-        self._mux = Mux.of(redis)
-        self._hmget = (None if self._mux is None
-                       else self._mux.encoder_for(("HMGET", "", *_FIELDS), 1))
 
     async def get(self, account_id: str) -> Account | None:
-        data, version = await self._redis.hmget(keys.account(account_id), ["data", "v"])
+        data, version = await self._redis.call("HMGET", keys.account(account_id), "data", "v")
         if data is None:
             return None
         return decode_account(data, int(version or 0))
@@ -154,48 +141,30 @@ class AccountStore:
     async def history(self, account_id: str, limit: int = 0) -> list[dict[str, Any]]:
         """Every transition, oldest first (the last `limit` if > 0): the archive of entries
         the hash pushed out, then the hash's newest ones."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.lrange(keys.history_archive(account_id), 0, -1)
-        pipe.hget(keys.account(account_id), "h")
-        archived, newest = await pipe.execute()
+        archived, newest = raise_first(await self._redis.many([
+            ("LRANGE", keys.history_archive(account_id), 0, -1),
+            ("HGET", keys.account(account_id), "h")]))
         raw = [*archived, *entries(newest)]
         return [decode_history(r) for r in (raw[-limit:] if limit > 0 else raw)]
 
     async def was_applied(self, account_id: str, event_id: str) -> bool:
         """Whether the event id is recorded as applied: in the ledger, the hash's `e`, or
         the applied-events zset."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(keys.account(account_id), ["e", "l"])
-        pipe.zscore(keys.applied_events(account_id), event_id)
-        (events, ledger), score = await pipe.execute()
+        (events, ledger), score = raise_first(await self._redis.many([
+            ("HMGET", keys.account(account_id), "e", "l"),
+            ("ZSCORE", keys.applied_events(account_id), event_id)]))
         return (score is not None or applied_in(events, event_id)
                 or in_compact_ledger(ledger, event_id))
 
     async def read(self, account_id: str) -> tuple[Account | None, str | None]:
         """The account and its ledger text, in one round trip."""
-        return _decode_read(await self._redis.hmget(keys.account(account_id), _FIELDS))
+        return _decode_read(await self._redis.call("HMGET", keys.account(account_id), *_FIELDS))
 
     async def read_many(self, account_ids: Sequence[str]
                         ) -> list[tuple[Account | None, str | None]]:
         """`read` of each account, all in one round trip."""
-        if self._mux is not None:
-            return await self._read_many_mux(account_ids)
-        pipe = self._redis.pipeline(transaction=False)
-        for aid in account_ids:
-            pipe.hmget(keys.account(aid), _FIELDS)
-        return [_decode_read(f) for f in await pipe.execute()]
-
-    async def _read_many_mux(self, account_ids: Sequence[str]
-                             ) -> list[tuple[Account | None, str | None]]:
-        """`read_many` on the Mux: an HMGET of each hash, not through redis-py's pipeline
-        (its per-command queueing and callbacks)."""
-        mux, hmget = self._mux, self._hmget
-        assert mux is not None and hmget is not None
-        if not account_ids:
-            return []
-        replies = await mux.request(b"".join([hmget(keys.account(aid)) for aid in account_ids]),
-                                    len(account_ids), True)
-        _raise_first(replies)
+        replies = raise_first(await self._redis.many(
+            [("HMGET", keys.account(aid), *_FIELDS) for aid in account_ids]))
         return [_decode_read(f) for f in replies]
 
     async def update(

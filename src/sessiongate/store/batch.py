@@ -22,10 +22,11 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import (
+    BusyLoadingError,
     ClusterDownError,
     MasterDownError,
     OutOfMemoryError,
@@ -33,13 +34,13 @@ from redis.exceptions import (
     RedisError,
     TryAgainError,
 )
-from redis.typing import EncodableT, FieldT
 
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field
 from sessiongate.store.sessions import LEASE_KEYS_MARGIN_MS
+from sessiongate.store.transport import Transport
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +50,8 @@ DEAD_LETTER_MAXLEN = 100_000  # the dead-letter stream keeps about this many, ne
 STOP_TIMEOUT = 10.0  # seconds a stop waits for the last flush
 
 # Reply errors that say Redis cannot write now, not that the record is bad: retried later.
-_NOT_NOW = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError, MasterDownError)
+_NOT_NOW = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError, MasterDownError,
+            BusyLoadingError)
 _NOT_NOW_CODES = ("BUSY", "MISCONF", "NOREPLICAS", "LOADING", "MASTERDOWN", "TRYAGAIN",
                   "CLUSTERDOWN", "READONLY", "OOM")
 
@@ -77,7 +79,7 @@ class BatchWriter:
     `lost` (neither written nor dead-lettered), `write_failures` (writes that failed and
     were retried); `pending` and `oldest_age()` describe the queue."""
 
-    def __init__(self, redis: Redis, interval: float = 0.05) -> None:
+    def __init__(self, redis: Transport, interval: float = 0.05) -> None:
         self._redis = redis
         self._interval = interval
         self._queue: list[LoginRecord] = []
@@ -179,7 +181,7 @@ class BatchWriter:
         """One pipeline of `batch`'s commands: the positions of the records one of whose
         commands Redis refused; None if the pipeline failed whole or Redis cannot write now
         (nothing known about it: its writes are idempotent, so it is retried whole)."""
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         owners: list[list[int]] = []  # per command: the positions of the records it serves
         first: dict[str, list[int]] = {}  # account -> its records (its first command's list)
         keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
@@ -193,26 +195,26 @@ class BatchWriter:
                 # of take_seat.lua score above any time: see keys.leases.)
                 mine = first[aid] = []
                 at = int(rec.at.timestamp() * 1000)
-                pipe.zremrangebyscore(keys.leases(aid), "-inf", f"({at}")
+                commands.append(("ZREMRANGEBYSCORE", keys.leases(aid), "-inf", f"({at}"))
                 owners.append(mine)
             mine.append(i)
             exp = int(rec.expires.timestamp() * 1000)
             keep[aid] = max(keep.get(aid, 0),
                             exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
             # The session and its user's seat (unshifted: unlimited accounts count no seats).
-            pipe.zadd(keys.leases(aid), {uid: exp, rec.ref.member: exp}, gt=True)
+            commands.append(("ZADD", keys.leases(aid), "GT", exp, uid, exp, rec.ref.member))
             day = day_name(rec.at)
             # Fields, not counters: a retried batch (the outcome of a failed pipeline is
             # unknown) rewrites the same fields and counts nothing twice. One small hash per
             # account and month holds them (compact in Redis, see store/activity.py).
-            pipe.hset(keys.usage(aid, month_name(rec.at)),
-                      mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
+            commands.append(("HSET", keys.usage(aid, month_name(rec.at)),
+                             login_field(day, rec.ref.nonce), 1, active_field(day, uid), 1))
             owners += ([i], [i])
         for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
-            pipe.pexpire(keys.leases(aid), ms)  # leases vanish a day after its last lease
+            commands.append(("PEXPIRE", keys.leases(aid), ms))  # leases vanish a day after
             owners.append(first[aid])
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._redis.many(commands)
         except (RedisError, OSError) as exc:
             self._last_error = str(exc)
             return None
@@ -227,15 +229,14 @@ class BatchWriter:
 
     async def _pipeline_one(self, rec: LoginRecord) -> str | None:
         """`rec` written alone: None once written, else the reason Redis refused it."""
-        pipe = self._redis.pipeline(transaction=False)
         aid, uid = rec.ref.account_id, rec.ref.user_id
         exp = int(rec.expires.timestamp() * 1000)
-        pipe.zadd(keys.leases(aid), {uid: exp, rec.ref.member: exp}, gt=True)
         day = day_name(rec.at)
-        pipe.hset(keys.usage(aid, month_name(rec.at)),
-                  mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._redis.many([
+                ("ZADD", keys.leases(aid), "GT", exp, uid, exp, rec.ref.member),
+                ("HSET", keys.usage(aid, month_name(rec.at)),
+                 login_field(day, rec.ref.nonce), 1, active_field(day, uid), 1)])
         except (RedisError, OSError) as exc:
             self._last_error = str(exc)
             self._failed(1, self._last_error)
@@ -254,12 +255,13 @@ class BatchWriter:
     async def _dead_letter(self, rec: LoginRecord, reason: str) -> None:
         """`rec` and `reason` to the dead-letter stream, counted and logged; if even that
         fails, counted as lost and logged with the record's content."""
-        content: dict[FieldT, EncodableT] = {
+        content: dict[str, str] = {
             "account_id": rec.ref.account_id, "user_id": rec.ref.user_id,
             "nonce": rec.ref.nonce, "at": rec.at.isoformat(), "expires": rec.expires.isoformat()}
         try:
-            await self._redis.xadd(keys.BATCH_DEAD_LETTER, {**content, "reason": reason},
-                                   maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            fields = [x for kv in {**content, "reason": reason}.items() for x in kv]
+            await self._redis.call("XADD", keys.BATCH_DEAD_LETTER, "MAXLEN", "~",
+                                   DEAD_LETTER_MAXLEN, "*", *fields)
         except (RedisError, OSError) as exc:
             log.error("login record lost: not written, dead letter failed", record=content,
                       reason=reason, error=str(exc))

@@ -11,9 +11,8 @@ stored, so a stale set can never make a login loop or read without bound.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from sessiongate.store import keys
+from sessiongate.store.transport import Transport
 
 
 def _text(v: bytes | str) -> str:
@@ -21,7 +20,7 @@ def _text(v: bytes | str) -> str:
 
 
 class ChildrenIndex:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Transport) -> None:
         self._redis = redis
 
     async def move(self, account_id: str, old_parent: str, new_parent: str) -> None:
@@ -29,9 +28,9 @@ class ChildrenIndex:
         if old_parent == new_parent:
             return
         if old_parent:
-            await self._redis.srem(keys.children(old_parent), account_id)
+            await self._redis.call("SREM", keys.children(old_parent), account_id)
         if new_parent:
-            await self._redis.sadd(keys.children(new_parent), account_id)
+            await self._redis.call("SADD", keys.children(new_parent), account_id)
 
     async def height(self, account_id: str, limit: int) -> int:
         """Levels of descendants under `account_id`, counted up to `limit + 1` (enough to
@@ -40,10 +39,8 @@ class ChildrenIndex:
         level = [account_id]
         height = 0
         while level and height <= limit:
-            pipe = self._redis.pipeline(transaction=False)
-            for parent in level:
-                pipe.smembers(keys.children(parent))
-            found = {_text(c) for members in await pipe.execute() for c in members}
+            replies = await self._redis.many([("SMEMBERS", keys.children(p)) for p in level])
+            found = {_text(c) for members in replies for c in members}
             level = sorted(found - seen)
             seen.update(level)
             if level:

@@ -10,35 +10,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from redis.asyncio import Redis
-
 from sessiongate.domain.model import Account
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account
+from sessiongate.store.transport import Transport, raise_first
 
 BATCH = 500
 
 
-async def account_ids(redis: Redis, after: str = "") -> list[str]:
+async def account_ids(redis: Transport, after: str = "") -> list[str]:
     """Every account id greater than `after`, sorted."""
-    found = {keys.account_id_of(k) async for k in redis.scan_iter(
-        match=keys.ACCOUNT_GLOB, count=1000, _type="hash")}
+    found = {keys.account_id_of(k) async for k in redis.scan(keys.ACCOUNT_GLOB, "hash")}
     return sorted(i for i in found if i > after)
 
 
-async def read_accounts(redis: Redis, ids: list[str]) -> list[Account]:
+async def read_accounts(redis: Transport, ids: list[str]) -> list[Account]:
     """The accounts of `ids` that exist, in order, one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    for aid in ids:
-        pipe.hmget(keys.account(aid), ["data", "v"])
     out = []
-    for data, version in await pipe.execute():
+    for data, version in raise_first(await redis.many(
+            [("HMGET", keys.account(aid), "data", "v") for aid in ids])):
         if data is not None:
             out.append(decode_account(data, int(version or 0)))
     return out
 
 
-async def scan_accounts(redis: Redis, after: str = "",
+async def scan_accounts(redis: Transport, after: str = "",
                         keep: Callable[[Account], bool] = lambda a: True
                         ) -> AsyncIterator[Account]:
     """Accounts with an id greater than `after`, in id order, those `keep` accepts."""

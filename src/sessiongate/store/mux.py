@@ -1,41 +1,37 @@
-"""One multiplexed Redis connection for the hot Lua calls, beside the redis-py client.
+"""The transport on one Redis server (`transport.Transport`): one multiplexed connection.
 
-Why: a seat-limited login makes one `take_seat.lua` call. Through redis-py each call costs a
-pooled connection of its own (so tens of sockets, each woken and read separately), its retry
-and timeout wrappers and a pure-Python encoder: ~130 us of CPU per call, more than the
-floor's whole gRPC request. Here calls are hand-encoded RESP written on one shared
-connection, and replies, which arrive together, are parsed by hiredis in one
-`data_received` and matched to their callers in order (Redis answers a connection's commands
-in the order sent).
+Why not a Redis library: measured on the seat-limited login (one EVALSHA per login) and the
+payment stream, redis-py with hiredis, coredis and valkey-glide all cost 40-100 % more
+instructions per request than this (docs/performance.md, "Redis transport: measured").
+Commands are hand-encoded RESP written on one shared connection, and replies, which arrive
+together, are parsed by hiredis in one `data_received` and matched to their callers in order
+(Redis answers a connection's commands in the order sent).
 
-Logins' writes are batched by the event loop's idleness, not by a timer. A command sent with
-`hold` (a seat-limited login's take_seat, a session's renewal) is written in the loop
-iteration after the one that queued it, or later while the loop has other callbacks ready
-to run (it is busy, so more logins are coming), until the oldest has waited `HOLD_MAX` or
-`BATCH_MAX` commands are queued. An idle loop writes at once. Saturated, the seat-limited
-login path then makes one write per ~4 logins instead of one each (and Redis one read and
-one reply write), ~20-30 us less CPU per login (docs/performance.md, row "Login writes held
-while the loop is busy"). grpc.aio hands a saturated server about one request per loop
-iteration, so batching within one iteration, as Redis clients' auto-pipelining does, found
-almost nothing to batch (0.6 %).
-Other commands are written at once, with any held ones ahead of them (replies are matched
-in order): a chain of round trips such as the payment consumer's would pay a loop
-iteration more per trip (measured: ~10 % fewer events/s).
+Logins' writes are batched by arrivals, with `call_soon` ordering only. A command sent with
+`hold` (a seat-limited login's take_seat) is written from a callback scheduled with
+`call_soon`, i.e. after every callback ready when it was queued, and waits one turn more
+(grpc.aio hands a saturated server about one request per loop iteration); while more held
+commands arrive turn after turn (the loop is busy with logins) it waits on, until a turn
+brings none, the oldest has waited `HOLD_MAX` or `BATCH_MAX` are queued. An idle loop
+writes two iterations later. Other commands are written at once, with any held ones
+ahead of them (replies are matched in order): a chain of round trips such as the payment
+consumer's would pay a loop iteration more per trip.
 
-What it keeps from the configured client: host, port, TLS context, credentials, db, client
-name, RESP version (2 or 3: a Lua reply's types depend on it), encoding, the socket timeouts,
-the errors (redis-py's own classes: `NoScriptError`, `ResponseError`, ...), and the one retry
-on a `ConnectionError` that `client.connect` configures. Unix sockets and Redis Cluster are
-not handled (`Mux.of` returns None): the caller keeps using redis-py there.
+Connection settings come from the URL (`redis.asyncio.connection.parse_url`, redis-py's
+public parser): host, port or unix path, TLS (`rediss://`, its `ssl_*` options), credentials,
+db, client name, RESP version (`protocol=3`: a Lua reply's types depend on it), timeouts
+(else those of `client.OPTIONS`); any other option is refused (`ValueError`), not ignored. Error
+replies become redis-py's public exception classes, with the messages redis-py gives them.
 
 Safety: a cancelled caller's reply is still read and dropped, so the replies of the others
 stay matched; if the oldest command has waited `socket_timeout` for its reply, the connection
 is dropped and every command in flight fails with `TimeoutError` (it may have run); a lost
-connection fails the commands in flight with `ConnectionError`, and the next call reconnects.
+connection fails the commands in flight with `ConnectionError`, and the next call reconnects
+(once more on a new connection: one opened before may have died unnoticed).
 
-`Mux.subscribe` opens a further connection with the same settings for one pub/sub channel
+`subscribe` opens a further connection with the same settings for one pub/sub channel
 (the near-cache's invalidations): its messages are parsed the same way and handed to a
-callback as they arrive, several per read, instead of one redis-py coroutine per message.
+callback as they arrive, several per read.
 """
 
 from __future__ import annotations
@@ -43,16 +39,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import parse_url
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    DataError,
+    ExecAbortError,
+    InvalidResponse,
+    MasterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sessiongate.store.transport import VARIABLE, Call, Script
 
 _MORE = object()  # hiredis: no complete reply buffered yet
 # An argument's RESP length prefix, made once for short ones: `encode` is ~25 % quicker
@@ -64,6 +75,33 @@ _PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band, neve
 # most commands written at once.
 HOLD_MAX = 0.001
 BATCH_MAX = 64
+# Error replies by their first word, as redis-py's exceptions (the rest: ResponseError).
+# As redis-py, the message of one of these leaves its first word out; any other's is whole.
+_ERRORS: dict[str, Callable[[str], Exception]] = {
+    "ERR": ResponseError, "NOSCRIPT": NoScriptError, "READONLY": ReadOnlyError,
+    "NOPERM": NoPermissionError,
+    "WRONGPASS": AuthenticationError, "NOAUTH": AuthenticationError,
+    "OOM": OutOfMemoryError, "LOADING": BusyLoadingError, "TRYAGAIN": TryAgainError,
+    "CLUSTERDOWN": ClusterDownError, "MASTERDOWN": MasterDownError,
+    "EXECABORT": ExecAbortError,
+}
+
+
+# What a URL may set (`parse_url`) that the Mux honours; any other option (pool size,
+# keepalive, decoded replies, retries on timeout, ...) is refused, not silently ignored.
+_IMPLIED = frozenset({"host", "port", "path", "connection_class"})
+_HONOURED = _IMPLIED | {
+    "db", "username", "password", "client_name", "protocol", "socket_timeout",
+    "socket_connect_timeout", "ssl_ca_certs", "ssl_ca_path", "ssl_cert_reqs",
+    "ssl_check_hostname", "ssl_certfile", "ssl_keyfile", "ssl_password"}
+
+
+def _error(message: str) -> Exception:
+    """hiredis's `replyError`: an error reply as redis-py's exception for it, with the
+    message redis-py gives it."""
+    code, _, rest = message.partition(" ")
+    known = _ERRORS.get(code)
+    return ResponseError(message) if known is None else known(rest)
 
 
 class _Waiter:
@@ -93,9 +131,7 @@ class _Protocol(asyncio.Protocol):
         self.lost: asyncio.Future[Exception] = loop.create_future()  # its error, once closed
         self._queued: list[bytes] = []  # encoded commands not written yet (`_flush`)
         self._queued_since = 0.0
-        # The loop's queue of callbacks ready to run (CPython's asyncio; absent on other
-        # loops: then every flush writes).
-        self._ready: Sequence[Any] = getattr(loop, "_ready", ())
+        self._seen = 0  # queued commands at the pending `_flush`'s last turn (0: none yet)
         self.writes = 0  # socket writes of commands, for tests and debugging
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,6 +154,7 @@ class _Protocol(asyncio.Protocol):
             queued.append(payload)
             if len(queued) == 1:
                 self._queued_since = now
+                self._seen = 0  # the first turn always waits one more (see `_flush`)
                 self.loop.call_soon(self._flush)
         elif queued:  # behind the held ones, in the same write
             queued.append(payload)
@@ -130,12 +167,14 @@ class _Protocol(asyncio.Protocol):
         return fut
 
     def _flush(self) -> None:
-        """Write the queued commands, unless the loop is busy and they may wait longer."""
+        """Write the queued commands, unless more arrived since the last turn (the loop is
+        busy with logins) and they may wait longer."""
         queued = self._queued
         if not queued:  # written behind an unheld command, or dropped by `_fail`
             return
-        if (self._ready and len(queued) < BATCH_MAX
+        if ((self._seen == 0 or len(queued) > self._seen) and len(queued) < BATCH_MAX
                 and self.loop.time() - self._queued_since < HOLD_MAX):
+            self._seen = len(queued)
             self.loop.call_soon(self._flush)  # after the callbacks ready now
             return
         self._write_queued()
@@ -170,7 +209,7 @@ class _Protocol(asyncio.Protocol):
             if w.replies is None:
                 pending.popleft()
                 if not w.fut.done():  # else its caller was cancelled: the reply is dropped
-                    if isinstance(reply, ResponseError):
+                    if isinstance(reply, Exception):  # an error reply (`_error`)
                         w.fut.set_exception(reply)
                     else:
                         w.fut.set_result(reply)
@@ -228,96 +267,130 @@ class Subscription:
 
 
 class Mux:
-    """A lazily (re)connected multiplexed connection with the settings of a redis-py client."""
+    """A lazily (re)connected multiplexed connection to the Redis server at a URL."""
 
-    def __init__(self, template: Connection) -> None:
-        self._template = template  # never connected: its settings and connect arguments
-        enc = template.encoder
-        self._encoding, self._errors = enc.encoding, enc.encoding_errors
-        self._encode_other: Callable[[Any], bytes] = enc.encode
-        self._reader_args: dict[str, Any] = {
-            "protocolError": InvalidResponse, "replyError": template._parser.parse_error,
-            "notEnoughData": _MORE}
-        if enc.decode_responses:
-            self._reader_args.update(encoding=enc.encoding, errors=enc.encoding_errors)
+    sharded = False
+
+    def __init__(self, url: str, *, socket_timeout: float | None = None,
+                 socket_connect_timeout: float | None = None, **_: Any) -> None:
+        o: dict[str, Any] = dict(parse_url(url))
+        refused = sorted(set(o) - _HONOURED)
+        if refused or o.get("protocol", 2) not in (2, 3):
+            raise ValueError(
+                f"Redis URL option(s) {', '.join(refused) or 'protocol'}: not supported on one "
+                f"server (store/mux.py honours {', '.join(sorted(_HONOURED - _IMPLIED))})")
+        self._path: str | None = o.get("path")
+        self._host: str = o.get("host", "localhost")
+        self._port: int = int(o.get("port", 6379))
+        self._ssl = _ssl_context(o) if url.lower().startswith("rediss://") else None
+        self._db = int(o.get("db") or 0)
+        self._username: str | None = o.get("username")
+        self._password: str | None = o.get("password")
+        self._client_name: str | None = o.get("client_name")
+        self._protocol = int(o.get("protocol") or 2)
+        self.timeout: float | None = o.get("socket_timeout", socket_timeout)
+        self._connect_timeout: float | None = o.get("socket_connect_timeout",
+                                                   socket_connect_timeout)
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
-
-    @classmethod
-    def of(cls, redis: Redis) -> Mux | None:
-        """The Mux of `redis` (one per client), or None where redis-py must stay: Redis
-        Cluster (its client routes each call by slot), unix sockets, a connection class
-        of its own. Closed with the client when it is a `client.Client`."""
-        if isinstance(redis, RedisCluster):
-            return None
-        mux: Mux | None = redis.__dict__.get("_sessiongate_mux")
-        if mux is None:
-            template = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-            if type(template) not in (Connection, SSLConnection):
-                return None
-            mux = redis.__dict__["_sessiongate_mux"] = cls(template)
-            closers = getattr(redis, "on_close", None)  # a client.Client
-            if closers is not None:
-                closers.append(mux.aclose)
-        return mux
 
     @property
     def writes(self) -> int:
         """Socket writes of commands on the current connection (tests, debugging)."""
         return self._proto.writes if self._proto is not None else 0
 
-    @property
-    def text_encoding(self) -> tuple[str, str]:
-        """(encoding, errors) of text arguments, as the redis-py client's."""
-        return self._encoding, self._errors
-
     def encode(self, args: Sequence[Any], head: bytes = b"", count: int = 0) -> bytes:
-        """RESP of one command (after `head`, its first `count` arguments already encoded);
-        str, bytes and int by hand, the rest by redis-py's encoder (floats; the errors for
-        None or bool)."""
+        """RESP of one command (after `head`, its first `count` arguments already encoded):
+        str (UTF-8), bytes, int and float (its repr, as redis-py); anything else is refused
+        with redis-py's `DataError`."""
         out = [b"*%d\r\n%b" % (len(args) + count, head)]
         append = out.append
-        encoding, errors = self._encoding, self._errors
         for a in args:
             t = type(a)
             if t is str:
-                b = a.encode(encoding, errors)
+                b = a.encode()
             elif t is bytes:
                 b = a
             elif t is int:
                 b = b"%d" % a
             else:
-                b = self._encode_other(a)
+                b = _encode_other(a)
             n = len(b)
             append(_LENGTHS[n] if n < _SHORT else b"$%d\r\n" % n)
             append(b)
             append(b"\r\n")
         return b"".join(out)
 
-    def encoder_for(self, args: Sequence[Any], at: int) -> Callable[[str], bytes]:
-        """`encode(args)` with the text `args[at]` given at each call, the rest encoded once
-        (the same command for each of many keys: ~0.3 us instead of ~1.5)."""
-        head = self.encode(args[:at], b"", len(args) - at)
-        tail = self.encode(args[at + 1:])
-        tail = tail[tail.index(b"\r\n") + 2:]  # without its own "*<count>"
-        encoding, errors = self._encoding, self._errors
+    def call(self, *args: Any) -> Awaitable[Any]:
+        return self.request(self.encode(args))
 
-        def encode(arg: str) -> bytes:
-            b = arg.encode(encoding, errors)
-            return b"%b$%d\r\n%b\r\n%b" % (head, len(b), b, tail)
-        return encode
-
-    async def call(self, *args: Any) -> Any:
-        """One command's reply; an error reply is raised as redis-py's exception for it."""
-        return await self.request(self.encode(args))
-
-    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """The replies of `commands`, sent in one write; an error reply is returned in its
-        place (a `ResponseError`), not raised."""
+    async def many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if not commands:
             return []
         payload = b"".join([self.encode(c) for c in commands])
         return list(await self.request(payload, len(commands), True))
+
+    def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any],
+                hold: bool = False) -> Awaitable[Any]:
+        payload = self.encode((script.sha, len(keys), *keys, *args), b"$7\r\nEVALSHA\r\n", 1)
+        return self._evalsha(script, payload, hold)
+
+    async def _evalsha(self, script: Script, payload: bytes, hold: bool) -> Any:
+        try:
+            return await self.send(payload, 1, False, hold)  # one future, no other coroutine
+        except NoScriptError:
+            pass
+        except RedisConnectionError:  # one more try on a new connection, as `request`
+            try:
+                return await self.resend(payload)
+            except NoScriptError:  # a restarted Redis has no scripts
+                pass
+        await self.call("SCRIPT", "LOAD", script.text)
+        return await self.request(payload)
+
+    async def evalsha_many(self, script: Script, calls: Sequence[Call]) -> list[Any]:
+        if not calls:
+            return []
+        commands = [("EVALSHA", script.sha, len(k), *k, *a) for k, a in calls]
+        results = await self.many(commands)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.call("SCRIPT", "LOAD", script.text)
+            again = await self.many([commands[i] for i in missing])
+            for i, res in zip(missing, again, strict=True):
+                results[i] = res
+        return results
+
+    def prepare(self, script: Script, keys: Sequence[Any], args: Sequence[Any]
+                ) -> Callable[..., Awaitable[Any]]:
+        """The EVALSHA encoded once but for the `VARIABLE` arguments: a call formats those
+        into the rest (one bytes `%`), instead of encoding every argument anew (a
+        seat-limited login's has 14 arguments, 10 of them the same for a user all day)."""
+        every = (len(keys), *keys, *args)
+        fmt = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(every) + 2), self.encode((script.sha,))[4:]]
+        for a in every:
+            fmt.append(b"$%d\r\n%b\r\n" if a is VARIABLE
+                       else self.encode((a,))[4:].replace(b"%", b"%%"))
+        template = b"".join(fmt)
+
+        def call(*values: str | int) -> Awaitable[Any]:
+            parts: list[Any] = []
+            for v in values:
+                b = b"%d" % v if type(v) is int else str(v).encode()
+                parts += (len(b), b)
+            return self._evalsha(script, template % tuple(parts), True)
+        return call
+
+    async def scan(self, match: str, kind: str | None = None, count: int = 1000
+                   ) -> AsyncIterator[bytes]:
+        cursor: Any = b"0"
+        while True:
+            cursor, found = await self.call("SCAN", cursor, "MATCH", match, "COUNT", count,
+                                            *(("TYPE", kind) if kind else ()))
+            for key in found:
+                yield key
+            if cursor == b"0":
+                return
 
     def send(self, payload: bytes, n: int = 1, many: bool = False, hold: bool = False
              ) -> Awaitable[Any]:
@@ -331,8 +404,8 @@ class Mux:
 
     async def request(self, payload: bytes, n: int = 1, many: bool = False) -> Any:
         """`send`, once more on a new connection if the connection was lost: one that was
-        open before this call may have died unnoticed (Redis restarted); the redis-py client
-        retries so too (`client.connect`)."""
+        open before this call may have died unnoticed (Redis restarted). Safe for any
+        command: a command on a lost connection was not executed."""
         try:
             return await self.send(payload, n, many)
         except RedisConnectionError:
@@ -363,9 +436,7 @@ class Mux:
     async def subscribe(self, channel: str, on_message: Callable[[Any], None]
                         ) -> Subscription:
         """A connection of its own, subscribed to `channel`: the data of each message goes to
-        `on_message` as it arrives, several per read, without redis-py's per-message
-        coroutines and dicts. Returns once Redis confirmed the subscription; raises if the
-        connection or the subscription fails."""
+        `on_message` as it arrives, several per read, without a coroutine per message."""
         proto = await self._open_connection()
         confirmed: asyncio.Future[None] = proto.loop.create_future()
 
@@ -373,9 +444,9 @@ class Mux:
             if not isinstance(reply, list) or len(reply) < 3:
                 return
             kind = reply[0]
-            if kind in (b"message", "message"):
+            if kind == b"message":
                 on_message(reply[2])
-            elif kind in (b"subscribe", "subscribe") and not confirmed.done():
+            elif kind == b"subscribe" and not confirmed.done():
                 confirmed.set_result(None)
 
         proto.on_push = push
@@ -383,7 +454,7 @@ class Mux:
             assert proto.transport is not None
             proto.transport.write(self.encode(["SUBSCRIBE", channel]))
             either: list[asyncio.Future[Any]] = [confirmed, proto.lost]
-            async with asyncio.timeout(self._template.socket_timeout):
+            async with asyncio.timeout(self.timeout):
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not confirmed.done():
                 raise proto.lost.result() if proto.lost.done() else RedisTimeoutError(
@@ -400,12 +471,18 @@ class Mux:
 
     async def _open_connection(self) -> _Protocol:
         """A new connection, handshake done (not the shared one)."""
-        t = self._template
         loop = asyncio.get_running_loop()
-        proto = _Protocol(loop, t.socket_timeout, hiredis.Reader(**self._reader_args))
+        reader = hiredis.Reader(protocolError=InvalidResponse, replyError=_error,
+                                notEnoughData=_MORE)
+        proto = _Protocol(loop, self.timeout, reader)
         try:
-            async with asyncio.timeout(t.socket_connect_timeout):
-                await loop.create_connection(lambda: proto, **t._connection_arguments())
+            async with asyncio.timeout(self._connect_timeout):
+                if self._path is not None:
+                    await loop.create_unix_connection(lambda: proto, self._path)
+                else:
+                    await loop.create_connection(
+                        lambda: proto, self._host, self._port, ssl=self._ssl,
+                        server_hostname=self._host if self._ssl is not None else None)
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
         try:
@@ -416,27 +493,24 @@ class Mux:
         return proto
 
     async def _handshake(self, proto: _Protocol) -> None:
-        """What redis-py's `on_connect` sends, in one round trip: HELLO (RESP3, with the
+        """What redis-py sends on connecting, in one round trip: HELLO (RESP3, with the
         credentials) or AUTH, CLIENT SETNAME, SELECT."""
-        t = self._template
-        auth: Sequence[Any] | None = None
-        if t.credential_provider is not None or t.username or t.password:
-            if t.credential_provider is not None:
-                auth = await t.credential_provider.get_credentials_async()
-            else:
-                auth = (t.username, t.password) if t.username else (t.password,)
+        auth: tuple[str, ...] = ()
+        if self._password is not None:
+            auth = ((self._username, self._password) if self._username
+                    else (self._password,))
         commands: list[Sequence[Any]] = []
-        if int(t.protocol or 2) == 3:
+        if self._protocol == 3:
             hello: list[Any] = ["HELLO", 3]
             if auth:
                 hello += ["AUTH", *(auth if len(auth) == 2 else ("default", *auth))]
             commands.append(hello)
         elif auth:
             commands.append(["AUTH", *auth])
-        if t.client_name:
-            commands.append(["CLIENT", "SETNAME", t.client_name])
-        if t.db:
-            commands.append(["SELECT", t.db])
+        if self._client_name:
+            commands.append(["CLIENT", "SETNAME", self._client_name])
+        if self._db:
+            commands.append(["SELECT", self._db])
         if not commands:
             return
         replies = await proto.send(b"".join([self.encode(c) for c in commands]),
@@ -454,3 +528,34 @@ class Mux:
         if self._proto is not None:
             self._proto._fail(RedisConnectionError("closed"))
             self._proto = None
+
+
+def _encode_other(value: Any) -> bytes:
+    """A float, or a subclass of str, bytes or int (not bool: refused, as by redis-py)."""
+    if isinstance(value, float):
+        return repr(value).encode()
+    if isinstance(value, str):
+        return str(value).encode()
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    raise DataError(f"Invalid input of type: {type(value).__name__!r}. Convert to a "
+                    "bytes, string, int or float first.")
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+              "required": ssl.CERT_REQUIRED}
+
+
+def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context of a `rediss://` URL's `ssl_*` options (as redis-py reads them)."""
+    ctx = ssl.create_default_context(cafile=options.get("ssl_ca_certs"),
+                                     capath=options.get("ssl_ca_path"))
+    reqs = options.get("ssl_cert_reqs", "required")
+    ctx.check_hostname = bool(options.get("ssl_check_hostname", reqs == "required"))
+    ctx.verify_mode = _CERT_REQS.get(str(reqs).lower(), ssl.CERT_REQUIRED)
+    if options.get("ssl_certfile"):
+        ctx.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"),
+                            options.get("ssl_password"))
+    return ctx

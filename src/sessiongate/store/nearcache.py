@@ -22,14 +22,11 @@ hung Redis and many distinct ids): beyond, a lookup fails at once, as with Redis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sessiongate.domain.model import Account
 from sessiongate.ports import Accounts
 from sessiongate.store import keys
-from sessiongate.store.mux import Mux
+from sessiongate.store.transport import Transport
 
 log = structlog.get_logger(__name__)
 
@@ -224,31 +221,27 @@ class NearCache:
         aid, _, ver = text.rpartition("\t")
         self.invalidate(aid, int(ver) if ver.isdigit() else None)
 
-    async def listen(
-        self, redis: Redis | RedisCluster, ready: asyncio.Event | None = None
-    ) -> None:
+    async def listen(self, redis: Transport, ready: asyncio.Event | None = None) -> None:
         """Apply invalidations published by every replica's commits; runs until cancelled.
 
         Subscribed again, with backoff, whenever the subscription is lost; each time it is
         (re)made, nothing cached counts as fresh any more (messages may have been missed).
+        Messages are applied as they are parsed (every replica hears every commit of every
+        replica: under a payment burst or a sweep, thousands a second).
         """
-        mux = None if isinstance(redis, RedisCluster) else Mux.of(redis)
         backoff = 0.05
         while True:
             subscribed = False
-
-            def on_subscribed() -> None:
-                nonlocal subscribed, backoff
-                subscribed, backoff = True, 0.05
-                self.clear()
-                if ready is not None:
-                    ready.set()
-
             try:
-                if mux is not None:
-                    error = await self._subscribed_lean(mux, on_subscribed)
-                else:
-                    error = await self._subscribed_pubsub(redis, on_subscribed)
+                sub = await redis.subscribe(keys.INVALIDATION_CHANNEL, self._on_invalidation)
+                try:
+                    subscribed, backoff = True, 0.05
+                    self.clear()
+                    if ready is not None:
+                        ready.set()
+                    error: BaseException = await sub.lost
+                finally:
+                    sub.close()
             except (RedisError, OSError) as exc:
                 error = exc
             log.warning("invalidation listener disconnected" if subscribed
@@ -256,36 +249,3 @@ class NearCache:
             self.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
-
-    async def _subscribed_lean(self, mux: Mux, on_subscribed: Callable[[], None]
-                               ) -> BaseException:
-        """A subscription on a connection of our own (`Mux.subscribe`): messages are applied
-        as they are parsed, several per read, with no coroutine per message (every replica
-        hears every commit of every replica: under a payment burst or a sweep, thousands a
-        second). Returns the error that ended it."""
-        sub = await mux.subscribe(keys.INVALIDATION_CHANNEL, self._on_invalidation)
-        try:
-            on_subscribed()
-            return await sub.lost
-        finally:
-            sub.close()
-
-    async def _subscribed_pubsub(self, redis: Redis | RedisCluster,
-                                 on_subscribed: Callable[[], None]) -> BaseException:
-        """redis-py's PubSub, for Redis Cluster: a classic PUBLISH (the commit script's) is
-        broadcast to every node, so one subscription on any node hears all of them;
-        ClusterPubSub picks the node serving the channel name's slot, and a reconnect picks
-        it again from a fresh slot map (the client must know its nodes first)."""
-        if isinstance(redis, RedisCluster):
-            await redis.initialize()
-        pubsub = redis.pubsub()
-        try:
-            await pubsub.subscribe(keys.INVALIDATION_CHANNEL)
-            on_subscribed()
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    self._on_invalidation(message["data"])
-            return RedisConnectionError("unsubscribed")
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()

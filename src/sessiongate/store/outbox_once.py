@@ -6,19 +6,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-
 from sessiongate.domain.notifications import Notice, encode
 from sessiongate.store import keys
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
 
 MARKER_TTL_S = 400 * 24 * 3600  # longer than any run that could still be made up
 
 
-async def enqueue(redis: Redis, account_id: str, body: Notice | Mapping[str, Any]) -> None:
+async def enqueue(redis: Transport, account_id: str, body: Notice | Mapping[str, Any]
+                  ) -> None:
     """Always: a resend (`SendReport`, `digest --send`)."""
-    await redis.xadd(keys.outbox_of(account_id),
-                     {"account": account_id, "version": 0, "body": encode(body)})
+    await redis.call("XADD", keys.outbox_of(account_id), "*",
+                     "account", account_id, "version", 0, "body", encode(body))
 
 
 async def enqueue_once(scripts: Scripts, marker: str, account_id: str,

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from redis.asyncio import Redis
-
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan
 from sessiongate.domain.errors import OutOfRange
 from sessiongate.domain.periods import ResetPeriod, window, window_key
@@ -19,6 +17,7 @@ from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
 
 
 def encode_plan(plan: Plan) -> str:
@@ -49,7 +48,7 @@ class Consumed:
 
 
 class PlanStore:
-    def __init__(self, redis: Redis, scripts: Scripts, ttl: float = 2.0,
+    def __init__(self, redis: Transport, scripts: Scripts, ttl: float = 2.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._scripts = scripts
@@ -62,18 +61,18 @@ class PlanStore:
         hit = self._cache.get(plan_id)
         if hit is not None and self._now() - hit[1] < self._ttl:
             return hit[0]
-        raw = await self._redis.get(keys.plan(plan_id))
+        raw = await self._redis.call("GET", keys.plan(plan_id))
         plan = None if raw is None else decode_plan(raw)
         self._cache[plan_id] = (plan, self._now())
         return plan
 
     async def put(self, plan: Plan) -> None:
-        await self._redis.set(keys.plan(plan.plan_id), encode_plan(plan))
+        await self._redis.call("SET", keys.plan(plan.plan_id), encode_plan(plan))
         self._cache[plan.plan_id] = (plan, self._now())
 
     async def used(self, account_id: str, feature: Feature, now: datetime) -> int:
-        raw = await self._redis.get(
-            keys.quota(account_id, feature.name, window_key(feature.period, now)))
+        raw = await self._redis.call(
+            "GET", keys.quota(account_id, feature.name, window_key(feature.period, now)))
         return int(raw or 0)
 
     async def consume(self, account_id: str, feature: Feature, quantity: int, event_id: str,

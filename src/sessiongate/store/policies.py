@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy, DunningStage
 from sessiongate.store import keys
+from sessiongate.store.transport import Transport, raise_first
 
 
 def encode_policy(p: DunningPolicy) -> str:
@@ -48,12 +48,12 @@ def decode_policy(raw: str | bytes) -> DunningPolicy:
 
 
 class PolicyStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Transport) -> None:
         self._redis = redis
 
     async def get(self, policy_id: str) -> DunningPolicy | None:
         """The stored policy; the built-in default for `"default"` unless one was stored."""
-        raw = await self._redis.get(keys.policy(policy_id))
+        raw = await self._redis.call("GET", keys.policy(policy_id))
         if raw is None:
             return DEFAULT_POLICY if policy_id == DEFAULT_POLICY.policy_id else None
         return decode_policy(raw)
@@ -72,10 +72,9 @@ class PolicyStore:
         """`for_account` of each policy id (as accounts name them, "" too), one round trip."""
         wanted = sorted({pid or DEFAULT_POLICY.policy_id for pid in policy_ids}
                         | {DEFAULT_POLICY.policy_id})
-        pipe = self._redis.pipeline(transaction=False)
-        for pid in wanted:
-            pipe.get(keys.policy(pid))
-        stored = dict(zip(wanted, await pipe.execute(), strict=True))
+        replies = raise_first(await self._redis.many([("GET", keys.policy(pid))
+                                                     for pid in wanted]))
+        stored = dict(zip(wanted, replies, strict=True))
         default = stored[DEFAULT_POLICY.policy_id]
         fallback = DEFAULT_POLICY if default is None else decode_policy(default)
         found = {pid: fallback if raw is None else decode_policy(raw)
@@ -84,7 +83,7 @@ class PolicyStore:
         return found
 
     async def put(self, policy: DunningPolicy) -> None:
-        await self._redis.set(keys.policy(policy.policy_id), encode_policy(policy))
+        await self._redis.call("SET", keys.policy(policy.policy_id), encode_policy(policy))
 
 
 class PolicyCache:
@@ -94,7 +93,7 @@ class PolicyCache:
     known (else the built-in default) answers, so a login check never fails on it.
     """
 
-    def __init__(self, redis: Redis, ttl: float,
+    def __init__(self, redis: Transport, ttl: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = PolicyStore(redis)
         self._ttl = ttl

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
-
-from redis.asyncio import Redis
+from typing import Any
 
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
@@ -19,6 +17,7 @@ from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field, peak_field
 from sessiongate.store.codec import to_ms
 from sessiongate.store.scripts import VARIABLE, Prepared, Scripts
+from sessiongate.store.transport import Transport, pairs
 
 # The lease zset expires this long after its latest lease ends: housekeeping only (a
 # lease is decided by its score against the caller's clock), so that an account nobody uses
@@ -35,7 +34,7 @@ class SeatResult:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
         # A login's take_seat call by (account, user, seat limit, day), encoded but for the
@@ -73,7 +72,7 @@ class SessionStore:
     def _login_call(self, account_id: str, user_id: str, seat_limit: int, day: str,
                     month: str) -> Prepared | None:
         """take_seat for a login of this user on `day`, prepared (the arguments as `take`
-        passes them, `VARIABLE` where each login's own go) and kept; None without a Mux."""
+        passes them, `VARIABLE` where each login's own go) and kept."""
         call = self._scripts.prepare(
             "take_seat", self._take_keys(account_id, month),
             [VARIABLE, VARIABLE, user_id, VARIABLE, seat_limit, peak_field(day),
@@ -93,8 +92,9 @@ class SessionStore:
         """Users holding a live seat (read-only; for reports and tests): seat members of
         either writer (take_seat.lua, the batch writer)."""
         ms = to_ms(now) or 0
-        live: list[tuple[bytes, float]] = cast(Any, await self._redis.zrangebyscore(
-            keys.leases(account_id), f"({ms}", "+inf", withscores=True))
-        users = {m for m, score in live if b"\x1f" not in m
+        live = await self._redis.call("ZRANGEBYSCORE", keys.leases(account_id), f"({ms}",
+                                      "+inf", "WITHSCORES")
+        scored = [(m, float(score)) for m, score in pairs(live)]
+        users = {m for m, score in scored if b"\x1f" not in m
                  and (score < keys.SEAT_OFFSET_MS or score > keys.SEAT_OFFSET_MS + ms)}
         return len(users)

@@ -14,14 +14,18 @@ from sessiongate.domain.clock import Clock
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
 
 
 @dataclass
 class Stores:
     clock: Clock
+    # The stores' transport (`client.transport`), and redis-py's client for the billing
+    # workers' stream commands (`client.connect`).
+    transport: Transport
     redis: Redis
     scripts: Scripts
     accounts: AccountStore
     cache: NearCache
-    # Bulk writes' own client (`client.connect(bulk=True)`); None: they use `redis`.
-    bulk_redis: Redis | None = None
+    # Bulk writes' own transport (`client.transport(bulk=True)`); None: they use `transport`.
+    bulk_transport: Transport | None = None

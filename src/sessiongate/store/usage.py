@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from sessiongate.domain.errors import (
@@ -30,12 +29,12 @@ from sessiongate.store.activity import (
     encode_seat_snapshot,
     split_month,
 )
-from sessiongate.store.client import is_cluster
 from sessiongate.store.codec import to_ms
 from sessiongate.store.plans import MAX_COUNTER
 from sessiongate.store.record import SEAT_CHANGES_BYTES, US
 from sessiongate.store.record import entries as hash_entries
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport, pairs, raise_first
 
 log = structlog.get_logger(__name__)
 
@@ -206,10 +205,10 @@ def _row(e: UsageRecord, stamp: str) -> str:
 
 
 class UsageStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
-        self._sharded = is_cluster(redis)  # see keys.usage_shard
+        self._sharded = redis.sharded  # see keys.usage_shard
 
     async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
         """Record each event once (`record_usage.lua`); True: recorded, False: a duplicate.
@@ -326,12 +325,11 @@ class UsageStore:
         """Everything recorded for `month` [start, end), and the seat log, in one round trip:
         the month hash, the account hash's seat changes and the list they overflow to."""
         end_ms = to_ms(end) or 0
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys.usage(account_id, month))
-        pipe.lrange(keys.seat_changes(account_id), 0, -1)
-        pipe.hget(keys.account(account_id), "s")
-        fields, changes, newest = await pipe.execute()
-        got = split_month(month, {_text(k): _text(v) for k, v in fields.items()})
+        fields, changes, newest = raise_first(await self._redis.many([
+            ("HGETALL", keys.usage(account_id, month)),
+            ("LRANGE", keys.seat_changes(account_id), 0, -1),
+            ("HGET", keys.account(account_id), "s")]))
+        got = split_month(month, {_text(k): _text(v) for k, v in pairs(fields)})
         return MonthData(
             usage=got.usage,
             logins=dict(sorted(got.logins.items())),

@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from sessiongate.billing.notify.email import EmailSink
 from sessiongate.billing.notify.sink import MalformedEntry, Notification, PermanentFailure, Sink
@@ -65,6 +64,7 @@ class Deliverer:
         block: float = 1.0,
         forget_after: float = 3600.0,
         enrich: Callable[[Notification], Notification] | None = None,
+        sharded: bool = False,
     ) -> None:
         if not sinks:
             raise ValueError("a deliverer needs at least one sink")
@@ -73,20 +73,19 @@ class Deliverer:
         self._enrich = enrich
         self.consumer = consumer
         self._limit = asyncio.Semaphore(concurrency)
+        # Plain counters per sink name (metrics are exported elsewhere).
+        self.sent: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()  # attempts that will be retried
+        self.dead: Counter[str] = Counter()  # refused for good, dead-lettered
         self._buckets = {keys.outbox(b): b for b in keys.ALL_BUCKETS}
-        cluster = isinstance(redis, RedisCluster)
         self.worker = StreamWorker(redis, WorkerSettings(
             group=GROUP, consumer=consumer,
             streams=tuple(self._buckets),
             dead_letters=keys.NOTIFY_DEAD_LETTER, claim_idle=claim_idle,
             retry_base=retry_base, retry_max=retry_max, batch=batch, block=block,
             forget_after=forget_after, max_in_flight=max_in_flight, create_streams=True,
-            delete_acked=True, per_stream_reads=cluster,
+            delete_acked=True, per_stream_reads=sharded,  # streams on several nodes
         ), self.handle, name="notify-deliverer")
-        # Plain counters per sink name (metrics are exported elsewhere).
-        self.sent: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()  # attempts that will be retried
-        self.dead: Counter[str] = Counter()  # refused for good, dead-lettered
 
     async def start(self) -> None:
         await self.worker.start()
@@ -181,7 +180,8 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def build_deliverer(settings: Settings, redis: Redis) -> Deliverer | None:
+def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False
+                    ) -> Deliverer | None:
     """The deliverer of the configured sinks, or None when no sink is configured."""
     sinks: list[Sink] = []
     if settings.webhook_url:
@@ -204,5 +204,5 @@ def build_deliverer(settings: Settings, redis: Redis) -> Deliverer | None:
     return Deliverer(
         redis, sinks, consumer=consumer, retry_base=settings.notify_retry_base,
         retry_max=settings.notify_retry_max, claim_idle=settings.notify_claim_idle,
-        enrich=None if links is None else with_standing_url(links),
+        enrich=None if links is None else with_standing_url(links), sharded=sharded,
     )
