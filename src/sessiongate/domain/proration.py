@@ -17,7 +17,7 @@ length in seconds), see docs/billing.md:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 # The most seats an account may be limited to: a charge (unit price up to 10^12 minor units,
@@ -90,16 +90,18 @@ def seat_intervals(log: Sequence[tuple[int, Seats]], start: int,
                              for at, s in log], start, end)
 
 
-def change_intervals(changes: Sequence[SeatChange], start: int,
-                     end: int) -> list[SeatInterval]:
-    """`seat_intervals` of a log of changes (stable-sorted by time). Anonymous seats are a
-    stack of bands [first, last, since]: a higher limit pushes the new seats, a lower one pops
-    (or cuts) the top, so the work is per log entry, never per seat; named seats cost per
-    seat that joins or leaves (and a whole roster per `whole` entry)."""
+def _replay(changes: Sequence[SeatChange], start: int, end: int,
+            seat: Callable[[str, int, int], None],
+            band: Callable[[int, int, int, int], None]) -> None:
+    """Replay a seat log (stable-sorted by time) once over [start, end): `seat(user, since,
+    until)` for each named seat's interval, `band(first, last, since, until)` for each band of
+    anonymous seats. Anonymous seats are a stack of bands [first, last, since]: a higher limit
+    pushes the new seats, a lower one pops (or cuts) the top, so the work is per log entry,
+    never per anonymous seat; named seats cost per seat that joins or leaves (and a whole
+    roster per `whole` entry). The one replay of `change_intervals` and `change_figures`."""
     opened: dict[str, int] = {}  # the seats held now -> since when
     bands: list[list[int]] = []
     held = 0
-    out: list[SeatInterval] = []
     for change in sorted(changes, key=lambda c: c.at):
         at = max(change.at, start)
         if at >= end:
@@ -108,18 +110,18 @@ def change_intervals(changes: Sequence[SeatChange], start: int,
             leaving = [s for s in opened if s not in change.joined]
         else:
             leaving = [s for s in change.left if s in opened]
-        for seat in leaving:
-            if opened[seat] < at:
-                out.append(SeatInterval(seat, opened[seat], at))
-            del opened[seat]
-        for seat in change.joined:
-            if seat not in opened:
-                opened[seat] = at
+        for user in leaving:
+            since = opened.pop(user)
+            if since < at:
+                seat(user, since, at)
+        for user in change.joined:
+            if user not in opened:
+                opened[user] = at
         while bands and bands[-1][1] > change.anonymous:
             first, last, since = bands[-1]
             cut = max(first, change.anonymous + 1)
             if since < at:
-                out.append(_band(cut, last, since, at))
+                band(cut, last, since, at)
             if cut == first:
                 bands.pop()
             else:
@@ -127,8 +129,19 @@ def change_intervals(changes: Sequence[SeatChange], start: int,
         if change.anonymous > held:
             bands.append([held + 1, change.anonymous, at])
         held = change.anonymous
-    out.extend(SeatInterval(seat, since, end) for seat, since in opened.items() if since < end)
-    out.extend(_band(first, last, since, end) for first, last, since in bands if since < end)
+    for user, since in opened.items():
+        seat(user, since, end)
+    for first, last, since in bands:
+        band(first, last, since, end)
+
+
+def change_intervals(changes: Sequence[SeatChange], start: int,
+                     end: int) -> list[SeatInterval]:
+    """`seat_intervals` of a log of changes: every interval spelled out (`_replay`)."""
+    out: list[SeatInterval] = []
+    _replay(changes, start, end,
+            lambda user, since, until: out.append(SeatInterval(user, since, until)),
+            lambda first, last, since, until: out.append(_band(first, last, since, until)))
     return sorted(out, key=lambda i: (i.start, i.first, i.seat))
 
 
@@ -173,16 +186,12 @@ class SeatFigures:
 
 
 def change_figures(changes: Sequence[SeatChange], start: int, end: int) -> SeatFigures:
-    """The figures of `change_intervals(changes, start, end)`, computed as the log is replayed:
-    per change and per seat that joins or leaves, and per distinct time for the peak, so that
-    a summary of a 100,000-seat roster makes a few objects, not one per seat (no per-seat
-    intervals to allocate, sort and collect)."""
-    opened: dict[str, int] = {}
-    billed: set[str] = set()  # named seats whose interval closed with time in the period
+    """The figures of `change_intervals(changes, start, end)`, summed as the log is replayed
+    (`_replay`): a summary of a 100,000-seat roster makes no per-seat interval to allocate,
+    sort and collect."""
+    seats: set[str] = set()  # named seats with time in the period
     edges: dict[int, list[int]] = {}  # time -> [seats whose interval starts, ends] there
     total = at_start = top_band = 0
-    bands: list[list[int]] = []
-    held = 0
 
     def interval(since: int, until: int, count: int) -> None:
         nonlocal total, at_start
@@ -192,49 +201,22 @@ def change_figures(changes: Sequence[SeatChange], start: int, end: int) -> SeatF
         edges.setdefault(since, [0, 0])[0] += count
         edges.setdefault(until, [0, 0])[1] += count
 
-    for change in sorted(changes, key=lambda c: c.at):
-        at = max(change.at, start)
-        if at >= end:
-            break
-        if change.whole:
-            leaving = [s for s in opened if s not in change.joined]
-        else:
-            leaving = [s for s in change.left if s in opened]
-        for seat in leaving:
-            since = opened.pop(seat)
-            if since < at:
-                interval(since, at, 1)
-                billed.add(seat)
-        for seat in change.joined:
-            if seat not in opened:
-                opened[seat] = at
-        while bands and bands[-1][1] > change.anonymous:
-            first, last, since = bands[-1]
-            cut = max(first, change.anonymous + 1)
-            if since < at:
-                interval(since, at, last - cut + 1)
-                top_band = max(top_band, last)
-            if cut == first:
-                bands.pop()
-            else:
-                bands[-1][1] = cut - 1
-        if change.anonymous > held:
-            bands.append([held + 1, change.anonymous, at])
-        held = change.anonymous
-    open_since: dict[int, int] = {}  # seats held to the end, by since: one interval() each
-    for since in opened.values():
-        open_since[since] = open_since.get(since, 0) + 1
-    for since, count in open_since.items():
-        interval(since, end, count)
-    for first, last, since in bands:
-        interval(since, end, last - first + 1)
+    def seat(user: str, since: int, until: int) -> None:
+        seats.add(user)
+        interval(since, until, 1)
+
+    def band(first: int, last: int, since: int, until: int) -> None:
+        nonlocal top_band
         top_band = max(top_band, last)
+        interval(since, until, last - first + 1)
+
+    _replay(changes, start, end, seat, band)
     peak = level = 0
     for t in sorted(edges):  # at one second, the ends before the starts
         starts, ends = edges[t]
         level += starts - ends
         peak = max(peak, level)
-    return SeatFigures(total, peak, len(billed.union(opened)) + top_band, at_start)
+    return SeatFigures(total, peak, len(seats) + top_band, at_start)
 
 
 def charge_of(mode: ProrationMode, figures: SeatFigures, unit_price_minor: int, start: int,
