@@ -857,6 +857,50 @@ class SendReportResponse(_message.Message):
 Global___SendReportResponse: _TypeAlias = SendReportResponse  # noqa: Y015
 
 @_typing.final
+class SendDigestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    preview: _builtins.bool
+    """Build the digest and answer its body; put nothing in the outbox."""
+    def __init__(
+        self,
+        *,
+        preview: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendDigestRequest: _TypeAlias = SendDigestRequest  # noqa: Y015
+
+@_typing.final
+class SendDigestResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    BODY_JSON_FIELD_NUMBER: _builtins.int
+    notification_id: _builtins.str
+    """The outbox notification's id (kind "digest"); empty for a preview."""
+    body_json: _builtins.str
+    """The digest as the webhook receives it (JSON)."""
+    def __init__(
+        self,
+        *,
+        notification_id: _builtins.str = ...,
+        body_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_json", b"body_json", "notification_id", b"notification_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendDigestResponse: _TypeAlias = SendDigestResponse  # noqa: Y015
+
+@_typing.final
 class ListAccountsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -94,6 +94,11 @@ class AccountsStub:
                 request_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
                 _registered_method=True)
+        self.SendDigest = channel.unary_unary(
+                '/sessiongate.api.v1.Accounts/SendDigest',
+                request_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendDigestRequest.SerializeToString,
+                response_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendDigestResponse.FromString,
+                _registered_method=True)
 
 
 class AccountsServicer:
@@ -172,6 +177,14 @@ class AccountsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendDigest(self, request, context):
+        """The vendor's daily advisory digest now, through the outbox (to SESSIONGATE_DIGEST_EMAILS
+        and the webhook), whatever was sent today; with `preview`, only its body. Role admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +247,11 @@ def add_AccountsServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsRequest.FromString,
                     response_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'SendDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendDigest,
+                    request_deserializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendDigestRequest.FromString,
+                    response_serializer=sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendDigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -560,6 +578,33 @@ class Accounts:
             '/sessiongate.api.v1.Accounts/ListAccounts',
             sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
             sessiongate_dot_api_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessiongate.api.v1.Accounts/SendDigest',
+            sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendDigestRequest.SerializeToString,
+            sessiongate_dot_api_dot_v1_dot_accounts__pb2.SendDigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class AccountsStub:
     SendReport: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SendReportRequest, _accounts_pb2.SendReportResponse]
     """Builds one account's monthly report now and delivers it through the outbox (a resend)."""
     ListAccounts: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]
+    SendDigest: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SendDigestRequest, _accounts_pb2.SendDigestResponse]
+    """The vendor's daily advisory digest now, through the outbox (to SESSIONGATE_DIGEST_EMAILS
+    and the webhook), whatever was sent today; with `preview`, only its body. Role admin.
+    """
 
 @_typing.type_check_only
 class AccountsAsyncStub(AccountsStub):
@@ -61,6 +65,10 @@ class AccountsAsyncStub(AccountsStub):
     SendReport: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SendReportRequest, _accounts_pb2.SendReportResponse]  # type: ignore[assignment]
     """Builds one account's monthly report now and delivers it through the outbox (a resend)."""
     ListAccounts: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    SendDigest: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SendDigestRequest, _accounts_pb2.SendDigestResponse]  # type: ignore[assignment]
+    """The vendor's daily advisory digest now, through the outbox (to SESSIONGATE_DIGEST_EMAILS
+    and the webhook), whatever was sent today; with `preview`, only its body. Role admin.
+    """
 
 class AccountsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -147,5 +155,15 @@ class AccountsServicer(metaclass=_abc_1.ABCMeta):
         request: _accounts_pb2.ListAccountsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_pb2.ListAccountsResponse, _abc.Awaitable[_accounts_pb2.ListAccountsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SendDigest(
+        self,
+        request: _accounts_pb2.SendDigestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.SendDigestResponse, _abc.Awaitable[_accounts_pb2.SendDigestResponse]]:
+        """The vendor's daily advisory digest now, through the outbox (to SESSIONGATE_DIGEST_EMAILS
+        and the webhook), whatever was sent today; with `preview`, only its body. Role admin.
+        """
 
 def add_AccountsServicer_to_server(servicer: AccountsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
