@@ -10,10 +10,9 @@ written without the PNG and says so.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -106,34 +105,14 @@ def cmd_accounts(ns: Any, channel: Any, metadata: list[tuple[str, str]]) -> int:
     return 0
 
 
-def cmd_digest(ns: Any) -> int:
-    """`sessiongate digest [--send]`: build the digest from Redis (SESSIONGATE_REDIS_URL);
-    print it, or put it in the outbox for the running servers to deliver."""
-    from sessiongate.config import Settings
-    from sessiongate.domain.clock import SystemClock
-    from sessiongate.reporting.digest import Digest
-    from sessiongate.store.client import transport
-    from sessiongate.store.scripts import Scripts
+def cmd_digest(ns: Any, channel: Any, metadata: list[tuple[str, str]]) -> int:
+    """`sessiongate digest [--send]`: the server builds the vendor's digest; print it, or
+    with --send put it in the outbox now (`SendDigest`)."""
+    from sessiongate.api.v1 import accounts_pb2_grpc
 
-    settings = Settings.from_env()
-    if not settings.redis_url:
-        print("sessiongate: SESSIONGATE_REDIS_URL: the digest reads the servers' Redis",
-              file=sys.stderr)
-        return 2
-
-    async def run() -> str:
-        redis = transport(settings.redis_url, cluster=settings.redis_cluster)
-        try:
-            digest = Digest(redis, Scripts(redis), settings, SystemClock())
-            if ns.send:
-                return await digest.send_now()
-            now = datetime.now(UTC)
-            body = await digest.build(now, "preview", now.date().isoformat())
-            return json.dumps(body.wire(), indent=2)
-        finally:
-            await redis.aclose()
-
-    print(asyncio.run(run()))
+    got = accounts_pb2_grpc.AccountsStub(channel).SendDigest(
+        pb.SendDigestRequest(preview=not ns.send), metadata=metadata, timeout=60)
+    print(f"sent {got.notification_id}" if ns.send else got.body_json)
     return 0
 
 
@@ -155,6 +134,6 @@ def add_report_commands(sub: Any, client: Any) -> None:
     accounts.add_argument("--parent", help="children of this account")
     accounts.add_argument("--suspends-before", help="ISO 8601 time")
     accounts.add_argument("--page-size", type=int, default=500)
-    digest = sub.add_parser("digest", help="the vendor's daily digest: print it, or --send it")
+    digest = client("digest", sub, cmd_digest,
+                    "the vendor's daily digest: print it, or --send it")
     digest.add_argument("--send", action="store_true", help="put it in the outbox now")
-    digest.set_defaults(func=cmd_digest)

@@ -93,10 +93,15 @@ class Digest:
         body = await self.build(now, f"{KIND}:{name}", name)
         return await enqueue_once(self.scripts, marker, keys.DIGEST_ACCOUNT, body)
 
-    async def send_now(self) -> str:
-        """`sessiongate digest --send`: one more digest now, whatever was sent today."""
+    async def send_now(self) -> DigestNotice:
+        """`SendDigest` (`sessiongate digest --send`): one more digest now, whatever was sent
+        today."""
         now = self.clock.now()
         nid = f"{KIND}:{now.date().isoformat()}:sent-{secrets.token_hex(4)}"
-        await enqueue(self.redis, keys.DIGEST_ACCOUNT,
-                      await self.build(now, nid, now.date().isoformat()))
-        return nid
+        body = await self.build(now, nid, now.date().isoformat())
+        await enqueue(self.redis, keys.DIGEST_ACCOUNT, body)
+        return body
+
+    async def preview(self) -> DigestNotice:
+        now = self.clock.now()
+        return await self.build(now, "preview", now.date().isoformat())

@@ -1,8 +1,10 @@
-"""Accounts methods of issue 29: `SendReport` (a report now, through the outbox) and
-`ListAccounts` (filters and pages over every account)."""
+"""Accounts methods of issue 29: `SendReport` (a report now, through the outbox),
+`SendDigest` (the vendor's digest now) and `ListAccounts` (filters and pages over every
+account)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -15,6 +17,7 @@ from sessiongate.domain.model import Account
 from sessiongate.domain.periods import parse_month
 from sessiongate.domain.validation import check_id
 from sessiongate.reporting.builder import ReportBuilder
+from sessiongate.reporting.digest import Digest
 from sessiongate.service.billing import timestamp_field
 from sessiongate.service.convert import account_to_pb, state_from_pb
 from sessiongate.service.rpc import rpc
@@ -52,6 +55,18 @@ class ReportMethods:
                                                      children=request.children)
         await enqueue(self.rt.transport, account_id, body)
         return pb.SendReportResponse(notification_id=nid, period=period)
+
+    @rpc("admin")
+    async def SendDigest(self, request: pb.SendDigestRequest,
+                         context: Any) -> pb.SendDigestResponse:
+        rt = self.rt
+        digest = Digest(rt.transport, rt.scripts, rt.settings, rt.clock)
+        if request.preview:
+            body = await digest.preview()
+            return pb.SendDigestResponse(body_json=json.dumps(body.wire(), indent=2))
+        body = await digest.send_now()
+        return pb.SendDigestResponse(notification_id=body.id,
+                                     body_json=json.dumps(body.wire(), indent=2))
 
     @rpc("admin")
     async def ListAccounts(self, request: pb.ListAccountsRequest,
