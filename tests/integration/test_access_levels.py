@@ -96,6 +96,31 @@ def test_a_feature_available_while_restricted_stays_on(server: ServerThread) -> 
     assert (closed.decision, closed.reason) == (S.DECISION_DENY, S.REASON_ACCOUNT_CLOSED)
 
 
+def test_a_session_of_a_feature_available_while_restricted_heartbeats(
+        server: ServerThread) -> None:
+    """Opened for the billing page while suspended, the session lives on with Heartbeat
+    naming its feature; without it, or for another feature, it is refused as a login is."""
+    server.accounts.UpsertPlan(apb.Plan(plan_id="pro", features=[
+        apb.Feature(name="billing", available_while_restricted=True),
+        apb.Feature(name="reports")]))
+    upsert(server, account_id="owing", users=["alice"], plan_id="pro",
+           state=S.ACCOUNT_STATE_SUSPENDED)
+    opened = login(server, "owing", "alice", feature="billing")
+    assert opened.decision == S.DECISION_ALLOW and opened.session_id
+    beat = server.sessions.Heartbeat(spb.HeartbeatRequest(session_id=opened.session_id,
+                                                          feature="billing"))
+    assert (beat.decision, beat.access) == (S.DECISION_ALLOW, S.ACCESS_LEVEL_FULL)
+    assert beat.HasField("expires_at")
+    other = server.sessions.Heartbeat(spb.HeartbeatRequest(session_id=opened.session_id,
+                                                           feature="reports"))
+    assert (other.decision, other.reason) == (S.DECISION_DENY, S.REASON_ACCOUNT_SUSPENDED)
+    with pytest.raises(grpc.RpcError) as err:
+        server.sessions.Heartbeat(spb.HeartbeatRequest(session_id=opened.session_id,
+                                                       feature="bad\nname"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("feature")
+
+
 def test_the_parent_chain_is_followed_on_every_grpc_path(server: ServerThread) -> None:
     read_only_policy(server)
     for i in range(5, 0, -1):  # p1 -> p2 -> ... -> p5

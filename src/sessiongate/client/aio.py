@@ -84,10 +84,12 @@ class AsyncClient:
         self._memory.remember(account_id, user_id, resp)
         return resp
 
-    async def heartbeat(self, session_id: str, *, timeout: float | None = None,
+    async def heartbeat(self, session_id: str, *, feature: str = "",
+                        timeout: float | None = None,
                         metadata: Metadata = None) -> spb.HeartbeatResponse:
         resp: spb.HeartbeatResponse = await self._call(
-            self._sessions.Heartbeat, spb.HeartbeatRequest(session_id=session_id), True,
+            self._sessions.Heartbeat,
+            spb.HeartbeatRequest(session_id=session_id, feature=feature), True,
             timeout, metadata)
         return resp
 

@@ -84,10 +84,11 @@ class Client:
         self._memory.remember(account_id, user_id, resp)
         return resp
 
-    def heartbeat(self, session_id: str, *, timeout: float | None = None,
+    def heartbeat(self, session_id: str, *, feature: str = "", timeout: float | None = None,
                   metadata: Metadata = None) -> spb.HeartbeatResponse:
         resp: spb.HeartbeatResponse = self._call(
-            self._sessions.Heartbeat, spb.HeartbeatRequest(session_id=session_id), True,
+            self._sessions.Heartbeat,
+            spb.HeartbeatRequest(session_id=session_id, feature=feature), True,
             timeout, metadata)
         return resp
 

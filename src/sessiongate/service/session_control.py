@@ -300,11 +300,15 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
 
     @rpc("app")
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
-        """Renew the lease (retaking the seat if it lapsed) and answer the current decision."""
+        """Renew the lease (retaking the seat if it lapsed) and answer the current decision
+        (for the session's `feature`, if given, as CheckSession answers it)."""
         ref = parse_session_id("session_id", request.session_id)
+        feature = check_id("feature", request.feature, required=False)
         found, verdict = await self._checked(ref.account_id, ref.user_id)
         now = self.rt.clock.now()
         account = found.account
+        if feature and account is not None and verdict.restricted_by_payment:
+            verdict = await self._lift(account, feature, verdict)  # as CheckSession does
         expires = None
         if verdict.allowed and account is not None:
             expires = now + self._ttl
