@@ -24,15 +24,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from bench import h2load, procs
-from bench.scenarios import SCENARIOS, Scenario, app_md
+from bench.scenarios import SCENARIOS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
 
 def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
-            body: Path, load: h2load.Load, scenario: Scenario) -> tuple[float, float, float]:
+            body: Path | None, load: h2load.Load, scenario: Scenario
+            ) -> tuple[float, float, float]:
     """(server CPU us per request, requests/s, p99 ms) of one run of `variant` on
     `scenario`'s request (its settings under the variant's)."""
     settings = {**scenario.settings,
@@ -40,18 +39,18 @@ def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: 
     saved = dict(os.environ)
     os.environ.update(variant.get("env", {}))
     try:
-        srv = (procs.floor(work) if variant.get("floor") else
-               procs.serve(redis_url, work, name=name.replace(" ", "-"), **settings))
+        srv = (procs.floor(work, http=scenario.http) if variant.get("floor") else
+               procs.serve(redis_url, work, name=name.replace(" ", "-"), http=scenario.http,
+                           **settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)
     try:
         if not variant.get("floor"):  # the floor answers an empty response
-            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                scenario.verify(ch)
+            scenario.verify(srv)
         before = srv.cpu_seconds()
-        out = h2load.run(h2, f"http://127.0.0.1:{srv.port}{scenario.path}", body, load, work,
-                         app_md())
+        out = h2load.run(h2, scenario.url(srv), body, load, work, scenario.headers(),
+                         h1=scenario.http)
         cpu = srv.cpu_seconds() - before
         # CPU covers the warm-up too: count its requests at the measured rate.
         sent = out.requests * (load.duration + load.warmup) / load.duration
@@ -67,7 +66,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--rate", type=int, default=0, help="total requests/s (0: saturated)")
     p.add_argument("--seconds", type=float, default=6.0)
-    p.add_argument("--scenario", default="near_cache",
+    p.add_argument("--scenario", default="login",
                    choices=[s.name for s in SCENARIOS if not s.floor])
     args = p.parse_args()
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
@@ -77,7 +76,7 @@ def main() -> None:
             h2load.Load(clients=8, streams=8, duration=args.seconds, warmup=1.0))
     h2 = h2load.ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="sg-ab-"))
-    body = h2load.write_request(work / "request.bin", scenario.request())
+    body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
