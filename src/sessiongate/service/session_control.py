@@ -124,8 +124,23 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """CheckSession's hot path, tried by the wrapper before the method (no coroutine):
         for request bytes parsed before (`RAW_METHOD`), the remembered answer's bytes and
         what the metrics read of them; None when there is none (the method then parses and
-        answers)."""
-        return self.answers.sent(raw) if raw.__class__ is bytes else None
+        answers). A login of an account without seat limit opens its session here, as the
+        method would (`_queue_session`), appended to the remembered bytes; a seat-limited
+        one awaits its seat in the method."""
+        if raw.__class__ is not bytes:
+            return None
+        hit = self.answers.sent(raw)
+        if hit is None:
+            return None
+        if not hit.opens_session:
+            return hit.value.answer.answer(hit.age_ms)
+        account = hit.snapshot.account
+        if account is None or account.seat_limit > 0:
+            return None
+        request = hit.request
+        session_id, expires = self._queue_session(request.account_id, request.user_id,
+                                                  self.rt.clock.now())
+        return hit.value.answer.with_session(hit.age_ms, session_id, expires)
 
     @rpc("app", fast=_remembered_answer)
     async def CheckSession(
@@ -172,15 +187,23 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """Open a session of an allowed login: (its id, None if every seat is taken; its
         expiry). A seat-limited account's seat and login records in one Lua call; otherwise
         the records go to the batch writer (no round trip)."""
+        if account.seat_limit <= 0:
+            return self._queue_session(account_id, user_id, now)
         ref = new_session(account_id, user_id)
         expires = now + self._ttl
-        if account.seat_limit > 0:
-            seat = await self.sessions.take(ref, now, expires, account.seat_limit,
-                                            login=True)  # its records too, if admitted
-            if not seat.admitted:
-                return None, expires
-        else:
-            self.batch.login(ref, now, expires)
+        seat = await self.sessions.take(ref, now, expires, account.seat_limit,
+                                        login=True)  # its records too, if admitted
+        if not seat.admitted:
+            return None, expires
+        return ref.session_id, expires
+
+    def _queue_session(self, account_id: str, user_id: str, now: datetime
+                       ) -> tuple[str, datetime]:
+        """Open a session of an allowed login of an account without seat limit: its records
+        queued on the batch writer (no round trip). (Its id, its expiry.)"""
+        ref = new_session(account_id, user_id)
+        expires = now + self._ttl
+        self.batch.login(ref, now, expires)
         return ref.session_id, expires
 
     @staticmethod
