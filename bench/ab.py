@@ -31,9 +31,9 @@ from sessiongate.store.embedded import EmbeddedRedis
 
 def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
             body: Path | None, load: h2load.Load, scenario: Scenario
-            ) -> tuple[float, float, float]:
-    """(server CPU us per request, requests/s, p99 ms) of one run of `variant` on
-    `scenario`'s request (its settings under the variant's)."""
+            ) -> tuple[float, float, float, float, float]:
+    """(server CPU us per request, requests/s, p99, p99.9 and max ms) of one run of
+    `variant` on `scenario`'s request (its settings under the variant's)."""
     settings = {**scenario.settings,
                 **{k: v for k, v in variant.items() if k not in ("env", "floor")}}
     saved = dict(os.environ)
@@ -54,7 +54,7 @@ def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: 
         cpu = srv.cpu_seconds() - before
         # CPU covers the warm-up too: count its requests at the measured rate.
         sent = out.requests * (load.duration + load.warmup) / load.duration
-        return cpu / sent * 1e6, out.rps, out.p99_ms
+        return cpu / sent * 1e6, out.rps, out.p99_ms, out.p999_ms, out.max_ms
     finally:
         srv.stop()
 
@@ -79,7 +79,8 @@ def main() -> None:
     body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
-    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+    runs: dict[str, list[tuple[float, float, float, float, float]]] = {
+        name: [] for name in variants}
     try:
         for _ in range(args.rounds):
             for name, variant in variants.items():
@@ -88,11 +89,13 @@ def main() -> None:
     finally:
         redis.stop()
     for name, got in runs.items():
-        cpu = [c for c, _, _ in got]
+        cpu = [g[0] for g in got]
         print(f"{name}: CPU per request median {statistics.median(cpu):.0f} us"
               f" (runs {', '.join(f'{c:.0f}' for c in cpu)});"
-              f" req/s {', '.join(f'{r:,.0f}' for _, r, _ in got)};"
-              f" p99 ms {', '.join(f'{p:.2f}' for _, _, p in got)}")
+              f" req/s {', '.join(f'{g[1]:,.0f}' for g in got)};"
+              f" p99 ms {', '.join(f'{g[2]:.2f}' for g in got)};"
+              f" p99.9 ms {', '.join(f'{g[3]:.2f}' for g in got)};"
+              f" max ms {', '.join(f'{g[4]:.2f}' for g in got)}")
 
 
 if __name__ == "__main__":
