@@ -21,14 +21,17 @@ by the near-cache's own entries.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from datetime import datetime
 from typing import NamedTuple
 
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.domain.decision import Verdict
+from sessiongate.domain.model import Account
 from sessiongate.ports import Snapshot
-from sessiongate.service.wire import Prebuilt
+from sessiongate.service.wire import Answered, Prebuilt
 from sessiongate.store.nearcache import NearCache
 from sessiongate.usecases.login import LoginCheck, answers_at_any_time
 
@@ -68,13 +71,9 @@ class RawRequest(NamedTuple):
     base: Key | None  # a login's answer without its session (an allowed login), if a login
 
 
-class Hit(NamedTuple):
-    """A remembered answer found for request bytes (`AnswerMemo.sent`)."""
-    value: Remembered
-    age_ms: int
-    snapshot: Snapshot
-    request: RawRequest
-    opens_session: bool  # the answer of an allowed login, without the session to open
+# Opens the session of an allowed login answered from the memo: (account, account id, user
+# id) -> (session id, expiry), or None when it cannot be opened without awaiting (a seat).
+Opener = Callable[[Account, str, str], "tuple[str, datetime] | None"]
 
 
 def rememberable(checked: LoginCheck, answered: Verdict, *, feature: bool,
@@ -136,31 +135,35 @@ class AnswerMemo:
         self.bytes = 0  # charged for the answers kept
         cache.on_drop(self._dropped)
 
-    def sent(self, raw: bytes) -> Hit | None:
-        """The hot path: for request bytes seen before, the answer remembered for them while
-        its snapshot is held and fresh (a near-cache hit), with the state's age; None
-        (nothing counted) when there is none. For an allowed login (`opens_session`) it is
-        the answer without the session: the caller opens one and appends it."""
+    def sent(self, raw: bytes, opener: Opener) -> tuple[bytes, Answered] | None:
+        """The hot path: for request bytes seen before, the bytes of the answer remembered
+        for them while its snapshot is held and fresh (a near-cache hit) with the state's
+        age, and what the metrics read of them; None (nothing counted) when there is none.
+        An allowed login's answer is remembered without its session: `opener` opens one,
+        appended to the bytes (None from it: the caller answers)."""
         request = self.raw_keys.get(raw)
         if request is None:
             return None
         slot = self._slots.get(request.account_id)
         if slot is None:
             return None
-        answers = slot.answers
-        value = answers.get(request.whole)
-        opens = False
-        if value is None:
-            if request.base is None:
-                return None
-            value = answers.get(request.base)
-            if value is None:
-                return None
-            opens = True
-        age = self._cache.fresh_age(request.account_id, slot.snapshot)
-        if age is None:
+        value = slot.answers.get(request.whole)
+        if value is not None:
+            age = self._cache.fresh_age(request.account_id, slot.snapshot)
+            return None if age is None else value.answer.answer(age)
+        if request.base is None:
             return None
-        return Hit(value, age, slot.snapshot, request, opens)
+        value = slot.answers.get(request.base)
+        if value is None:
+            return None
+        age = self._cache.fresh_age(request.account_id, slot.snapshot)
+        account = slot.snapshot.account
+        if age is None or account is None:
+            return None
+        opened = opener(account, request.account_id, request.user_id)
+        if opened is None:
+            return None
+        return value.answer.with_session(age, *opened)
 
     def remembered(self, account_id: str, key: Key
                    ) -> tuple[Remembered, int, Snapshot] | None:

@@ -119,28 +119,24 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.bulk_usage = (self.usage if bulk is None else UsageStore(bulk, Scripts(bulk)))
         self.bulk_slots = BulkSlots()
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
+        self._opener = self._open_unlimited  # bound once: the raw path passes it per call
 
     def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:
         """CheckSession's hot path, tried by the wrapper before the method (no coroutine):
         for request bytes parsed before (`RAW_METHOD`), the remembered answer's bytes and
         what the metrics read of them; None when there is none (the method then parses and
-        answers). A login of an account without seat limit opens its session here, as the
-        method would (`_queue_session`), appended to the remembered bytes; a seat-limited
-        one awaits its seat in the method."""
-        if raw.__class__ is not bytes:
+        answers). A login opens its session here (`_open_unlimited`), appended to the
+        remembered bytes."""
+        return self.answers.sent(raw, self._opener) if raw.__class__ is bytes else None
+
+    def _open_unlimited(self, account: Account, account_id: str, user_id: str
+                        ) -> tuple[str, datetime] | None:
+        """The session of a login answered from the memo, as the method opens it
+        (`_queue_session`); None for a seat-limited account: its seat is one Lua call,
+        awaited in the method."""
+        if account.seat_limit > 0:
             return None
-        hit = self.answers.sent(raw)
-        if hit is None:
-            return None
-        if not hit.opens_session:
-            return hit.value.answer.answer(hit.age_ms)
-        account = hit.snapshot.account
-        if account is None or account.seat_limit > 0:
-            return None
-        request = hit.request
-        session_id, expires = self._queue_session(request.account_id, request.user_id,
-                                                  self.rt.clock.now())
-        return hit.value.answer.with_session(hit.age_ms, session_id, expires)
+        return self._queue_session(account_id, user_id, self.rt.clock.now())
 
     @rpc("app", fast=_remembered_answer)
     async def CheckSession(
