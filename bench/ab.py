@@ -29,11 +29,13 @@ from bench.scenarios import SCENARIOS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
 
-def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
+def measure(redis: EmbeddedRedis, work: Path, name: str, variant: dict[str, Any], h2: str,
             body: Path | None, load: h2load.Load, scenario: Scenario
-            ) -> tuple[float, float, float, float, float]:
-    """(server CPU us per request, requests/s, p99, p99.9 and max ms) of one run of
-    `variant` on `scenario`'s request (its settings under the variant's)."""
+            ) -> tuple[float, float, float, float, float, float]:
+    """(server CPU us per request, requests/s, p99, p99.9 and max ms, Redis's CPU us per
+    request) of one run of `variant` on `scenario`'s request (its settings under the
+    variant's)."""
+    redis_url = redis.url
     settings = {**scenario.settings,
                 **{k: v for k, v in variant.items() if k not in ("env", "floor")}}
     saved = dict(os.environ)
@@ -48,13 +50,15 @@ def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: 
     try:
         if not variant.get("floor"):  # the floor answers an empty response
             scenario.verify(srv)
-        before = srv.cpu_seconds()
+        before, redis_before = srv.cpu_seconds(), procs.cpu_of(redis.pid)
         out = h2load.run(h2, scenario.url(srv), body, load, work, scenario.headers(),
                          h1=scenario.http)
         cpu = srv.cpu_seconds() - before
+        redis_cpu = procs.cpu_of(redis.pid) - redis_before
         # CPU covers the warm-up too: count its requests at the measured rate.
         sent = out.requests * (load.duration + load.warmup) / load.duration
-        return cpu / sent * 1e6, out.rps, out.p99_ms, out.p999_ms, out.max_ms
+        return (cpu / sent * 1e6, out.rps, out.p99_ms, out.p999_ms, out.max_ms,
+                redis_cpu / sent * 1e6)
     finally:
         srv.stop()
 
@@ -79,12 +83,12 @@ def main() -> None:
     body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
-    runs: dict[str, list[tuple[float, float, float, float, float]]] = {
+    runs: dict[str, list[tuple[float, float, float, float, float, float]]] = {
         name: [] for name in variants}
     try:
         for _ in range(args.rounds):
             for name, variant in variants.items():
-                runs[name].append(measure(redis.url, work, name, variant, h2, body, load,
+                runs[name].append(measure(redis, work, name, variant, h2, body, load,
                                          scenario))
     finally:
         redis.stop()
@@ -95,7 +99,8 @@ def main() -> None:
               f" req/s {', '.join(f'{g[1]:,.0f}' for g in got)};"
               f" p99 ms {', '.join(f'{g[2]:.2f}' for g in got)};"
               f" p99.9 ms {', '.join(f'{g[3]:.2f}' for g in got)};"
-              f" max ms {', '.join(f'{g[4]:.2f}' for g in got)}")
+              f" max ms {', '.join(f'{g[4]:.2f}' for g in got)};"
+              f" Redis CPU per request {', '.join(f'{g[5]:.0f}' for g in got)} us")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,14 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def cpu_of(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` (0 if gone or unknown)."""
+    stat = None if pid is None else _stat(pid)
+    if stat is None:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Proc:
     """A child process on its own port (gRPC; `http_port`: its HTTP endpoint, if any),
     stopped with SIGTERM (then SIGKILL)."""
@@ -78,10 +86,7 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process, all threads (Linux /proc), 0 elsewhere."""
-        stat = _stat(self.pid)
-        if stat is None:
-            return 0.0
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_of(self.pid)
 
     def tree_cpu_seconds(self) -> dict[int, float]:
         """CPU seconds of the process and of each of its children (`serve --workers N`'
