@@ -28,7 +28,7 @@ from sessiongate.store import keys
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.embedded import free_port
 from tests.integration.test_metrics import scrape, value
-from tests.integration.test_sessions import commands, login, upsert, wait_for
+from tests.integration.test_sessions import login, upsert, wait_for
 from tests.support import ServerThread, make_settings
 
 NOW = datetime(2026, 10, 5, 9, tzinfo=UTC)
@@ -140,43 +140,3 @@ def test_a_stop_with_redis_unreachable_reports_exactly_what_it_could_not_write()
     lost = [e for e in logs if e["event"] == "login records lost"]
     assert len(lost) == 1 and lost[0]["records"] == 37, logs
     assert lost[0]["accounts"] == ["acct0", "acct1", "acct2"]
-
-
-def test_an_accounts_logins_in_one_batch_share_its_commands_and_each_is_written(
-    redis_client: redis.Redis, redis_url: str
-) -> None:
-    """A batch writes one ZADD per account and one HSET per account and month, whatever its
-    number of logins: every session with its own expiry, each user's seat at its latest,
-    every login and active-day field in its month, the lease set kept a day past it."""
-    end = datetime(2026, 10, 31, 23, 59, 58, tzinfo=UTC)  # a month boundary inside the batch
-    logins = [("busy", "alice", end, 5), ("busy", "bob", end, 5),
-              ("busy", "alice", end + timedelta(seconds=1), 10),
-              ("busy", "alice", end + timedelta(seconds=3), 7),  # in November
-              ("calm", "carol", end, 5)]
-    refs = [new_session(a, u) for a, u, _, _ in logins]
-
-    async def run() -> BatchWriter:
-        client = AsyncRedis.from_url(redis_url)
-        writer = BatchWriter(client)
-        for ref, (_, _, at, minutes) in zip(refs, logins, strict=True):
-            writer.login(ref, at, at + timedelta(minutes=minutes))
-        assert await writer.flush() == len(logins)
-        await client.aclose()
-        return writer
-
-    before = {c: commands(redis_client, c) for c in ("zadd", "hset", "pexpire")}
-    writer = asyncio.run(run())
-    assert (writer.written, writer.dead, writer.lost, writer.pending) == (5, 0, 0, 0)
-    assert {c: commands(redis_client, c) - n for c, n in before.items()} == {
-        "zadd": 2, "hset": 3, "pexpire": 2}  # busy: October and November; calm
-    ms = [int((at + timedelta(minutes=m)).timestamp() * 1000) for _, _, at, m in logins]
-    busy = dict(redis_client.zrange(keys.leases("busy"), 0, -1, withscores=True))
-    assert busy == {b"alice": max(ms[0], ms[2], ms[3]), b"bob": ms[1],
-                    **{r.member.encode(): ms[i] for i, r in enumerate(refs[:4])}}
-    assert redis_client.zrange(keys.leases("calm"), 0, -1, withscores=True) == [
-        (b"carol", ms[4]), (refs[4].member.encode(), ms[4])]
-    october = {f.decode() for f in redis_client.hkeys(keys.usage("busy", "2026-10"))}
-    assert october == {"a:31:alice", "a:31:bob"} | {f"l:31:{r.nonce}" for r in refs[:3]}
-    november = {f.decode() for f in redis_client.hkeys(keys.usage("busy", "2026-11"))}
-    assert november == {"a:01:alice", f"l:01:{refs[3].nonce}"}
-    assert redis_client.pttl(keys.leases("busy")) > 23 * 3600 * 1000

@@ -178,63 +178,39 @@ class BatchWriter:
     async def _pipeline(self, batch: list[LoginRecord]) -> set[int] | None:
         """One pipeline of `batch`'s commands: the positions of the records one of whose
         commands Redis refused; None if the pipeline failed whole or Redis cannot write now
-        (nothing known about it: its writes are idempotent, so it is retried whole).
-
-        The records of one account share its commands (one ZADD of all their leases, one
-        HSET per month of all their fields): a busy account's logins cost a few commands
-        per batch, not two each. A refused command refuses every record it serves; each is
-        then retried alone (`_pipeline_one`), so one bad record still holds back no other."""
+        (nothing known about it: its writes are idempotent, so it is retried whole)."""
         pipe = self._redis.pipeline(transaction=False)
         owners: list[list[int]] = []  # per command: the positions of the records it serves
-        mine: dict[str, list[int]] = {}  # account -> its records
-        since: dict[str, int] = {}  # account -> its first record's time (ms)
-        scores: dict[str, dict[str, int]] = {}  # account -> lease member -> expiry (ms)
+        first: dict[str, list[int]] = {}  # account -> its records (its first command's list)
         keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
-        usage: dict[tuple[str, str], tuple[list[int], dict[str, int]]] = {}  # (acct, month)
         for i, rec in enumerate(batch):
-            ref = rec.ref
-            aid, uid = ref.account_id, ref.user_id
-            at = int(rec.at.timestamp() * 1000)
+            aid, uid = rec.ref.account_id, rec.ref.user_id
+            mine = first.get(aid)
+            if mine is None:
+                # Leases that ended before this login: nothing else removes them for an
+                # account without a seat limit (its logins never run take_seat.lua), so
+                # without this its lease set would grow by every session ever opened. (Seats
+                # of take_seat.lua score above any time: see keys.leases.)
+                mine = first[aid] = []
+                at = int(rec.at.timestamp() * 1000)
+                pipe.zremrangebyscore(keys.leases(aid), "-inf", f"({at}")
+                owners.append(mine)
+            mine.append(i)
             exp = int(rec.expires.timestamp() * 1000)
-            records = mine.get(aid)
-            if records is None:
-                records = mine[aid] = []
-                since[aid] = at
-                scores[aid] = {}
-            records.append(i)
-            leases = scores[aid]
-            # The session and its user's seat (unshifted: unlimited accounts count no
-            # seats); ZADD GT keeps the latest expiry of each.
-            if leases.get(uid, -1) < exp:
-                leases[uid] = exp
-            leases[ref.member] = exp
-            keep[aid] = max(keep.get(aid, 0), exp - at + LEASE_KEYS_MARGIN_MS)
+            keep[aid] = max(keep.get(aid, 0),
+                            exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
+            # The session and its user's seat (unshifted: unlimited accounts count no seats).
+            pipe.zadd(keys.leases(aid), {uid: exp, rec.ref.member: exp}, gt=True)
             day = day_name(rec.at)
-            hashed = (aid, month_name(rec.at))
-            fields = usage.get(hashed)
-            if fields is None:
-                fields = usage[hashed] = ([], {})
-            fields[0].append(i)
             # Fields, not counters: a retried batch (the outcome of a failed pipeline is
             # unknown) rewrites the same fields and counts nothing twice. One small hash per
             # account and month holds them (compact in Redis, see store/activity.py).
-            fields[1][login_field(day, ref.nonce)] = 1
-            fields[1][active_field(day, uid)] = 1
-        for aid, records in mine.items():
-            key = keys.leases(aid)
-            # Leases that ended before this batch's first login: nothing else removes them
-            # for an account without a seat limit (its logins never run take_seat.lua), so
-            # without this its lease set would grow by every session ever opened. (Seats of
-            # take_seat.lua score above any time: see keys.leases.)
-            pipe.zremrangebyscore(key, "-inf", f"({since[aid]}")
-            pipe.zadd(key, scores[aid], gt=True)
-            # Housekeeping, as in take_seat.lua: an idle account's leases vanish a day after
-            # its last lease.
-            pipe.pexpire(key, keep[aid])
-            owners += (records, records, records)
-        for (aid, month), (records, written) in usage.items():
-            pipe.hset(keys.usage(aid, month), mapping=written)  # type: ignore[arg-type]
-            owners.append(records)
+            pipe.hset(keys.usage(aid, month_name(rec.at)),
+                      mapping={login_field(day, rec.ref.nonce): 1, active_field(day, uid): 1})
+            owners += ([i], [i])
+        for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
+            pipe.pexpire(keys.leases(aid), ms)  # leases vanish a day after its last lease
+            owners.append(first[aid])
         try:
             replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
