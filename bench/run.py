@@ -1,6 +1,6 @@
 """`make bench`: every result as a ratio to the floor measured in the same run.
 
-    python -m bench.run [--quick] [--only near_cache,redis] [--events N] [--sweep 10000,100000]
+    python -m bench.run [--quick] [--only login,no_session] [--events N] [--sweep 10000,100000]
 
 BENCH_QUICK=1 (or --quick) shortens every run, for a smoke run. Writes
 bench/results/<utc time>.json and latest.json, and docs/performance.md's results section; a
