@@ -24,38 +24,41 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from bench import h2load, procs
-from bench.scenarios import SCENARIOS, Scenario, app_md
+from bench.scenarios import SCENARIOS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
 
-def measure(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
-            body: Path, load: h2load.Load, scenario: Scenario) -> tuple[float, float, float]:
-    """(server CPU us per request, requests/s, p99 ms) of one run of `variant` on
-    `scenario`'s request (its settings under the variant's)."""
+def measure(redis: EmbeddedRedis, work: Path, name: str, variant: dict[str, Any], h2: str,
+            body: Path | None, load: h2load.Load, scenario: Scenario
+            ) -> tuple[float, float, float, float, float, float]:
+    """(server CPU us per request, requests/s, p99, p99.9 and max ms, Redis's CPU us per
+    request) of one run of `variant` on `scenario`'s request (its settings under the
+    variant's)."""
+    redis_url = redis.url
     settings = {**scenario.settings,
                 **{k: v for k, v in variant.items() if k not in ("env", "floor")}}
     saved = dict(os.environ)
     os.environ.update(variant.get("env", {}))
     try:
-        srv = (procs.floor(work) if variant.get("floor") else
-               procs.serve(redis_url, work, name=name.replace(" ", "-"), **settings))
+        srv = (procs.floor(work, http=scenario.http) if variant.get("floor") else
+               procs.serve(redis_url, work, name=name.replace(" ", "-"), http=scenario.http,
+                           **settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)
     try:
         if not variant.get("floor"):  # the floor answers an empty response
-            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                scenario.verify(ch)
-        before = srv.cpu_seconds()
-        out = h2load.run(h2, f"http://127.0.0.1:{srv.port}{scenario.path}", body, load, work,
-                         app_md())
+            scenario.verify(srv)
+        before, redis_before = srv.cpu_seconds(), procs.cpu_of(redis.pid)
+        out = h2load.run(h2, scenario.url(srv), body, load, work, scenario.headers(),
+                         h1=scenario.http)
         cpu = srv.cpu_seconds() - before
+        redis_cpu = procs.cpu_of(redis.pid) - redis_before
         # CPU covers the warm-up too: count its requests at the measured rate.
         sent = out.requests * (load.duration + load.warmup) / load.duration
-        return cpu / sent * 1e6, out.rps, out.p99_ms
+        return (cpu / sent * 1e6, out.rps, out.p99_ms, out.p999_ms, out.max_ms,
+                redis_cpu / sent * 1e6)
     finally:
         srv.stop()
 
@@ -67,7 +70,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--rate", type=int, default=0, help="total requests/s (0: saturated)")
     p.add_argument("--seconds", type=float, default=6.0)
-    p.add_argument("--scenario", default="near_cache",
+    p.add_argument("--scenario", default="login",
                    choices=[s.name for s in SCENARIOS if not s.floor])
     args = p.parse_args()
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
@@ -77,23 +80,27 @@ def main() -> None:
             h2load.Load(clients=8, streams=8, duration=args.seconds, warmup=1.0))
     h2 = h2load.ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="sg-ab-"))
-    body = h2load.write_request(work / "request.bin", scenario.request())
+    body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
-    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+    runs: dict[str, list[tuple[float, float, float, float, float, float]]] = {
+        name: [] for name in variants}
     try:
         for _ in range(args.rounds):
             for name, variant in variants.items():
-                runs[name].append(measure(redis.url, work, name, variant, h2, body, load,
+                runs[name].append(measure(redis, work, name, variant, h2, body, load,
                                          scenario))
     finally:
         redis.stop()
     for name, got in runs.items():
-        cpu = [c for c, _, _ in got]
+        cpu = [g[0] for g in got]
         print(f"{name}: CPU per request median {statistics.median(cpu):.0f} us"
               f" (runs {', '.join(f'{c:.0f}' for c in cpu)});"
-              f" req/s {', '.join(f'{r:,.0f}' for _, r, _ in got)};"
-              f" p99 ms {', '.join(f'{p:.2f}' for _, _, p in got)}")
+              f" req/s {', '.join(f'{g[1]:,.0f}' for g in got)};"
+              f" p99 ms {', '.join(f'{g[2]:.2f}' for g in got)};"
+              f" p99.9 ms {', '.join(f'{g[3]:.2f}' for g in got)};"
+              f" max ms {', '.join(f'{g[4]:.2f}' for g in got)};"
+              f" Redis CPU per request {', '.join(f'{g[5]:.0f}' for g in got)} us")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """The floor: CheckSession answered with an empty response, on the same grpc.aio stack (and
-RecordUsageStream reading its messages and recording nothing).
+RecordUsageStream reading its messages and recording nothing); with `--http`, `/authz`
+answered with an empty 200 on the same aiohttp server setup (`http.server.HttpServer`).
 
 Same service, method and request bytes as the real server, same `grpc.aio.server` options and
 method registration as `app.py`; no auth, no log, no lookup. What the real handler costs
 beyond this is ours.
 
-    python -m bench.floor --port P
+    python -m bench.floor --port P [--http]
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import asyncio
 from typing import Any
 
 import grpc
+from aiohttp import web
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
+from sessiongate.http.authz import PATH
+from sessiongate.http.server import HttpServer
 from sessiongate.service.registration import add_services
 
 
@@ -44,10 +48,27 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
+async def empty(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def serve_http(port: int) -> None:
+    """The HTTP floor: `/authz` on the sidecar's own HTTP server setup, answering nothing."""
+    http = HttpServer(f"127.0.0.1:{port}")
+    http.add_routes([web.route("*", PATH, empty)])
+    await http.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await http.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--http", action="store_true", help="the HTTP floor (/authz)")
+    args = parser.parse_args()
+    asyncio.run(serve_http(args.port) if args.http else serve(args.port))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ A gRPC unary request over HTTP/2 is a POST with `content-type: application/grpc`
 `te: trailers` whose body is a 5-byte prefix (compressed flag, big-endian length) and the
 serialized message. h2load sends the same body for every request (`-d FILE`) and writes one
 line per request to `--log-file`: start time (us since epoch), HTTP status, duration (us).
+With `--h1` it drives plain HTTP/1.1 (the forward-auth endpoint `/authz`) the same way.
 h2load cannot see grpc-status (it lives in the trailers): `run.py` checks each scenario's
 answer with a real gRPC client before loading it.
 """
@@ -67,15 +68,21 @@ class Load:
         return max(1, math.ceil(self.rate / self.clients)) if self.rate else 0
 
 
-def command(h2load: str, url: str, body: Path, load: Load, log_file: Path,
-            headers: Sequence[tuple[str, str]] = ()) -> list[str]:
-    cmd = [
-        h2load, url, "-d", str(body),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
-        "-c", str(load.clients), "-m", str(load.streams), "-t", "1",
-        "-D", f"{load.duration:g}", "--warm-up-time", f"{load.warmup:g}",
-        "--log-file", str(log_file),
-    ]
+def command(h2load: str, url: str, body: Path | None, load: Load, log_file: Path,
+            headers: Sequence[tuple[str, str]] = (), h1: bool = False) -> list[str]:
+    """The h2load command line: gRPC frames over HTTP/2 (a POST of `body`), or with `h1` plain
+    HTTP/1.1 requests (a GET, or a POST of `body` if given) over `clients x streams`
+    connections of one request at a time (no pipelining, as proxies send them)."""
+    if h1:
+        cmd = [h2load, url, "--h1", "-c", str(load.clients * load.streams), "-m", "1"]
+        if body is not None:
+            cmd += ["-d", str(body)]
+    else:
+        assert body is not None, "a gRPC request needs its body"
+        cmd = [h2load, url, "-d", str(body), "-H", "content-type: application/grpc",
+               "-H", "te: trailers", "-c", str(load.clients), "-m", str(load.streams)]
+    cmd += ["-t", "1", "-D", f"{load.duration:g}", "--warm-up-time", f"{load.warmup:g}",
+            "--log-file", str(log_file)]
     for name, value in headers:
         cmd += ["-H", f"{name}: {value}"]
     if load.rate:
@@ -122,7 +129,7 @@ def percentile(sorted_values: Sequence[int], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of already sorted values."""
     if not sorted_values:
         return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    rank = max(1, math.ceil(q * len(sorted_values) / 100.0 - 1e-9))  # 99.9 % of 1000: 999
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
@@ -134,6 +141,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    p999_ms: float = math.nan
     load: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,15 +159,18 @@ def summarize(stdout: str, log_text: str, load: Load) -> Result:
         p50_ms=percentile(durations, 50) / 1000.0,
         p99_ms=percentile(durations, 99) / 1000.0,
         max_ms=(durations[-1] / 1000.0) if durations else math.nan,
+        p999_ms=percentile(durations, 99.9) / 1000.0,
         load=asdict(load),
     )
 
 
-def run(h2load: str, url: str, body: Path, load: Load, workdir: Path,
-        headers: Sequence[tuple[str, str]] = ()) -> Result:
+def run(h2load: str, url: str, body: Path | None, load: Load, workdir: Path,
+        headers: Sequence[tuple[str, str]] = (), h1: bool = False,
+        prefix: Sequence[str] = ()) -> Result:
+    """One h2load run; `prefix`: a command to run it under (e.g. `taskset -c 1`)."""
     log_file = workdir / "h2load.log"
     log_file.unlink(missing_ok=True)
-    proc = subprocess.run(command(h2load, url, body, load, log_file, headers),
+    proc = subprocess.run([*prefix, *command(h2load, url, body, load, log_file, headers, h1)],
                           capture_output=True, text=True, timeout=load.duration * 4 + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr or proc.stdout}")

@@ -33,17 +33,19 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import grpc
-
 from bench import h2load, procs
-from bench.scenarios import SCENARIOS, Scenario, app_md
+from bench.scenarios import SCENARIOS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
 
-def _h2load(h2: str, url: str, body: Path, requests: int) -> None:
-    cmd = [h2, url, "-d", str(body), "-H", "content-type: application/grpc",
-           "-H", "te: trailers", "-n", str(requests), "-c", "4", "-m", "4"]
-    for name, value in app_md():
+def _h2load(h2: str, scenario: Scenario, url: str, body: Path | None, requests: int) -> None:
+    if scenario.http:
+        cmd = [h2, url, "--h1", "-n", str(requests), "-c", "16", "-m", "1"]
+    else:
+        assert body is not None
+        cmd = [h2, url, "-d", str(body), "-H", "content-type: application/grpc",
+               "-H", "te: trailers", "-n", str(requests), "-c", "4", "-m", "4"]
+    for name, value in scenario.headers():
         cmd += ["-H", f"{name}: {value}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     if f"{requests} succeeded" not in out:
@@ -65,7 +67,7 @@ class Count(NamedTuple):
 
 
 def count(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: str,
-          body: Path, scenario: Scenario, requests: int, annotate: bool,
+          body: Path | None, scenario: Scenario, requests: int, annotate: bool,
           idle: float) -> Count:
     """Instructions per request of `variant` on `scenario`'s request, and idle per second."""
     out = work / f"callgrind-{name.replace(' ', '-')}.out"
@@ -76,18 +78,17 @@ def count(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: st
     saved = dict(os.environ)
     os.environ.update(variant.get("env", {}))
     try:
-        srv = (procs.floor(work, prefix) if variant.get("floor") else
+        srv = (procs.floor(work, prefix, http=scenario.http) if variant.get("floor") else
                procs.serve(redis_url, work, name=name.replace(" ", "-"), prefix=prefix,
-                           **settings))
+                           http=scenario.http, **settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)
     try:
         if not variant.get("floor"):
-            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                scenario.verify(ch)
-        url = f"http://127.0.0.1:{srv.port}{scenario.path}"
-        _h2load(h2, url, body, 500)  # warm-up, not counted
+            scenario.verify(srv)
+        url = scenario.url(srv)
+        _h2load(h2, scenario, url, body, 500)  # warm-up, not counted
         def control(*args: str) -> None:
             subprocess.run(["callgrind_control", *args, str(srv.pid)], capture_output=True,
                            check=True)
@@ -96,7 +97,7 @@ def count(redis_url: str, work: Path, name: str, variant: dict[str, Any], h2: st
         time.sleep(idle)
         control("-d")  # dump 1: the background, idle (a dump also zeroes the counters)
         started = time.monotonic()
-        _h2load(h2, url, body, requests)
+        _h2load(h2, scenario, url, body, requests)
         loaded = time.monotonic() - started
         control("-d")  # dump 2: the load
         control("-i", "off")
@@ -119,7 +120,7 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", help='JSON: {"name": {"SETTING": "value", ...}, ...}')
     p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--scenario", default="near_cache",
+    p.add_argument("--scenario", default="login",
                    choices=[s.name for s in SCENARIOS if not s.floor])
     p.add_argument("--annotate", action="store_true")
     p.add_argument("--idle", type=float, default=5.0,
@@ -130,7 +131,7 @@ def main() -> None:
     h2load.ensure_tool("valgrind", "valgrind")
     h2 = h2load.ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="sg-icount-"))
-    body = h2load.write_request(work / "request.bin", scenario.request())
+    body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,11 +39,42 @@ def wait_serving(port: int, timeout: float = 30.0, service: str = "") -> None:
             time.sleep(0.1)
 
 
-class Proc:
-    """A child process on its own port, stopped with SIGTERM (then SIGKILL)."""
+def wait_http(port: int, timeout: float = 30.0) -> None:
+    """Until an HTTP server answers on `port` (any status will do)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"HTTP server on port {port} never became ready") from None
+            time.sleep(0.1)
 
-    def __init__(self, args: list[str], port: int, env: Mapping[str, str], log: Path) -> None:
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_of(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` (0 if gone or unknown)."""
+    stat = None if pid is None else _stat(pid)
+    if stat is None:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Proc:
+    """A child process on its own port (gRPC; `http_port`: its HTTP endpoint, if any),
+    stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, args: list[str], port: int, env: Mapping[str, str], log: Path,
+                 http_port: int = 0) -> None:
         self.port = port
+        self.http_port = http_port
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
@@ -54,11 +86,20 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process, all threads (Linux /proc), 0 elsewhere."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_of(self.pid)
+
+    def tree_cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of the process and of each of its children (`serve --workers N`'
+        worker processes), by pid."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            stat = _stat(int(entry.name))
+            if stat is not None and (int(entry.name) == self.pid or int(stat[1]) == self.pid):
+                out[int(entry.name)] = (int(stat[11]) + int(stat[12])) / tick
+        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -72,15 +113,17 @@ class Proc:
 
 
 def serve(redis_url: str, workdir: Path, *, name: str = "serve", workers: int = 1,
-          prefix: Sequence[str] = (), **settings: str) -> Proc:
+          prefix: Sequence[str] = (), http: bool = False, **settings: str) -> Proc:
     """`sessiongate serve` with the default configuration (tokens, access log, metrics on),
-    overridden by `settings` (env names without the SESSIONGATE_ prefix)."""
+    overridden by `settings` (env names without the SESSIONGATE_ prefix); `http`: with its
+    HTTP endpoint (/authz) on a port of its own (`Proc.http_port`)."""
     port = free_port()
+    http_port = free_port() if http else 0
     env = {
         "SESSIONGATE_REDIS_URL": redis_url,
         "SESSIONGATE_GRPC_ADDR": f"127.0.0.1:{port}",
         "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-        "SESSIONGATE_HTTP_ADDR": "",
+        "SESSIONGATE_HTTP_ADDR": f"127.0.0.1:{http_port}" if http else "",
         "SESSIONGATE_LOG_FORMAT": "json",
         "SESSIONGATE_APP_TOKENS": APP_TOKEN,
         "SESSIONGATE_BILLING_TOKENS": BILLING_TOKEN,
@@ -89,19 +132,26 @@ def serve(redis_url: str, workdir: Path, *, name: str = "serve", workers: int = 
         **{f"SESSIONGATE_{k.upper()}": v for k, v in settings.items()},
     }
     exe = str(Path(sys.executable).with_name("sessiongate"))
-    proc = Proc([*prefix, exe, "serve"], port, env, workdir / f"{name}.log")
+    proc = Proc([*prefix, exe, "serve"], port, env, workdir / f"{name}.log", http_port)
     try:
         wait_serving(port, timeout=180 if prefix else 30)
+        if http:
+            wait_http(http_port)
     except Exception:
         proc.stop()
         raise
     return proc
 
 
-def floor(workdir: Path, prefix: Sequence[str] = ()) -> Proc:
-    """The floor server (bench/floor.py); `prefix`: a command to run it under (valgrind)."""
+def floor(workdir: Path, prefix: Sequence[str] = (), http: bool = False) -> Proc:
+    """The floor server (bench/floor.py); `prefix`: a command to run it under (valgrind);
+    `http`: the HTTP floor (an empty /authz handler) instead of the gRPC one."""
     port = free_port()
-    proc = Proc([*prefix, sys.executable, "-m", "bench.floor", "--port", str(port)], port, {},
-                workdir / "floor.log")
+    args = [*prefix, sys.executable, "-m", "bench.floor", "--port", str(port)]
+    if http:
+        proc = Proc([*args, "--http"], port, {}, workdir / "floor-http.log", http_port=port)
+        wait_http(port, timeout=180 if prefix else 30)
+        return proc
+    proc = Proc(args, port, {}, workdir / "floor.log")
     wait_serving(port, timeout=180 if prefix else 30)
     return proc

@@ -20,10 +20,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-import grpc
-
 from bench import h2load, procs
-from bench.scenarios import SCENARIOS, app_md
+from bench.scenarios import SCENARIOS
 from sessiongate.store.embedded import EmbeddedRedis
 
 
@@ -57,7 +55,7 @@ def main() -> int:
     p.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
     p.add_argument("--rate", type=int, default=0, help="fixed total requests/s (0: saturated)")
     p.add_argument("--floor", action="store_true", help="profile the floor server instead")
-    p.add_argument("--scenario", default="near_cache", help="the request: a scenario's name")
+    p.add_argument("--scenario", default="login", help="the request: a scenario's name")
     p.add_argument("--out", default="", help="also write the collapsed stacks here")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -67,18 +65,18 @@ def main() -> int:
         redis = EmbeddedRedis(work / "redis", persistent=False)
         redis.start()
         scenario = next(s for s in SCENARIOS if s.name == args.scenario)
-        srv = (procs.floor(work) if args.floor else
-               procs.serve(redis.url, work, name="profiled", **scenario.settings))
+        srv = (procs.floor(work, http=scenario.http) if args.floor else
+               procs.serve(redis.url, work, name="profiled", http=scenario.http,
+                           **scenario.settings))
         try:
             if not args.floor:
-                with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                    scenario.verify(ch)
-            body = h2load.write_request(work / "req.bin", scenario.request())
+                scenario.verify(srv)
+            body = scenario.body(work)
             shape = {"clients": 10, "streams": 1, "rate": args.rate} if args.rate else {}
             load = h2load.Load(duration=args.seconds + 4, warmup=1.0, **shape)
-            url = f"http://127.0.0.1:{srv.port}{scenario.path}"
             loader = threading.Thread(
-                target=h2load.run, args=(h2, url, body, load, work, app_md()), daemon=True)
+                target=h2load.run, args=(h2, scenario.url(srv), body, load, work,
+                                         scenario.headers(), scenario.http), daemon=True)
             loader.start()
             raw = work / "stacks.txt"
             cmd = [spy, "record", "--pid", str(srv.pid), "--duration", f"{args.seconds:g}",

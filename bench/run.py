@@ -1,6 +1,6 @@
 """`make bench`: every result as a ratio to the floor measured in the same run.
 
-    python -m bench.run [--quick] [--only near_cache,redis] [--events N] [--sweep 10000,100000]
+    python -m bench.run [--quick] [--only login,no_session] [--events N] [--sweep 10000,100000]
 
 BENCH_QUICK=1 (or --quick) shortens every run, for a smoke run. Writes
 bench/results/<utc time>.json and latest.json, and docs/performance.md's results section; a
@@ -22,10 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from bench import extras, h2load, report
-from bench.scenarios import SCENARIOS, TARGETS, Scenario, app_md
+from bench.scenarios import SCENARIOS, TARGETS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,16 +69,17 @@ def loads(quick: bool) -> dict[str, h2load.Load]:
 
 def _show(name: str, load: str, res: h2load.Result) -> None:
     print(f"  {name:18s} {load:10s} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms"
-          f"  p99 {res.p99_ms:6.2f} ms  max {res.max_ms:7.2f} ms  failed {res.failed}",
-          flush=True)
+          f"  p99 {res.p99_ms:6.2f} ms  p99.9 {res.p999_ms:6.2f} ms  max {res.max_ms:7.2f} ms"
+          f"  failed {res.failed}", flush=True)
 
 
-def loaded(proc_: Any, h2: str, url: str, body: Path, load: h2load.Load, work: Path
-           ) -> h2load.Result:
-    """One h2load run, plus the server's CPU per request over it (warm-up included): a
-    cost that the other tenants of a shared machine disturb much less than throughput."""
+def loaded(proc_: Any, sc: Scenario, h2: str, body: Path | None, load: h2load.Load,
+           work: Path) -> h2load.Result:
+    """One h2load run of `sc`'s request on `proc_`, plus the server's CPU per request over
+    it (warm-up included): a cost that the other tenants of a shared machine disturb much
+    less than throughput."""
     c0 = proc_.cpu_seconds()
-    res = h2load.run(h2, url, body, load, work, headers=app_md())
+    res = h2load.run(h2, sc.url(proc_), body, load, work, headers=sc.headers(), h1=sc.http)
     sent = res.rps * (load.duration + load.warmup)
     res.load["server_cpu_us_per_request"] = (
         (proc_.cpu_seconds() - c0) / sent * 1e6 if sent else float("nan"))
@@ -88,31 +87,28 @@ def loaded(proc_: Any, h2: str, url: str, body: Path, load: h2load.Load, work: P
 
 
 def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
-                 floor_proc: Any = None) -> dict[str, Any]:
-    """Each load on the scenario, right after the same load on the floor (`floor_port`):
-    the machine is shared, so each ratio compares two runs seconds apart."""
+                 floor: tuple[Scenario, Any] | None = None) -> dict[str, Any]:
+    """Each load on the scenario, right after the same load on its floor (`floor`: the floor
+    scenario and its running server): the machine is shared, so each ratio compares two runs
+    seconds apart."""
     if not sc.present():
         return {"title": sc.title, "skipped": "feature absent"}
     proc = sc.start(redis_url, work)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as ch:
-            sc.verify(ch)
-        body = h2load.write_request(work / f"{sc.name}.bin", sc.request())
-        floor_body = h2load.write_request(work / "floor.bin", SCENARIOS[0].request())
-        url = f"http://127.0.0.1:{proc.port}{sc.path}"
+        sc.verify(proc)
+        body = sc.body(work)
         out: dict[str, Any] = {"title": sc.title}
-        floor_port = None if floor_proc is None else floor_proc.port
-        floor_url = f"http://127.0.0.1:{floor_port}{SCENARIOS[0].path}"
+        floor_body = floor[0].body(work) if floor is not None else None
         p99_target = TARGETS.get(sc.name, (0.0, None))[1] is not None
         for name, load in loads(quick).items():
             saturated = name == "saturated"
             rounds = []
-            for _ in range(ROUNDS if floor_port and (saturated or p99_target) else 1):
+            for _ in range(ROUNDS if floor and (saturated or p99_target) else 1):
                 f = None
-                if floor_port is not None:
-                    f = loaded(floor_proc, h2, floor_url, floor_body, load, work)
-                    _show("(floor)", name, f)
-                res = loaded(proc, h2, url, body, load, work)
+                if floor is not None:
+                    f = loaded(floor[1], floor[0], h2, floor_body, load, work)
+                    _show(f"({floor[0].name})", name, f)
+                res = loaded(proc, sc, h2, body, load, work)
                 _show(sc.name, name, res)
                 ratio = 0.0
                 if f is not None and f.rps and f.p99_ms:
@@ -139,20 +135,22 @@ def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
 
 def ratios(latency: dict[str, Any]) -> dict[str, Any]:
     """Each scenario against the floor: throughput (higher is better), p50/p99/max (lower)."""
-    floor = latency.get("floor", {})
+    floors = {sc.name for sc in SCENARIOS if sc.floor}
+    floor_of = {sc.name: sc.floor_of for sc in SCENARIOS}
     out: dict[str, Any] = {}
     for name, res in latency.items():
-        if name == "floor" or "skipped" in res or "error" in res:
+        if name in floors or "skipped" in res or "error" in res:
             continue
-        base = res.get("paired_floor", floor)
+        base = res.get("paired_floor") or latency.get(floor_of.get(name, "floor"), {})
         r: dict[str, Any] = {"throughput": res["saturated"]["rps"] / base["saturated"]["rps"]}
         cpu = res["saturated"].get("load", {}).get("server_cpu_us_per_request")
         floor_cpu = base["saturated"].get("load", {}).get("server_cpu_us_per_request")
         if cpu and floor_cpu:  # floor's CPU per request over ours: 1.0 = as cheap as the floor
             r["cpu_efficiency"] = floor_cpu / cpu
         for rate in ("rate_1000", "rate_2000"):
-            for q in ("p50_ms", "p99_ms", "max_ms"):
-                r[f"{rate}_{q.removesuffix('_ms')}"] = res[rate][q] / base[rate][q]
+            for q in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
+                if q in res[rate] and q in base[rate]:
+                    r[f"{rate}_{q.removesuffix('_ms')}"] = res[rate][q] / base[rate][q]
         target = TARGETS.get(name)
         if target is not None:
             tput, p99 = target
@@ -212,15 +210,21 @@ def main(argv: list[str] | None = None) -> int:
         redis = EmbeddedRedis(work / "redis", persistent=False)
         redis.start()
         try:
-            floor = SCENARIOS[0].start(redis.url, work)
+            # Each floor runs through the whole run, each scenario paired with its own.
+            floors: dict[str, tuple[Scenario, Any]] = {}
             try:
                 for sc in SCENARIOS:
-                    if sc.name == "floor" or wanted(sc.name):
-                        paired = None if sc.floor else floor
+                    if sc.floor and (not only or any(o.floor_of == sc.name and wanted(o.name)
+                                                     for o in SCENARIOS)):
+                        floors[sc.name] = (sc, sc.start(redis.url, work))
+                for sc in SCENARIOS:
+                    if sc.name in floors or (not sc.floor and wanted(sc.name)):
+                        paired = None if sc.floor else floors.get(sc.floor_of)
                         result["latency"][sc.name] = guarded(sc.name, lambda sc=sc, p=paired:
                             run_scenario(sc, h2, redis.url, work, quick, p))
             finally:
-                floor.stop()
+                for _, proc in floors.values():
+                    proc.stop()
             if "error" not in result["latency"].get("floor", {"error": ""}):
                 result["ratios"] = ratios(result["latency"])
             for name, fn in extras.parts(redis, work, quick=quick, events=events, sweep=sweep,

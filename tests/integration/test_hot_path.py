@@ -19,9 +19,12 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.periods import month_name
+from sessiongate.domain.sessions import parse_session_id
 from sessiongate.service import answer_memo, session_control
 from sessiongate.service.convert import ts
 from sessiongate.service.wire import parse_check
+from sessiongate.store import keys
 from tests.support import ServerThread, make_settings
 
 NEAR = cpb.STATE_SOURCE_NEAR_CACHE
@@ -263,3 +266,71 @@ def test_long_requests_and_unknown_fields_are_answered_but_not_remembered(
     assert raw_keys(srv) == {}
     raw_check(srv, plain)
     assert set(raw_keys(srv)) == {plain}
+
+
+def sessionless(resp: spb.CheckSessionResponse) -> spb.CheckSessionResponse:
+    out = ageless(resp)
+    out.ClearField("session_id")
+    out.ClearField("session_expires_at")
+    return out
+
+
+def test_a_login_seen_before_opens_its_session_on_the_raw_path_as_the_parsed_path_does(
+        srv: ServerThread, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allowed login of an account without seat limit, its bytes seen before, is answered
+    from the remembered bytes with its own session appended (no parse): the same answer as
+    the parsed path's but for the session id and the age, the expiry the session TTL from
+    the clock; each session is queued, renewable by Heartbeat and freed by EndSession."""
+    upsert(srv, account_id="acme", users=["alice"])
+    body = spb.CheckSessionRequest(account_id="acme", user_id="alice").SerializeToString()
+    first = raw_check(srv, body)  # may come from Redis
+    computed = raw_check(srv, body)  # parsed: the near-cache's answer kept without session
+    assert (computed.decision, computed.source) == (cpb.DECISION_ALLOW, NEAR)
+    assert computed.session_id
+    parsed: list[bytes] = []
+    monkeypatch.setattr(session_control, "parse_check",
+                        lambda raw: parsed.append(raw) or parse_check(raw))
+    expires = ts(srv.clock.now() + timedelta(seconds=srv.app.settings.session_ttl))
+    answers = [raw_check(srv, body) for _ in range(3)]
+    assert parsed == []  # answered before the method, from the bytes
+    ids = {first.session_id, computed.session_id}
+    for got in answers:
+        expected = spb.CheckSessionResponse()
+        expected.CopyFrom(computed)
+        expected.session_id = got.session_id
+        expected.state_age_ms = got.state_age_ms
+        assert got == expected  # every field as the parsed path's, but the session's own
+        assert got.session_expires_at == expires == computed.session_expires_at
+        assert got.session_id not in ids
+        ids.add(got.session_id)
+        ref = parse_session_id("session_id", got.session_id)
+        assert (ref.account_id, ref.user_id, len(ref.nonce)) == ("acme", "alice", 16)
+    for got in answers:
+        beat = srv.sessions.Heartbeat(spb.HeartbeatRequest(session_id=got.session_id))
+        assert beat.decision == cpb.DECISION_ALLOW and beat.expires_at == expires
+        member = parse_session_id("session_id", got.session_id).member
+        assert redis_client.zscore(keys.leases("acme"), member) is not None
+        ended = srv.sessions.EndSession(spb.EndSessionRequest(session_id=got.session_id))
+        assert ended.ended
+        assert redis_client.zscore(keys.leases("acme"), member) is None
+    logins = redis_client.hkeys(keys.usage("acme", month_name(srv.clock.now())))
+    assert len([k for k in logins if k.startswith(b"l")]) == len(ids)  # each login recorded
+
+
+def test_a_seat_limited_login_seen_before_is_parsed_and_takes_its_seat(
+        srv: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw path opens no seat (that is one atomic Redis call): a seat-limited login's
+    bytes go to the method, which takes the seat or refuses as computed."""
+    upsert(srv, account_id="acme", users=["alice", "bob"], seat_limit=1)
+    body = spb.CheckSessionRequest(account_id="acme", user_id="alice").SerializeToString()
+    first = [raw_check(srv, body) for _ in range(2)]
+    parsed: list[bytes] = []
+    monkeypatch.setattr(session_control, "parse_check",
+                        lambda raw: parsed.append(raw) or parse_check(raw))
+    again = raw_check(srv, body)
+    assert parsed == [body]
+    assert again.decision == cpb.DECISION_ALLOW and again.session_id
+    assert len({o.session_id for o in [*first, again]}) == 3
+    bob = check(srv, "acme", "bob", no_session=False)
+    assert (bob.decision, bob.reason) == (cpb.DECISION_DENY, cpb.REASON_SEAT_LIMIT_REACHED)

@@ -3,12 +3,22 @@ none, bad request bytes name the request."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.service.wire import Prebuilt, age_bytes, age_field, as_wire, parse_check
+from sessiongate.service.convert import ts
+from sessiongate.service.wire import (
+    Prebuilt,
+    age_bytes,
+    age_field,
+    as_wire,
+    parse_check,
+    session_fields,
+)
 
 
 def answer() -> pb.CheckSessionResponse:
@@ -61,3 +71,25 @@ def test_bytes_that_are_no_request_are_an_invalid_argument_naming_it() -> None:
 
 def test_a_negative_age_is_written_as_no_age_never_as_other_bytes() -> None:
     assert age_bytes(-1) == age_field(-1) == b""
+
+
+@pytest.mark.parametrize("session_id", ["s", "x" * 127, "y" * 128, "z" * 400])
+@pytest.mark.parametrize("expires", [
+    datetime(2026, 12, 7, 3, 4, 5, 123456, tzinfo=UTC),  # seconds and nanos
+    datetime(2026, 12, 7, 3, 4, 5, tzinfo=UTC),  # no nanos: proto3 omits them
+    datetime(2026, 12, 7, 4, 4, 5, 1, tzinfo=timezone(timedelta(hours=1))),  # other zone
+    datetime(2026, 12, 7, 3, 4, 5, 999999),  # naive: UTC, as convert.ts reads it
+])
+def test_a_session_appended_to_prebuilt_bytes_is_what_protobuf_serializes(
+        session_id: str, expires: datetime) -> None:
+    """The raw login answer's session fields, byte for byte as the message's (field 5, then
+    field 14 with `convert.ts`'s Timestamp), and parsed back into the same message."""
+    built = pb.CheckSessionResponse(session_id=session_id)
+    built.session_expires_at.CopyFrom(ts(expires))
+    assert session_fields(session_id, expires) == built.SerializeToString()
+    kept = Prebuilt.of(answer())
+    wire, answered = kept.with_session(1234, session_id, expires)
+    expected = answer()
+    expected.MergeFrom(built)
+    assert pb.CheckSessionResponse.FromString(wire) == expected
+    assert answered.state_age_ms == 1234 and answered.decision == cpb.DECISION_ALLOW

@@ -7,7 +7,8 @@ near-cache reports every snapshot that leaves it (invalidated, reloaded, evicted
 `NearCache.on_drop`) and its answers go with it, and a remembered answer is sent only while
 its snapshot is the one held and fresh (`NearCache.fresh_age`). The request's bytes, when
 small and free of unknown fields, are remembered too: a request seen before is answered
-from them without a parse (`sent`, CheckSession's hot path).
+from them without a parse (`sent`, CheckSession's hot path), a login's with the session it
+opens appended (service/wire.py, `Prebuilt.with_session`).
 
 Bounds (anyone with an app token chooses the ids and bytes): at most MAX_PER_ACCOUNT answers
 per snapshot, and `budget` bytes charged in all (an estimate of what each keeps alive);
@@ -20,12 +21,15 @@ by the near-cache's own entries.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from datetime import datetime
 from typing import NamedTuple
 
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.domain.decision import Verdict
+from sessiongate.domain.model import Account
 from sessiongate.ports import Snapshot
 from sessiongate.service.wire import Answered, Prebuilt
 from sessiongate.store.nearcache import NearCache
@@ -56,6 +60,20 @@ Key = tuple[str, Kept]  # (user id, kind)
 class Remembered(NamedTuple):
     answer: Prebuilt
     verdict: Verdict  # the login check's (a seat refusal is built on it)
+
+
+class RawRequest(NamedTuple):
+    """What request bytes parsed before asked, with the memo keys of their answers (made
+    once, when the bytes are remembered)."""
+    account_id: str
+    user_id: str
+    whole: Key  # the whole answer (a denial; a check with `no_session`)
+    base: Key | None  # a login's answer without its session (an allowed login), if a login
+
+
+# Opens the session of an allowed login answered from the memo: (account, account id, user
+# id) -> (session id, expiry), or None when it cannot be opened without awaiting (a seat).
+Opener = Callable[[Account, str, str], "tuple[str, datetime] | None"]
 
 
 def rememberable(checked: LoginCheck, answered: Verdict, *, feature: bool,
@@ -111,23 +129,41 @@ class AnswerMemo:
         self._cache = cache
         self._budget = budget
         self._slots: dict[str, _Slot] = {}  # by account id
-        # Request bytes parsed before -> (account id, key of their whole answer).
-        self.raw_keys: dict[bytes, tuple[str, Key]] = {}
+        # Request bytes parsed before -> what they ask.
+        self.raw_keys: dict[bytes, RawRequest] = {}
         self._raw_bytes = 0  # charged for `raw_keys`
         self.bytes = 0  # charged for the answers kept
         cache.on_drop(self._dropped)
 
-    def sent(self, raw: bytes) -> tuple[bytes, Answered] | None:
-        """The hot path: for request bytes seen before, the remembered answer's bytes with
-        the state's age, and what the metrics read of them; None (nothing counted) when
-        there is none."""
-        key = self.raw_keys.get(raw)
-        if key is None:
+    def sent(self, raw: bytes, opener: Opener) -> tuple[bytes, Answered] | None:
+        """The hot path: for request bytes seen before, the bytes of the answer remembered
+        for them while its snapshot is held and fresh (a near-cache hit) with the state's
+        age, and what the metrics read of them; None (nothing counted) when there is none.
+        An allowed login's answer is remembered without its session: `opener` opens one,
+        appended to the bytes (None from it: the caller answers)."""
+        request = self.raw_keys.get(raw)
+        if request is None:
             return None
-        got = self.remembered(key[0], key[1])
-        if got is None:
+        slot = self._slots.get(request.account_id)
+        if slot is None:
             return None
-        return got[0].answer.answer(got[1])
+        value = slot.answers.get(request.whole)
+        if value is not None:
+            age = self._cache.fresh_age(request.account_id, slot.snapshot)
+            return None if age is None else value.answer.answer(age)
+        if request.base is None:
+            return None
+        value = slot.answers.get(request.base)
+        if value is None:
+            return None
+        age = self._cache.fresh_age(request.account_id, slot.snapshot)
+        account = slot.snapshot.account
+        if age is None or account is None:
+            return None
+        opened = opener(account, request.account_id, request.user_id)
+        if opened is None:
+            return None
+        return value.answer.with_session(age, *opened)
 
     def remembered(self, account_id: str, key: Key
                    ) -> tuple[Remembered, int, Snapshot] | None:
@@ -177,8 +213,8 @@ class AnswerMemo:
         return True
 
     def remember_request(self, raw: bytes, request: pb.CheckSessionRequest) -> None:
-        """Key the whole answer to `request` (valid ids, no feature) by its bytes, if they
-        are worth keeping: a short request of known fields only."""
+        """Key the answers to `request` (valid ids, no feature) by its bytes, if they are
+        worth keeping: a short request of known fields only."""
         if len(raw) > MAX_RAW_KEY or len(UnknownFieldSet(request)):
             return
         keys = self.raw_keys
@@ -188,7 +224,8 @@ class AnswerMemo:
                 keys.clear()
                 self._raw_bytes = 0
             self._raw_bytes += cost
-        keys[raw] = (request.account_id, request_key(request))
+        keys[raw] = RawRequest(request.account_id, request.user_id, request_key(request),
+                               None if request.no_session else (request.user_id, Kept.BASE))
 
     def _dropped(self, account_id: str, snapshot: Snapshot) -> None:
         """The near-cache let `snapshot` go: its answers go too."""

@@ -119,13 +119,24 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         self.bulk_usage = (self.usage if bulk is None else UsageStore(bulk, Scripts(bulk)))
         self.bulk_slots = BulkSlots()
         self._ttl = timedelta(seconds=rt.settings.session_ttl)
+        self._opener = self._open_unlimited  # bound once: the raw path passes it per call
 
     def _remembered_answer(self, raw: Any) -> tuple[bytes, Answered] | None:
         """CheckSession's hot path, tried by the wrapper before the method (no coroutine):
         for request bytes parsed before (`RAW_METHOD`), the remembered answer's bytes and
         what the metrics read of them; None when there is none (the method then parses and
-        answers)."""
-        return self.answers.sent(raw) if raw.__class__ is bytes else None
+        answers). A login opens its session here (`_open_unlimited`), appended to the
+        remembered bytes."""
+        return self.answers.sent(raw, self._opener) if raw.__class__ is bytes else None
+
+    def _open_unlimited(self, account: Account, account_id: str, user_id: str
+                        ) -> tuple[str, datetime] | None:
+        """The session of a login answered from the memo, as the method opens it
+        (`_queue_session`); None for a seat-limited account: its seat is one Lua call,
+        awaited in the method."""
+        if account.seat_limit > 0:
+            return None
+        return self._queue_session(account_id, user_id, self.rt.clock.now())
 
     @rpc("app", fast=_remembered_answer)
     async def CheckSession(
@@ -172,15 +183,23 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         """Open a session of an allowed login: (its id, None if every seat is taken; its
         expiry). A seat-limited account's seat and login records in one Lua call; otherwise
         the records go to the batch writer (no round trip)."""
+        if account.seat_limit <= 0:
+            return self._queue_session(account_id, user_id, now)
         ref = new_session(account_id, user_id)
         expires = now + self._ttl
-        if account.seat_limit > 0:
-            seat = await self.sessions.take(ref, now, expires, account.seat_limit,
-                                            login=True)  # its records too, if admitted
-            if not seat.admitted:
-                return None, expires
-        else:
-            self.batch.login(ref, now, expires)
+        seat = await self.sessions.take(ref, now, expires, account.seat_limit,
+                                        login=True)  # its records too, if admitted
+        if not seat.admitted:
+            return None, expires
+        return ref.session_id, expires
+
+    def _queue_session(self, account_id: str, user_id: str, now: datetime
+                       ) -> tuple[str, datetime]:
+        """Open a session of an allowed login of an account without seat limit: its records
+        queued on the batch writer (no round trip). (Its id, its expiry.)"""
+        ref = new_session(account_id, user_id)
+        expires = now + self._ttl
+        self.batch.login(ref, now, expires)
         return ref.session_id, expires
 
     @staticmethod

@@ -10,32 +10,61 @@ answers a request it has parsed before from the bytes it prebuilt for it, and pa
 others itself.
 
 Appending the age is valid protobuf: a parser takes fields in any order, and the prebuilt
-bytes carry no age of their own (proto3 omits a zero).
+bytes carry no age of their own (proto3 omits a zero). A login that opens a session differs
+from its remembered answer only by the session: its id and expiry are appended the same way
+(`Prebuilt.with_session`), its records queued on the batch writer by the servicer.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.domain.errors import InvalidArgument
 
-_AGE_TAG = (pb.CheckSessionResponse.DESCRIPTOR.fields_by_name["state_age_ms"].number << 3
-            ) | 0  # wire type 0: varint
+_FIELDS = pb.CheckSessionResponse.DESCRIPTOR.fields_by_name
+_AGE_TAG = (_FIELDS["state_age_ms"].number << 3) | 0  # wire type 0: varint
+# Wire type 2 (length-delimited): a string, an embedded message.
+_SESSION_ID_TAG = bytes(((_FIELDS["session_id"].number << 3) | 2,))
+_EXPIRES_TAG = bytes(((_FIELDS["session_expires_at"].number << 3) | 2,))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def varint(n: int) -> bytes:
+    """`n` (>= 0) as a protobuf varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def age_field(ms: int) -> bytes:
     """`state_age_ms = ms` as serialized bytes (nothing for 0, as proto3 writes it)."""
     if ms <= 0:
         return b""
-    out = bytearray((_AGE_TAG,))
-    while ms > 0x7F:
-        out.append((ms & 0x7F) | 0x80)
-        ms >>= 7
-    out.append(ms)
-    return bytes(out)
+    return bytes((_AGE_TAG,)) + varint(ms)
+
+
+# Length prefixes of up to 127 bytes: one byte each (a session id, a Timestamp).
+_LENGTHS = [bytes((n,)) for n in range(0x80)]
+
+
+def session_fields(session_id: str, expires: datetime) -> bytes:
+    """`session_id` and `session_expires_at` as serialized bytes, as `convert.ts` stamps the
+    expiry (an aware time, or naive UTC)."""
+    sid = session_id.encode()
+    delta = (expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)) - _EPOCH
+    stamp = Timestamp(seconds=delta.days * 86400 + delta.seconds,
+                      nanos=delta.microseconds * 1000).SerializeToString()
+    n = len(sid)
+    return b"".join((_SESSION_ID_TAG, _LENGTHS[n] if n < 0x80 else varint(n), sid,
+                     _EXPIRES_TAG, _LENGTHS[len(stamp)], stamp))
 
 
 _KEPT_AGES = 10_000  # ms: made once, for a near-cache TTL of up to 10 s
@@ -75,6 +104,13 @@ class Prebuilt(NamedTuple):
     def answer(self, age_ms: int) -> tuple[bytes, Answered]:
         """The bytes to send with this age, and what the metrics read of them."""
         return (self.wire + age_bytes(age_ms),
+                Answered(self.decision, self.reason, self.source, age_ms))
+
+    def with_session(self, age_ms: int, session_id: str, expires: datetime
+                     ) -> tuple[bytes, Answered]:
+        """`answer(age_ms)` of a login that opened a session: with its id and expiry (the
+        prebuilt bytes carry no session of their own: see `answer_memo.Kept.BASE`)."""
+        return (b"".join((self.wire, age_bytes(age_ms), session_fields(session_id, expires))),
                 Answered(self.decision, self.reason, self.source, age_ms))
 
 
