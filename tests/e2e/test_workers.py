@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,11 +35,23 @@ def metrics_up(port: int, timeout: float = 30.0) -> str:
             time.sleep(0.1)
 
 
+def free_pair(exclude: int) -> int:
+    """A port p such that p and p + 1 are both free now (each worker's metrics endpoint)."""
+    while True:
+        port = free_port()
+        if exclude in (port, port + 1):
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def test_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path) -> None:
     addr = f"127.0.0.1:{free_port()}"
-    mport = free_port()
-    while mport + 1 == int(addr.rsplit(":", 1)[1]):
-        mport = free_port()
+    mport = free_pair(exclude=int(addr.rsplit(":", 1)[1]))
     env = {**os.environ, "SESSIONGATE_GRPC_ADDR": addr, "SESSIONGATE_DATA_DIR": str(tmp_path),
            "SESSIONGATE_METRICS_ADDR": f"127.0.0.1:{mport}", "SESSIONGATE_LOG_FORMAT": "json",
            "SESSIONGATE_HTTP_ADDR": ""}
