@@ -1,5 +1,5 @@
-"""Accounts and their states, as plain values: never changed once made (a change is a new
-value), the override frozen, the account by convention (`Account`)."""
+"""Accounts and their states, as plain values never changed once made (a change is a new
+value): `StateOverride` is frozen, `Account` is so by rule (see why there)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Account:
 
     Never changed once made: a change is a new account (`replace`, `with_derived`). Not
     `frozen`: its `__init__` would pay an `object.__setattr__` per field, and the sweep builds
-    two accounts per account it moves (docs/performance.md, "What was tried"). Unhashable
+    two per account it moves (docs/performance.md, row "Sweep: `Account` not `frozen`"). Unhashable
     either way (`extra` is a dict).
     """
 
