@@ -244,3 +244,48 @@ def test_reconsider_keeps_every_field_it_does_not_derive() -> None:
     assert out.account == replace(account, **{n: getattr(out.account, n) for n in derived})
     assert (out.account.derived_state, out.account.balance_minor) == (S.REMINDER, 12000)
     assert out.account.override == account.override
+
+
+# What `reconsider` derives; every other field of the account is carried as it is.
+_DERIVED = {"derived_state", "state_since", "override", "balance_minor", "oldest_due_at",
+            "suspends_at", "next_evaluation_at"}
+
+
+def test_reconsider_carries_every_field_it_does_not_derive() -> None:
+    """`Account.with_derived` writes the fields out: one added to `Account` and not to it
+    fails here (each field has its own value, so two swapped fail too)."""
+    given_ = Account(
+        "acme", kind=AccountKind.CONSUMER, users=frozenset({"u"}), policy_id="p",
+        plan_id="pro", exempt=True, seat_limit=3, parent_id="partner",
+        admin_emails=("a@x",), time_zone="Europe/Paris", currency="EUR",
+        report_emails=("r@x",), created_at=T0 - 9 * DAY, derived_state=S.ACTIVE,
+        state_since=T0 - 8 * DAY, override=StateOverride(S.GRACE, "why", "ops", T0 - 7 * DAY,
+                                                         T0 + 30 * DAY),
+        balance_minor=1, oldest_due_at=T0 - 6 * DAY, suspends_at=T0 - 5 * DAY,
+        next_evaluation_at=T0 - 4 * DAY, version=11, extra={"k": "v"})
+    defaults = Account("acme")
+    names = {f.name for f in fields(Account)}
+    assert all(getattr(given_, n) != getattr(defaults, n)
+               for n in names - _DERIVED - {"account_id"})
+    out = reconsider(given_, invoice(due=T0), DEFAULT_POLICY, T0 + 2 * DAY)
+    for name in names - _DERIVED:
+        assert getattr(out.account, name) == getattr(given_, name), name
+    assert out.account.with_derived(
+        *(getattr(out.account, n) for n in ("derived_state", "state_since", "override",
+                                            "balance_minor", "oldest_due_at", "suspends_at",
+                                            "next_evaluation_at"))) == out.account
+
+
+def test_reconsider_changes_nothing_it_is_given() -> None:
+    """An account is never changed once made (it is not `frozen`, for speed): the sweep's
+    step makes a new one and leaves the one it read, and its ledger, as they were."""
+    account = Account("acme", users=frozenset({"u"}), state_since=T0, extra={"k": "v"},
+                      version=4)
+    ledger = invoice(due=T0)
+    before_account, before_ledger = replace(account), replace(ledger)
+    before_events, before_extra = dict(ledger.events), dict(account.extra)
+    out = reconsider(account, ledger, DEFAULT_POLICY, T0 + 2 * DAY)
+    assert out.account is not account and out.account.derived_state is S.REMINDER
+    assert account == before_account and account.derived_state is S.ACTIVE
+    assert ledger == before_ledger and ledger.events == before_events
+    assert account.extra == before_extra

@@ -10,7 +10,7 @@ an evaluation (a replay, a second replica, a retried compare-and-set) never remi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sessiongate.domain.clock import later
@@ -132,9 +132,8 @@ def reconsider(account: Account, ledger: Ledger, policy: DunningPolicy, now: dat
     nxt = ev.next_evaluation_at
     if override is not None and override.expires_at is not None:
         nxt = override.expires_at if nxt is None else min(nxt, override.expires_at)
-    new = replace(account, derived_state=ev.state, state_since=since, override=override,
-                  balance_minor=ev.balance_minor, oldest_due_at=ev.oldest_due_at,
-                  suspends_at=ev.suspends_at, next_evaluation_at=nxt)
+    new = account.with_derived(ev.state, since, override, ev.balance_minor, ev.oldest_due_at,
+                               ev.suspends_at, nxt)
     return Outcome(new, ledger.with_reminder(mark), entry, tuple(notes), nxt, ev)
 
 

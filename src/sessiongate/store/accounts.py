@@ -22,7 +22,7 @@ from sessiongate.store.record import (
     HISTORY_BYTES,
     applied_in,
     decode_history,
-    encode_history,
+    encode_entry,
     entries,
     escape,
     in_compact_ledger,
@@ -78,7 +78,7 @@ def _commit_call(change: Change, expected_version: int, now: datetime
     entry = change.history_entry
     event_id = change.event_id
     args = [expected_version, encode_account(change.account), change.ledger_json,
-            event_id, to_ms(now), next_eval_arg, encode_history(entry.to_dict()) if entry else "",
+            event_id, to_ms(now), next_eval_arg, encode_entry(entry) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES]
     if change.notifications:

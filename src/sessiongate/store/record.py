@@ -20,6 +20,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sessiongate.domain.records import HistoryEntry
 from sessiongate.store.jsontext import dumps
 
 RS, US = "\x1e", "\x1f"
@@ -34,6 +35,8 @@ VERSION_PREFIX = "0_"
 _ESCAPE = re.compile("[%\x1e\x1f]")
 _UNESCAPE = re.compile("%(25|1E|1F)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_ZERO = timedelta(0)
 _HISTORY_KEYS = ("at", "from", "to", "cause", "actor", "event_id")
 _HISTORY_KEYSET = frozenset(_HISTORY_KEYS)
 
@@ -80,6 +83,11 @@ def _at_us(at: object) -> int | None:
     return us if _iso(us) == at else None
 
 
+def _plain(v: str) -> bool:
+    """Whether `v` stands in a compact entry as it is (nothing to escape, not read as JSON)."""
+    return "%" not in v and RS not in v and US not in v and not v.startswith("{")
+
+
 def encode_history(entry: dict[str, Any]) -> str:
     """`<at us> US <from> US <to> US <cause> US <actor> US <event id>` (~45 bytes, JSON ~110)
     for the usual entry; anything else (other keys, other values) stays JSON."""
@@ -90,14 +98,28 @@ def encode_history(entry: dict[str, Any]) -> str:
             v = entry.get(key)
             if v is None:
                 parts.append("")
-            elif (isinstance(v, str) and "%" not in v and RS not in v and US not in v
-                  and not v.startswith("{")):
+            elif isinstance(v, str) and _plain(v):
                 parts.append(str(v))
             else:
                 break
         else:
             return US.join(parts).rstrip(US)
     return dumps(entry)
+
+
+def encode_entry(entry: HistoryEntry) -> str:
+    """`encode_history(entry.to_dict())`, without `to_dict`'s ISO text of `at` read back
+    and compared (~2 us, once per commit of the sweep): a UTC time's text is `_iso` of its
+    microseconds. tests/unit/test_compact_codec.py compares the two."""
+    at = entry.at
+    if at.utcoffset() != _ZERO:
+        return encode_history(entry.to_dict())
+    frm = "" if entry.from_state is None else entry.from_state.value
+    cause, actor, event_id = entry.cause, entry.actor, entry.event_id
+    if not (_plain(cause) and _plain(actor) and _plain(event_id)):
+        return encode_history(entry.to_dict())
+    return US.join([str((at - _EPOCH) // _US), frm, entry.to_state.value, cause, actor,
+                    event_id]).rstrip(US)
 
 
 def decode_history(raw: str | bytes) -> dict[str, Any]:
