@@ -13,11 +13,12 @@ within the last `HOLD` (an idle login waits for nothing); else logins are coming
 waits `HOLD` (`loop.call_later`) for the others, unless `BATCH_MAX` are queued first. Two
 holds in a row that gathered no other command (a single client's logins one after another)
 stop the holding until a command is queued while another is in flight. Saturated, a write
-carries ~3.5-5 logins, as when the hold read the loop's private ready queue, where counting
-`call_soon` turns with new arrivals carried ~1.1, for 1.27x the server CPU per login
-(docs/performance.md, "Login writes held 1 ms by a timer"). Other commands are written at once,
-with any held ones ahead of them (replies are matched in order): a chain of round trips
-such as the payment consumer's would pay a loop iteration more per trip.
+carries as many logins (~3-5) as when the hold read the loop's private ready queue, where
+counting `call_soon` turns with new arrivals carried ~1.1: server CPU per seat-limited login
+335 us vs 428 (the ready queue's 341), instructions 680k vs 711k (690k) (docs/performance.md,
+"Login writes held 1 ms by a timer"). Other commands are written at once, with any held ones
+ahead of them (replies are matched in order): a chain of round trips such as the payment
+consumer's would pay a loop iteration more per trip.
 
 Connection settings come from the URL (`redis.asyncio.connection.parse_url`, redis-py's
 public parser): host, port or unix path, TLS (`rediss://`, its `ssl_*` options), credentials,
