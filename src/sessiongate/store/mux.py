@@ -7,13 +7,16 @@ Commands are hand-encoded RESP written on one shared connection, and replies, wh
 together, are parsed by hiredis in one `data_received` and matched to their callers in order
 (Redis answers a connection's commands in the order sent).
 
-Logins' writes are batched by arrivals, with `call_soon` ordering only. A command sent with
-`hold` (a seat-limited login's take_seat) is written from a callback scheduled with
-`call_soon`, i.e. after every callback ready when it was queued, and waits one turn more
-(grpc.aio hands a saturated server about one request per loop iteration); while more held
-commands arrive turn after turn (the loop is busy with logins) it waits on, until a turn
-brings none, the oldest has waited `HOLD_MAX` or `BATCH_MAX` are queued. An idle loop
-writes two iterations later. Other commands are written at once, with any held ones
+Logins' writes are batched by their arrival rate, with a timer (public asyncio only). A
+command sent with `hold` (a seat-limited login's take_seat) is written at once if none came
+within the last `HOLD` (an idle login waits for nothing); else logins are coming, and it
+waits `HOLD` (`loop.call_later`) for the others, unless `BATCH_MAX` are queued first. Two
+holds in a row that gathered no other command (a single client's logins one after another)
+stop the holding until a command is queued while another is in flight. Saturated, a write
+carries as many logins (~3-5) as when the hold read the loop's private ready queue, where
+counting `call_soon` turns with new arrivals carried ~1.1: server CPU per seat-limited login
+335 us vs 428 (the ready queue's 341), instructions 680k vs 711k (690k) (docs/performance.md,
+"Login writes held 1 ms by a timer"). Other commands are written at once, with any held ones
 ahead of them (replies are matched in order): a chain of round trips such as the payment
 consumer's would pay a loop iteration more per trip.
 
@@ -71,9 +74,9 @@ _MORE = object()  # hiredis: no complete reply buffered yet
 _SHORT = 1024
 _LENGTHS = [b"$%d\r\n" % n for n in range(_SHORT)]
 _PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band, never an answer
-# Write batching (see above): the longest a queued command waits for a busy loop, and the
-# most commands written at once.
-HOLD_MAX = 0.001
+# Write batching (see above): how long a held command waits for others (and how recent the
+# previous one must be for it to wait), and the most commands written at once.
+HOLD = 0.001
 BATCH_MAX = 64
 # Error replies by their first word, as redis-py's exceptions (the rest: ResponseError).
 # As redis-py, the message of one of these leaves its first word out; any other's is whole.
@@ -130,8 +133,9 @@ class _Protocol(asyncio.Protocol):
         self.on_push: Callable[[Any], None] | None = None
         self.lost: asyncio.Future[Exception] = loop.create_future()  # its error, once closed
         self._queued: list[bytes] = []  # encoded commands not written yet (`_flush`)
-        self._queued_since = 0.0
-        self._seen = 0  # queued commands at the pending `_flush`'s last turn (0: none yet)
+        self._last_held = -HOLD  # when the last held command was queued (loop time)
+        self._empty_holds = 0  # holds in a row that gathered no other command
+        self._timer: asyncio.TimerHandle | None = None  # the pending hold's `_flush`
         self.writes = 0  # socket writes of commands, for tests and debugging
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,10 +156,15 @@ class _Protocol(asyncio.Protocol):
         queued = self._queued
         if hold:
             queued.append(payload)
-            if len(queued) == 1:
-                self._queued_since = now
-                self._seen = 0  # the first turn always waits one more (see `_flush`)
-                self.loop.call_soon(self._flush)
+            recent, self._last_held = now - self._last_held < HOLD, now
+            if len(queued) >= BATCH_MAX:
+                self._empty_holds = 0
+                self._write_queued()
+            elif len(queued) == 1:
+                if recent and (self._empty_holds < 2 or len(self.pending) > 1):
+                    self._timer = self.loop.call_later(HOLD, self._flush)
+                else:
+                    self._write_queued()
         elif queued:  # behind the held ones, in the same write
             queued.append(payload)
             self._write_queued()
@@ -167,19 +176,15 @@ class _Protocol(asyncio.Protocol):
         return fut
 
     def _flush(self) -> None:
-        """Write the queued commands, unless more arrived since the last turn (the loop is
-        busy with logins) and they may wait longer."""
-        queued = self._queued
-        if not queued:  # written behind an unheld command, or dropped by `_fail`
-            return
-        if ((self._seen == 0 or len(queued) > self._seen) and len(queued) < BATCH_MAX
-                and self.loop.time() - self._queued_since < HOLD_MAX):
-            self._seen = len(queued)
-            self.loop.call_soon(self._flush)  # after the callbacks ready now
-            return
+        """The hold is over: write what it gathered."""
+        self._timer = None
+        self._empty_holds = 0 if len(self._queued) > 1 else self._empty_holds + 1
         self._write_queued()
 
     def _write_queued(self) -> None:
+        if self._timer is not None:  # written before its hold is over
+            self._timer.cancel()
+            self._timer = None
         queued, self._queued = self._queued, []
         assert self.transport is not None
         self.writes += 1
@@ -240,6 +245,9 @@ class _Protocol(asyncio.Protocol):
         """Close for good and fail every command in flight with `exc`."""
         self.closed = True
         self._queued = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.lost.done():
             self.lost.set_result(exc)
         if self._watchdog is not None:
