@@ -12,6 +12,7 @@ import redis
 from sessiongate.logs import configure
 from sessiongate.store.embedded import EmbeddedRedis
 from tests.support import ServerThread, make_settings
+from tests.system_packages import ensure_all
 
 configure("warning", "json")
 
@@ -20,6 +21,12 @@ configure("warning", "json")
 # the test asks for an address of its own.
 os.environ.setdefault("SESSIONGATE_HTTP_ADDR", "")
 os.environ.setdefault("SESSIONGATE_METRICS_ADDR", "")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Debian packages the suite runs (nginx, Caddy, Chromium) installed up front, outside
+    any test's timeout (tests/system_packages.py)."""
+    ensure_all()
 
 
 @pytest.fixture(scope="session")

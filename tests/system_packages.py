@@ -13,6 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+# What the suite runs for real, as (binary, Debian package).
+NEEDED = (("nginx", "nginx"), ("caddy", "caddy"), ("chromium", "chromium"))
+
 _LOCK = Path("/tmp/sessiongate-apt.lock")
 _UPDATED = Path("/tmp/sessiongate-apt.updated")
 
@@ -40,3 +43,13 @@ def ensure(binary: str, package: str) -> str:
     if not found:
         raise RuntimeError(f"installed {package} but {binary} is still not on PATH")
     return found
+
+
+def ensure_all() -> None:
+    """Install whatever of `NEEDED` is missing, before any test runs (conftest's session
+    start): a first install on a fresh machine takes minutes, more than one test's timeout.
+    Without root nothing is tried here; a test that needs a missing binary says so."""
+    if os.geteuid() != 0:
+        return
+    for binary, package in NEEDED:
+        ensure(binary, package)
