@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any
 
 import grpc
+from redis.asyncio import Redis as AsyncRedis
 
 from sessiongate.api.v1 import accounts_pb2_grpc, billing_pb2_grpc, session_control_pb2_grpc
 from sessiongate.app import Application
@@ -80,3 +82,23 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
     )
     base.update(overrides)
     return Settings.from_env({}, **base)
+
+
+async def async_until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait on the running loop until `pred()` holds; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def run_with(redis_url: str, scenario: Callable[[AsyncRedis], Awaitable[None]]) -> None:
+    """Run `scenario` on a fresh event loop with an asyncio Redis client of its own."""
+    async def main() -> None:
+        r = AsyncRedis.from_url(redis_url)
+        try:
+            await scenario(r)
+        finally:
+            await r.aclose()
+
+    asyncio.run(main())

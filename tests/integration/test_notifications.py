@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,7 +38,7 @@ from sessiongate.store import keys
 from sessiongate.store.client import connect
 from tests.cluster.cluster import LocalCluster
 from tests.integration.dunning_support import DAY, T0, invoice, pay, start, upsert
-from tests.support import ServerThread, make_settings
+from tests.support import ServerThread, async_until, make_settings, run_with
 
 SECRET = "s3cret"
 WAIT = 30.0
@@ -171,22 +171,6 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
         time.sleep(0.02)
 
 
-async def async_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-def run_with(redis_url: str, scenario: Callable[[AsyncRedis], Awaitable[None]]) -> None:
-    async def main() -> None:
-        r = AsyncRedis.from_url(redis_url)
-        try:
-            await scenario(r)
-        finally:
-            await r.aclose()
-
-    asyncio.run(main())
 
 
 def deliverer(r: AsyncRedis, sinks: list[Sink], name: str, **kw: Any) -> Deliverer:

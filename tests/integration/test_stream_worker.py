@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,11 @@ from sessiongate.billing.stream_worker import (
     WorkerSettings,
 )
 from sessiongate.store.embedded import EmbeddedRedis
+from tests.support import async_until, run_with
 
 STREAMS = ("test:worker:a", "test:worker:b")
 DEAD = "test:worker:dead"
 GROUP = "test-group"
-WAIT = 20.0
 
 
 def settings(consumer: str, **kw: object) -> WorkerSettings:
@@ -70,22 +70,6 @@ def add(client: redis.Redis, names: Sequence[str]) -> list[bytes]:
     return list(pipe.execute())
 
 
-async def until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-def run(redis_url: str, scenario: Callable[[AsyncRedis], Awaitable[None]]) -> None:
-    async def main() -> None:
-        r = AsyncRedis.from_url(redis_url)
-        try:
-            await scenario(r)
-        finally:
-            await r.aclose()
-
-    asyncio.run(main())
 
 
 def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_loss_or_double(
@@ -113,9 +97,9 @@ def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_l
         a = StreamWorker(r, settings("A"), dying)
         add(redis_client, first)
         await a.start()
-        await until(lambda: a.acked == len(first), "A's first batch")
+        await async_until(lambda: a.acked == len(first), "A's first batch")
         add(redis_client, second)
-        await until(lambda: bool(applied_by_a), "A mid-batch")
+        await async_until(lambda: bool(applied_by_a), "A mid-batch")
         await a.stop(grace=0)  # the kill: its batch stays pending under its name
         assert pending(redis_client) == held[0] > 0
 
@@ -127,7 +111,7 @@ def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_l
         assert pending(redis_client) == held[0]
         await b.start()
         try:
-            await until(lambda: pending(redis_client) == 0, "B's take-over")
+            await async_until(lambda: pending(redis_client) == 0, "B's take-over")
         finally:
             await b.stop()
         assert time.monotonic() - killed_at >= 0.5
@@ -137,7 +121,7 @@ def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_l
         assert sum(applied_by_a.values()) == held[0] // 2
         assert await r.scard("test:worker:applied") == len(first) + len(second)
 
-    run(redis_url, scenario)
+    run_with(redis_url, scenario)
     assert all(redis_client.xlen(s) == 15 for s in STREAMS)  # acknowledged, not deleted
 
 
@@ -153,7 +137,7 @@ def test_a_poison_entry_is_dead_lettered_with_its_reason_and_the_rest_go_on(
         assert w.dead == 1 and w.acked == 4
         assert ledger.seen == Counter(["ok1", "poison-1", "ok2", "ok3"])
 
-    run(redis_url, scenario)
+    run_with(redis_url, scenario)
     (_, letter), = redis_client.xrange(DEAD)
     assert letter[b"reason"] == b"n: poison-1 is poison"
     assert letter[b"source_id"] == poison_id
@@ -183,12 +167,12 @@ def test_a_handler_failure_leaves_the_batch_pending_and_it_is_retried(
         assert w.in_flight == 2 and pending(redis_client) == 2
         await w.start()
         try:
-            await until(lambda: w.in_flight == 0, "the retry")
+            await async_until(lambda: w.in_flight == 0, "the retry")
         finally:
             await w.stop()
         assert ledger.seen == Counter(["x1", "x2"])
 
-    run(redis_url, scenario)
+    run_with(redis_url, scenario)
     assert pending(redis_client) == 0
 
 
@@ -206,7 +190,7 @@ def test_xautoclaim_resumes_its_cursor(redis_client: redis.Redis, redis_url: str
         taken = [await w.claim() for _ in range(3)]
         assert taken == [2, 2, 1] and w.in_flight == 5
 
-    run(redis_url, scenario)
+    run_with(redis_url, scenario)
     owners = {c["name"]: c["pending"] for c in redis_client.xinfo_consumers(STREAMS[0], GROUP)}
     assert owners == {b"crashed": 0, b"c": 5}
 
@@ -232,14 +216,14 @@ def test_a_departed_consumer_is_taken_over_then_removed_from_the_group(
         w = StreamWorker(r, settings("live", claim_idle=0.2, forget_after=0.3), ledger)
         await w.start()
         try:
-            await until(lambda: pending(redis_client) == 0, "the take-over")
-            await until(lambda: b"crashed" not in names(), "the departed consumer removed",
+            await async_until(lambda: pending(redis_client) == 0, "the take-over")
+            await async_until(lambda: b"crashed" not in names(), "the departed consumer removed",
                         timeout=5)
         finally:
             await w.stop()
         assert ledger.seen == Counter(["d1", "d2"])
 
-    run(redis_url, scenario)
+    run_with(redis_url, scenario)
     assert names() == {b"live"}
 
 
@@ -258,20 +242,20 @@ def test_the_worker_recovers_when_redis_restarts_mid_read(tmp_path: Path,
         try:
             with redis.Redis.from_url(server.url) as client:
                 add(client, ["before"])
-            await until(lambda: w.acked == 1, "the first entry")
+            await async_until(lambda: w.acked == 1, "the first entry")
             await asyncio.sleep(0.1)  # now blocked in XREADGROUP
             await asyncio.to_thread(server.stop)
             await asyncio.sleep(0.3)  # reads fail; the worker backs off
             await asyncio.to_thread(server.start)
             with redis.Redis.from_url(server.url) as client:
                 add(client, ["after-1", "after-2"])
-            await until(lambda: w.acked == 3, "entries after the restart")
+            await async_until(lambda: w.acked == 3, "entries after the restart")
         finally:
             await w.stop()
         assert ledger.seen == Counter(["before", "after-1", "after-2"])
 
     try:
-        run(server.url, scenario)
+        run_with(server.url, scenario)
         with redis.Redis.from_url(server.url) as client:
             assert pending(client) == 0
     finally:
