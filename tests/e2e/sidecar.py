@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def sidecar(redis_url: str, tmp: Path, **env_extra: str) -> Iterator[tuple[int, 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def poll(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until `cond()` holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rss_bytes(pid: int) -> int:

@@ -13,10 +13,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -30,18 +29,10 @@ from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store.embedded import EmbeddedRedis, free_port
+from tests.e2e.sidecar import poll
 from tests.e2e.test_process import wait_serving
 
 SG = [sys.executable, "-m", "sessiongate.cli", "serve"]
-
-
-def poll(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -29,19 +29,11 @@ from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.client import AsyncClient, ClientConfig
 from sessiongate.service.session_control import RAW_METHOD
 from sessiongate.store.embedded import EmbeddedRedis, free_port
+from tests.e2e.sidecar import poll
 from tests.e2e.test_process import wait_serving
 from tests.support import ServerThread, make_settings
 
 SG = [sys.executable, "-m", "sessiongate.cli", "serve"]
-
-
-def poll(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
