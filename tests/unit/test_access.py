@@ -11,12 +11,11 @@ from sessiongate.domain.access import (
     is_open_path,
     parse_open_paths,
     reads_only,
-    stage_access,
 )
 from sessiongate.domain.decision import Decision, Reason, decide
 from sessiongate.domain.entitlements import Feature
 from sessiongate.domain.model import Account, AccountState, StateOverride
-from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy, DunningStage
+from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy, DunningStage, stage_access
 from sessiongate.domain.restricted import lift_for_feature, proxy_verdict
 
 S = AccountState

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from sessiongate.domain.model import AccountState
-
-if TYPE_CHECKING:
-    from sessiongate.domain.policy import DunningPolicy
 
 
 class AccessLevel(enum.Enum):
@@ -45,17 +41,6 @@ DEFAULT_STAGE_ACCESS = {
 
 # Methods that only read: they pass a READ_ONLY answer behind a proxy.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def stage_access(policy: DunningPolicy | None, state: AccountState) -> AccessLevel:
-    """What `state` grants under `policy` (None: the defaults). ACTIVE is always FULL and
-    CLOSED always NONE, whatever a policy says."""
-    if state is AccountState.ACTIVE or state is AccountState.CLOSED or policy is None:
-        return DEFAULT_STAGE_ACCESS[state]
-    stage = policy.stage(state)
-    if stage is None or stage.access is None:
-        return DEFAULT_STAGE_ACCESS[state]
-    return stage.access
 
 
 def reads_only(method: str) -> bool:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from sessiongate.domain.access import AccessLevel, stage_access
+from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
-
-if TYPE_CHECKING:
-    from sessiongate.domain.policy import DunningPolicy
+from sessiongate.domain.policy import DunningPolicy, stage_access
 
 
 class Decision(enum.Enum):

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sessiongate.domain.access import AccessLevel, stage_access
+from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.decision import Decision, Reason, Verdict, restricted
 from sessiongate.domain.errors import FailedPrecondition
 from sessiongate.domain.model import Account, AccountState
-from sessiongate.domain.policy import DunningPolicy
+from sessiongate.domain.policy import DunningPolicy, stage_access
 
 MAX_DEPTH = 5
 

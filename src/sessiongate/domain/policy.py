@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sessiongate.domain.access import AccessLevel
+from sessiongate.domain.access import DEFAULT_STAGE_ACCESS, AccessLevel
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.validation import check_id
@@ -81,3 +81,14 @@ def new_policy(
         raise InvalidArgument("tolerance_minor", "must not be negative")
     ordered = tuple(sorted(stages, key=lambda s: s.state.severity))
     return DunningPolicy(policy_id, ordered, interval, tolerance_minor)
+
+
+def stage_access(policy: DunningPolicy | None, state: AccountState) -> AccessLevel:
+    """What `state` grants under `policy` (None: the defaults). ACTIVE is always FULL and
+    CLOSED always NONE, whatever a policy says."""
+    if state is AccountState.ACTIVE or state is AccountState.CLOSED or policy is None:
+        return DEFAULT_STAGE_ACCESS[state]
+    stage = policy.stage(state)
+    if stage is None or stage.access is None:
+        return DEFAULT_STAGE_ACCESS[state]
+    return stage.access
