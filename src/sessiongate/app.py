@@ -27,7 +27,6 @@ from sessiongate.api.v1 import (
     session_control_pb2_grpc,
 )
 from sessiongate.billing.components import billing_components
-from sessiongate.billing.engine import DunningEngine
 from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.billing.notify.standing import link_signer
 from sessiongate.config import Settings
@@ -58,6 +57,7 @@ from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.scripts import Scripts
 from sessiongate.usecases.account_state import AccountLookup
+from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.login import LoginChecker
 
 log = structlog.get_logger(__name__)

@@ -3,13 +3,19 @@
 The Redis side satisfies them (store/accounts.py, store/nearcache.py, store/policies.py),
 app.py hands the real ones in, and the use-cases never import redis or grpc: a use-case
 reads an account through the near-cache port and a policy through the policy port, and
-tells "the backend cannot answer" by the exceptions the port names (`unavailable`).
+tells "the backend cannot answer" by the exceptions the port names (`unavailable`). The
+dunning engine reads and commits through `AccountCommits`, in the values of
+domain/commits.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Protocol
 
+from sessiongate.domain.commits import Change, CommitResult, Mutator, StoredLedger
+from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account
 from sessiongate.domain.policy import DunningPolicy
 
@@ -56,3 +62,42 @@ class Policies(Protocol):
     `PolicyCache`: never raises, the last known or built-in policy answers)."""
 
     async def for_account(self, policy_id: str) -> DunningPolicy: ...
+
+
+class StoredPolicies(Policies, Protocol):
+    """The dunning policies as stored, read fresh (store/policies.py's `PolicyStore`): what
+    a commit is evaluated by; its reads raise when the backend cannot answer."""
+
+    async def for_accounts(self, policy_ids: Iterable[str]) -> dict[str, DunningPolicy]:
+        """`for_account` of each policy id (as accounts name them, "" too), in one read."""
+        ...
+
+
+class AccountCommits(Protocol):
+    """An account with its ledger, read and committed by compare-and-set
+    (store/accounts.py's `AccountStore`). A ledger comes back in its stored form and is
+    decoded only on demand (`ledger_of`), and a `Change` carries the ledger it was made
+    from, so a batch decodes only the ledgers it uses and writes only what changed."""
+
+    async def read(self, account_id: str) -> tuple[Account | None, StoredLedger]: ...
+
+    async def read_many(self, account_ids: Sequence[str]
+                        ) -> list[tuple[Account | None, StoredLedger]]:
+        """`read` of each account, in one round trip."""
+        ...
+
+    def ledger_of(self, stored: StoredLedger, account_id: str) -> Ledger:
+        """The ledger a read returned, decoded."""
+        ...
+
+    async def commit_many(self, changes: Sequence[tuple[Change, int]], now: datetime
+                          ) -> list[CommitResult | Exception]:
+        """Commit each (change, expected version), in one round trip; each is atomic on its
+        own (compare-and-set), and a failed one is answered as its exception."""
+        ...
+
+    async def update(self, account_id: str, mutate: Mutator, now: Callable[[], datetime]
+                     ) -> tuple[CommitResult, Change | None]:
+        """Read, `mutate` (pure: it may run more than once), compare-and-set; retried while
+        another writer wins the race."""
+        ...

@@ -27,8 +27,8 @@ import redis
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.domain.commits import Change
 from sessiongate.domain.model import Account, AccountState
-from sessiongate.store.accounts import Change
 from sessiongate.store.embedded import free_port
 from tests.support import ServerThread, make_settings
 from tests.system_packages import ensure

@@ -22,9 +22,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.domain.commits import Change
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.service.envoy_authz import JWT_AUTHN_NAMESPACE, SERVICE_NAME, check_request
-from sessiongate.store.accounts import Change
 from sessiongate.store.embedded import EmbeddedRedis
 from tests.support import ServerThread, make_settings
 

@@ -1,10 +1,10 @@
 """The layering of pyproject.toml's `[tool.importlinter]` holds, and would catch a breach.
 
-Layers, top down: cli > workers > app > metrics > http > service > usecases > billing > store
-> ports > domain; the domain imports nothing of ours outside it (nor grpc, redis, protobuf);
-the use-cases and ports import neither grpc nor redis nor the servicers; the stores import no
-servicer, billing or gRPC; the speed helpers (`sessiongate.speed`) import nothing of ours.
-docs/architecture.md draws it.
+Layers, top down: cli > workers > app > metrics > http > service, reporting > billing >
+usecases > store, rendering > ports > domain; the domain imports nothing of ours outside it
+(nor grpc, redis, protobuf); the use-cases and ports import neither grpc nor redis nor the
+servicers, stores or billing; the stores import no servicer, billing or gRPC; the speed
+helpers (`sessiongate.speed`) import nothing of ours. docs/architecture.md draws it.
 """
 
 from __future__ import annotations
@@ -71,4 +71,17 @@ def test_an_upward_import_breaks_the_layers(repo_root: Path, tmp_path: Path) -> 
     r = _lint_imports(tmp_path)
     assert r.returncode != 0, r.stdout
     assert "BROKEN" in r.stdout and "sessiongate.billing.components" in r.stdout, r.stdout
+    assert "4 kept, 1 broken" in r.stdout, r.stdout
+
+
+def test_the_dunning_engine_on_a_store_breaks_its_contract(repo_root: Path, tmp_path: Path
+                                                           ) -> None:
+    """The engine reads and commits through ports.AccountCommits: a store import (as
+    billing/engine.py once had) fails, although the store is a layer below."""
+    dunning = _copy(repo_root, tmp_path) / "usecases" / "dunning.py"
+    dunning.write_text(dunning.read_text()
+                       + "\nfrom sessiongate.store.ledger_codec import decode_ledger  # noqa\n")
+    r = _lint_imports(tmp_path)
+    assert r.returncode != 0, r.stdout
+    assert "sessiongate.usecases.dunning -> sessiongate.store.ledger_codec" in r.stdout, r.stdout
     assert "4 kept, 1 broken" in r.stdout, r.stdout

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sessiongate.billing.consumer import PaymentConsumer
-from sessiongate.billing.engine import DunningEngine
 from sessiongate.billing.scheduler import DunningScheduler, Sweeper
 from sessiongate.config import Settings
 from sessiongate.store.stores import Stores
+from sessiongate.usecases.dunning import DunningEngine
 
 
 def billing_components(s: Settings, stores: Stores, engine: DunningEngine) -> list[Any]:

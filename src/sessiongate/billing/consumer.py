@@ -21,7 +21,6 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sessiongate.billing.engine import Applied, DunningEngine
 from sessiongate.billing.stream_worker import (
     ACK,
     DeadLetter,
@@ -35,6 +34,7 @@ from sessiongate.billing.stream_worker import (
 from sessiongate.domain.errors import AlreadyExists, Conflict, SessionGateError
 from sessiongate.domain.payment_event import PaymentEvent, event_from_fields
 from sessiongate.store import keys
+from sessiongate.usecases.dunning import Applied, DunningEngine
 
 log = structlog.get_logger(__name__)
 

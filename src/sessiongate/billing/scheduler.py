@@ -21,9 +21,9 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
 
-from sessiongate.billing.engine import DunningEngine
 from sessiongate.domain.clock import Clock
 from sessiongate.store import keys
+from sessiongate.usecases.dunning import DunningEngine
 
 log = structlog.get_logger(__name__)
 

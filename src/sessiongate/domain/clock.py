@@ -6,6 +6,9 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
 # The latest time there is: what a derived time beyond the calendar saturates at.
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
@@ -16,6 +19,24 @@ def later(when: datetime, span: timedelta) -> datetime:
     if span > END_OF_TIME - when:
         return END_OF_TIME
     return when + span
+
+
+def to_ms(when: datetime | None) -> int | None:
+    """`when` in Unix ms, as the stores keep times and event ids name them; exact (integer
+    arithmetic: through a float, 1.001 s came out as 1000 ms)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        return int(when.timestamp() * 1000)
+    return (when - _EPOCH) // _MS
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    """The aware UTC datetime of `ms` (exact: a timedelta times an int; ~0.4 us less than
+    `timedelta(milliseconds=ms)`, whose keywords are parsed per call)."""
+    if ms is None:
+        return None
+    return _EPOCH + _MS * ms
 
 
 class Clock(Protocol):

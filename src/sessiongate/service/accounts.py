@@ -8,6 +8,7 @@ from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
+from sessiongate.domain.commits import Change, StoredLedger
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
 from sessiongate.domain.parents import MAX_DEPTH, check_ancestry, check_subtree
@@ -26,7 +27,6 @@ from sessiongate.service.policies import PolicyMethods
 from sessiongate.service.reports import ReportMethods
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.accounts import Change
 
 
 def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverride | None]:
@@ -117,7 +117,7 @@ class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
 
         previous: list[Account | None] = [None]
 
-        async def mutate(current: Account | None, ledger: str | None) -> Change:
+        async def mutate(current: Account | None, ledger: StoredLedger) -> Change:
             previous[0] = current  # the version this upsert replaced (of its last attempt)
             account = merge(current, wanted, override, now)
             entry = None

@@ -9,12 +9,12 @@ from google.protobuf.message import Message
 
 from sessiongate.api.v1 import billing_pb2 as pb
 from sessiongate.api.v1 import billing_pb2_grpc as pb_grpc
-from sessiongate.billing.engine import DunningEngine
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.payment_event import PaymentEvent, new_payment_event
 from sessiongate.service.convert import STATE_TO_PB
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.usecases.dunning import DunningEngine
 
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the proto Timestamp range
 

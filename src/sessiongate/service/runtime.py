@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sessiongate.billing.engine import DunningEngine
 from sessiongate.config import Settings
 from sessiongate.service.auth import Authenticator
 from sessiongate.service.rpc import Observer
@@ -15,6 +14,7 @@ from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.stores import Stores
 from sessiongate.usecases.account_state import AccountLookup
+from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.login import LoginChecker
 
 

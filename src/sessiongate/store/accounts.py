@@ -7,16 +7,18 @@ what its growing fields push out beyond their byte budgets (`commit_account.lua`
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sessiongate.domain.commits import Change, CommitResult, Mutator, StoredLedger
 from sessiongate.domain.errors import Conflict
+from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account
 from sessiongate.domain.notifications import Notice, encode
 from sessiongate.domain.records import CommitStatus, HistoryEntry
 from sessiongate.store import keys
 from sessiongate.store.codec import decode_account, encode_account, to_ms
+from sessiongate.store.ledger_codec import decode_ledger, encode_ledger, reencode_ledger
 from sessiongate.store.record import (
     EVENTS_BYTES,
     HISTORY_BYTES,
@@ -33,38 +35,10 @@ from sessiongate.store.transport import Transport, raise_first
 # Applied event ids are remembered at least this long (a billing period and then some).
 IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
 
-# Sentinel for `next_evaluation`: remove the account from the due index.
-UNSCHEDULE = "-"
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    status: CommitStatus
-    version: int
-
-    @property
-    def ok(self) -> bool:
-        return self.status is CommitStatus.OK
-
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What a read-modify-write wants committed (see `AccountStore.update`)."""
-
-    account: Account
-    ledger_json: str = ""
-    event_id: str = ""
-    next_evaluation: datetime | str | None = None
-    history_entry: HistoryEntry | None = None
-    notifications: Sequence[Notice | Mapping[str, Any]] = field(default_factory=tuple)
-
-
-# mutate(current account or None, current ledger JSON or None) -> Change, or None for no change.
-Mutator = Callable[[Account | None, str | None], Awaitable[Change | None] | Change | None]
 
 MAX_CAS_ATTEMPTS = 50
 
@@ -77,7 +51,10 @@ def _commit_call(change: Change, expected_version: int, now: datetime
     aid = change.account.account_id
     entry = change.history_entry
     event_id = change.event_id
-    args = [expected_version, encode_account(change.account), change.ledger_json,
+    ledger, read = change.ledger, change.ledger_read
+    ledger_text = ("" if ledger is None else encode_ledger(ledger) if read is None
+                   else reencode_ledger(ledger, *read))
+    args = [expected_version, encode_account(change.account), ledger_text,
             event_id, to_ms(now), next_eval_arg, encode_entry(entry) if entry else "",
             keys.INVALIDATION_CHANNEL, aid, IDEMPOTENCY_RETENTION_MS,
             escape(event_id) if event_id else "", HISTORY_BYTES, EVENTS_BYTES]
@@ -94,13 +71,16 @@ def _result(res: Any) -> CommitResult:
 _FIELDS = ["data", "v", "l"]
 
 
-def _decode_read(fields: list[Any]) -> tuple[Account | None, str | None]:
+def _decode_read(fields: list[Any]) -> tuple[Account | None, StoredLedger]:
     data, version, ledger = fields
     account = None if data is None else decode_account(data, int(version or 0))
     return account, None if ledger is None else _text(ledger)
 
 
 class AccountStore:
+    """Accounts in Redis: `ports.Accounts` and `ports.AccountCommits` (the ledger's stored
+    form is its compact text, store/ledger_codec.py)."""
+
     def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
@@ -117,15 +97,16 @@ class AccountStore:
         *,
         expected_version: int,
         now: datetime,
-        ledger_json: str = "",
+        ledger: Ledger | None = None,
         event_id: str = "",
         next_evaluation: datetime | str | None = None,
         history_entry: HistoryEntry | None = None,
         notifications: Sequence[Notice | Mapping[str, Any]] = (),
     ) -> CommitResult:
         """Write `account` as the version after `expected_version`, atomically with the rest."""
-        change = Change(account, ledger_json, event_id, next_evaluation, history_entry,
-                        notifications)
+        change = Change(account, ledger=ledger, event_id=event_id,
+                        next_evaluation=next_evaluation, history_entry=history_entry,
+                        notifications=notifications)
         res = await self._scripts["commit_account"](*_commit_call(change, expected_version,
                                                                   now))
         return _result(res)
@@ -156,16 +137,20 @@ class AccountStore:
         return (score is not None or applied_in(events, event_id)
                 or in_compact_ledger(ledger, event_id))
 
-    async def read(self, account_id: str) -> tuple[Account | None, str | None]:
+    async def read(self, account_id: str) -> tuple[Account | None, StoredLedger]:
         """The account and its ledger text, in one round trip."""
         return _decode_read(await self._redis.call("HMGET", keys.account(account_id), *_FIELDS))
 
     async def read_many(self, account_ids: Sequence[str]
-                        ) -> list[tuple[Account | None, str | None]]:
+                        ) -> list[tuple[Account | None, StoredLedger]]:
         """`read` of each account, all in one round trip."""
         replies = raise_first(await self._redis.many(
             [("HMGET", keys.account(aid), *_FIELDS) for aid in account_ids]))
         return [_decode_read(f) for f in replies]
+
+    # The ledger `read` returned as text, decoded: the codec itself (no call in between; the
+    # sweep decodes one a due account).
+    ledger_of = staticmethod(decode_ledger)
 
     async def update(
         self, account_id: str, mutate: Mutator, now: Callable[[], datetime]

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sessiongate.domain.clock import from_ms as from_ms  # re-exported for the other stores
+from sessiongate.domain.clock import to_ms as to_ms
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
 from sessiongate.store.jsontext import dumps, loads
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def to_ms(when: datetime | None) -> int | None:
-    """Exact (integer arithmetic: through a float, 1.001 s came out as 1000 ms)."""
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        return int(when.timestamp() * 1000)
-    return (when - _EPOCH) // _MS
-
-
-def from_ms(ms: int | None) -> datetime | None:
-    """The aware UTC datetime of `ms` (exact: a timedelta times an int; ~0.4 us less than
-    `timedelta(milliseconds=ms)`, whose keywords are parsed per call)."""
-    if ms is None:
-        return None
-    return _EPOCH + _MS * ms
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:

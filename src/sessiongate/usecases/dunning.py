@@ -1,9 +1,10 @@
-"""Applies payment events, scheduled evaluations and overrides to accounts.
+"""The dunning engine: applies payment events, scheduled evaluations and overrides to accounts.
 
-Every change is one `AccountStore.update`: read the account and its ledger, run the pure
-`dunning.reconsider`, compare-and-set. The commit records the event id (idempotency), the
-history entry, the next evaluation in the due index and the notifications in the outbox,
-atomically; so among any number of replicas each transition and reminder happens once.
+Every change is one compare-and-set through the account-commit port
+(`ports.AccountCommits.update`): read the account and its ledger, run the pure
+`dunning.reconsider`, commit. The commit records the event id (idempotency), the history
+entry, the next evaluation in the due index and the notifications in the outbox, atomically;
+so among any number of replicas each transition and reminder happens once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sessiongate.domain.clock import to_ms
+from sessiongate.domain.commits import UNSCHEDULE, Change, CommitResult, StoredLedger
 from sessiongate.domain.dunning import Outcome, reconsider
 from sessiongate.domain.errors import AlreadyExists, NotFound
 from sessiongate.domain.ledger import Ledger
@@ -23,12 +26,12 @@ from sessiongate.domain.notifications import NotificationKind
 from sessiongate.domain.payment_event import PaymentEvent
 from sessiongate.domain.policy import DEFAULT_POLICY, DunningPolicy
 from sessiongate.domain.records import CommitStatus, HistoryEntry
-from sessiongate.store.accounts import UNSCHEDULE, AccountStore, Change, CommitResult
-from sessiongate.store.codec import to_ms
-from sessiongate.store.ledger_codec import decode_ledger, encode_ledger, reencode_ledger
-from sessiongate.store.policies import PolicyStore
+from sessiongate.ports import AccountCommits, StoredPolicies
 
 T = TypeVar("T")
+
+# The port's decoding of a stored ledger (`AccountCommits.ledger_of`).
+LedgerOf = Callable[[StoredLedger, str], Ledger]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +44,15 @@ def _next(out: Outcome) -> datetime | str:
     return UNSCHEDULE if out.next_evaluation_at is None else out.next_evaluation_at
 
 
-def _change(out: Outcome, ledger: Ledger | None, *, event_id: str = "",
-            history_entry: HistoryEntry | None = None, raw: str | None = None) -> Change:
-    """The commit of `out`; its ledger is written unless it equals `ledger` (None: always),
-    `raw` being the text `ledger` was read from, if any."""
-    if ledger is None:
-        ledger_json = encode_ledger(out.ledger)
-    elif out.ledger != ledger:
-        ledger_json = reencode_ledger(out.ledger, ledger, raw)
-    else:
-        ledger_json = ""
+def _change(out: Outcome, ledger: Ledger, *, event_id: str = "",
+            history_entry: HistoryEntry | None = None, raw: StoredLedger = None) -> Change:
+    """The commit of `out`; its ledger is written unless it equals `ledger`, `raw` being
+    the stored form `ledger` was read from."""
+    changed = out.ledger != ledger
     return Change(
         out.account,
-        ledger_json=ledger_json,
+        ledger=out.ledger if changed else None,
+        ledger_read=(ledger, raw) if changed else None,
         event_id=event_id,
         next_evaluation=_next(out),
         history_entry=history_entry or out.history_entry,
@@ -67,13 +66,14 @@ def _saved(res: CommitResult, change: Change | None) -> Account | None:
     return replace(change.account, version=res.version)
 
 
-def _event_change(event: PaymentEvent, account: Account | None, raw: str | None,
-                  policy: Callable[[Account], DunningPolicy], now: datetime) -> Change | None:
+def _event_change(event: PaymentEvent, account: Account | None, raw: StoredLedger,
+                  policy: Callable[[Account], DunningPolicy], now: datetime,
+                  ledger_of: LedgerOf) -> Change | None:
     """The commit that folds `event` into the account; None if it is already in the ledger."""
     aid = event.account_id
     if account is None:
         raise NotFound(f"account_id: no account {aid!r} (create it with UpsertAccount)")
-    ledger = decode_ledger(raw, aid)
+    ledger = ledger_of(raw, aid)
     if event.event_id in ledger:
         _refuse_conflicting(ledger, event)
         return None  # a redelivery (even beyond the idempotency window): a no-op
@@ -89,15 +89,15 @@ def _refuse_conflicting(ledger: Ledger, event: PaymentEvent) -> None:
                             "(an event id names one event: use a new id)")
 
 
-def _due_change(account_id: str, account: Account | None, raw: str | None,
-                policy: Callable[[Account], DunningPolicy], now: datetime, *, quiet: bool
-                ) -> Change | None:
+def _due_change(account_id: str, account: Account | None, raw: StoredLedger,
+                policy: Callable[[Account], DunningPolicy], now: datetime,
+                ledger_of: LedgerOf, *, quiet: bool) -> Change | None:
     """The scheduled evaluation's commit; None if the account is not (or no longer) due."""
     if account is None:
         return None
     if account.next_evaluation_at is not None and account.next_evaluation_at > now:
         return None
-    ledger = decode_ledger(raw, account_id)
+    ledger = ledger_of(raw, account_id)
     out = reconsider(account, ledger, policy(account), now, actor="scheduler")
     event_id = ""
     reminders = [n for n in out.notifications if n.kind is NotificationKind.REMINDER]
@@ -130,9 +130,11 @@ def _rounds(keys_in_order: Sequence[str]) -> list[list[int]]:
 class DunningEngine:
     """Applies changes one account at a time (`apply_event`, `evaluate_due`) or many
     accounts in three round trips (`apply_events`, `evaluate_many`: read all, fetch their
-    policies, commit all), which is what makes the payment queue and the sweep fast."""
+    policies, commit all), which is what makes the payment queue and the sweep fast.
+    Built once by app.py over the stores' ports; the payment handler, the sweep and the
+    servicers share it."""
 
-    def __init__(self, accounts: AccountStore, policies: PolicyStore,
+    def __init__(self, accounts: AccountCommits, policies: StoredPolicies,
                  now: Callable[[], datetime]) -> None:
         self.accounts = accounts
         self.policies = policies
@@ -149,7 +151,7 @@ class DunningEngine:
         return lambda _account: policy
 
     async def _read_many(self, ids: Sequence[str]
-                         ) -> tuple[list[tuple[Account | None, str | None]],
+                         ) -> tuple[list[tuple[Account | None, StoredLedger]],
                                     Callable[[Account], DunningPolicy]]:
         reads = await self.accounts.read_many(ids)
         found = await self.policies.for_accounts(a.policy_id for a, _ in reads if a)
@@ -159,13 +161,14 @@ class DunningEngine:
         """Fold one payment event into its account's ledger and re-evaluate. Idempotent."""
         now = self.now()
 
-        async def mutate(account: Account | None, raw: str | None) -> Change | None:
-            return _event_change(event, account, raw, await self._policy_of(account), now)
+        async def mutate(account: Account | None, raw: StoredLedger) -> Change | None:
+            return _event_change(event, account, raw, await self._policy_of(account), now,
+                                 self.accounts.ledger_of)
 
         res, change = await self.accounts.update(event.account_id, mutate, self.now)
         if res.status == CommitStatus.DUPLICATE:  # committed by another writer since it was read
             _, raw = await self.accounts.read(event.account_id)
-            _refuse_conflicting(decode_ledger(raw, event.account_id), event)
+            _refuse_conflicting(self.accounts.ledger_of(raw, event.account_id), event)
         if res.status in (CommitStatus.DUPLICATE, CommitStatus.UNCHANGED):
             return Applied(True, None)
         return Applied(False, _saved(res, change))
@@ -194,9 +197,11 @@ class DunningEngine:
         return out
 
     async def _apply_round(self, events: Sequence[PaymentEvent]) -> list[Applied | Exception]:
-        def build(i: int, account: Account | None, raw: str | None,
+        ledger_of = self.accounts.ledger_of
+
+        def build(i: int, account: Account | None, raw: StoredLedger,
                   policy: Callable[[Account], DunningPolicy], now: datetime) -> Change | None:
-            return _event_change(events[i], account, raw, policy, now)
+            return _event_change(events[i], account, raw, policy, now, ledger_of)
 
         def done(res: CommitResult, change: Change | None) -> Applied:
             return Applied(not res.ok, _saved(res, change))
@@ -208,7 +213,7 @@ class DunningEngine:
     async def _batch(
         self,
         ids: Sequence[str],
-        build: Callable[[int, Account | None, str | None, Callable[[Account], DunningPolicy],
+        build: Callable[[int, Account | None, StoredLedger, Callable[[Account], DunningPolicy],
                          datetime], Change | None],
         done: Callable[[CommitResult, Change | None], T],
         redo: Callable[[int], Awaitable[T]],
@@ -263,9 +268,9 @@ class DunningEngine:
         """
         now = self.now()
 
-        async def mutate(account: Account | None, raw: str | None) -> Change | None:
+        async def mutate(account: Account | None, raw: StoredLedger) -> Change | None:
             return _due_change(account_id, account, raw, await self._policy_of(account), now,
-                               quiet=_quiet)
+                               self.accounts.ledger_of, quiet=_quiet)
 
         res, _ = await self.accounts.update(account_id, mutate, self.now)
         if res.status is CommitStatus.DUPLICATE and not _quiet:
@@ -276,9 +281,12 @@ class DunningEngine:
     async def evaluate_many(self, account_ids: Sequence[str]) -> list[CommitResult | Exception]:
         """`evaluate_due` of each (distinct) account, in three round trips; an account whose
         commit lost a race or found its reminder already sent is redone alone."""
-        def build(i: int, account: Account | None, raw: str | None,
+        ledger_of = self.accounts.ledger_of
+
+        def build(i: int, account: Account | None, raw: StoredLedger,
                   policy: Callable[[Account], DunningPolicy], now: datetime) -> Change | None:
-            return _due_change(account_ids[i], account, raw, policy, now, quiet=False)
+            return _due_change(account_ids[i], account, raw, policy, now, ledger_of,
+                               quiet=False)
 
         return await self._batch(account_ids, build, lambda res, _change: res,
                                  lambda i: self.evaluate_due(account_ids[i]),
@@ -289,13 +297,13 @@ class DunningEngine:
         """Set (or with `state=None` clear) the admin override; history records the change."""
         now = self.now()
 
-        async def mutate(account: Account | None, raw: str | None) -> Change:
+        async def mutate(account: Account | None, raw: StoredLedger) -> Change:
             if account is None:
                 raise NotFound(f"account_id: no account {account_id!r}")
             wanted = None if state is None else StateOverride(state, reason, actor, now,
                                                               expires_at)
             before = account.state_at(now)
-            ledger = decode_ledger(raw, account_id)
+            ledger = self.accounts.ledger_of(raw, account_id)
             out = await self._reconsider(replace(account, override=wanted), ledger, now,
                                          actor=actor)
             after = out.account.state_at(now)
@@ -310,14 +318,15 @@ class DunningEngine:
         assert saved is not None
         return saved
 
-    async def upsert_change(self, current: Account | None, account: Account, raw: str | None,
-                            now: datetime, history_entry: HistoryEntry | None) -> Change:
+    async def upsert_change(self, current: Account | None, account: Account,
+                            raw: StoredLedger, now: datetime,
+                            history_entry: HistoryEntry | None) -> Change:
         """UpsertAccount's change, re-evaluated when what dunning depends on (the policy, the
         exemption) changed; else left as the caller built it."""
         if current is not None and (current.policy_id, current.exempt) == (
                 account.policy_id, account.exempt):
             return Change(account, history_entry=history_entry)
-        ledger = decode_ledger(raw, account.account_id)
+        ledger = self.accounts.ledger_of(raw, account.account_id)
         out = await self._reconsider(account, ledger, now, actor="admin",
                                      cause="policy or exemption changed")
         return _change(out, ledger, history_entry=out.history_entry or history_entry,
