@@ -36,6 +36,9 @@ from sessiongate.http.server import HttpServer
 from sessiongate.http.standing import add_standing_routes
 from sessiongate.metrics import Metrics
 from sessiongate.rendering import renderer
+from sessiongate.reporting.builder import ReportBuilder
+from sessiongate.reporting.digest import Digest
+from sessiongate.reporting.mail import report_parts
 from sessiongate.reporting.scheduler import ReportsScheduler, report_scheduler
 from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.answer_memo import AnswerMemo
@@ -56,6 +59,7 @@ from sessiongate.store.nearcache import NearCache
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.stores import Stores
 from sessiongate.usecases.account_state import AccountLookup
 from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.login import LoginChecker
@@ -169,16 +173,22 @@ class Application:
         policies = PolicyStore(tr)
         policy_cache = PolicyCache(tr, s.near_cache_ttl)
         lookup = AccountLookup(cache, s.failure_mode)
+        # The Redis side on its own, for the parts below the servicers (reporting).
+        stores = Stores(clock=self.clock, transport=tr, redis=redis, scripts=scripts,
+                        accounts=store, cache=cache,
+                        bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True))
+        plans = PlanStore(tr, scripts, s.near_cache_ttl)
+        reports = ReportBuilder(stores, plans, link_signer(s, self.clock.now))
+        digest = Digest(tr, scripts, s, self.clock)
         rt = self.rt = Runtime(
             settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
             accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
-            bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True),
-            policies=policies, policy_cache=policy_cache,
-            plans=PlanStore(tr, scripts, s.near_cache_ttl),
+            bulk_transport=stores.bulk_transport,
+            policies=policies, policy_cache=policy_cache, plans=plans,
             engine=DunningEngine(store, policies, self.clock.now),
             lookup=lookup, logins=LoginChecker(lookup, policy_cache, self.clock),
-            children=ChildrenIndex(tr),
+            children=ChildrenIndex(tr), reports=reports, digest=digest,
         )
         if s.metrics_addr:
             self._start_metrics(url, cache)
@@ -216,10 +226,10 @@ class Application:
         if s.scheduler:
             self.components.extend(billing_components(s, rt, rt.engine))
             if s.reports:
-                self.reports = report_scheduler(rt)
+                self.reports = report_scheduler(s, stores, reports, digest)
                 self.components.append(self.reports)
         # None when no sink is configured.
-        deliverer = build_deliverer(s, redis, sharded=tr.sharded)
+        deliverer = build_deliverer(s, redis, sharded=tr.sharded, report_parts=report_parts)
         if deliverer is not None:
             self.components.append(deliverer)
         for component in self.components:

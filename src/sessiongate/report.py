@@ -3,8 +3,9 @@ or sent now through the server's outbox (`--send`, the `SendReport` RPC: the sam
 monthly job). `sessiongate accounts`: list accounts by state, parent or suspension date.
 `sessiongate digest`: the vendor's daily digest, printed or sent now.
 
-The content is `reporting/content.py`'s, from `GetUsageSummary` (the same figures billing
-sees). The chart needs the `sessiongate[report]` extra (matplotlib); without it the report is
+The content is `reporting/content.py`'s, from `GetAccount`, `GetPlan` and `GetUsageSummary`
+(the same figures billing sees) read back into the report's model (`service/convert.py`).
+The chart needs the `sessiongate[report]` extra (matplotlib); without it the report is
 written without the PNG and says so.
 """
 
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
-from sessiongate.billing.report import chart, content
-from sessiongate.billing.report.due import month_before
 from sessiongate.cli_output import emit, state_name
+from sessiongate.domain.usage_summary import UsageSummary
+from sessiongate.reporting import chart, content
+from sessiongate.reporting.due import month_before
+from sessiongate.service.convert import report_account_from_pb, summary_from_pb
 
 
 def write(report: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -40,6 +43,7 @@ def write(report: dict[str, Any], out_dir: Path) -> list[Path]:
 def cmd_report(ns: Any, channel: Any, metadata: list[tuple[str, str]]) -> int:
     """`sessiongate report ACCOUNT --month YYYY-MM [--out DIR] [--send] [--children]`."""
     from sessiongate.api.v1 import accounts_pb2_grpc
+    from sessiongate.service.plans import plan_from_pb
 
     stub = accounts_pb2_grpc.AccountsStub(channel)
     if ns.send:
@@ -55,21 +59,23 @@ def cmd_report(ns: Any, channel: Any, metadata: list[tuple[str, str]]) -> int:
     account = stub.GetAccount(pb.GetAccountRequest(account_id=ns.account_id),
                               metadata=metadata, timeout=10)
 
-    def summary(account_id: str, month: str) -> pb.UsageSummary:
-        return stub.GetUsageSummary(  # type: ignore[no-any-return]
+    def summary(account_id: str, month: str) -> UsageSummary:
+        return summary_from_pb(stub.GetUsageSummary(
             pb.GetUsageSummaryRequest(account_id=account_id, period=month,
                                       seat_unit_price_minor=ns.seat_price),
-            metadata=metadata, timeout=30)
+            metadata=metadata, timeout=30))
 
-    plan = (stub.GetPlan(pb.GetPlanRequest(plan_id=account.plan_id), metadata=metadata,
-                         timeout=10) if account.plan_id else None)
-    report = content.build(account, summary(ns.account_id, ns.month),
+    plan = (plan_from_pb(stub.GetPlan(pb.GetPlanRequest(plan_id=account.plan_id),
+                                      metadata=metadata, timeout=10))
+            if account.plan_id else None)
+    report = content.build(report_account_from_pb(account), summary(ns.account_id, ns.month),
                            summary(ns.account_id, month_before(ns.month)), plan)
     if ns.children:
         kids = stub.ListAccounts(pb.ListAccountsRequest(parent_id=ns.account_id,
                                                         page_size=1000),
                                  metadata=metadata, timeout=60)
-        report["children"] = [content.child_line(c, summary(c.account_id, ns.month))
+        report["children"] = [content.child_line(report_account_from_pb(c),
+                                                 summary(c.account_id, ns.month))
                               for c in kids.accounts]
     for path in write(report, Path(ns.out)):
         print(path)

@@ -9,21 +9,27 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from sessiongate.api.v1 import accounts_pb2 as pb
-from sessiongate.billing.report import chart, content
-from sessiongate.billing.report.due import (
+from sessiongate.domain.errors import InvalidArgument
+from sessiongate.domain.usage_summary import UsageSummary
+from sessiongate.domain.validation import check_emails, check_time_zone
+from sessiongate.reporting import chart, content
+from sessiongate.reporting.due import (
     digest_day,
     last_month,
     latest_period,
     month_before,
     report_due_at,
 )
-from sessiongate.domain.errors import InvalidArgument
-from sessiongate.domain.validation import check_emails, check_time_zone
+from sessiongate.reporting.model import ReportAccount
 from sessiongate.reporting.scheduler import MONTHLY_TRIGGER
+from sessiongate.service.convert import report_account_from_pb, summary_from_pb
+from sessiongate.service.plans import plan_from_pb
+
+# The content is filled from the API's answers as `sessiongate report` reads them back.
 
 
 def _summary(period: str, days: list[tuple[int, int]], logins: int = 0,
-             usage: dict[str, int] | None = None) -> pb.UsageSummary:
+             usage: dict[str, int] | None = None) -> UsageSummary:
     s = pb.UsageSummary(account_id="acme", period=period, logins=logins,
                         active_users=max((u for _, u in days), default=0))
     for day, users in days:
@@ -31,12 +37,16 @@ def _summary(period: str, days: list[tuple[int, int]], logins: int = 0,
         d.peak_seats_in_use = users
     for name, total in (usage or {}).items():
         s.features.add(feature=name, total=total, events=1)
-    return s
+    return summary_from_pb(s)
 
 
-def _account(**kw: object) -> pb.Account:
+def _account_pb(**kw: object) -> pb.Account:
     return pb.Account(account_id="acme", users=["a", "b", "c", "d"], seat_limit=5,
                       currency="EUR", **kw)  # type: ignore[arg-type]
+
+
+def _account(**kw: object) -> ReportAccount:
+    return report_account_from_pb(_account_pb(**kw))
 
 
 def test_content_compares_the_month_with_the_one_before() -> None:
@@ -48,7 +58,7 @@ def test_content_compares_the_month_with_the_one_before() -> None:
     this = _summary("2026-11", [(1, 2), (2, 3), (3, 0)], logins=9,
                     usage={"exports": 40, "api": 55, "sso": 1})
     before = _summary("2026-10", [(1, 1)], logins=2, usage={"exports": 10})
-    r = content.build(_account(), this, before, plan)
+    r = content.build(_account(), this, before, plan_from_pb(plan))
     assert r["logins"] == {"this": 9, "previous": 2}
     assert r["active_users"]["share_of_roster"] == 0.75  # 3 of 4 named users
     assert (r["seats"]["paid"], r["seats"]["peak_in_use"], r["seats"]["utilization"]) == (
@@ -68,10 +78,10 @@ def test_content_compares_the_month_with_the_one_before() -> None:
 
 
 def test_standing_says_what_is_overdue() -> None:
-    a = _account(balance_minor=12000, state=2)
+    a = _account_pb(balance_minor=12000, state=2)
     a.oldest_due_at.FromDatetime(datetime(2026, 10, 1))
     a.suspends_at.FromDatetime(datetime(2026, 12, 1))
-    s = content.standing(a)
+    s = content.standing(report_account_from_pb(a))
     assert (s["state"], s["paid_up"], s["amount_due_minor"]) == ("REMINDER", False, 12000)
     assert s["suspends_at"] == "2026-12-01T00:00:00+00:00"
 
@@ -168,9 +178,9 @@ def test_without_matplotlib_the_report_email_says_the_chart_is_missing(
 ) -> None:
     import json
 
-    from sessiongate.billing.notify.report_mail import report_parts
     from sessiongate.billing.notify.sink import Notification
     from sessiongate.rendering import Renderer
+    from sessiongate.reporting.mail import report_parts
 
     body = {**content.build(_account(), _summary("2026-11", [(1, 2)], logins=2),
                             _summary("2026-10", [])), "id": "acme:monthly_report:2026-11"}

@@ -93,7 +93,7 @@ class DunningNotice(_Wire):
 @dataclass(frozen=True, slots=True, eq=True)
 class MonthlyReport(_Wire):
     """An account's monthly value report. `sections` are the report's content as
-    billing/report/content.py builds it (period, logins, seats, features, days, ...; see
+    reporting/content.py builds it (period, logins, seats, features, days, ...; see
     docs/reports.md), in that order after `kind` and `account_id`."""
 
     id: str

@@ -4,35 +4,40 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sessiongate.billing.notify.links import LinkSigner
-from sessiongate.billing.report import content
-from sessiongate.billing.report.due import month_before
 from sessiongate.domain.errors import NotFound
 from sessiongate.domain.model import Account
 from sessiongate.domain.notifications import MonthlyReport
 from sessiongate.domain.periods import parse_month
-from sessiongate.service.convert import account_to_pb
-from sessiongate.service.plans import plan_to_pb, summarize
-from sessiongate.service.runtime import Runtime
+from sessiongate.domain.usage_summary import UsageSummary, summarize
+from sessiongate.reporting import content
+from sessiongate.reporting.due import month_before
+from sessiongate.reporting.model import ReportAccount
 from sessiongate.store.listing import scan_accounts
+from sessiongate.store.plans import PlanStore
+from sessiongate.store.stores import Stores
 from sessiongate.store.usage import UsageStore
 
 
 class ReportBuilder:
-    def __init__(self, rt: Runtime, links: LinkSigner | None = None) -> None:
-        self.rt = rt
-        self.links = links
-        self._usage = UsageStore(rt.transport, rt.scripts)
+    """Built once by app.py: the stores, the process's plan store (with its cache) and the
+    standing page's link signer (None without SESSIONGATE_LINK_SECRET)."""
 
-    async def _summary(self, account_id: str, period: str, now: datetime) -> Any:
+    def __init__(self, stores: Stores, plans: PlanStore, links: LinkSigner | None = None
+                 ) -> None:
+        self.stores = stores
+        self.plans = plans
+        self.links = links
+        self._usage = UsageStore(stores.transport, stores.scripts)
+
+    async def _summary(self, account_id: str, period: str, now: datetime) -> UsageSummary:
         start, end = parse_month("period", period, now)
         data = await self._usage.month(account_id, period, start, end)
         return summarize(account_id, period, start, end, now, data, 0)
 
     async def children_of(self, account_id: str) -> list[Account]:
-        return [a async for a in scan_accounts(self.rt.transport,
+        return [a async for a in scan_accounts(self.stores.transport,
                                                keep=lambda a: a.parent_id == account_id)]
 
     async def build(self, account: Account, period: str, now: datetime, *,
@@ -42,24 +47,20 @@ class ReportBuilder:
         `period` for a month not yet begun)."""
         this = await self._summary(account.account_id, period, now)
         previous = await self._summary(account.account_id, month_before(period), now)
-        plan = None
-        if account.plan_id:
-            found = await self.rt.plans.get(account.plan_id)
-            plan = None if found is None else plan_to_pb(found)
-        msg = account_to_pb(account, now)
-        lines = [content.child_line(account_to_pb(c, now),
+        plan = await self.plans.get(account.plan_id) if account.plan_id else None
+        lines = [content.child_line(ReportAccount.of(c, now),
                                     await self._summary(c.account_id, period, now))
                  for c in sorted(children or (), key=lambda c: c.account_id)]
         return MonthlyReport.of(
-            content.build(msg, this, previous, plan), id=notification_id, at=now,
-            report_emails=account.report_emails,
+            content.build(ReportAccount.of(account, now), this, previous, plan),
+            id=notification_id, at=now, report_emails=account.report_emails,
             standing_url="" if self.links is None else self.links.url(account.account_id,
                                                                      issued_at=now),
             children=lines or None)
 
     async def build_for(self, account_id: str, period: str, now: datetime, *,
                         notification_id: str, children: bool = False) -> MonthlyReport:
-        account = await self.rt.accounts.get(account_id)
+        account = await self.stores.accounts.get(account_id)
         if account is None:
             raise NotFound(f"account_id: no account {account_id!r}")
         kids = await self.children_of(account_id) if children else None

@@ -13,12 +13,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sessiongate.billing.report.due import digest_day
 from sessiongate.config import Settings
 from sessiongate.domain.clock import Clock
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.notifications import Digest as DigestNotice
 from sessiongate.domain.notifications import NotificationKind
+from sessiongate.reporting.due import digest_day
 from sessiongate.store import keys
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.listing import scan_accounts

@@ -17,14 +17,14 @@ from collections import defaultdict
 
 import structlog
 
-from sessiongate.billing.report.content import KIND
-from sessiongate.billing.report.due import latest_period, month_before, report_due_at
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.reporting.builder import ReportBuilder
-from sessiongate.service.runtime import Runtime
+from sessiongate.reporting.content import KIND
+from sessiongate.reporting.due import latest_period, month_before, report_due_at
 from sessiongate.store import keys
 from sessiongate.store.listing import scan_accounts
 from sessiongate.store.outbox_once import MARKER_TTL_S, enqueue_once
+from sessiongate.store.stores import Stores
 
 log = structlog.get_logger(__name__)
 LAST_ZONE = "Etc/GMT+12"  # UTC-12: the last place to reach 06:00 on the 1st
@@ -35,8 +35,8 @@ def scheduled_id(account_id: str, period: str) -> str:
 
 
 class MonthlyReports:
-    def __init__(self, rt: Runtime, builder: ReportBuilder, *, webhook: bool) -> None:
-        self.rt = rt
+    def __init__(self, stores: Stores, builder: ReportBuilder, *, webhook: bool) -> None:
+        self.stores = stores
         self.builder = builder
         self.webhook = webhook  # a webhook receives every account's report
 
@@ -46,7 +46,7 @@ class MonthlyReports:
 
     async def tick(self) -> int:
         """Send what is due and not yet sent; returns how many reports this call sent."""
-        now = self.rt.clock.now()
+        now = self.stores.clock.now()
         newest = latest_period(now)
         sent = 0
         for period in (month_before(newest), newest):  # the older first: it is later already
@@ -56,10 +56,10 @@ class MonthlyReports:
     async def run(self, period: str, *, legacy: bool = True) -> int:
         """`legacy`: also accounts of releases that did not record `created_at` (only the
         newest month: an upgrade must not send them two reports at once)."""
-        redis = self.rt.transport
+        redis = self.stores.transport
         if await redis.call("EXISTS", keys.reports_complete(period)):
             return 0
-        now = self.rt.clock.now()
+        now = self.stores.clock.now()
         accounts = [a async for a in scan_accounts(redis)]
         children: dict[str, list[Account]] = defaultdict(list)
         for a in accounts:
@@ -87,7 +87,7 @@ class MonthlyReports:
                 body = await self.builder.build(
                     a, period, now, notification_id=scheduled_id(a.account_id, period),
                     children=children.get(a.account_id))
-                sent += await enqueue_once(self.rt.scripts, marker, a.account_id, body)
+                sent += await enqueue_once(self.stores.scripts, marker, a.account_id, body)
             except Exception:
                 complete = False
                 log.exception("monthly report failed", account=a.account_id, period=period)

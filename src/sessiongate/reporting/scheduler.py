@@ -15,11 +15,11 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from sessiongate.billing.notify.standing import link_signer
+from sessiongate.config import Settings
 from sessiongate.reporting.builder import ReportBuilder
 from sessiongate.reporting.digest import Digest
 from sessiongate.reporting.monthly import MonthlyReports
-from sessiongate.service.runtime import Runtime
+from sessiongate.store.stores import Stores
 
 log = structlog.get_logger(__name__)
 
@@ -74,10 +74,9 @@ class ReportsScheduler:
             self._scheduler = None
 
 
-def report_scheduler(rt: Runtime) -> ReportsScheduler:
-    """The jobs of `rt.settings`: the monthly reports always, the digest with recipients."""
-    s = rt.settings
-    builder = ReportBuilder(rt, link_signer(s, rt.clock.now))
-    monthly = MonthlyReports(rt, builder, webhook=bool(s.webhook_url))
-    digest = Digest(rt.transport, rt.scripts, s, rt.clock) if s.digest_recipients() else None
-    return ReportsScheduler(monthly, digest)
+def report_scheduler(settings: Settings, stores: Stores, builder: ReportBuilder,
+                     digest: Digest) -> ReportsScheduler:
+    """The jobs of `settings`, on the parts app.py built once: the monthly reports always,
+    the digest with recipients."""
+    monthly = MonthlyReports(stores, builder, webhook=bool(settings.webhook_url))
+    return ReportsScheduler(monthly, digest if settings.digest_recipients() else None)

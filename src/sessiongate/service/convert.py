@@ -14,6 +14,9 @@ from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.decision import Decision, Reason
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account, AccountKind, AccountState
+from sessiongate.domain.proration import ProrationMode
+from sessiongate.domain.usage_summary import DailyActivity, FeatureUsage, UsageSummary
+from sessiongate.reporting.model import ReportAccount
 
 STATE_TO_PB: dict[AccountState | None, cpb.AccountState.ValueType] = {
     None: cpb.ACCOUNT_STATE_UNSPECIFIED,
@@ -38,6 +41,10 @@ KIND_TO_PB = {
     AccountKind.CONSUMER: apb.ACCOUNT_KIND_CONSUMER,
 }
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
+MODE_TO_PB = {ProrationMode.PRORATA: apb.PRORATION_MODE_PRORATA,
+              ProrationMode.WHOLE_PERIOD: apb.PRORATION_MODE_WHOLE_PERIOD,
+              ProrationMode.NEXT_PERIOD: apb.PRORATION_MODE_NEXT_PERIOD}
+MODE_FROM_PB = {v: k for k, v in MODE_TO_PB.items()}
 
 
 def state_from_pb(field: str, value: int) -> AccountState | None:
@@ -124,3 +131,44 @@ def account_to_pb(a: Account, now: datetime) -> apb.Account:
         if o.expires_at is not None:
             msg.override.expires_at.CopyFrom(ts(o.expires_at))
     return msg
+
+
+def summary_to_pb(s: UsageSummary) -> apb.UsageSummary:
+    out = apb.UsageSummary(account_id=s.account_id, period=s.period)
+    for f in s.features:
+        out.features.append(apb.FeatureUsage(feature=f.feature, total=f.total, events=f.events))
+    out.peak_concurrent_seats = s.peak_concurrent_seats
+    out.seat_seconds = s.seat_seconds
+    for mode, amount in s.seat_charges.items():
+        out.seat_charges.append(apb.Charge(mode=MODE_TO_PB[mode], amount_minor=amount))
+    out.logins = s.logins
+    out.active_users = s.active_users
+    for d in s.days:
+        entry = apb.DailyActivity(day=d.day, logins=d.logins, active_users=d.active_users,
+                                  peak_seats_in_use=d.peak_seats_in_use)
+        for feature, total in d.usage.items():
+            entry.usage[feature] = total
+        out.days.append(entry)
+    return out
+
+
+def summary_from_pb(msg: apb.UsageSummary) -> UsageSummary:
+    """`GetUsageSummary`'s answer read back (`sessiongate report`)."""
+    return UsageSummary(
+        account_id=msg.account_id, period=msg.period,
+        features=tuple(FeatureUsage(f.feature, f.total, f.events) for f in msg.features),
+        peak_concurrent_seats=msg.peak_concurrent_seats, seat_seconds=msg.seat_seconds,
+        seat_charges={MODE_FROM_PB[c.mode]: c.amount_minor for c in msg.seat_charges},
+        logins=msg.logins, active_users=msg.active_users,
+        days=tuple(DailyActivity(d.day, d.logins, d.active_users, d.peak_seats_in_use,
+                                 dict(d.usage)) for d in msg.days))
+
+
+def report_account_from_pb(msg: apb.Account) -> ReportAccount:
+    """`GetAccount`'s answer as a report shows it (`sessiongate report`)."""
+    return ReportAccount(
+        account_id=msg.account_id, state=STATE_FROM_PB[msg.state], roster=len(msg.users),
+        seat_limit=msg.seat_limit, balance_minor=msg.balance_minor, currency=msg.currency,
+        time_zone=msg.time_zone,
+        oldest_due_at=from_ts(msg.oldest_due_at) if msg.HasField("oldest_due_at") else None,
+        suspends_at=from_ts(msg.suspends_at) if msg.HasField("suspends_at") else None)

@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan, check_plan
 from sessiongate.domain.errors import InvalidArgument, NotFound, OutOfRange
 from sessiongate.domain.model import Account
-from sessiongate.domain.periods import (
-    ResetPeriod,
-    day_name,
-    month_start,
-    months_before,
-    parse_month,
-)
-from sessiongate.domain.proration import (
-    ProrationMode,
-    billable_seats,
-    change_figures,
-    charge_of,
-)
+from sessiongate.domain.periods import ResetPeriod, month_start, months_before, parse_month
+from sessiongate.domain.proration import billable_seats
+from sessiongate.domain.usage_summary import summarize
 from sessiongate.domain.validation import check_id, check_non_negative
+from sessiongate.service.convert import summary_to_pb
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.usage import SEAT_LOG_MONTHS, MonthData, UsageStore
+from sessiongate.store.usage import SEAT_LOG_MONTHS, UsageStore
 
 MAX_UNIT_PRICE_MINOR = 10**12
 _KIND = {pb.FEATURE_KIND_BOOLEAN: FeatureKind.BOOLEAN, pb.FEATURE_KIND_METERED: FeatureKind.METERED}
 _PERIOD = {pb.RESET_PERIOD_DAY: ResetPeriod.DAY, pb.RESET_PERIOD_WEEK: ResetPeriod.WEEK,
            pb.RESET_PERIOD_MONTH: ResetPeriod.MONTH, pb.RESET_PERIOD_NEVER: ResetPeriod.NEVER}
 _LIMIT = {pb.LIMIT_MODE_HARD: LimitMode.HARD, pb.LIMIT_MODE_SOFT: LimitMode.SOFT}
-_MODES = {ProrationMode.PRORATA: pb.PRORATION_MODE_PRORATA,
-          ProrationMode.WHOLE_PERIOD: pb.PRORATION_MODE_WHOLE_PERIOD,
-          ProrationMode.NEXT_PERIOD: pb.PRORATION_MODE_NEXT_PERIOD}
 
 
 def _enum(field: str, value: int, table: dict[Any, Any], default: Any) -> Any:
@@ -70,46 +57,6 @@ def plan_to_pb(plan: Plan) -> pb.Plan:
                    limit=limits[f.limit] if f.metered else pb.LIMIT_MODE_UNSPECIFIED,
                    available_while_restricted=f.available_while_restricted)
         for f in plan.features])
-
-
-def summarize(account_id: str, month: str, start: datetime, end: datetime, now: datetime,
-              data: MonthData, unit_price_minor: int) -> pb.UsageSummary:
-    """The month's figures; seats charged as if the roster stays as it is to the period's end.
-
-    Pure, and O(seats) for a large roster (decoding its snapshot): run it off the event loop
-    that answers logins (`GetUsageSummary`)."""
-    out = pb.UsageSummary(account_id=account_id, period=month)
-    for key in sorted(data.usage):
-        if key.startswith("t:"):
-            feature = key[2:]
-            out.features.append(pb.FeatureUsage(
-                feature=feature, total=data.usage[key], events=data.usage.get(f"n:{feature}", 0)))
-    t0, t1 = int(start.timestamp()), int(end.timestamp())
-    figures = change_figures(data.seat_changes(), t0, t1)
-    out.peak_concurrent_seats = figures.peak
-    out.seat_seconds = figures.seat_seconds
-    for mode, mode_pb in _MODES.items():
-        out.seat_charges.append(pb.Charge(
-            mode=mode_pb, amount_minor=charge_of(mode, figures, unit_price_minor, t0, t1)))
-    out.logins = sum(data.logins.values())
-    out.active_users = len({user for _, user in data.active})
-    per_day: dict[str, set[str]] = defaultdict(set)
-    for day, user in data.active:
-        per_day[day].add(user)
-    cursor = start
-    last = min(end, now)
-    while cursor < last:
-        name = day_name(cursor)
-        entry = pb.DailyActivity(day=name, logins=data.logins.get(name, 0),
-                                 active_users=len(per_day.get(name, ())),
-                                 peak_seats_in_use=data.peak_seats.get(name, 0))
-        prefix = f"d:{name}:"
-        for key, total in data.usage.items():
-            if key.startswith(prefix):
-                entry.usage[key[len(prefix):]] = total
-        out.days.append(entry)
-        cursor += timedelta(days=1)
-    return out
 
 
 class PlanMethods:
@@ -150,8 +97,8 @@ class PlanMethods:
             account_id, request.period, start, end)
         # Decoding the seat log and the proration are pure and grow with the roster: in a
         # worker thread, so that the loop keeps answering logins meanwhile.
-        return await asyncio.to_thread(summarize, account_id, request.period, start, end, now,
-                                       data, price)
+        return summary_to_pb(await asyncio.to_thread(
+            summarize, account_id, request.period, start, end, now, data, price))
 
     async def log_seats(self, account: Account, now: datetime, *,
                         previous: Account | None = None) -> None:

@@ -9,15 +9,12 @@ import secrets
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
-from sessiongate.billing.notify.standing import link_signer
-from sessiongate.billing.report.content import KIND
-from sessiongate.billing.report.due import last_month
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account
 from sessiongate.domain.periods import parse_month
 from sessiongate.domain.validation import check_id
-from sessiongate.reporting.builder import ReportBuilder
-from sessiongate.reporting.digest import Digest
+from sessiongate.reporting.content import KIND
+from sessiongate.reporting.due import last_month
 from sessiongate.service.billing import timestamp_field
 from sessiongate.service.convert import account_to_pb, state_from_pb
 from sessiongate.service.rpc import rpc
@@ -30,12 +27,10 @@ MAX_PAGE = 1000
 
 
 class ReportMethods:
-    """Mixed into AccountsServicer; `self.rt` is the shared runtime."""
+    """Mixed into AccountsServicer; `self.rt` is the shared runtime, with the report builder
+    and the digest app.py built once (reporting/)."""
 
     rt: Runtime
-
-    def report_builder(self) -> ReportBuilder:
-        return ReportBuilder(self.rt, link_signer(self.rt.settings, self.rt.clock.now))
 
     @rpc("admin")
     async def SendReport(self, request: pb.SendReportRequest,
@@ -50,7 +45,7 @@ class ReportMethods:
             period = last_month(now, account.time_zone)
         # Unique per call: a resend is a new notification (the done-set is per id).
         nid = f"{account_id}:{KIND}:{period}:sent-{int(now.timestamp())}-{secrets.token_hex(4)}"
-        body = await self.report_builder().build_for(account_id, period, now,
+        body = await self.rt.reports.build_for(account_id, period, now,
                                                      notification_id=nid,
                                                      children=request.children)
         await enqueue(self.rt.transport, account_id, body)
@@ -59,8 +54,7 @@ class ReportMethods:
     @rpc("admin")
     async def SendDigest(self, request: pb.SendDigestRequest,
                          context: Any) -> pb.SendDigestResponse:
-        rt = self.rt
-        digest = Digest(rt.transport, rt.scripts, rt.settings, rt.clock)
+        digest = self.rt.digest
         if request.preview:
             body = await digest.preview()
             return pb.SendDigestResponse(body_json=json.dumps(body.wire(), indent=2))

@@ -1,12 +1,14 @@
 """What the servicers share: the stores (`Stores`), plus settings, auth, the observer, and
 the parts app.py builds once and hands to every servicer (the use-cases, the policy and plan
-stores with their caches, the dunning engine)."""
+stores with their caches, the dunning engine, the report builder and the digest)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sessiongate.config import Settings
+from sessiongate.reporting.builder import ReportBuilder
+from sessiongate.reporting.digest import Digest
 from sessiongate.service.auth import Authenticator
 from sessiongate.service.rpc import Observer
 from sessiongate.store.children import ChildrenIndex
@@ -30,3 +32,5 @@ class Runtime(Stores):
     lookup: AccountLookup
     logins: LoginChecker
     children: ChildrenIndex  # who names whom as parent: UpsertAccount's depth rule
+    reports: ReportBuilder  # SendReport's, the same as the monthly job's
+    digest: Digest  # SendDigest's, the same as the daily job's

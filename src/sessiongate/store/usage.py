@@ -59,7 +59,7 @@ class UsageRecord:
 class MonthData:
     """Raw records of one account and month, as the summary and report need them. The seat
     log stays as read (`seat_entries`) until `seat_changes` decodes it: a large roster's log
-    is decoded where the summary is computed, off the event loop (`service/plans.py`)."""
+    is decoded where the summary is computed (`domain/usage_summary.py`), off the event loop."""
 
     usage: dict[str, int]  # hash fields of keys.usage
     logins: dict[str, int]  # day -> logins

@@ -1,8 +1,9 @@
 """The email sink: HTML and plain text to the notification's addresses over SMTP.
 
 Dunning notices go to the account's admin addresses, the monthly report to its report
-addresses (chart inline, CSV attached), the digest to the vendor's. Bodies come from the
-Jinja2 templates (`rendering.py`). stdlib `smtplib` in a worker thread: one short session per
+addresses (chart inline, CSV attached: composed by the `report_parts` that app.py hands in,
+reporting/mail.py), the digest to the vendor's. Bodies come from the Jinja2 templates
+(`rendering.py`). stdlib `smtplib` in a worker thread: one short session per
 notification. `smtp://host:port` is plain SMTP (add `?starttls=1` for STARTTLS), `smtps://`
 is implicit TLS.
 """
@@ -14,7 +15,7 @@ import hashlib
 import smtplib
 import ssl
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -22,14 +23,26 @@ from typing import Any
 
 import jinja2
 
-from sessiongate.billing.notify.report_mail import Attachment, report_parts
 from sessiongate.billing.notify.sink import Notification, PermanentFailure, RetryLater
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.money import format_money
 from sessiongate.domain.notifications import NotificationKind, kind_of
-from sessiongate.rendering import renderer
+from sessiongate.rendering import Renderer, renderer
 
 _TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    data: bytes
+    maintype: str
+    subtype: str
+    filename: str
+    inline_cid: str = ""  # set: shown in the HTML part (multipart/related), not attached
+
+
+# (subject, html, text, attachments) of a monthly report's email (reporting/mail.py).
+ReportParts = Callable[[Renderer, Notification], tuple[str, str, str, list[Attachment]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +134,21 @@ class EmailSink:
     name = "email"
 
     def __init__(self, smtp_url: str, sender: str, *, timeout: float = 30.0,
-                 templates_dir: str = "") -> None:
+                 templates_dir: str = "", report_parts: ReportParts | None = None) -> None:
         self.target = SmtpTarget.parse(smtp_url)
         self.sender = sender
         self._timeout = timeout
         self._render = renderer(templates_dir)
+        self._report_parts = report_parts
 
     def _parts(self, n: Notification) -> tuple[str, str, str, list[Attachment]]:
         """(subject, html, text, attachments); the chart's image is the first, inline."""
         body = n.body
         kind = n.kind
         if kind is NotificationKind.MONTHLY_REPORT:
-            return report_parts(self._render, n)
+            if self._report_parts is None:
+                raise ValueError("this sink was built without a monthly report composer")
+            return self._report_parts(self._render, n)
         if kind is NotificationKind.DIGEST:
             subject = f"sessiongate daily digest: {body.get('day', '')}"
             html, text = self._render.email("digest", n=body, d=body, subject=subject)

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from sessiongate.billing.notify.email import EmailSink
+from sessiongate.billing.notify.email import EmailSink, ReportParts
 from sessiongate.billing.notify.sink import MalformedEntry, Notification, PermanentFailure, Sink
 from sessiongate.billing.notify.standing import link_signer, with_standing_url
 from sessiongate.billing.notify.webhook import WebhookSink
@@ -180,9 +180,10 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False
-                    ) -> Deliverer | None:
-    """The deliverer of the configured sinks, or None when no sink is configured."""
+def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False,
+                    report_parts: ReportParts | None = None) -> Deliverer | None:
+    """The deliverer of the configured sinks, or None when no sink is configured.
+    `report_parts` composes a monthly report's email (reporting/mail.py)."""
     sinks: list[Sink] = []
     if settings.webhook_url:
         if not settings.webhook_secret:
@@ -192,7 +193,8 @@ def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False
     if settings.smtp_url:
         sinks.append(EmailSink(settings.smtp_url, settings.smtp_from,
                                timeout=settings.notify_timeout,
-                               templates_dir=settings.templates_dir))
+                               templates_dir=settings.templates_dir,
+                               report_parts=report_parts))
     if not sinks:
         return None
     links = link_signer(settings)

@@ -11,7 +11,7 @@ import io
 import threading
 from typing import Any
 
-from sessiongate.billing.report.content import is_empty
+from sessiongate.reporting.content import is_empty
 
 NO_ACTIVITY = "no activity recorded"
 _LOCK = threading.Lock()  # pyplot's figure registry is global state

@@ -1,31 +1,24 @@
 """The monthly report's content, from the same figures billing sees (`UsageSummary`).
 
-Pure: given the account, its plan and the summaries of the month and the month before, a
-JSON-ready dict (what the webhook posts and the email renders). The month is the calendar
-month in UTC, as `GetUsageSummary`'s.
+Pure: given the account as the report shows it (`model.ReportAccount`), its plan and the
+summaries of the month and the month before, a JSON-ready dict (what the webhook posts and
+the email renders). The month is the calendar month in UTC, as `GetUsageSummary`'s.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from sessiongate.api.v1 import accounts_pb2 as pb
-from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.domain.entitlements import Plan
 from sessiongate.domain.notifications import NotificationKind
+from sessiongate.domain.usage_summary import UsageSummary
+from sessiongate.reporting.model import ReportAccount
 
 KIND = NotificationKind.MONTHLY_REPORT.value
 TOP_FEATURES = 3
-
-_RESET = {pb.RESET_PERIOD_DAY: "day", pb.RESET_PERIOD_WEEK: "week",
-          pb.RESET_PERIOD_MONTH: "month", pb.RESET_PERIOD_NEVER: "never"}
-_MODE_NAMES = {
-    pb.PRORATION_MODE_PRORATA: "prorata",
-    pb.PRORATION_MODE_WHOLE_PERIOD: "whole_period",
-    pb.PRORATION_MODE_NEXT_PERIOD: "next_period",
-}
 
 
 def previous_month(period: str) -> str:
@@ -37,53 +30,54 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _peak(s: pb.UsageSummary) -> int:
+def _peak(s: UsageSummary) -> int:
     return max((d.peak_seats_in_use for d in s.days), default=0)
 
 
-def _active_days(s: pb.UsageSummary) -> int:
+def _active_days(s: UsageSummary) -> int:
     return sum(1 for d in s.days if d.logins or d.active_users or any(d.usage.values()))
 
 
-def standing(account: pb.Account) -> dict[str, Any]:
+def _iso(when: datetime | None) -> str | None:
+    """UTC ISO 8601 (a naive time is UTC), as the API's timestamps read back."""
+    if when is None:
+        return None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(
+        UTC).isoformat()
+
+
+def standing(account: ReportAccount) -> dict[str, Any]:
     """Paid up, or what is overdue and until when access lasts."""
-    state = cpb.AccountState.Name(account.state).removeprefix("ACCOUNT_STATE_")
     due = max(account.balance_minor, 0)
-    out: dict[str, Any] = {
-        "state": state,
-        "paid_up": due == 0 or not account.HasField("oldest_due_at"),
+    return {
+        "state": "UNSPECIFIED" if account.state is None else account.state.value,
+        "paid_up": due == 0 or account.oldest_due_at is None,
         "amount_due_minor": due,
         "currency": account.currency or "USD",
-        "overdue_since": None,
-        "suspends_at": None,
+        "overdue_since": _iso(account.oldest_due_at),
+        "suspends_at": _iso(account.suspends_at),
     }
-    if account.HasField("oldest_due_at"):
-        out["overdue_since"] = account.oldest_due_at.ToDatetime(tzinfo=UTC).isoformat()
-    if account.HasField("suspends_at"):
-        out["suspends_at"] = account.suspends_at.ToDatetime(tzinfo=UTC).isoformat()
-    return out
 
 
-def build(account: pb.Account, this: pb.UsageSummary, previous: pb.UsageSummary,
-          plan: pb.Plan | None = None) -> dict[str, Any]:
+def build(account: ReportAccount, this: UsageSummary, previous: UsageSummary,
+          plan: Plan | None = None) -> dict[str, Any]:
     """The report of `this` month against `previous` (without id, recipients or children)."""
-    roster = len(account.users)
+    roster = account.roster
     paid = account.seat_limit
     quotas = {f.name: f for f in plan.features} if plan is not None else {}
     used = {f.feature: f.total for f in this.features}
     before = {f.feature: f.total for f in previous.features}
-    names = sorted(set(used) | set(before) | {n for n, f in quotas.items()
-                                              if f.kind == pb.FEATURE_KIND_METERED})
+    names = sorted(set(used) | set(before) | {n for n, f in quotas.items() if f.metered})
     features: list[dict[str, Any]] = []
     for name in names:
         q = quotas.get(name)
-        quota = q.quota if q is not None and q.kind == pb.FEATURE_KIND_METERED else 0
+        quota = q.quota if q is not None and q.metered else 0
         features.append({
             "feature": name,
             "used": used.get(name, 0),
             "previous": before.get(name, 0),
             "quota": quota or None,
-            "quota_period": _RESET.get(q.period) if q is not None and quota else None,
+            "quota_period": q.period.value.lower() if q is not None and quota else None,
             "share_of_quota": _share(used.get(name, 0), quota),
         })
     top = sorted((f for f in features if f["used"]), key=lambda f: (-f["used"], f["feature"]))
@@ -108,8 +102,8 @@ def build(account: pb.Account, this: pb.UsageSummary, previous: pb.UsageSummary,
             "utilization": _share(peak, paid),
             "billable_peak": this.peak_concurrent_seats,
             "seat_seconds": this.seat_seconds,
-            "charges_minor": {_MODE_NAMES.get(c.mode, str(c.mode)): c.amount_minor
-                              for c in this.seat_charges},
+            "charges_minor": {mode.value.lower(): amount
+                              for mode, amount in this.seat_charges.items()},
         },
         "active_days": {"this": _active_days(this), "previous": _active_days(previous),
                         "days_in_month": len(this.days)},
@@ -124,7 +118,7 @@ def build(account: pb.Account, this: pb.UsageSummary, previous: pb.UsageSummary,
     }
 
 
-def child_line(account: pb.Account, this: pb.UsageSummary) -> dict[str, Any]:
+def child_line(account: ReportAccount, this: UsageSummary) -> dict[str, Any]:
     """A channel partner's report: one child's seats, usage and standing."""
     return {
         "account_id": account.account_id,

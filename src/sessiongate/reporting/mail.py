@@ -1,24 +1,16 @@
 """The monthly report as an email: the chart inline (when matplotlib is installed), the daily
-figures attached as CSV, HTML and text from the `monthly_report` templates."""
+figures attached as CSV, HTML and text from the `monthly_report` templates. app.py hands
+`report_parts` to the email sink (billing/notify/email.py), which sits below reporting."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from sessiongate.billing.notify.email import Attachment
 from sessiongate.billing.notify.sink import Notification
-from sessiongate.billing.report.chart import render_png
-from sessiongate.billing.report.content import is_empty, to_csv
 from sessiongate.rendering import Renderer
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    data: bytes
-    maintype: str
-    subtype: str
-    filename: str
-    inline_cid: str = ""  # set: shown in the HTML part (multipart/related), not attached
+from sessiongate.reporting.chart import render_png
+from sessiongate.reporting.content import is_empty, to_csv
 
 
 def subject_of(report: dict[str, Any]) -> str:
