@@ -1,6 +1,6 @@
 """The layering of pyproject.toml's `[tool.importlinter]` holds, and would catch a breach.
 
-Layers, top down: cli > workers > app > metrics > http > service, reporting > billing >
+Layers, top down: cli > workers > app > metrics > http > service > reporting > billing >
 usecases > store, rendering > ports > domain; the domain imports nothing of ours outside it
 (nor grpc, redis, protobuf); the use-cases and ports import neither grpc nor redis nor the
 servicers, stores or billing; the stores import no servicer, billing or gRPC; the speed
