@@ -10,6 +10,7 @@ import pathlib
 import signal
 import urllib.parse
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any, Protocol
 
 import grpc
@@ -52,6 +53,7 @@ from sessiongate.service.runtime import Runtime
 from sessiongate.service.session_control import RAW_METHOD, SessionControlServicer
 from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
+from sessiongate.store.batch import BatchWriter
 from sessiongate.store.children import ChildrenIndex
 from sessiongate.store.client import connect, transport
 from sessiongate.store.embedded import EmbeddedRedis
@@ -59,10 +61,15 @@ from sessiongate.store.nearcache import NearCache
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.sessions import SessionStore
 from sessiongate.store.stores import Stores
+from sessiongate.store.usage import UsageStore
 from sessiongate.usecases.account_state import AccountLookup
 from sessiongate.usecases.dunning import DunningEngine
+from sessiongate.usecases.entitlements import Entitlements
 from sessiongate.usecases.login import LoginChecker
+from sessiongate.usecases.sessions import Sessions
+from sessiongate.usecases.usage import UsageRecorder
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +131,7 @@ class Application:
         self.rt: Runtime | None = None
         self.metrics: Metrics | None = None
         self.session_control: SessionControlServicer | None = None
+        self.batch: BatchWriter | None = None  # login records of logins without a seat limit
         self.http: HttpServer | None = None
         self.http_port = 0
         self.reports: ReportsScheduler | None = None
@@ -195,8 +203,8 @@ class Application:
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
-        session_control = self.session_control = SessionControlServicer(rt, AnswerMemo(cache))
-        self.components.append(session_control.batch)  # session/login records off the hot path
+        session_control = self.session_control = SessionControlServicer(
+            rt, AnswerMemo(cache), *self._session_usecases(rt))
         table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
             (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
@@ -239,6 +247,23 @@ class Application:
                  redis=redacted(url),
                  auth=auth.enabled, tls=creds is not None)
         return self.port
+
+    def _session_usecases(self, rt: Runtime
+                          ) -> tuple[Sessions, Entitlements, UsageRecorder]:
+        """SessionControl's use-cases over their stores, built once; the login-records
+        writer becomes a component (records of logins off the hot path)."""
+        s = self.settings
+        batch = self.batch = BatchWriter(rt.transport)
+        self.components.append(batch)
+        entitlements = Entitlements(rt.plans, rt.logins, self.clock)
+        sessions = Sessions(SessionStore(rt.transport, rt.scripts), batch, rt.logins,
+                            entitlements, self.clock, ttl=timedelta(seconds=s.session_ttl),
+                            timeout=s.login_redis_timeout)
+        events = UsageStore(rt.transport, rt.scripts)
+        bulk = rt.bulk_transport  # bulk uploads' own connection (`client.transport(bulk=True)`)
+        usage = UsageRecorder(events, events if bulk is None else UsageStore(bulk, Scripts(bulk)),
+                              rt.lookup, entitlements, self.clock)
+        return sessions, entitlements, usage
 
     async def _start_http(self, rt: Runtime) -> None:
         """The HTTP endpoint: /authz for proxies (more routes are added to `self.http.app`

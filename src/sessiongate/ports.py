@@ -1,7 +1,8 @@
 """What the use-cases (usecases/) need from the outside, as Protocols.
 
-The Redis side satisfies them (store/accounts.py, store/nearcache.py, store/policies.py),
-app.py hands the real ones in, and the use-cases never import redis or grpc: a use-case
+The Redis side satisfies them (store/accounts.py, store/nearcache.py, store/policies.py,
+store/sessions.py, store/batch.py, store/plans.py, store/usage.py), app.py hands the real
+ones in, and the use-cases never import redis or grpc: a use-case
 reads an account through the near-cache port and a policy through the policy port, and
 tells "the backend cannot answer" by the exceptions the port names (`unavailable`). The
 dunning engine reads and commits through `AccountCommits`, in the values of
@@ -15,9 +16,12 @@ from datetime import datetime
 from typing import Protocol
 
 from sessiongate.domain.commits import Change, CommitResult, Mutator, StoredLedger
+from sessiongate.domain.entitlements import Consumed, Feature, Plan
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account
 from sessiongate.domain.policy import DunningPolicy
+from sessiongate.domain.sessions import SeatResult, SessionRef
+from sessiongate.domain.usage import UsageRecord
 
 
 class Accounts(Protocol):
@@ -100,4 +104,83 @@ class AccountCommits(Protocol):
                      ) -> tuple[CommitResult, Change | None]:
         """Read, `mutate` (pure: it may run more than once), compare-and-set; retried while
         another writer wins the race."""
+        ...
+
+
+class SessionLeases(Protocol):
+    """Session leases and seats (store/sessions.py's `SessionStore`): each call one atomic
+    step."""
+
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        """What its calls raise when the backend cannot answer."""
+        ...
+
+    async def take(self, ref: SessionRef, now: datetime, expires: datetime, seat_limit: int,
+                   *, login: bool = False) -> SeatResult:
+        """Open or renew `ref`'s lease until `expires`, taking a seat if its user holds none
+        (refused when all `seat_limit` are taken; 0: no limit); with `login`, the login's
+        records go in the same step if admitted."""
+        ...
+
+    async def end(self, ref: SessionRef, now: datetime) -> bool:
+        """End the lease, giving its seat back; False: it was not open."""
+        ...
+
+
+class LoginRecords(Protocol):
+    """Logins of accounts without a seat limit, written off the hot path (store/batch.py's
+    `BatchWriter`): `login` never waits for the backend."""
+
+    @property
+    def pending(self) -> int: ...  # records queued, not yet written
+
+    def login(self, ref: SessionRef, at: datetime, expires: datetime) -> None:
+        """Queue the login record and the session's lease until `expires`."""
+        ...
+
+    async def flush(self) -> int:
+        """Write what is queued now; the number of records written."""
+        ...
+
+
+class Plans(Protocol):
+    """Plans (cached) and the quota counters of metered features (store/plans.py's
+    `PlanStore`)."""
+
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        """What its calls raise when the backend cannot answer."""
+        ...
+
+    async def get(self, plan_id: str) -> Plan | None: ...
+
+    async def used(self, account_id: str, feature: Feature, now: datetime) -> int:
+        """Units of `feature` counted in the window holding `now`."""
+        ...
+
+    async def consume(self, account_id: str, feature: Feature, quantity: int, event_id: str,
+                      now: datetime, user_id: str = "") -> Consumed:
+        """Count `quantity` units in one atomic step (refused past a hard limit); a reused
+        `event_id` is a duplicate, or a conflict when its content differs."""
+        ...
+
+
+class UsageEvents(Protocol):
+    """The usage log (store/usage.py's `UsageStore`): each event id recorded once."""
+
+    @property
+    def retention_ms(self) -> int:
+        """How long event ids are remembered (ms): an older event could count twice."""
+        ...
+
+    async def record(self, events: Sequence[UsageRecord], now: datetime) -> list[bool]:
+        """Per event: True recorded, False a duplicate. Raises `ConflictingDuplicates`
+        (domain/usage.py) after recording the others."""
+        ...
+
+    async def record_in_order(self, events: Sequence[UsageRecord], now: datetime
+                              ) -> list[bool]:
+        """`record` in the events' order, what is recorded always a prefix: a failure raises
+        `Unrecorded` (domain/usage.py) with the number of events before it."""
         ...

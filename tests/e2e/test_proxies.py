@@ -300,12 +300,12 @@ def test_who_may_not_pass(proxy: int) -> None:
 def test_no_session_is_opened(proxy: int, sidecar: ServerThread, redis_url: str) -> None:
     """A per-request check writes nothing: no session, no seat, no login record."""
     client = redis.Redis.from_url(redis_url)
-    assert sidecar.app.session_control is not None
-    sidecar.call(sidecar.app.session_control.batch.flush())
+    assert sidecar.app.batch is not None
+    sidecar.call(sidecar.app.batch.flush())
     before = set(client.keys("*"))
     for _ in range(3):
         upstream_saw(proxy, "/app", bearer=token("good", "alice"))
-    sidecar.call(sidecar.app.session_control.batch.flush())
+    sidecar.call(sidecar.app.batch.flush())
     assert set(client.keys("*")) == before
 
 

@@ -14,8 +14,9 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
-from sessiongate.service.bulk import CHUNK_EVENTS, MAX_CALLS, RECORDED_KEY
+from sessiongate.service.bulk import MAX_CALLS, RECORDED_KEY
 from sessiongate.store import keys
+from sessiongate.usecases.usage import CHUNK_EVENTS
 from tests.support import ServerThread
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from sessiongate.domain.decision import Decision, Reason
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.periods import ResetPeriod, window
+from sessiongate.domain.records import ConsumeStatus
 from sessiongate.domain.validation import check_id
 
 
@@ -82,6 +83,14 @@ class Entitlement:
     @property
     def allowed(self) -> bool:
         return self.decision is Decision.ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """What a consumption of a metered feature did, and the units used in its window."""
+
+    status: ConsumeStatus
+    used: int
 
 
 def not_entitled(feature: str, why: str) -> Entitlement:

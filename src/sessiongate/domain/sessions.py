@@ -35,6 +35,14 @@ class SessionRef:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True, slots=True)
+class SeatResult:
+    """A lease opened or renewed (`admitted`), or refused: every seat is taken."""
+
+    admitted: bool
+    seats_held: int
+
+
 def new_session(account_id: str, user_id: str) -> SessionRef:
     return SessionRef(account_id, user_id, secrets.token_urlsafe(12))
 

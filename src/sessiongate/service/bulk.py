@@ -1,9 +1,10 @@
 """Bounds of bulk usage uploads (`RecordUsageStream`, `RecordUsageBatches`), issue #26.7.
 
-A bulk call holds what it has read and not yet written: at most one chunk of events (and the
-message being read), never its whole stream. `BulkSlots` caps how many such calls run at
-once, so that their memory together is bounded too; a call that finds no slot within
-`WAIT` seconds is RESOURCE_EXHAUSTED (retry later), having read and written nothing.
+A bulk call holds what it has read and not yet written: at most one chunk of events
+(usecases/usage.py) and the message being read, never its whole stream. `BulkSlots` caps how
+many such calls run at once, so that their memory together is bounded too; a call that finds
+no slot within `WAIT` seconds is RESOURCE_EXHAUSTED (retry later), having read and written
+nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ from sessiongate.domain.errors import ResourceExhausted
 
 MAX_CALLS = 8  # bulk calls at once, per process
 WAIT = 1.0  # seconds a call waits for a slot
-# A chunk: validated whole, then written (`UsageStore.record_in_order`). A stream of up to a
-# chunk is all or nothing on validation; a longer one is written chunk by chunk.
-CHUNK_EVENTS = 1000
-CHUNK_BYTES = 1 << 20  # of events as received (serialized size)
 # Trailing metadata of a bulk call that failed: how many of its first events are recorded.
 RECORDED_KEY = "sessiongate-recorded-events"
 

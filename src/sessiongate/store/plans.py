@@ -6,10 +6,11 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
-from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan
+from redis.exceptions import RedisError
+
+from sessiongate.domain.entitlements import Consumed, Feature, FeatureKind, LimitMode, Plan
 from sessiongate.domain.errors import OutOfRange
 from sessiongate.domain.periods import ResetPeriod, window, window_key
 from sessiongate.domain.records import ConsumeStatus
@@ -41,13 +42,10 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 MAX_COUNTER = 2**63 - 1  # Redis's integers (INCRBY, HINCRBY): the Lua scripts refuse beyond
 
 
-@dataclass(frozen=True, slots=True)
-class Consumed:
-    status: ConsumeStatus
-    used: int
-
-
 class PlanStore:
+    # What its calls raise when Redis cannot answer (`ports.Plans.unavailable`).
+    unavailable: tuple[type[Exception], ...] = (RedisError, OSError)
+
     def __init__(self, redis: Transport, scripts: Scripts, ttl: float = 2.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis

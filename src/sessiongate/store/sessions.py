@@ -6,12 +6,13 @@ memory). Sessions are scored by their lease expiry, seats by theirs plus `SEAT_O
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from sessiongate.domain.periods import day_name, month_name
-from sessiongate.domain.sessions import SessionRef
+from sessiongate.domain.sessions import SeatResult, SessionRef
 from sessiongate.speed.kept import Kept
 from sessiongate.store import keys
 from sessiongate.store.activity import active_field, login_field, peak_field
@@ -27,13 +28,10 @@ MAX_LOGIN_CALLS = 10_000  # prepared login calls kept (`SessionStore._login_call
 _UNKNOWN: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
-class SeatResult:
-    admitted: bool
-    seats_held: int
-
-
 class SessionStore:
+    # What its calls raise when Redis cannot answer (`ports.SessionLeases.unavailable`).
+    unavailable: tuple[type[Exception], ...] = (RedisError, OSError)
+
     def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts

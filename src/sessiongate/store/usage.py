@@ -12,14 +12,10 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from sessiongate.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    OutOfRange,
-    SessionGateError,
-)
+from sessiongate.domain.errors import FailedPrecondition, OutOfRange, SessionGateError
 from sessiongate.domain.periods import month_start, months_before
 from sessiongate.domain.proration import SeatChange, Seats
+from sessiongate.domain.usage import ConflictingDuplicates, Unrecorded, UsageRecord
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS
 from sessiongate.store.activity import (
@@ -41,18 +37,6 @@ log = structlog.get_logger(__name__)
 # Billing periods (months) whose seats the log keeps: the current one and those before it.
 # A summary of an older month is refused (OUT_OF_RANGE): its seats may be trimmed.
 SEAT_LOG_MONTHS = 25
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    event_id: str
-    account_id: str
-    user_id: str
-    feature: str
-    quantity: int
-    occurred_at: datetime
-    attributes: dict[str, str] = field(default_factory=dict)
-    stated_at: bool = True  # occurred_at came with the event (not the time it arrived)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +121,6 @@ def usage_digest(e: UsageRecord, stamp: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-class ConflictingDuplicates(AlreadyExists):
-    """Events whose id was recorded with other content (`positions` in the call's events);
-    the call's other events were recorded."""
-
-    def __init__(self, positions: list[int]) -> None:
-        super().__init__("event_id", "recorded before with other content (an event id names "
-                         "one event: use a new id)")
-        self.positions = positions
-
-
 def _refusal(exc: Exception) -> SessionGateError | None:
     """The domain error of a call that `record_usage.lua` refused (its error reply leads with
     the status: it wrote nothing, and a retry would be refused again); None for a failure of
@@ -172,18 +146,6 @@ EVENTS_PER_CALL = 200
 CALL_BYTES = 128 * 1024
 
 
-class Unrecorded(Exception):
-    """A bulk write stopped at a failed call: the first `done` events are recorded (or were
-    duplicates), the rest are not, but for the failed call's after a timeout (it may have
-    run): a retry of them counts each event once. `cause` is the domain error of a refusal
-    (`_refusal`: nothing of that call written), else Redis's."""
-
-    def __init__(self, done: int, cause: Exception) -> None:
-        super().__init__(f"{done} events recorded before: {cause}")
-        self.done = done
-        self.cause = cause
-
-
 def _stamps(events: Sequence[UsageRecord]) -> list[str]:
     """Each event's time in RFC 3339 UTC; most events of a stream share a few times (often
     the call's `now`): each is formatted once."""
@@ -205,6 +167,8 @@ def _row(e: UsageRecord, stamp: str) -> str:
 
 
 class UsageStore:
+    retention_ms = IDEMPOTENCY_RETENTION_MS  # event ids remembered (`ports.UsageEvents`)
+
     def __init__(self, redis: Transport, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
