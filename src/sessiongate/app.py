@@ -51,16 +51,19 @@ from sessiongate.service.session_control import RAW_METHOD, SessionControlServic
 from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.children import ChildrenIndex
-from sessiongate.store.client import connect, transport
+from sessiongate.store.client import transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.scripts import Scripts
+from sessiongate.store.transport import Transport
 from sessiongate.usecases.account_state import AccountLookup
 from sessiongate.usecases.login import LoginChecker
 
 log = structlog.get_logger(__name__)
+
+SCRAPE_TIMEOUT = 1.0  # seconds: a metrics scrape's Redis reads, each
 
 SERVICE_NAMES = (
     session_control_pb2.DESCRIPTOR.services_by_name["SessionControl"].full_name,
@@ -123,6 +126,7 @@ class Application:
         self.http: HttpServer | None = None
         self.http_port = 0
         self.reports: ReportsScheduler | None = None
+        self.stream_transports: list[Transport] = []  # the stream workers', closed at stop
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -157,8 +161,13 @@ class Application:
             self.embedded = EmbeddedRedis(s.data_dir)
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
-        redis = connect(url, cluster=s.redis_cluster)
         tr = transport(url, cluster=s.redis_cluster)
+
+        def stream_transport(block: float) -> Transport:
+            t = transport(url, cluster=s.redis_cluster, block=block)
+            self.stream_transports.append(t)
+            return t
+
         scripts = Scripts(tr)
         store = AccountStore(tr, scripts)
         cache = NearCache(
@@ -170,7 +179,8 @@ class Application:
         policy_cache = PolicyCache(tr, s.near_cache_ttl)
         lookup = AccountLookup(cache, s.failure_mode)
         rt = self.rt = Runtime(
-            settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
+            settings=s, clock=self.clock, transport=tr, stream_transport=stream_transport,
+            scripts=scripts,
             accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
             bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True),
@@ -181,7 +191,8 @@ class Application:
             children=ChildrenIndex(tr),
         )
         if s.metrics_addr:
-            self._start_metrics(url, cache)
+            self._start_metrics(transport(url, cluster=s.redis_cluster,
+                                          timeout=SCRAPE_TIMEOUT), cache)
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
@@ -219,7 +230,7 @@ class Application:
                 self.reports = report_scheduler(rt)
                 self.components.append(self.reports)
         # None when no sink is configured.
-        deliverer = build_deliverer(s, redis, sharded=tr.sharded)
+        deliverer = build_deliverer(s, stream_transport)
         if deliverer is not None:
             self.components.append(deliverer)
         for component in self.components:
@@ -249,9 +260,10 @@ class Application:
             raise SystemExit(f"cannot serve HTTP on {s.http_addr}: {exc}") from None
         self.http = http
 
-    def _start_metrics(self, redis_url: str, cache: NearCache) -> None:
+    def _start_metrics(self, redis: Transport, cache: NearCache) -> None:
+        """The scrape endpoint, reading Redis through `redis` (its own: it closes it)."""
         assert self.rt is not None
-        metrics = Metrics(redis_url, cache, lambda: self.components)
+        metrics = Metrics(redis, cache, lambda: self.components)
         try:
             metrics.serve(self.settings.metrics_addr)
         except OSError as exc:  # e.g. the port of another worker: logins matter more
@@ -294,7 +306,8 @@ class Application:
             await asyncio.to_thread(self.metrics.close)
         if self.rt is not None:
             await self.rt.transport.aclose()
-            await self.rt.redis.aclose()
+            for t in self.stream_transports:
+                await t.aclose()
             if self.rt.bulk_transport is not None:
                 await self.rt.bulk_transport.aclose()
         if self.embedded is not None:

@@ -192,7 +192,7 @@ def test_payment_stream_consumer_on_the_cluster(cluster: LocalCluster) -> None:
                                           "type": "PAYMENT_SUCCEEDED", "amount_minor": "1"})
         rt = srv.app.rt
         assert rt is not None
-        consumer = PaymentConsumer(rt.redis, engine_for(rt), consumer="c1")
+        consumer = PaymentConsumer(rt.stream_transport(0.5), engine_for(rt), consumer="c1")
         handled = 0
         while (n := srv.call(consumer.process_once(block_ms=0))) > 0:
             handled += n
