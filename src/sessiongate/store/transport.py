@@ -60,7 +60,8 @@ class Transport(Protocol):
     sharded: bool
 
     def call(self, *args: Any) -> Awaitable[Any]:
-        """One command's reply; an error reply raised."""
+        """One command's reply; an error reply raised. An XREAD[GROUP] over streams in
+        several slots answers as one read (on Cluster, `cluster.py` splits it by slot)."""
         ...
 
     def many(self, commands: Sequence[Sequence[Any]]) -> Awaitable[list[Any]]:
