@@ -25,7 +25,7 @@ from typing import Any
 
 from sessiongate.domain.sessions import new_session
 from sessiongate.store import scripts as current
-from sessiongate.store.client import connect
+from sessiongate.store.client import transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.sessions import SessionStore
 
@@ -40,7 +40,7 @@ def load(path: str) -> Any:
 
 async def run(url: str, cls: Any, concurrency: int, calls: int, stream: bool
               ) -> tuple[float, float]:
-    client = connect(url)
+    client = transport(url)
     store = SessionStore(client, cls(client))
     now = datetime.now(UTC)
     expires = now + timedelta(minutes=5)

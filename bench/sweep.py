@@ -43,7 +43,7 @@ async def _sweeper(redis_url: str, share: tuple[int, int], ready: Any, go: Any, 
     async with inprocess(redis_url, CROSSED) as (app, _):
         settle_heap()  # as `serve` does once started
         rt = app.rt
-        sweeper = Sweeper(rt.redis, engine_for(rt), rt.clock, share=share)
+        sweeper = Sweeper(rt.transport, engine_for(rt), rt.clock, share=share)
         ready.put(share[0])
         go.wait()
         moved = 0
@@ -93,7 +93,7 @@ async def _idle_sweep(redis_url: str, n: int) -> float:
     from sessiongate.service.billing import engine_for
 
     async with inprocess(redis_url, CROSSED) as (app, _):
-        sweeper = Sweeper(app.rt.redis, engine_for(app.rt), app.rt.clock)
+        sweeper = Sweeper(app.rt.transport, engine_for(app.rt), app.rt.clock)
         t0 = time.perf_counter()
         made = await sweeper.sweep_once()
         if made:

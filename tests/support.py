@@ -16,6 +16,8 @@ from sessiongate.api.v1 import accounts_pb2_grpc, billing_pb2_grpc, session_cont
 from sessiongate.app import Application
 from sessiongate.config import Settings
 from sessiongate.domain.clock import ManualClock
+from sessiongate.store.client import transport
+from sessiongate.store.transport import Transport
 
 
 class ServerThread:
@@ -92,13 +94,26 @@ async def async_until(pred: Callable[[], bool], what: str, timeout: float = 30.0
         await asyncio.sleep(0.02)
 
 
-def run_with(redis_url: str, scenario: Callable[[AsyncRedis], Awaitable[None]]) -> None:
-    """Run `scenario` on a fresh event loop with an asyncio Redis client of its own."""
+Connect = Callable[[], Transport]
+
+
+def run_with(redis_url: str, scenario: Callable[[AsyncRedis, Connect], Awaitable[None]]
+             ) -> None:
+    """Run `scenario` on a fresh event loop with an asyncio Redis client of its own, and
+    `connect`: a new transport for each stream worker (as `Stores.stream_transport` gives
+    one), all closed at the end."""
     async def main() -> None:
         r = AsyncRedis.from_url(redis_url)
+        opened: list[Transport] = []
+
+        def connect() -> Transport:
+            opened.append(transport(redis_url, block=1.0))
+            return opened[-1]
         try:
-            await scenario(r)
+            await scenario(r, connect)
         finally:
             await r.aclose()
+            for t in opened:
+                await t.aclose()
 
     asyncio.run(main())

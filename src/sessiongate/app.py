@@ -55,7 +55,7 @@ from sessiongate.service.wire import as_wire
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.children import ChildrenIndex
-from sessiongate.store.client import connect, transport
+from sessiongate.store.client import transport
 from sessiongate.store.embedded import EmbeddedRedis
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.plans import PlanStore
@@ -64,6 +64,7 @@ from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
 from sessiongate.store.stores import Stores
 from sessiongate.store.usage import UsageStore
+from sessiongate.store.transport import Transport
 from sessiongate.usecases.account_state import AccountLookup
 from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.entitlements import Entitlements
@@ -72,6 +73,8 @@ from sessiongate.usecases.sessions import Sessions
 from sessiongate.usecases.usage import UsageRecorder
 
 log = structlog.get_logger(__name__)
+
+SCRAPE_TIMEOUT = 1.0  # seconds: a metrics scrape's Redis reads, each
 
 SERVICE_NAMES = (
     session_control_pb2.DESCRIPTOR.services_by_name["SessionControl"].full_name,
@@ -135,6 +138,7 @@ class Application:
         self.http: HttpServer | None = None
         self.http_port = 0
         self.reports: ReportsScheduler | None = None
+        self.stream_transports: list[Transport] = []  # the stream workers', closed at stop
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         s = self.settings
@@ -169,8 +173,13 @@ class Application:
             self.embedded = EmbeddedRedis(s.data_dir)
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
-        redis = connect(url, cluster=s.redis_cluster)
         tr = transport(url, cluster=s.redis_cluster)
+
+        def stream_transport(block: float) -> Transport:
+            t = transport(url, cluster=s.redis_cluster, block=block)
+            self.stream_transports.append(t)
+            return t
+
         scripts = Scripts(tr)
         store = AccountStore(tr, scripts)
         cache = NearCache(
@@ -182,14 +191,16 @@ class Application:
         policy_cache = PolicyCache(tr, s.near_cache_ttl)
         lookup = AccountLookup(cache, s.failure_mode)
         # The Redis side on its own, for the parts below the servicers (reporting).
-        stores = Stores(clock=self.clock, transport=tr, redis=redis, scripts=scripts,
+        stores = Stores(clock=self.clock, transport=tr, stream_transport=stream_transport,
+                        scripts=scripts,
                         accounts=store, cache=cache,
                         bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True))
         plans = PlanStore(tr, scripts, s.near_cache_ttl)
         reports = ReportBuilder(stores, plans, link_signer(s, self.clock.now))
         digest = Digest(tr, scripts, s, self.clock)
         rt = self.rt = Runtime(
-            settings=s, clock=self.clock, redis=redis, transport=tr, scripts=scripts,
+            settings=s, clock=self.clock, transport=tr, stream_transport=stream_transport,
+            scripts=scripts,
             accounts=store, cache=cache, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
             bulk_transport=stores.bulk_transport,
@@ -199,7 +210,8 @@ class Application:
             children=ChildrenIndex(tr), reports=reports, digest=digest,
         )
         if s.metrics_addr:
-            self._start_metrics(url, cache)
+            self._start_metrics(transport(url, cluster=s.redis_cluster,
+                                          timeout=SCRAPE_TIMEOUT), cache)
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
@@ -237,7 +249,7 @@ class Application:
                 self.reports = report_scheduler(s, stores, reports, digest)
                 self.components.append(self.reports)
         # None when no sink is configured.
-        deliverer = build_deliverer(s, redis, sharded=tr.sharded, report_parts=report_parts)
+        deliverer = build_deliverer(s, stream_transport, report_parts=report_parts)
         if deliverer is not None:
             self.components.append(deliverer)
         for component in self.components:
@@ -284,9 +296,10 @@ class Application:
             raise SystemExit(f"cannot serve HTTP on {s.http_addr}: {exc}") from None
         self.http = http
 
-    def _start_metrics(self, redis_url: str, cache: NearCache) -> None:
+    def _start_metrics(self, redis: Transport, cache: NearCache) -> None:
+        """The scrape endpoint, reading Redis through `redis` (its own: it closes it)."""
         assert self.rt is not None
-        metrics = Metrics(redis_url, cache, lambda: self.components)
+        metrics = Metrics(redis, cache, lambda: self.components)
         try:
             metrics.serve(self.settings.metrics_addr)
         except OSError as exc:  # e.g. the port of another worker: logins matter more
@@ -329,7 +342,8 @@ class Application:
             await asyncio.to_thread(self.metrics.close)
         if self.rt is not None:
             await self.rt.transport.aclose()
-            await self.rt.redis.aclose()
+            for t in self.stream_transports:
+                await t.aclose()
             if self.rt.bulk_transport is not None:
                 await self.rt.bulk_transport.aclose()
         if self.embedded is not None:

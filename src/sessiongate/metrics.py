@@ -9,7 +9,8 @@ Two kinds, to keep the login path cheap:
   GIL) and renders the same families prometheus_client's Histogram and Counter would, minus
   their `_created` samples.
 - read at scrape time by a custom collector, off the hot path (the scrape runs in the HTTP
-  server's thread, with its own short-timeout sync Redis connection): near-cache hits and
+  server's thread, on an event loop of its own with its own short-timeout Redis transport,
+  `store/client.py`): near-cache hits and
   misses, Redis reachability, the payment stream (length, per-group pending entries, entries
   not yet delivered, lag in seconds of the oldest undelivered and the oldest pending entry),
   dead letters, accounts by state, notifications sent/failed, and the login batch writer's
@@ -24,6 +25,7 @@ owns its counters, the metrics only read them.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import collections
 import threading
@@ -32,7 +34,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import redis
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -43,14 +44,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from sessiongate.api.v1 import common_pb2 as cpb
-from sessiongate.store import keys
+from sessiongate.store import keys, streams
 from sessiongate.store.batch import BatchWriter
 from sessiongate.store.codec import decode_account
 from sessiongate.store.nearcache import NearCache
+from sessiongate.store.transport import RedisError, ResponseError, Transport, raise_first
 
 if TYPE_CHECKING:
     from sessiongate.service.rpc import CallRecord
@@ -72,11 +72,6 @@ def _enum_label(enum: Any, value: int, prefix: str) -> str:
         return str(enum.Name(value)).removeprefix(prefix)
     except ValueError:
         return str(value)
-
-
-def _stream_id_ms(entry_id: Any) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
 
 
 class Buckets:
@@ -114,7 +109,7 @@ class Metrics:
 
     def __init__(
         self,
-        redis_url: str,
+        redis: Transport,
         cache: NearCache,
         components: Callable[[], Iterable[object]] = tuple,
     ) -> None:
@@ -124,7 +119,7 @@ class Metrics:
         self.state_age = Buckets(AGE_BUCKETS)
         self.redis_errors = {"rpc": 0, "lookup": 0, "scrape": 0}  # one writer per key
         self.conflicting_duplicates: dict[str, int] = {}  # refused calls, by source
-        self.collector = ScrapeCollector(self, redis_url, cache, components)
+        self.collector = ScrapeCollector(self, redis, cache, components)
         self.registry.register(self.collector)
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -225,23 +220,34 @@ class Metrics:
 
 
 class ScrapeCollector(Collector):
-    """What is cheaper to read when Prometheus asks than to keep up to date on every call."""
+    """What is cheaper to read when Prometheus asks than to keep up to date on every call.
 
-    def __init__(self, metrics: Metrics, redis_url: str, cache: NearCache,
+    Its Redis reads run on an event loop of its own, in the scraping thread (one scrape at a
+    time), over a transport of its own (`redis`, which it closes): never on the logins'
+    loop or connection."""
+
+    def __init__(self, metrics: Metrics, redis: Transport, cache: NearCache,
                  components: Callable[[], Iterable[object]]) -> None:
         self._metrics = metrics
         self._cache = cache
         self._components = components
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=1.0, socket_connect_timeout=1.0,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = redis
+        self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
         self._accounts: dict[str, int] = {}
         self._accounts_at = float("-inf")
 
     def close(self) -> None:
-        self._redis.close()
+        """Close the transport on its loop, in a thread of its own: the caller's may be
+        running another loop."""
+        with self._lock:
+            if self._loop.is_closed():
+                return
+            closing = threading.Thread(target=self._loop.run_until_complete,
+                                       args=(self._redis.aclose(),))
+            closing.start()
+            closing.join()
+            self._loop.close()
 
     def describe(self) -> Iterable[Metric]:
         return ()  # dynamic: collected at scrape time only
@@ -253,8 +259,8 @@ class ScrapeCollector(Collector):
             yield from self._batch_writers()
             up = GaugeMetricFamily("sessiongate_redis_up", "1 if this scrape could read Redis")
             try:
-                families = list(self._from_redis())
-            except (redis.RedisError, OSError) as exc:
+                families = self._loop.run_until_complete(self._from_redis())
+            except (RedisError, OSError) as exc:
                 log.warning("metrics: redis unreachable", error=str(exc))
                 self._metrics.redis_errors["scrape"] += 1  # the scrape thread's own key
                 up.add_metric([], 0)
@@ -321,15 +327,18 @@ class ScrapeCollector(Collector):
         failures.add_metric([], sum(w.write_failures for w in writers))
         yield from (length, age, records, failures)
 
-    def _from_redis(self) -> Iterator[Metric]:
+    async def _from_redis(self) -> list[Metric]:
         r = self._redis
         now_ms = int(time.time() * 1000)
+        stream = keys.PAYMENT_STREAM
+        size, dead_letters = raise_first(await r.many([
+            ("XLEN", stream), ("XLEN", keys.PAYMENT_DEAD_LETTER)]))
         length = GaugeMetricFamily(
             "sessiongate_payment_stream_length", "entries in the payment stream")
-        length.add_metric([], r.xlen(keys.PAYMENT_STREAM))
+        length.add_metric([], size)
         dead = GaugeMetricFamily(
             "sessiongate_payment_dead_letters", "payment events moved to the dead-letter stream")
-        dead.add_metric([], r.xlen(keys.PAYMENT_DEAD_LETTER))
+        dead.add_metric([], dead_letters)
         pending = GaugeMetricFamily(
             "sessiongate_payment_pending", "entries delivered to a consumer, not yet acknowledged",
             labels=["group"])
@@ -345,38 +354,38 @@ class ScrapeCollector(Collector):
             "sessiongate_payment_oldest_pending_seconds",
             "age of the oldest delivered but unacknowledged entry (0: none)", labels=["group"])
         try:
-            groups = r.xinfo_groups(keys.PAYMENT_STREAM)
-        except redis.ResponseError:  # no stream yet: nothing queued
+            groups = streams.records(await r.call("XINFO", "GROUPS", stream))
+        except ResponseError:  # no stream yet: nothing queued
             groups = []
         for g in groups:
-            name = g["name"].decode() if isinstance(g["name"], bytes) else str(g["name"])
+            name = streams.text(g["name"])
             pending.add_metric([name], g["pending"])
             if g.get("lag") is not None:
                 undelivered.add_metric([name], g["lag"])
-            last = g["last-delivered-id"]
-            nxt = r.xrange(keys.PAYMENT_STREAM, min=b"(" + (
-                last if isinstance(last, bytes) else str(last).encode()), count=1)
-            lag.add_metric([name], max(0, now_ms - _stream_id_ms(nxt[0][0])) / 1000 if nxt else 0)
+            last = streams.text(g["last-delivered-id"])
+            nxt = streams.entries(await r.call("XRANGE", stream, f"({last}", "+", "COUNT", 1))
+            lag.add_metric([name], max(0, now_ms - streams.id_ms(nxt[0][0])) / 1000
+                           if nxt else 0)
             oldest = 0.0
             if g["pending"]:
-                summary = r.xpending(keys.PAYMENT_STREAM, name)
-                if summary.get("min"):
-                    oldest = max(0, now_ms - _stream_id_ms(summary["min"])) / 1000
+                _, first = streams.pending_summary(await r.call("XPENDING", stream, name))
+                if first:
+                    oldest = max(0, now_ms - streams.id_ms(first)) / 1000
             pending_age.add_metric([name], oldest)
-        yield from (length, dead, pending, undelivered, lag, pending_age)
-        yield self._accounts_by_state()
+        return [length, dead, pending, undelivered, lag, pending_age,
+                await self._accounts_by_state()]
 
-    def _accounts_by_state(self) -> Metric:
+    async def _accounts_by_state(self) -> Metric:
         if time.monotonic() - self._accounts_at >= ACCOUNTS_SCAN_INTERVAL:
             counts: dict[str, int] = {}
             now = datetime.now(UTC)
             batch: list[bytes] = []
-            for key in self._redis.scan_iter(match=keys.ACCOUNT_GLOB, count=1000, _type="hash"):
+            async for key in self._redis.scan(keys.ACCOUNT_GLOB, "hash", 1000):
                 batch.append(key)
                 if len(batch) >= 500:
-                    self._count_states(batch, now, counts)
+                    await self._count_states(batch, now, counts)
                     batch = []
-            self._count_states(batch, now, counts)
+            await self._count_states(batch, now, counts)
             self._accounts, self._accounts_at = counts, time.monotonic()
         fam = GaugeMetricFamily(
             "sessiongate_accounts",
@@ -386,11 +395,12 @@ class ScrapeCollector(Collector):
             fam.add_metric([state], n)
         return fam
 
-    def _count_states(self, batch: list[bytes], now: datetime, counts: dict[str, int]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for key in batch:
-            pipe.hmget(key, ["data", "v"])
-        for data, version in pipe.execute() if batch else ():
+    async def _count_states(self, batch: list[bytes], now: datetime, counts: dict[str, int]
+                            ) -> None:
+        if not batch:
+            return
+        replies = await self._redis.many([("HMGET", key, "data", "v") for key in batch])
+        for data, version in raise_first(replies):
             if data is None:
                 continue
             try:

@@ -18,6 +18,7 @@ from sessiongate.store.client import cluster_url
 from sessiongate.store.slots import key_slot
 from tests.cluster.cluster import LocalCluster
 from tests.integration.dunning_support import T0, get, invoice, pay, start, sweeper
+from tests.integration.test_metrics import scrape, value
 from tests.support import ServerThread, make_settings
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
@@ -192,7 +193,7 @@ def test_payment_stream_consumer_on_the_cluster(cluster: LocalCluster) -> None:
                                           "type": "PAYMENT_SUCCEEDED", "amount_minor": "1"})
         rt = srv.app.rt
         assert rt is not None
-        consumer = PaymentConsumer(rt.redis, engine_for(rt), consumer="c1")
+        consumer = PaymentConsumer(rt.stream_transport(0.5), engine_for(rt), consumer="c1")
         handled = 0
         while (n := srv.call(consumer.process_once(block_ms=0))) > 0:
             handled += n
@@ -201,6 +202,31 @@ def test_payment_stream_consumer_on_the_cluster(cluster: LocalCluster) -> None:
             assert get(srv, aid).state == cpb.ACCOUNT_STATE_SUSPENDED
         assert client.xlen(keys.PAYMENT_DEAD_LETTER) == 1
         assert client.xpending(keys.PAYMENT_STREAM, "sessiongate")["pending"] == 0
+    finally:
+        client.close()
+        srv.stop()
+
+
+def test_the_metrics_scrape_reads_every_master(cluster: LocalCluster) -> None:
+    """The scrape reads through the cluster transport: the payment stream on the master that
+    holds it, and the accounts of every master."""
+    cluster.flush()
+    srv = start(cluster.url, redis_cluster=True, metrics_addr="127.0.0.1:0")
+    client = redis.RedisCluster.from_url(cluster.url)
+    try:
+        for aid in ACCOUNTS:
+            upsert(srv, account_id=aid, state=cpb.ACCOUNT_STATE_SUSPENDED)
+        assert len(masters_holding(cluster, ACCOUNTS)) == 3
+        client.xgroup_create(keys.PAYMENT_STREAM, "g", id="0", mkstream=True)
+        for i in range(3):
+            client.xadd(keys.PAYMENT_STREAM, {"event_id": f"e{i}"})
+        client.xreadgroup("g", "c1", {keys.PAYMENT_STREAM: ">"}, count=1)
+        assert srv.app.metrics is not None
+        m = scrape(srv.app.metrics.port)
+        assert value(m, "sessiongate_redis_up") == 1
+        assert value(m, "sessiongate_payment_stream_length") == 3
+        assert value(m, "sessiongate_payment_pending", group="g") == 1
+        assert value(m, "sessiongate_accounts", state="SUSPENDED") == len(ACCOUNTS)
     finally:
         client.close()
         srv.stop()

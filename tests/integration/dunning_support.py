@@ -73,7 +73,7 @@ def check(srv: ServerThread, account: str = "acme", user: str = "alice"
 def sweeper(srv: ServerThread) -> Sweeper:
     rt = srv.app.rt
     assert rt is not None
-    return Sweeper(rt.redis, engine_for(rt), rt.clock)
+    return Sweeper(rt.transport, engine_for(rt), rt.clock)
 
 
 def eventually(fn: Callable[[], R], ok: Callable[[R], bool], timeout: float = 10.0) -> R:

@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import billing_pb2 as bpb
@@ -18,7 +19,6 @@ from sessiongate.domain.proration import Seats
 from sessiongate.service.convert import ts
 from sessiongate.store import keys
 from sessiongate.store.accounts import IDEMPOTENCY_RETENTION_MS, AccountStore
-from sessiongate.store.client import connect as connect_redis_py
 from sessiongate.store.client import transport as connect
 from sessiongate.store.record import EVENTS_BYTES, HISTORY_BYTES, SEAT_CHANGES_BYTES
 from sessiongate.store.scripts import Scripts
@@ -92,7 +92,7 @@ def test_applied_events_beyond_their_budget_go_to_the_zset_and_stay_duplicates(
 
     async def main() -> None:
         client = connect(redis_url)
-        raw = connect_redis_py(redis_url)
+        raw = AsyncRedis.from_url(redis_url)
         store = AccountStore(client, Scripts(client))
         try:
             version = 0
@@ -131,7 +131,7 @@ def test_seat_changes_beyond_their_budget_go_to_the_list_and_read_whole(
 ) -> None:
     async def main() -> None:
         client = connect(redis_url)
-        raw = connect_redis_py(redis_url)
+        raw = AsyncRedis.from_url(redis_url)
         usage = UsageStore(client, Scripts(client))
         try:
             for v in range(1, 11):

@@ -27,6 +27,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster
 
 from sessiongate.billing.notify.email import EmailSink, SmtpTarget, compose
 from sessiongate.billing.notify.outbox import GROUP, Deliverer
@@ -35,10 +36,11 @@ from sessiongate.billing.notify.webhook import WebhookSink, verify
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account
 from sessiongate.store import keys
-from sessiongate.store.client import connect
+from sessiongate.store.client import transport
+from sessiongate.store.transport import Transport
 from tests.cluster.cluster import LocalCluster
 from tests.integration.dunning_support import DAY, T0, invoice, pay, start, upsert
-from tests.support import ServerThread, async_until, make_settings, run_with
+from tests.support import Connect, ServerThread, async_until, make_settings, run_with
 
 SECRET = "s3cret"
 WAIT = 30.0
@@ -173,7 +175,7 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
 
 
 
-def deliverer(r: AsyncRedis, sinks: list[Sink], name: str, **kw: Any) -> Deliverer:
+def deliverer(r: Transport, sinks: list[Sink], name: str, **kw: Any) -> Deliverer:
     kw = {"retry_base": 0.02, "retry_max": 0.2, "block": 0.2, **kw}
     return Deliverer(r, sinks, consumer=name, **kw)
 
@@ -241,9 +243,9 @@ def test_webhook_outage_retries_until_delivered_once_without_resending_email(
     for b in bodies:
         xadd(redis_client, b)
 
-    async def scenario(r: AsyncRedis) -> None:
-        d = deliverer(r, [WebhookSink(receiver.url, SECRET), EmailSink(smtp_url, "x@v.test")],
-                      "replica-a")
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
+        d = deliverer(connect(), [WebhookSink(receiver.url, SECRET),
+                                  EmailSink(smtp_url, "x@v.test")], "replica-a")
         await d.start()
         try:
             # Down: every notification fails at the webhook, more than once; emails go out.
@@ -275,8 +277,8 @@ def test_client_error_is_dead_lettered_and_429_is_retried(
     xadd(redis_client, bad)
     redis_client.xadd(keys.outbox(3), {"account": "x", "version": 1, "body": "not json"})
 
-    async def scenario(r: AsyncRedis) -> None:
-        d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a")
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
+        d = deliverer(connect(), [WebhookSink(receiver.url, SECRET)], "replica-a")
         await d.start()
         try:
             await async_until(lambda: redis_client.xlen(keys.NOTIFY_DEAD_LETTER) == 2,
@@ -308,15 +310,15 @@ def test_entries_of_a_crashed_replica_are_taken_over(
     for b in bodies:
         xadd(redis_client, b)
 
-    async def scenario(r: AsyncRedis) -> None:
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
         sink = WebhookSink(receiver.url, SECRET)
-        a = deliverer(r, [sink], "replica-a", claim_idle=3600)
+        a = deliverer(connect(), [sink], "replica-a", claim_idle=3600)
         await a.start()
         await async_until(lambda: a.failed["webhook"] >= len(bodies), "replica a's attempts")
         await a.stop()  # "crash": nothing acked, everything pending at replica-a
         assert pending(redis_client) == len(bodies)
         receiver.status = 200
-        b = deliverer(r, [sink], "replica-b", claim_idle=0.2)
+        b = deliverer(connect(), [sink], "replica-b", claim_idle=0.2)
         await b.start()
         try:
             await async_until(lambda: sorted(receiver.delivered()) == ids, "take-over")
@@ -355,7 +357,8 @@ def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver)
     cluster = LocalCluster(tmp_path).start(timeout=60)
     try:
         async def main() -> None:
-            r = connect(cluster.url, cluster=True)
+            r = RedisCluster.from_url(cluster.url)
+            t = transport(cluster.url, cluster=True, block=1.0)
             try:
                 bodies = [note(f"acct{i}", i) for i in range(12)]  # spread over the nodes
                 for b in bodies:
@@ -363,8 +366,7 @@ def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver)
                                  {"account": b["account_id"], "version": 1,
                                   "body": json.dumps(b)})
                 receiver.script = [503] * 6
-                d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a",
-                              sharded=True)
+                d = deliverer(t, [WebhookSink(receiver.url, SECRET)], "replica-a")
                 await d.start()
                 try:
                     ids = sorted(b["id"] for b in bodies)
@@ -377,6 +379,7 @@ def test_delivery_on_a_redis_cluster(tmp_path: pathlib.Path, receiver: Receiver)
                     assert await r.xlen(keys.outbox_of(b["account_id"])) == 0
             finally:
                 await r.aclose()
+                await t.aclose()
 
         asyncio.run(main())
     finally:
@@ -427,8 +430,8 @@ def test_consumers_of_departed_replicas_are_forgotten_unless_they_hold_entries(
     def names() -> set[bytes]:
         return {c["name"] for c in redis_client.xinfo_consumers(stream, GROUP)}
 
-    async def scenario(r: AsyncRedis) -> None:
-        d = deliverer(r, [WebhookSink(receiver.url, SECRET)], "replica-a",
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
+        d = deliverer(connect(), [WebhookSink(receiver.url, SECRET)], "replica-a",
                       forget_after=0.05, claim_idle=3600)
         await d.start()
         try:

@@ -33,7 +33,8 @@ def srv(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerThread]:
 def consumer(srv: ServerThread, name: str, claim_idle_ms: int = 60_000) -> PaymentConsumer:
     rt = srv.app.rt
     assert rt is not None
-    return PaymentConsumer(rt.redis, engine_for(rt), consumer=name, claim_idle_ms=claim_idle_ms)
+    return PaymentConsumer(rt.stream_transport(0.5), engine_for(rt), consumer=name,
+                           claim_idle_ms=claim_idle_ms)
 
 
 def drain(srv: ServerThread, c: PaymentConsumer) -> int:

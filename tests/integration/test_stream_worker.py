@@ -22,7 +22,7 @@ from sessiongate.billing.stream_worker import (
     WorkerSettings,
 )
 from sessiongate.store.embedded import EmbeddedRedis
-from tests.support import async_until, run_with
+from tests.support import Connect, async_until, run_with
 
 STREAMS = ("test:worker:a", "test:worker:b")
 DEAD = "test:worker:dead"
@@ -78,7 +78,7 @@ def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_l
     first = [f"e{i}" for i in range(10)]
     second = [f"e{i}" for i in range(10, 30)]
 
-    async def scenario(r: AsyncRedis) -> None:
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
         applied_by_a: Counter[str] = Counter()
         held: list[int] = []
         hang = asyncio.Event()
@@ -94,7 +94,7 @@ def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_l
                 await hang.wait()
             return await ledger_a(entries)
 
-        a = StreamWorker(r, settings("A"), dying)
+        a = StreamWorker(connect(), settings("A"), dying)
         add(redis_client, first)
         await a.start()
         await async_until(lambda: a.acked == len(first), "A's first batch")
@@ -104,7 +104,7 @@ def test_a_consumer_killed_mid_batch_is_taken_over_after_the_idle_time_without_l
         assert pending(redis_client) == held[0] > 0
 
         ledger_b = Ledger(r)
-        b = StreamWorker(r, settings("B", claim_idle=0.5), ledger_b)
+        b = StreamWorker(connect(), settings("B", claim_idle=0.5), ledger_b)
         killed_at = time.monotonic()
         # B reads what A never read, and does not steal A's entries while they are young.
         assert await b.process_once(block_ms=0) == len(second) - held[0]
@@ -130,9 +130,9 @@ def test_a_poison_entry_is_dead_lettered_with_its_reason_and_the_rest_go_on(
 ) -> None:
     poison_id = add(redis_client, ["ok1", "poison-1", "ok2", "ok3"])[1]
 
-    async def scenario(r: AsyncRedis) -> None:
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
         ledger = Ledger(r)
-        w = StreamWorker(r, settings("c", delete_acked=True), ledger)
+        w = StreamWorker(connect(), settings("c", delete_acked=True), ledger)
         assert await w.process_once(block_ms=0) == 4
         assert w.dead == 1 and w.acked == 4
         assert ledger.seen == Counter(["ok1", "poison-1", "ok2", "ok3"])
@@ -151,7 +151,7 @@ def test_a_handler_failure_leaves_the_batch_pending_and_it_is_retried(
 ) -> None:
     add(redis_client, ["x1", "x2"])
 
-    async def scenario(r: AsyncRedis) -> None:
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
         ledger = Ledger(r)
         calls = 0
 
@@ -162,7 +162,7 @@ def test_a_handler_failure_leaves_the_batch_pending_and_it_is_retried(
                 raise redis.ConnectionError("backend down")
             return await ledger(entries)
 
-        w = StreamWorker(r, settings("c"), flaky)
+        w = StreamWorker(connect(), settings("c"), flaky)
         assert await w.process_once(block_ms=0) == 0
         assert w.in_flight == 2 and pending(redis_client) == 2
         await w.start()
@@ -183,8 +183,8 @@ def test_xautoclaim_resumes_its_cursor(redis_client: redis.Redis, redis_url: str
     redis_client.xgroup_create(STREAMS[0], GROUP, id="0")
     redis_client.xreadgroup(GROUP, "crashed", {STREAMS[0]: ">"})  # five pending there
 
-    async def scenario(r: AsyncRedis) -> None:
-        w = StreamWorker(r, settings("c", streams=STREAMS[:1], claim_idle=0.0, batch=2),
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
+        w = StreamWorker(connect(), settings("c", streams=STREAMS[:1], claim_idle=0.0, batch=2),
                          Ledger(r))
         assert await w.ensure_groups()
         taken = [await w.claim() for _ in range(3)]
@@ -207,13 +207,13 @@ def test_a_departed_consumer_is_taken_over_then_removed_from_the_group(
     def names() -> set[bytes]:
         return {c["name"] for s in STREAMS for c in redis_client.xinfo_consumers(s, GROUP)}
 
-    async def scenario(r: AsyncRedis) -> None:
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
         ledger = Ledger(r)
-        w = StreamWorker(r, settings("live", claim_idle=3600, forget_after=0.05), ledger)
+        w = StreamWorker(connect(), settings("live", claim_idle=3600, forget_after=0.05), ledger)
         await asyncio.sleep(0.1)
         assert await w.forget_departed() == ["ghost"]  # "crashed" holds entries: it stays
         assert names() == {b"crashed"}
-        w = StreamWorker(r, settings("live", claim_idle=0.2, forget_after=0.3), ledger)
+        w = StreamWorker(connect(), settings("live", claim_idle=0.2, forget_after=0.3), ledger)
         await w.start()
         try:
             await async_until(lambda: pending(redis_client) == 0, "the take-over")
@@ -235,9 +235,9 @@ def test_the_worker_recovers_when_redis_restarts_mid_read(tmp_path: Path,
     server = EmbeddedRedis(tmp_path / "redis", persistent=persistent)
     server.start()
 
-    async def scenario(r: AsyncRedis) -> None:
+    async def scenario(r: AsyncRedis, connect: Connect) -> None:
         ledger = Ledger(r)
-        w = StreamWorker(r, settings("c", block=0.5), ledger)
+        w = StreamWorker(connect(), settings("c", block=0.5), ledger)
         await w.start()
         try:
             with redis.Redis.from_url(server.url) as client:

@@ -48,7 +48,7 @@ def test_workers_sweep_their_own_buckets_and_take_over_stalled_ones(
     assert even and even != set(ACCOUNTS)  # both shares have accounts
     rt = srv.app.rt
     assert rt is not None
-    first = Sweeper(rt.redis, engine_for(rt), rt.clock, share=(0, 2), takeover_after=30)
+    first = Sweeper(rt.transport, engine_for(rt), rt.clock, share=(0, 2), takeover_after=30)
     srv.clock.advance(DAY + timedelta(seconds=1))  # every account crosses into REMINDER
     now_ms = int(srv.clock.now().timestamp() * 1000)
     assert due_now(redis_client, now_ms) == set(ACCOUNTS)

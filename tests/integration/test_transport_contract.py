@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.exceptions import NoScriptError, ResponseError
 
+from sessiongate.store import streams
 from sessiongate.store.client import transport
 from sessiongate.store.transport import VARIABLE, Script, Transport, pairs
 from tests.cluster.cluster import LocalCluster
@@ -150,3 +151,93 @@ def test_which_transport_spreads_keys(url: tuple[str, bool]) -> None:
     async def body(t: Transport) -> bool:
         return t.sharded
     assert run(url, body) is url[1]
+
+
+# The stream commands of the stream worker (billing/stream_worker.py) and the metrics scrape,
+# their replies read by store/streams.py.
+
+def test_a_consumer_group_reads_claims_acknowledges_and_forgets(url: tuple[str, bool]) -> None:
+    s, g = "{s}stream", "group"
+
+    async def body(t: Transport) -> None:
+        create = ("XGROUP", "CREATE", s, g, "0", "MKSTREAM")
+        assert await t.call(*create) == b"OK"
+        with pytest.raises(ResponseError, match="BUSYGROUP"):
+            await t.call(*create)
+        with pytest.raises(ResponseError):  # no MKSTREAM: the stream must exist
+            await t.call("XGROUP", "CREATE", "{s}none", g, "0")
+        ids = [streams.text(await t.call("XADD", s, "*", "n", i, "k", "v")) for i in range(4)]
+        read = streams.read(await t.call("XREADGROUP", "GROUP", g, "c1", "COUNT", 3,
+                                         "BLOCK", 100, "STREAMS", s, ">"))
+        assert read == [(s, [(ids[i], {b"n": b"%d" % i, b"k": b"v"}) for i in range(3)])]
+        assert streams.pending_summary(await t.call("XPENDING", s, g)) == (3, ids[0])
+        # Its own pending entries again (a restart under the same name), one deleted.
+        await t.call("XDEL", s, ids[1])
+        again = streams.read(await t.call("XREADGROUP", "GROUP", g, "c1", "STREAMS", s, "0"))
+        assert again == [(s, [(ids[0], {b"n": b"0", b"k": b"v"}), (ids[1], {}),
+                              (ids[2], {b"n": b"2", b"k": b"v"})])]
+        # Another consumer takes over what is idle: XAUTOCLAIM with a cursor, XCLAIM JUSTID.
+        cursor, claimed = streams.autoclaim(await t.call(
+            "XAUTOCLAIM", s, g, "c2", 0, "0-0", "COUNT", 1))
+        assert [i for i, _ in claimed] == [ids[0]] and cursor != "0-0"
+        assert [streams.text(i) for i in await t.call(
+            "XCLAIM", s, g, "c2", 0, ids[2], "JUSTID")] == [ids[2]]
+        assert await t.call("XACK", s, g, ids[0], ids[2]) == 2
+        consumers = {streams.text(c["name"]): c["pending"]
+                     for c in streams.records(await t.call("XINFO", "CONSUMERS", s, g))}
+        assert consumers == {"c1": 1, "c2": 0}
+        assert await t.call("XGROUP", "DELCONSUMER", s, g, "c2") == 0
+        group, = streams.records(await t.call("XINFO", "GROUPS", s))
+        assert (streams.text(group["name"]), group["pending"],
+                streams.text(group["last-delivered-id"])) == (g, 1, ids[2])
+        assert streams.entries(await t.call("XRANGE", s, f"({ids[2]}", "+", "COUNT", 1)) == [
+            (ids[3], {b"n": b"3", b"k": b"v"})]
+        with pytest.raises(ResponseError, match="NOGROUP"):
+            await t.call("XREADGROUP", "GROUP", "other", "c1", "STREAMS", s, ">")
+    run(url, body)
+
+
+def test_a_blocking_read_waits_for_an_entry_on_a_transport_of_its_own(
+        url: tuple[str, bool]) -> None:
+    s, g = "{s}stream", "group"
+
+    async def body(t: Transport) -> float:
+        reader = transport(url[0], cluster=url[1], block=2.0)
+        try:
+            await t.call("XGROUP", "CREATE", s, g, "0", "MKSTREAM")
+            started = asyncio.get_running_loop().time()
+            read = asyncio.ensure_future(reader.call(
+                "XREADGROUP", "GROUP", g, "c", "BLOCK", 2000, "STREAMS", s, ">"))
+            await asyncio.sleep(0.2)
+            assert await t.call("GET", "{s}x") is None  # the other transport is not held
+            added = streams.text(await t.call("XADD", s, "*", "f", "v"))
+            assert streams.read(await read) == [(s, [(added, {b"f": b"v"})])]
+            return asyncio.get_running_loop().time() - started
+        finally:
+            await reader.aclose()
+    assert 0.2 <= run(url, body) < 1.9
+
+
+def test_a_read_over_streams_in_several_slots_answers_as_one(url: tuple[str, bool]) -> None:
+    """The 64 outboxes: one XREADGROUP over streams on every node of a cluster, with BLOCK; a
+    read that finds nothing answers nil after (at least) the BLOCK time."""
+    names = [f"{{o{i}}}:outbox" for i in range(12)]
+    g = "group"
+
+    async def body(t: Transport) -> tuple[Any, ...]:
+        await t.many([("XGROUP", "CREATE", k, g, "0", "MKSTREAM") for k in names])
+        added = {k: streams.text(await t.call("XADD", k, "*", "k", k)) for k in names[::3]}
+        read = streams.read(await t.call("XREADGROUP", "GROUP", g, "c", "COUNT", 10,
+                                         "BLOCK", 200, "STREAMS", *names, *[">"] * 12))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        empty = await t.call("XREADGROUP", "GROUP", g, "c", "BLOCK", 200, "STREAMS", *names,
+                             *[">"] * 12)
+        waited = loop.time() - started
+        pending = streams.read(await t.call("XREADGROUP", "GROUP", g, "c", "STREAMS", *names,
+                                            *["0"] * 12))
+        return added, read, empty, waited, pending
+    added, read, empty, waited, pending = run(url, body)
+    assert read == [(k, [(i, {b"k": k.encode()})]) for k, i in added.items()]
+    assert empty is None and waited >= 0.19
+    assert [(k, e) for k, e in pending if e] == read

@@ -18,8 +18,6 @@ import socket
 from collections.abc import Sequence
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from sessiongate.billing.stream_worker import (
     ACK,
@@ -34,6 +32,7 @@ from sessiongate.billing.stream_worker import (
 from sessiongate.domain.errors import AlreadyExists, Conflict, SessionGateError
 from sessiongate.domain.payment_event import PaymentEvent, event_from_fields
 from sessiongate.store import keys
+from sessiongate.store.transport import RedisError, Transport
 from sessiongate.usecases.dunning import Applied, DunningEngine
 
 log = structlog.get_logger(__name__)
@@ -42,6 +41,7 @@ GROUP = "sessiongate"
 FORGET_AFTER_MS = 24 * 3600 * 1000
 RETRY_BASE = 0.1  # seconds before a payment left pending is tried again; doubles per attempt
 RETRY_MAX = 5.0
+BLOCK_MS = 500  # the longest blocking read of new entries
 
 
 def default_consumer_name() -> str:
@@ -49,16 +49,17 @@ def default_consumer_name() -> str:
 
 
 class PaymentConsumer:
-    """A `Component`: the stream worker over the payment stream with `handle` as handler."""
+    """A `Component`: the stream worker over the payment stream with `handle` as handler.
+    `redis`: the worker's own transport (`Stores.stream_transport(block_ms / 1000)`)."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Transport,
         engine: DunningEngine,
         *,
         consumer: str = "",
         batch: int = 500,
-        block_ms: int = 500,
+        block_ms: int = BLOCK_MS,
         claim_idle_ms: int = 30_000,
     ) -> None:
         self.redis = redis

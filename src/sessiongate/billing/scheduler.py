@@ -19,17 +19,17 @@ import asyncio
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.asyncio import Redis
 
 from sessiongate.domain.clock import Clock
 from sessiongate.store import keys
+from sessiongate.store.transport import Transport, raise_first
 from sessiongate.usecases.dunning import DunningEngine
 
 log = structlog.get_logger(__name__)
 
 
 class Sweeper:
-    def __init__(self, redis: Redis, engine: DunningEngine, clock: Clock, *,
+    def __init__(self, redis: Transport, engine: DunningEngine, clock: Clock, *,
                  batch: int = 1000, chunk: int = 250, concurrency: int = 4,
                  share: tuple[int, int] = (0, 1), takeover_after: float = 30.0) -> None:
         self.redis = redis
@@ -48,12 +48,13 @@ class Sweeper:
         """Accounts due in the buckets this sweeper owns, and those due for `takeover_after`
         in the others' (up to `batch` per bucket)."""
         now_ms = int(self.clock.now().timestamp() * 1000)
-        pipe = self.redis.pipeline(transaction=False)
+        commands = []
         for b in keys.ALL_BUCKETS:
             until = now_ms if b in self.owned else now_ms - self.takeover_ms
-            pipe.zrangebyscore(keys.due_index(b), "-inf", until, start=0, num=self.batch)
+            commands.append(("ZRANGEBYSCORE", keys.due_index(b), "-inf", until,
+                             "LIMIT", 0, self.batch))
         found: list[str] = []
-        for ids in await pipe.execute():
+        for ids in raise_first(await self.redis.many(commands)):
             found.extend(i.decode() if isinstance(i, bytes) else str(i) for i in ids)
         return found
 

@@ -4,9 +4,9 @@ The payment queue (billing/consumer.py) and the notification outbox (billing/not
 both run on it; each gives a handler and its settings. What the worker does for both:
 
 - creates the group (from id 0: entries older than the group count);
-- reads new entries (one blocking XREADGROUP over all its streams, or one plain read per
-  stream where they live on different cluster nodes) and resumes its own pending entries
-  after a restart under the same consumer name;
+- reads new entries (one blocking XREADGROUP over all its streams: on Redis Cluster the
+  transport splits it by slot, store/cluster.py) and resumes its own pending entries after a
+  restart under the same consumer name;
 - takes over entries idle at other consumers for `claim_idle` (a crashed replica) with
   XAUTOCLAIM, resuming its cursor per stream (XAUTOCLAIM scans a bounded part of the pending
   list per call);
@@ -20,6 +20,10 @@ both run on it; each gives a handler and its settings. What the worker does for 
 - deletes departed consumers (the names of past processes) once they hold nothing pending and
   have been silent for `forget_after`; one that still holds entries stays until they have
   been taken over.
+
+Its Redis commands go through a transport of its own (`Stores.stream_transport`): a blocking
+read holds a single server's connection for up to `block`. Replies are read by
+store/streams.py.
 """
 
 from __future__ import annotations
@@ -33,19 +37,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+
+from sessiongate.store import streams
+from sessiongate.store.streams import text
+from sessiongate.store.transport import ResponseError, Transport, raise_first
+
+__all__ = ["ACK", "Ack", "DeadLetter", "Entry", "Retry", "StreamWorker", "Verdict",
+           "WorkerSettings", "text"]
 
 log = structlog.get_logger(__name__)
 
 
-def text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 @dataclass(slots=True)
 class Entry:
-    """One stream entry in the worker's hands. `fields` as redis-py returns them (bytes)."""
+    """One stream entry in the worker's hands. `fields` as Redis sent them (bytes)."""
 
     stream: str
     id: str
@@ -98,23 +103,13 @@ class WorkerSettings:
     max_in_flight: int = 1000  # entries held for a retry before new reads pause
     create_streams: bool = False  # MKSTREAM: else the group waits until the stream exists
     delete_acked: bool = False  # XDEL after XACK: the stream is a queue
-    per_stream_reads: bool = False  # streams on several cluster nodes: no blocking multi-read
-
-
-def _streams_reply(reply: Any) -> list[tuple[Any, list[Any]]]:
-    """XREADGROUP's answer as (stream, entries) pairs: RESP2 gives a list, RESP3 a dict."""
-    if not reply:
-        return []
-    items = reply.items() if isinstance(reply, dict) else reply
-    return [(stream, list(entries[0] if isinstance(reply, dict) else entries or []))
-            for stream, entries in items]
 
 
 class StreamWorker:
     """A `Component`: `start()` spawns the loop, `stop()` ends it; or drive it by hand with
     `process_once()`."""
 
-    def __init__(self, redis: Redis, settings: WorkerSettings, handler: Handler,
+    def __init__(self, redis: Transport, settings: WorkerSettings, handler: Handler,
                  name: str = "stream-worker") -> None:
         self.redis = redis
         self.settings = settings
@@ -156,12 +151,11 @@ class StreamWorker:
         stream does not exist yet and `create_streams` is off: nothing to consume."""
         if self._ready:
             return True
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in self.settings.streams:
-            pipe.xgroup_create(stream, self.settings.group, id="0",
-                               mkstream=self.settings.create_streams)
+        s = self.settings
+        mkstream = ("MKSTREAM",) if s.create_streams else ()
         missing = False
-        for res in await pipe.execute(raise_on_error=False):
+        for res in await self.redis.many([("XGROUP", "CREATE", stream, s.group, "0", *mkstream)
+                                          for stream in s.streams]):
             if isinstance(res, Exception) and "BUSYGROUP" not in str(res):
                 if not self.settings.create_streams and isinstance(res, ResponseError):
                     missing = True  # no stream yet
@@ -183,35 +177,30 @@ class StreamWorker:
             self._recovered = True
         return True
 
-    def _take(self, stream: Any, entries: Iterable[Any], *, now: float) -> list[Entry]:
-        name = text(stream)
+    def _take(self, stream: str, entries: Iterable[streams.StreamEntry], *, now: float
+              ) -> list[Entry]:
         fresh = []
         for entry_id, fields in entries:
-            if entry_id is None:
-                continue
-            key = (name, text(entry_id))
+            key = (stream, entry_id)
             if key in self._work:
                 continue  # already ours (e.g. reclaimed from ourselves): one attempt at a time
-            e = Entry(name, key[1], fields, due=now)
+            e = Entry(stream, entry_id, fields, due=now)
             self._work[key] = e
             fresh.append(e)
         return fresh
 
-    async def _read(self, ids: dict[Any, Any], block_ms: int | None
-                    ) -> list[tuple[Any, list[Any]]]:
+    async def _read(self, ids: dict[str, str], block_ms: int | None
+                    ) -> list[tuple[str, list[streams.StreamEntry]]]:
         s = self.settings
-        if not s.per_stream_reads or len(ids) == 1:
-            return _streams_reply(await self.redis.xreadgroup(
-                s.group, s.consumer, ids, count=s.batch, block=block_ms))
-        replies = await asyncio.gather(*(
-            self.redis.xreadgroup(s.group, s.consumer, {k: i}, count=s.batch)
-            for k, i in ids.items()))
-        return [r for reply in replies for r in _streams_reply(reply)]
+        block = ("BLOCK", block_ms) if block_ms is not None else ()
+        return streams.read(await self.redis.call(
+            "XREADGROUP", "GROUP", s.group, s.consumer, "COUNT", s.batch, *block, "STREAMS",
+            *ids, *ids.values()))
 
     async def recover_own(self) -> int:
         """Take back the entries pending under this consumer's name (a restart with a fixed
         name); returns how many."""
-        cursors: dict[Any, Any] = dict.fromkeys(self.settings.streams, "0")
+        cursors = dict.fromkeys(self.settings.streams, "0")
         found = 0
         while cursors and len(self._work) < self.settings.max_in_flight:
             res = await self._read(cursors, None)
@@ -219,22 +208,21 @@ class StreamWorker:
             for stream, entries in res:
                 if entries:
                     found += len(self._take(stream, entries, now=time.monotonic()))
-                    cursors[text(stream)] = text(entries[-1][0])
+                    cursors[stream] = entries[-1][0]
         return found
 
     async def claim(self) -> int:
         """Take over entries idle at any consumer for `claim_idle`, resuming each stream's
         XAUTOCLAIM cursor; returns how many were taken."""
         s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in s.streams:
-            pipe.xautoclaim(stream, s.group, s.consumer, self._claim_idle_ms,
-                            self._claim_from.get(stream, "0-0"), count=s.batch)
+        replies = raise_first(await self.redis.many([
+            ("XAUTOCLAIM", stream, s.group, s.consumer, self._claim_idle_ms,
+             self._claim_from.get(stream, "0-0"), "COUNT", s.batch) for stream in s.streams]))
         claimed = 0
         now = time.monotonic()
-        for stream, res in zip(s.streams, await pipe.execute(), strict=True):
-            self._claim_from[stream] = text(res[0])
-            claimed += len(self._take(stream, res[1], now=now))
+        for stream, reply in zip(s.streams, replies, strict=True):
+            self._claim_from[stream], entries = streams.autoclaim(reply)
+            claimed += len(self._take(stream, entries, now=now))
         if claimed:
             log.info("took over pending entries", worker=self.name, count=claimed)
         return claimed
@@ -246,10 +234,7 @@ class StreamWorker:
             return []
         res = await self._read(dict.fromkeys(self.settings.streams, ">"), block_ms)
         now = time.monotonic()
-        fresh = [e for stream, entries in res for e in self._take(stream, entries, now=now)]
-        if not fresh and block_ms and self.settings.per_stream_reads:
-            await asyncio.sleep(block_ms / 1000)  # the reads did not block
-        return fresh
+        return [e for stream, entries in res for e in self._take(stream, entries, now=now)]
 
     def due(self, now: float) -> list[Entry]:
         return [e for e in self._work.values() if e.due <= now]
@@ -265,12 +250,11 @@ class StreamWorker:
         by_stream: dict[str, list[Entry]] = {}
         for e in retried:
             by_stream.setdefault(e.stream, []).append(e)
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, es in by_stream.items():
-            pipe.xclaim(stream, self.settings.group, self.consumer, 0, [e.id for e in es],
-                        justid=True)
+        replies = raise_first(await self.redis.many([
+            ("XCLAIM", stream, self.settings.group, self.consumer, 0, *(e.id for e in es),
+             "JUSTID") for stream, es in by_stream.items()]))
         kept: set[tuple[str, str]] = set()
-        for stream, ids in zip(by_stream, await pipe.execute(), strict=True):
+        for stream, ids in zip(by_stream, replies, strict=True):
             kept.update((stream, text(i)) for i in ids)
         out = []
         for e in entries:
@@ -323,13 +307,14 @@ class StreamWorker:
 
     async def dead_letter(self, letters: Sequence[tuple[Entry, DeadLetter]]) -> None:
         """Append each to the dead-letter stream: `reason` first, then the letter's fields."""
-        pipe = self.redis.pipeline(transaction=False)
+        commands = []
         for e, d in letters:
             record: dict[Any, Any] = {"reason": d.reason, **d.fields}
             log.warning("stream entry dead-lettered", worker=self.name, stream=e.stream,
                         entry=e.id, reason=d.reason)
-            pipe.xadd(self.settings.dead_letters, record)
-        await pipe.execute()
+            commands.append(("XADD", self.settings.dead_letters, "*",
+                             *(x for kv in record.items() for x in kv)))
+        raise_first(await self.redis.many(commands))
 
     async def _ack(self, entries: list[Entry]) -> None:
         if not entries:
@@ -337,12 +322,12 @@ class StreamWorker:
         by_stream: dict[str, list[str]] = {}
         for e in entries:
             by_stream.setdefault(e.stream, []).append(e.id)
-        pipe = self.redis.pipeline(transaction=False)  # one key per command: cluster-safe
+        commands: list[tuple[Any, ...]] = []  # one key per command: cluster-safe
         for stream, ids in by_stream.items():
-            pipe.xack(stream, self.settings.group, *ids)
+            commands.append(("XACK", stream, self.settings.group, *ids))
             if self.settings.delete_acked:
-                pipe.xdel(stream, *ids)
-        await pipe.execute()
+                commands.append(("XDEL", stream, *ids))
+        raise_first(await self.redis.many(commands))
         for e in entries:
             self._work.pop((e.stream, e.id), None)
         self.acked += len(entries)
@@ -367,23 +352,21 @@ class StreamWorker:
         Returns the names deleted."""
         s = self.settings
         limit = int(s.forget_after * 1000) if idle_ms is None else idle_ms
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in s.streams:
-            pipe.xinfo_consumers(stream, s.group)
-        replies = await pipe.execute(raise_on_error=False)
-        gone = self.redis.pipeline(transaction=False)
+        replies = await self.redis.many([("XINFO", "CONSUMERS", stream, s.group)
+                                         for stream in s.streams])
+        gone: list[tuple[Any, ...]] = []
         names: list[str] = []
         for stream, consumers in zip(s.streams, replies, strict=True):
             if isinstance(consumers, Exception):
                 continue  # no stream or group there (yet)
-            for c in consumers:
+            for c in streams.records(consumers):
                 name = text(c["name"])
                 if name != s.consumer and int(c["pending"]) == 0 and int(c["idle"]) >= limit:
-                    gone.xgroup_delconsumer(stream, s.group, name)
+                    gone.append(("XGROUP", "DELCONSUMER", stream, s.group, name))
                     if name not in names:
                         names.append(name)
         if names:
-            await gone.execute()
+            raise_first(await self.redis.many(gone))
             log.info("forgot departed consumers", worker=self.name, consumers=names)
         return names
 

@@ -1,5 +1,5 @@
-"""The Redis clients: the stores' transport (`transport`), and redis-py's for the billing
-workers' stream commands (`connect`); one server, or a Redis Cluster.
+"""The Redis transports (`transport`), one server or a Redis Cluster: the one place that picks
+the implementation.
 
 Cluster mode is chosen by `SESSIONGATE_REDIS_CLUSTER=1` or by a `redis+cluster://` (or
 `rediss+cluster://`) URL naming any one node; the client discovers the others. The same code
@@ -8,13 +8,7 @@ runs on both because every multi-key command and Lua script touches one slot (`s
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from typing import Any
 
 from sessiongate.store.cluster import ClusterTransport
 from sessiongate.store.mux import Mux
@@ -40,28 +34,18 @@ def cluster_url(url: str) -> tuple[str, bool]:
     return url, False
 
 
-def connect(url: str, *, cluster: bool = False) -> Redis:
-    """A client for `url`. A RedisCluster is returned typed as `Redis`: the commands that
-    sessiongate uses (single-slot commands, EVALSHA, non-transactional pipelines, pub/sub)
-    have the same signatures on both, and the servicers need not know which one they hold."""
+def transport(url: str, *, cluster: bool = False, bulk: bool = False, block: float = 0.0,
+              timeout: float | None = None) -> Transport:
+    """A transport for `url`. Each call makes one with connections of its own, so that what
+    it carries never shares fate with the logins':
+    - `bulk`: bulk writes, with `BULK_SOCKET_TIMEOUT`;
+    - `block`: one stream worker's blocking reads (XREADGROUP ... BLOCK) of up to `block`
+      seconds: the usual timeout on top of that (on one server, a blocking read holds its
+      connection: none other may share it);
+    - `timeout`: that reply timeout instead of the usual one (the metrics scrape's)."""
     url, by_scheme = cluster_url(url)
-    if cluster or by_scheme:
-        return cast(Redis, RedisCluster.from_url(url, **OPTIONS))
-    # After a Redis restart the pool still holds dead connections: the first command on one
-    # fails with ConnectionError before anything was executed, so one immediate retry on a
-    # fresh connection is safe even for non-idempotent commands. Timeouts are not retried
-    # (the command may have run).
-    return Redis.from_url(
-        url, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **OPTIONS
-    )
-
-
-def transport(url: str, *, cluster: bool = False, bulk: bool = False) -> Transport:
-    """The stores' transport for `url`: the one place that picks it. `bulk`: one of its own
-    for bulk writes (its own connections, `BULK_SOCKET_TIMEOUT`), so that they never share
-    fate with logins."""
-    url, by_scheme = cluster_url(url)
-    options = {**OPTIONS, "socket_timeout": BULK_SOCKET_TIMEOUT} if bulk else OPTIONS
+    seconds = BULK_SOCKET_TIMEOUT if bulk else timeout or OPTIONS["socket_timeout"] + block
+    options = {**OPTIONS, "socket_timeout": seconds}
     if cluster or by_scheme:
         return ClusterTransport(url, **options)
     return Mux(url, **options)

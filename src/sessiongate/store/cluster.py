@@ -5,6 +5,9 @@ every command the stores send touches one slot (`slots.py`). Its per-command rep
 are replaced, through its public `set_response_callback`, by one that returns the reply as
 read, so that the stores see the same replies as on one server (`mux.Mux`); the cluster's
 own commands (CLUSTER SLOTS, COMMAND, ...) keep theirs.
+
+An XREAD or XREADGROUP over streams in several slots (the 64 outboxes), which no one node
+may answer, is split by slot (`_read_spread`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from sessiongate.store.transport import Call, Script, filled
+from sessiongate.store.slots import key_slot
+from sessiongate.store.transport import Call, Script, filled, raise_first
 
 # Commands whose parsed replies redis-py itself relies on (discovery, handshakes, SCAN's
 # walk over every node).
 _OWN = ("CLUSTER", "COMMAND", "CLIENT", "HELLO", "AUTH", "INFO", "PING", "READONLY",
         "READWRITE", "SCRIPT", "CONFIG", "ACL", "MODULE", "SENTINEL", "SCAN")
+_READS = frozenset({"XREADGROUP", "XREAD", "xreadgroup", "xread"})
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _as_read(response: Any, **_: Any) -> Any:
@@ -52,8 +61,56 @@ class ClusterTransport:
                 self.client.set_response_callback(name, _as_read)
 
     def call(self, *args: Any) -> Awaitable[Any]:
+        if args[0] in _READS:
+            return self._read(args)
         called: Awaitable[Any] = self.client.execute_command(*args)
         return called
+
+    async def _read(self, args: Sequence[Any]) -> Any:
+        """XREAD[GROUP] [options] STREAMS k1 .. kn id1 .. idn: as sent when its keys share
+        a slot; else `_read_spread`."""
+        head: list[Any] = [args[0]]
+        block: int | None = None
+        at = 1
+        while at < len(args):  # the options, as Redis parses them, up to STREAMS
+            word = _text(args[at]).upper()
+            if word == "STREAMS":
+                break
+            step = {"GROUP": 3, "COUNT": 2, "BLOCK": 2}.get(word, 1)
+            if word == "BLOCK":
+                block = int(args[at + 1])
+            else:
+                head.extend(args[at:at + step])
+            at += step
+        rest = list(args[at + 1:])
+        n = len(rest) // 2
+        by_slot: dict[int, list[int]] = {}
+        for i, k in enumerate(rest[:n]):
+            by_slot.setdefault(key_slot(_text(k)), []).append(i)
+        if len(by_slot) <= 1:
+            return await self.client.execute_command(*args)
+        return await self._read_spread(head, block, rest[:n], rest[n:],
+                                       list(by_slot.values()))
+
+    async def _read_spread(self, head: list[Any], block: int | None, streams: list[Any],
+                           ids: list[Any], groups: list[list[int]]) -> Any:
+        """One read per slot (`head` STREAMS its keys, its ids), all in one pipeline (a round
+        trip per node), without BLOCK: a read blocked on one node would hold back what the
+        others have. The replies are joined, streams of a slot together, in the order of
+        their first key (nil when none found anything). With BLOCK and nothing found, it
+        returns nil after the BLOCK time, as a blocking read that timed out (an entry added
+        meanwhile waits for the next read); BLOCK 0 (forever) is not waited for."""
+        replies = raise_first(await self.many(
+            [(*head, "STREAMS", *(streams[i] for i in g), *(ids[i] for i in g))
+             for g in groups]))
+        found = [r for r in replies if r]
+        if not found:
+            if block:
+                await asyncio.sleep(block / 1000)
+            return None
+        if isinstance(found[0], dict):  # RESP3: a map per reply
+            return {k: v for r in found for k, v in r.items()}
+        return [item for r in found for item in r]
 
     async def many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if not commands:

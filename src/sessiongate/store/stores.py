@@ -6,9 +6,8 @@ billing depends on the stores and the domain only, never on the gRPC layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
 
 from sessiongate.domain.clock import Clock
 from sessiongate.store.accounts import AccountStore
@@ -20,10 +19,10 @@ from sessiongate.store.transport import Transport
 @dataclass
 class Stores:
     clock: Clock
-    # The stores' transport (`client.transport`), and redis-py's client for the billing
-    # workers' stream commands (`client.connect`).
-    transport: Transport
-    redis: Redis
+    transport: Transport  # the stores' (`client.transport`)
+    # A new transport for one stream worker, its blocking reads of up to the given seconds
+    # on connections of their own (`client.transport(block=...)`); app.py closes it at stop.
+    stream_transport: Callable[[float], Transport]
     scripts: Scripts
     accounts: AccountStore
     cache: NearCache

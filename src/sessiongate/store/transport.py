@@ -17,6 +17,11 @@ from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
+# The transport's errors: redis-py's exception classes, raised by both implementations.
+# Code above store/ takes them from here, not from redis.
+from redis.exceptions import RedisError as RedisError
+from redis.exceptions import ResponseError as ResponseError
+
 Call = tuple[Sequence[Any], Sequence[Any]]  # (KEYS, ARGV) of one script call
 VARIABLE: Any = type("Variable", (), {"__repr__": lambda self: "VARIABLE"})()  # see prepare
 
@@ -55,7 +60,8 @@ class Transport(Protocol):
     sharded: bool
 
     def call(self, *args: Any) -> Awaitable[Any]:
-        """One command's reply; an error reply raised."""
+        """One command's reply; an error reply raised. An XREAD[GROUP] over streams in
+        several slots answers as one read (on Cluster, `cluster.py` splits it by slot)."""
         ...
 
     def many(self, commands: Sequence[Sequence[Any]]) -> Awaitable[list[Any]]:

@@ -1,8 +1,9 @@
 """Deliver the bucket outboxes to the sinks: at least once, normally once, never lost.
 
 One consumer group (`GROUP`) over the 64 bucket outbox streams, run by the stream worker
-(billing/stream_worker.py: one blocking XREADGROUP over all outboxes, or one read per stream on
-a Redis Cluster; take-over with XAUTOCLAIM after `claim_idle`; backoff; departed consumers);
+(billing/stream_worker.py: one blocking XREADGROUP over all outboxes, which the transport
+splits by slot on a Redis Cluster; take-over with XAUTOCLAIM after `claim_idle`; backoff;
+departed consumers);
 this module is its handler. An entry is acknowledged (and deleted: the outbox is a queue) only
 when every sink is done with it: delivered, or refused for good and dead-lettered. Which sinks
 are done is recorded in Redis per notification id, so a retry after a webhook outage does not
@@ -20,7 +21,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 
 from sessiongate.billing.notify.email import EmailSink, ReportParts
 from sessiongate.billing.notify.sink import MalformedEntry, Notification, PermanentFailure, Sink
@@ -38,20 +38,23 @@ from sessiongate.billing.stream_worker import (
 )
 from sessiongate.config import Settings
 from sessiongate.store import keys
+from sessiongate.store.transport import Transport, raise_first
 
 log = structlog.get_logger(__name__)
 
 GROUP = "sessiongate-notify"
 DONE_TTL_S = 7 * 24 * 3600  # the per-sink record outlives any plausible outage
 MALFORMED = "-"  # the dead letter's `sink` for an entry that is no notification
+BLOCK = 1.0  # seconds: the longest blocking read of new entries
 
 
 class Deliverer:
-    """A `Component`: `start()` spawns the delivery loop, `stop()` ends it without acking."""
+    """A `Component`: `start()` spawns the delivery loop, `stop()` ends it without acking.
+    `redis`: the worker's own transport (`Stores.stream_transport(block)`)."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Transport,
         sinks: Sequence[Sink],
         *,
         consumer: str,
@@ -61,10 +64,9 @@ class Deliverer:
         batch: int = 50,
         max_in_flight: int = 1000,
         concurrency: int = 16,
-        block: float = 1.0,
+        block: float = BLOCK,
         forget_after: float = 3600.0,
         enrich: Callable[[Notification], Notification] | None = None,
-        sharded: bool = False,
     ) -> None:
         if not sinks:
             raise ValueError("a deliverer needs at least one sink")
@@ -84,7 +86,7 @@ class Deliverer:
             dead_letters=keys.NOTIFY_DEAD_LETTER, claim_idle=claim_idle,
             retry_base=retry_base, retry_max=retry_max, batch=batch, block=block,
             forget_after=forget_after, max_in_flight=max_in_flight, create_streams=True,
-            delete_acked=True, per_stream_reads=sharded,  # streams on several nodes
+            delete_acked=True,
         ), self.handle, name="notify-deliverer")
 
     async def start(self) -> None:
@@ -133,7 +135,7 @@ class Deliverer:
         if self._enrich is not None:
             n = self._enrich(n)
         done_key = keys.notify_done(self._buckets[e.stream], n.id)
-        done = {text(s) for s in await self._redis.smembers(done_key)}
+        done = {text(s) for s in await self._redis.call("SMEMBERS", done_key)}
         complete = True
         for sink in self.sinks:
             if sink.name in done:
@@ -157,10 +159,8 @@ class Deliverer:
         return ACK if complete else Retry("a sink failed")
 
     async def _mark_done(self, done_key: str, sink: str) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.sadd(done_key, sink)
-        pipe.expire(done_key, DONE_TTL_S)
-        await pipe.execute()
+        raise_first(await self._redis.many([("SADD", done_key, sink),
+                                            ("EXPIRE", done_key, DONE_TTL_S)]))
 
     @staticmethod
     def _letter(e: Entry, n: Notification | None, sink: str, reason: str) -> DeadLetter:
@@ -180,9 +180,10 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False,
+def build_deliverer(settings: Settings, redis: Callable[[float], Transport], *,
                     report_parts: ReportParts | None = None) -> Deliverer | None:
-    """The deliverer of the configured sinks, or None when no sink is configured.
+    """The deliverer of the configured sinks, or None when no sink is configured. `redis`
+    opens its transport (`Stores.stream_transport`), only if there is a sink;
     `report_parts` composes a monthly report's email (reporting/mail.py)."""
     sinks: list[Sink] = []
     if settings.webhook_url:
@@ -204,7 +205,7 @@ def build_deliverer(settings: Settings, redis: Redis, *, sharded: bool = False,
         if settings.workers > 1:  # worker processes share the settings, not a consumer
             consumer += f"-{os.getpid()}"
     return Deliverer(
-        redis, sinks, consumer=consumer, retry_base=settings.notify_retry_base,
+        redis(BLOCK), sinks, consumer=consumer, retry_base=settings.notify_retry_base,
         retry_max=settings.notify_retry_max, claim_idle=settings.notify_claim_idle,
-        enrich=None if links is None else with_standing_url(links), sharded=sharded,
+        block=BLOCK, enrich=None if links is None else with_standing_url(links),
     )
