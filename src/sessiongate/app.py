@@ -63,8 +63,8 @@ from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.sessions import SessionStore
 from sessiongate.store.stores import Stores
-from sessiongate.store.usage import UsageStore
 from sessiongate.store.transport import Transport
+from sessiongate.store.usage import UsageStore
 from sessiongate.usecases.account_state import AccountLookup
 from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.entitlements import Entitlements
