@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from redis.exceptions import RedisError
 
 from sessiongate import logs
 from sessiongate.domain import errors
 from sessiongate.service.registration import call_metadata
+from sessiongate.store.transport import RedisError
 
 log = structlog.get_logger("sessiongate.rpc")
 
