@@ -451,6 +451,9 @@ def test_remembered_answers_follow_every_change_of_the_account(
             again = check(srv, req)
             assert ageless(again) == ageless(first)
             assert "state_age_ms" in meta(again)
+        # looked up by the ids as given, but kept under valid ids only: bad ones find none
+        assert denied(check(srv, check_request("acme", "alice ", "/app")), 400)["field"] == (
+            "header x-user-id")
         # payment -> suspended, and back
         invoice(srv, account="acme", amount=5000, due=srv.clock.now() - timedelta(days=40))
         assert denied(check(srv, req), 402)["reason"] == "ACCOUNT_SUSPENDED"

@@ -49,6 +49,7 @@ class AuthzHandler:
         s = rt.settings
         self.mapper = RequestMapper(s)  # header names and the feature pattern, as Envoy's
         self.proxy = ProxyCheck(rt, answers)
+        self.answers = answers
         self.verifier = JwtVerifier.from_settings(s)
         self.cookie = s.jwt_cookie.strip()
         self.account_claim = s.envoy_account_claim.strip() if self.verifier else ""
@@ -77,41 +78,54 @@ class AuthzHandler:
             return refused
         method = h.get("x-forwarded-method") or h.get("x-original-method") or request.method
         uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or "/"
-        try:
-            who = self._identity(request, uri)
-        except InvalidToken as exc:
-            return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
-        except InvalidArgument as exc:
-            kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
-                    else "bad_request")
-            return self._error(request, 401 if exc.field != "path" else 400, kind, exc.field,
-                               str(exc))
-        proxy = self.proxy
-        got = proxy.remembered(Kept.AUTHZ, who, method, uri)
-        if got is not None and isinstance(got[0], HttpAnswer):
-            answer = got[0]
-        else:
-            verdict, checked = await proxy.check(who, method, uri)
-            account = checked.lookup.account
-            headers = proxy.headers(verdict, account)
-            headers["cache-control"] = self.cache_control
-            if verdict.allowed:
-                headers.setdefault(HEADER_SUSPENDS_AT, "")  # the proxy overwrites a client's
-                answer = HttpAnswer(200, headers, "")
-            else:
-                body = json.dumps(proxy.deny_body(who, verdict, account), separators=(",", ":"))
-                answer = HttpAnswer(proxy.status(verdict), headers, body)
-            proxy.remember(Kept.AUTHZ, who, method, uri, checked, answer)
+        answer = self._remembered(h, method, uri)
+        if answer is None:
+            try:
+                who = self._identity(request, uri)
+            except InvalidToken as exc:
+                return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
+            except InvalidArgument as exc:
+                kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
+                        else "bad_request")
+                return self._error(request, 401 if exc.field != "path" else 400, kind,
+                                   exc.field, str(exc))
+            answer = await self._check(who, method, uri)
         if answer.status == 200:
             return web.Response(status=200, headers=answer.headers)
         return self._deny(request, answer.status, answer.body, answer.headers)
+
+    def _remembered(self, headers: Mapping[str, str], method: str, uri: str
+                    ) -> HttpAnswer | None:
+        """The answer remembered for this request (identity from headers only: a JWT is
+        verified on every request), or None."""
+        given = self.mapper.given(headers, uri) if self.verifier is None else None
+        if given is None:
+            return None
+        got = self.answers.proxied(given[0], given[1], Kept.AUTHZ, given[2], method, uri)
+        return got[0] if got is not None and isinstance(got[0], HttpAnswer) else None
+
+    async def _check(self, who: Identity, method: str, uri: str) -> HttpAnswer:
+        """The answer checked anew, and remembered if `proxy_key` allows."""
+        proxy = self.proxy
+        verdict, checked = await proxy.check(who, method, uri)
+        account = checked.lookup.account
+        headers = proxy.headers(verdict, account)
+        headers["cache-control"] = self.cache_control
+        if verdict.allowed:
+            headers.setdefault(HEADER_SUSPENDS_AT, "")  # the proxy overwrites a client's copy
+            answer = HttpAnswer(200, headers, "")
+        else:
+            body = json.dumps(proxy.deny_body(who, verdict, account), separators=(",", ":"))
+            answer = HttpAnswer(proxy.status(verdict), headers, body)
+        proxy.remember(Kept.AUTHZ, who, method, uri, checked, answer)
+        return answer
 
     def _proxy_refused(self, token: str | None) -> web.Response | None:
         """With tokens configured, the proxy must send an `app` token (as a gRPC caller)."""
         auth = self.rt.auth
         if not auth.enabled:
             return None
-        roles = auth.roles_of(token.strip()) if token else frozenset()
+        roles = auth.token_roles(token) if token else frozenset()
         if "app" in roles:
             return None
         status, error = (403, "proxy_forbidden") if roles else (401, "proxy_unauthenticated")

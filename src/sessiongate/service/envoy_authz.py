@@ -108,6 +108,20 @@ class RequestMapper:
         user = self._field(http, payload, self.user_claim, self.user_header)
         return Identity(account, user, self.feature(http.path))
 
+    def given(self, headers: Mapping[str, str], path: str) -> tuple[str, str, str] | None:
+        """(account, user, feature) as the headers and path give them, unvalidated, to look
+        up a remembered answer (remembered under validated ids only, so bad ones find
+        none); None when a header is absent or the feature malformed. Only for identities
+        read from headers: a caller with a JWT source reads `identity`."""
+        account = headers.get(self.account_header)
+        user = headers.get(self.user_header)
+        if account is None or user is None:
+            return None
+        try:
+            return account, user, self.feature(path)
+        except InvalidArgument:
+            return None
+
     def _field(self, http: Any, payload: dict[str, Any] | None, claim: str, header: str) -> str:
         if claim:
             if payload is None:
@@ -220,17 +234,26 @@ class EnvoyAuthzServicer(Servicer):
         self.rt = rt
         self.mapper = RequestMapper(rt.settings)
         self.proxy = ProxyCheck(rt, answers)
+        self.answers = answers
 
     def _remembered(self, request: Any) -> tuple[bytes, bytes] | None:
         """Check's hot path, tried by the wrapper before the method (no coroutine): the
         remembered answer's bytes with the state's age; None when there is none, or the
         identity is bad (the method then answers)."""
-        try:
-            who = self.mapper.identity(request)
-        except InvalidArgument:
-            return None
         http = request.attributes.request.http
-        got = self.proxy.remembered(Kept.ENVOY, who, http.method or "GET", http.path)
+        path = http.path
+        if self.mapper.jwt:
+            try:
+                who = self.mapper.identity(request)
+            except InvalidArgument:
+                return None
+            given: tuple[str, str, str] | None = (who.account_id, who.user_id, who.feature)
+        else:
+            given = self.mapper.given(http.headers, path)
+        if given is None:
+            return None
+        got = self.answers.proxied(given[0], given[1], Kept.ENVOY, given[2],
+                                   http.method or "GET", path)
         if got is None or not isinstance(got[0], bytes):
             return None
         wire = got[0] + envoy_age(got[1])

@@ -3,8 +3,8 @@ endpoint share (the login check, the rules of domain/restricted.py, the HTTP sta
 headers copied upstream and the JSON body of a denial), so both answer alike.
 
 A check opens no session and takes no seat: there is no logout in HTTP to give it back.
-Both remember their answers in the one answer memo (service/answer_memo.py, `proxy_key`):
-`remembered` finds one, `remember` keeps one.
+Both remember their answers in the one answer memo (service/answer_memo.py, `proxy_key`)
+through `remember`, and look them up there (`AnswerMemo.proxied`) before checking.
 """
 
 from __future__ import annotations
@@ -92,12 +92,6 @@ class ProxyCheck:
             feature = await self._feature(account, who.feature) if who.feature else None
             verdict = proxy_verdict(verdict, method, path, self.open_paths, feature)
         return verdict, checked
-
-    def remembered(self, kind: Kept, who: Identity, method: str, path: str
-                   ) -> tuple[ProxyAnswer, int] | None:
-        """The answer of `kind` remembered for this request, and its state's age in ms."""
-        return self.answers.proxied(who.account_id, who.user_id, kind, who.feature, method,
-                                    path)
 
     def remember(self, kind: Kept, who: Identity, method: str, path: str,
                  checked: LoginCheck, answer: ProxyAnswer) -> None:
