@@ -24,6 +24,7 @@ from time import perf_counter
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.validation import check_id
@@ -90,9 +91,12 @@ class AuthzHandler:
                 return self._error(request, 401 if exc.field != "path" else 400, kind,
                                    exc.field, str(exc))
             answer = await self._check(who, method, uri)
+        headers = answer.headers
         if answer.status == 200:
-            return web.Response(status=200, headers=answer.headers)
-        return self._deny(request, answer.status, answer.body, answer.headers)
+            # A copy of the kept (read-only) multidict: aiohttp adds its own to the one given.
+            return web.Response(status=200, headers=headers.copy()
+                                if isinstance(headers, CIMultiDictProxy) else headers)
+        return self._deny(request, answer.status, answer.body, headers)
 
     def _remembered(self, headers: Mapping[str, str], method: str, uri: str
                     ) -> HttpAnswer | None:
@@ -113,7 +117,8 @@ class AuthzHandler:
         headers["cache-control"] = self.cache_control
         if verdict.allowed:
             headers.setdefault(HEADER_SUSPENDS_AT, "")  # the proxy overwrites a client's copy
-            answer = HttpAnswer(200, headers, "")
+            # Kept as aiohttp keeps headers: copied per response at C speed.
+            answer = HttpAnswer(200, CIMultiDictProxy(CIMultiDict(headers)), "")
         else:
             body = json.dumps(proxy.deny_body(who, verdict, account), separators=(",", ":"))
             answer = HttpAnswer(proxy.status(verdict), headers, body)
@@ -173,7 +178,7 @@ class AuthzHandler:
 
     @staticmethod
     def _deny(request: web.Request, status: int, text: str,
-              headers: dict[str, str]) -> web.Response:
+              headers: Mapping[str, str]) -> web.Response:
         """A denial with its JSON `text` (nginx's mode: as a 403, said in headers)."""
         if request.headers.get(DENY_AS_403):
             headers = {**headers, HEADER_STATUS: str(status), HEADER_BODY: text}

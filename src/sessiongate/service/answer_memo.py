@@ -28,7 +28,7 @@ Snapshots are bounded by the near-cache's own entries.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
@@ -72,7 +72,7 @@ ProxyKey = tuple[str, Kept, str, str | None, str | None]
 class HttpAnswer(NamedTuple):
     """`/authz`'s answer as remembered: what every request that gets it is sent."""
     status: int
-    headers: dict[str, str]  # the x-sessiongate-* headers, cache-control (never changed)
+    headers: Mapping[str, str]  # the x-sessiongate-* headers, cache-control (read-only)
     body: str  # a denial's JSON; "" for a 200
 
 
