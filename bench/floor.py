@@ -1,6 +1,7 @@
 """The floor: CheckSession answered with an empty response, on the same grpc.aio stack (and
-RecordUsageStream reading its messages and recording nothing); with `--http`, `/authz`
-answered with an empty 200 on the same aiohttp server setup (`http.server.HttpServer`).
+RecordUsageStream reading its messages and recording nothing, Envoy's ext_authz Check its
+request parsed and an empty CheckResponse); with `--http`, `/authz` answered with an empty
+200 on the same aiohttp server setup (`http.server.HttpServer`).
 
 Same service, method and request bytes as the real server, same `grpc.aio.server` options and
 method registration as `app.py`; no auth, no log, no lookup. What the real handler costs
@@ -17,6 +18,8 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from envoy.service.auth.v3 import external_auth_pb2 as ext
+from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
@@ -39,10 +42,19 @@ class Floor(pb_grpc.SessionControlServicer):
         return pb.RecordUsageBatchResponse(accepted=n)
 
 
+class EnvoyFloor:
+    """Envoy's Check: without it the floor answered UNIMPLEMENTED, without reading the
+    request, a floor below any handler's."""
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        return ext.CheckResponse()
+
+
 async def serve(port: int) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # as app.py, one worker
     # Registered as app.py registers its services: one method table, nothing pre-registered.
-    add_services(server, [(pb_grpc.add_SessionControlServicer_to_server, Floor())])
+    add_services(server, [(pb_grpc.add_SessionControlServicer_to_server, Floor()),
+                          (ext_grpc.add_AuthorizationServicer_to_server, EnvoyFloor())])
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()

@@ -45,6 +45,7 @@ from sessiongate.service.accounts import AccountsServicer
 from sessiongate.service.answer_memo import AnswerMemo
 from sessiongate.service.auth import ROLES, Authenticator
 from sessiongate.service.billing import BillingServicer
+from sessiongate.service.envoy_authz import CHECK_METHOD as ENVOY_CHECK
 from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
 from sessiongate.service.envoy_authz import EnvoyAuthzServicer
 from sessiongate.service.registration import add_services
@@ -135,6 +136,7 @@ class Application:
         self.metrics: Metrics | None = None
         self.session_control: SessionControlServicer | None = None
         self.batch: BatchWriter | None = None  # login records of logins without a seat limit
+        self.answers: AnswerMemo | None = None  # the one answer memo (service/answer_memo.py)
         self.http: HttpServer | None = None
         self.http_port = 0
         self.reports: ReportsScheduler | None = None
@@ -215,13 +217,15 @@ class Application:
         server = self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
+        answers = self.answers = AnswerMemo(cache)  # CheckSession's, Envoy's, /authz's
         session_control = self.session_control = SessionControlServicer(
-            rt, AnswerMemo(cache), *self._session_usecases(rt))
+            rt, answers, *self._session_usecases(rt))
         table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
             (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
             (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),
-            (external_auth_pb2_grpc.add_AuthorizationServicer_to_server, EnvoyAuthzServicer(rt)),
+            (external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
+             EnvoyAuthzServicer(rt, answers)),
             (health_pb2_grpc.add_HealthServicer_to_server, self.health),
             # `reflection.enable_server_reflection`, but through the same view: it would
             # pre-register ServerReflectionInfo, a pending call more for every RPC to wait on.
@@ -230,6 +234,7 @@ class Application:
                  (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME))),
         ])
         table.raw(RAW_METHOD, as_wire)  # the login check's hot path (service/wire.py)
+        table.raw(ENVOY_CHECK, as_wire, requests=False)  # remembered answers as bytes
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         creds = self._credentials()
         if creds is None:
@@ -238,7 +243,7 @@ class Application:
             self.port = server.add_secure_port(s.grpc_addr, creds)
         await server.start()
         if s.http_addr:
-            await self._start_http(rt)
+            await self._start_http(rt, answers)
         ready = asyncio.Event()
         self.tasks.append(asyncio.create_task(cache.listen(tr, ready)))
         with contextlib.suppress(TimeoutError):
@@ -277,12 +282,12 @@ class Application:
                               rt.lookup, entitlements, self.clock)
         return sessions, entitlements, usage
 
-    async def _start_http(self, rt: Runtime) -> None:
+    async def _start_http(self, rt: Runtime, answers: AnswerMemo) -> None:
         """The HTTP endpoint: /authz for proxies (more routes are added to `self.http.app`
         here, before it starts)."""
         s = self.settings
         http = HttpServer(s.http_addr, drain_timeout=s.drain_timeout, reuse_port=s.workers > 1)
-        http.add_routes(AuthzHandler(rt).routes())
+        http.add_routes(AuthzHandler(rt, answers).routes())
         links = link_signer(s, self.clock.now)  # None without SESSIONGATE_LINK_SECRET
         if links is not None:  # before start: aiohttp freezes its router then
             add_standing_routes(http.app, accounts=rt.accounts, links=links,

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -415,3 +415,67 @@ def test_the_parent_chain_rules_envoy_checks(server: ServerThread) -> None:
     assert body["reason"] == "ACCOUNT_SUSPENDED" and "'top'" in body["message"]
     upsert(server, account_id="top", state=cpb.ACCOUNT_STATE_ACTIVE)
     allowed(check(server, check_request("leaf", "alice")))
+
+
+# ---------------------------------------------------------------- remembered answers
+
+
+def ageless(resp: Any) -> Any:
+    """The answer without its state's age (the one field a remembered answer changes)."""
+    out = ext.CheckResponse()
+    out.CopyFrom(resp)
+    del out.dynamic_metadata.fields["state_age_ms"]
+    return out
+
+
+def test_remembered_answers_follow_every_change_of_the_account(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """Answers are remembered in the one answer memo (service/answer_memo.py) and equal the
+    computed ones; a payment event, an override, a plan change and a parent's suspension
+    each change the very next answer."""
+    from tests.integration.dunning_support import invoice, pay
+
+    with serving(redis_url, near_cache_ttl=600.0) as srv:
+        memo = srv.app.answers
+        assert memo is not None
+        srv.accounts.UpsertPlan(apb.Plan(plan_id="pro", features=[
+            apb.Feature(name="invoices", available_while_restricted=True)]))
+        srv.accounts.UpsertPlan(apb.Plan(plan_id="basic"))
+        upsert(srv, account_id="acme", users=["alice"], plan_id="pro")
+        req = check_request("acme", "alice", "/app")
+        check(srv, req)  # may come from Redis
+        first = check(srv, req)  # computed from the near-cache snapshot, and remembered
+        assert meta(first)["source"] == "near_cache" and memo.bytes > 0
+        for _ in range(3):
+            again = check(srv, req)
+            assert ageless(again) == ageless(first)
+            assert "state_age_ms" in meta(again)
+        # looked up by the ids as given, but kept under valid ids only: bad ones find none
+        assert denied(check(srv, check_request("acme", "alice ", "/app")), 400)["field"] == (
+            "header x-user-id")
+        # payment -> suspended, and back
+        invoice(srv, account="acme", amount=5000, due=srv.clock.now() - timedelta(days=40))
+        assert denied(check(srv, req), 402)["reason"] == "ACCOUNT_SUSPENDED"
+        pay(srv, "pay-1", 5000, account="acme")
+        assert allowed(check(srv, req))["x-sessiongate-state"] == "ACTIVE"
+        # an override (without expiry: remembered too), and cleared
+        srv.accounts.OverrideState(apb.OverrideStateRequest(
+            account_id="acme", state=cpb.ACCOUNT_STATE_SUSPENDED, reason="chargeback"))
+        for _ in range(2):
+            assert denied(check(srv, req), 402)["reason"] == "ACCOUNT_SUSPENDED"
+        feature = check_request("acme", "alice", "/features/invoices")
+        assert allowed(check(srv, feature))["x-sessiongate-access"] == "full"  # the plan's
+        # a plan change: the feature no longer stays open
+        upsert(srv, account_id="acme", users=["alice"], plan_id="basic")
+        assert denied(check(srv, feature), 402)["reason"] == "ACCOUNT_SUSPENDED"
+        srv.accounts.OverrideState(apb.OverrideStateRequest(account_id="acme", reason="ok"))
+        assert allowed(check(srv, req))["x-sessiongate-state"] == "ACTIVE"
+        # a parent suspended
+        upsert(srv, account_id="top")
+        upsert(srv, account_id="leaf", parent_id="top", users=["alice"])
+        leaf = check_request("leaf", "alice")
+        for _ in range(3):
+            allowed(check(srv, leaf))
+        upsert(srv, account_id="top", state=cpb.ACCOUNT_STATE_SUSPENDED)
+        assert "'top'" in denied(check(srv, leaf), 402)["message"]

@@ -216,3 +216,63 @@ def test_a_402_links_the_standing_page_that_the_same_server_serves(
         forged = conn.getresponse()
         assert forged.status == 404 and "acme" not in forged.read().decode()
         conn.close()
+
+
+def dateless(srv: ServerThread, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+    """`authz` without the Date header (the one a remembered answer changes)."""
+    status, got, body = authz(srv, headers)
+    got.pop("date")
+    return status, got, body
+
+
+def test_remembered_answers_follow_every_change_of_the_account(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """/authz's answers are remembered in the one answer memo (service/answer_memo.py) and
+    equal the computed ones; a payment event, an override, a plan change and a parent's
+    suspension each change the very next answer."""
+    from tests.integration.dunning_support import pay
+
+    with serving(redis_url, near_cache_ttl=600.0) as srv:
+        memo = srv.app.answers
+        assert memo is not None
+        srv.accounts.UpsertPlan(apb.Plan(plan_id="pro", features=[
+            apb.Feature(name="invoices", available_while_restricted=True)]))
+        srv.accounts.UpsertPlan(apb.Plan(plan_id="basic"))
+        upsert(srv, account_id="acme", users=["alice"], plan_id="pro")
+        who = {"x-account-id": "acme", "x-user-id": "alice"}
+        dateless(srv, who)  # may come from Redis
+        first = dateless(srv, who)  # computed from the near-cache snapshot, and remembered
+        assert first[0] == 200 and memo.bytes > 0
+        for _ in range(3):
+            assert dateless(srv, who) == first
+        # payment -> suspended (a 402, remembered for GET /: the same body), and back
+        invoice(srv, account="acme", amount=5000, due=srv.clock.now() - timedelta(days=40))
+        owed = dateless(srv, who)
+        assert (owed[0], owed[2]["reason"], owed[2]["amount_due_minor"]) == (
+            402, "ACCOUNT_SUSPENDED", 5000)
+        assert dateless(srv, who) == owed
+        nginx = dateless(srv, {**who, "x-sessiongate-deny-as-403": "1"})  # same answer, as 403
+        assert (nginx[0], json.loads(nginx[1]["x-sessiongate-body"])) == (403, owed[2])
+        pay(srv, "pay-1", 5000, account="acme")
+        assert dateless(srv, who) == first
+        # an override, and cleared
+        srv.accounts.OverrideState(apb.OverrideStateRequest(
+            account_id="acme", state=cpb.ACCOUNT_STATE_SUSPENDED, reason="chargeback"))
+        assert dateless(srv, who)[0] == 402
+        feature = {**who, "x-forwarded-uri": "/features/invoices"}
+        assert dateless(srv, feature)[0] == 200  # the plan keeps it open
+        # a plan change: the feature no longer stays open
+        upsert(srv, account_id="acme", users=["alice"], plan_id="basic")
+        assert dateless(srv, feature)[0] == 402
+        srv.accounts.OverrideState(apb.OverrideStateRequest(account_id="acme", reason="ok"))
+        assert dateless(srv, who) == first
+        # a parent suspended
+        upsert(srv, account_id="top")
+        upsert(srv, account_id="leaf", parent_id="top", users=["alice"])
+        leaf = {"x-account-id": "leaf", "x-user-id": "alice"}
+        for _ in range(3):
+            assert dateless(srv, leaf)[0] == 200
+        upsert(srv, account_id="top", state=cpb.ACCOUNT_STATE_SUSPENDED)
+        status, _, body = dateless(srv, leaf)
+        assert status == 402 and "'top'" in body["message"]

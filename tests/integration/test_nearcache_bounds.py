@@ -19,7 +19,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.domain.decision import UNKNOWN_ACCOUNT
-from sessiongate.service.answer_memo import AnswerMemo, Kept, Remembered
+from sessiongate.service.answer_memo import (
+    MAX_PER_ACCOUNT,
+    AnswerMemo,
+    Kept,
+    Remembered,
+    proxy_cost,
+)
 from sessiongate.service.wire import Prebuilt
 from sessiongate.store.accounts import AccountStore
 from sessiongate.store.client import transport
@@ -57,6 +63,38 @@ def test_memo_bytes_are_bounded_and_released_with_their_entries(
             await cache.load("nobody-4")  # two negative entries at most: nobody-2 is out
             assert cache.hit("nobody-2") is None
             assert memo.bytes == 0
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_proxied_answers_share_the_bounds_and_go_with_their_snapshot(
+        redis_client: redis.Redis, redis_url: str) -> None:
+    """Envoy's and /authz's answers (`keep_proxied`) count against the same answers per
+    snapshot and byte budget as CheckSession's, and leave with their snapshot."""
+    value = Remembered(Prebuilt.of(spb.CheckSessionResponse(decision=cpb.DECISION_DENY)),
+                       UNKNOWN_ACCOUNT)
+
+    async def run() -> None:
+        client = transport(redis_url)
+        cache = NearCache(AccountStore(client, Scripts(client)), ttl=60.0)
+        memo = AnswerMemo(cache)
+        try:
+            snap = await cache.load("nobody")
+            assert memo.keep(snap, "nobody", ("alice", Kept.ANSWER), value, 1_000)
+            kept = [memo.keep_proxied(snap, "nobody", (f"u{i}", Kept.ENVOY, "", None, None),
+                                      b"x" * 100) for i in range(MAX_PER_ACCOUNT + 5)]
+            assert kept == [True] * (MAX_PER_ACCOUNT - 1) + [False] * 6
+            assert memo.bytes == 1_000 + sum(
+                proxy_cost((f"u{i}", Kept.ENVOY, "", None, None), b"x" * 100)
+                for i in range(MAX_PER_ACCOUNT - 1))
+            got = memo.proxied("nobody", "u0", Kept.ENVOY, "", "GET", "/any")
+            assert got is not None and got[0] == b"x" * 100
+            assert memo.proxied("nobody", "u0", Kept.AUTHZ, "", "GET", "/any") is None
+            cache.invalidate("nobody")
+            assert memo.bytes == 0
+            assert memo.proxied("nobody", "u0", Kept.ENVOY, "", "GET", "/any") is None
         finally:
             await client.aclose()
 

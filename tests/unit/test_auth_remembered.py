@@ -33,3 +33,16 @@ def test_only_verified_headers_are_remembered_and_the_table_is_bounded() -> None
         assert auth.check_header(f"Bearer t{i}", "app") == "app"
     assert len(auth.verified) == MAX_REMEMBERED
     assert all(header.startswith("Bearer t") for header in auth.verified)
+
+
+def test_tokens_given_alone_get_the_same_roles_remembered_or_not() -> None:
+    """/authz's proxy token (`token_roles`): valid ones remembered, within the same bound."""
+    auth = Authenticator({"app": [f"t{i}" for i in range(MAX_REMEMBERED + 10)] + ["a"],
+                          "admin": ["a"]})
+    for _ in range(2):
+        assert auth.token_roles(" a ") == auth.token_roles("a") == frozenset({"app", "admin"})
+        assert auth.token_roles("junk") == frozenset()
+    for i in range(MAX_REMEMBERED + 10):
+        assert auth.token_roles(f"t{i}") == frozenset({"app"})
+        assert auth.token_roles(f"t{i}") == frozenset({"app"})
+    assert auth.token_roles("junk") == frozenset()

@@ -1,11 +1,13 @@
 """CheckSession's answer bytes: the appended age parses as the field, prebuilt bytes carry
-none, bad request bytes name the request."""
+none, bad request bytes name the request. Envoy's CheckResponse: the age appended to its
+metadata merges into it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as ext
 
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
@@ -16,6 +18,7 @@ from sessiongate.service.wire import (
     age_bytes,
     age_field,
     as_wire,
+    envoy_age,
     parse_check,
     session_fields,
 )
@@ -93,3 +96,14 @@ def test_a_session_appended_to_prebuilt_bytes_is_what_protobuf_serializes(
     expected.MergeFrom(built)
     assert pb.CheckSessionResponse.FromString(wire) == expected
     assert answered.state_age_ms == 1234 and answered.decision == cpb.DECISION_ALLOW
+
+
+@pytest.mark.parametrize("ms", [0, 1, 1999, 2**31])
+def test_the_age_appended_to_envoys_answer_merges_into_its_metadata(ms: int) -> None:
+    """A second `dynamic_metadata` is merged into the first: the message built with the age."""
+    built = ext.CheckResponse(status={"code": 0}, ok_response={"headers": [
+        {"header": {"key": "x-sessiongate-state", "value": "ACTIVE"}}]})
+    built.dynamic_metadata.update({"decision": "ALLOW", "account_version": 3})
+    sent = built.SerializeToString() + envoy_age(ms)
+    built.dynamic_metadata.update({"state_age_ms": ms})
+    assert ext.CheckResponse.FromString(sent) == built

@@ -11,6 +11,9 @@ denies. nginx turns anything but 2xx, 401 and 403 into a 500, so a request carry
 `x-sessiongate-deny-as-403` gets its other denials as 403, with the real status in
 `x-sessiongate-status` and the JSON body in `x-sessiongate-body` for its `error_page` to
 answer with (deploy/nginx). docs/proxies.md has the tables.
+
+An answer the answer memo may keep (service/answer_memo.py, `proxy_key`) is kept as its
+status, headers and body, and a request that finds one is sent them without a check.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from time import perf_counter
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.validation import check_id
 from sessiongate.http.verified_jwt import InvalidToken, JwtVerifier
+from sessiongate.service.answer_memo import AnswerMemo, HttpAnswer, Kept
 from sessiongate.service.envoy_authz import RequestMapper, claim_value
 from sessiongate.service.proxy_check import HEADER_SUSPENDS_AT, Identity, ProxyCheck
 from sessiongate.service.runtime import Runtime
@@ -40,11 +45,12 @@ METHOD = "HTTP /authz"  # its name in the access log and the RPC metrics
 
 
 class AuthzHandler:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
         self.rt = rt
         s = rt.settings
         self.mapper = RequestMapper(s)  # header names and the feature pattern, as Envoy's
-        self.proxy = ProxyCheck(rt)
+        self.proxy = ProxyCheck(rt, answers)
+        self.answers = answers
         self.verifier = JwtVerifier.from_settings(s)
         self.cookie = s.jwt_cookie.strip()
         self.account_claim = s.envoy_account_claim.strip() if self.verifier else ""
@@ -73,31 +79,58 @@ class AuthzHandler:
             return refused
         method = h.get("x-forwarded-method") or h.get("x-original-method") or request.method
         uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or "/"
-        try:
-            who = self._identity(request, uri)
-        except InvalidToken as exc:
-            return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
-        except InvalidArgument as exc:
-            kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
-                    else "bad_request")
-            return self._error(request, 401 if exc.field != "path" else 400, kind, exc.field,
-                               str(exc))
-        verdict, checked = await self.proxy.check(who, method, uri)
+        answer = self._remembered(h, method, uri)
+        if answer is None:
+            try:
+                who = self._identity(request, uri)
+            except InvalidToken as exc:
+                return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
+            except InvalidArgument as exc:
+                kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
+                        else "bad_request")
+                return self._error(request, 401 if exc.field != "path" else 400, kind,
+                                   exc.field, str(exc))
+            answer = await self._check(who, method, uri)
+        headers = answer.headers
+        if answer.status == 200:
+            # A copy of the kept (read-only) multidict: aiohttp adds its own to the one given.
+            return web.Response(status=200, headers=headers.copy()
+                                if isinstance(headers, CIMultiDictProxy) else headers)
+        return self._deny(request, answer.status, answer.body, headers)
+
+    def _remembered(self, headers: Mapping[str, str], method: str, uri: str
+                    ) -> HttpAnswer | None:
+        """The answer remembered for this request (identity from headers only: a JWT is
+        verified on every request), or None."""
+        given = self.mapper.given(headers, uri) if self.verifier is None else None
+        if given is None:
+            return None
+        got = self.answers.proxied(given[0], given[1], Kept.AUTHZ, given[2], method, uri)
+        return got[0] if got is not None and isinstance(got[0], HttpAnswer) else None
+
+    async def _check(self, who: Identity, method: str, uri: str) -> HttpAnswer:
+        """The answer checked anew, and remembered if `proxy_key` allows."""
+        proxy = self.proxy
+        verdict, checked = await proxy.check(who, method, uri)
         account = checked.lookup.account
-        headers = self.proxy.headers(verdict, account)
+        headers = proxy.headers(verdict, account)
         headers["cache-control"] = self.cache_control
         if verdict.allowed:
             headers.setdefault(HEADER_SUSPENDS_AT, "")  # the proxy overwrites a client's copy
-            return web.Response(status=200, headers=headers)
-        body = self.proxy.deny_body(who, verdict, account)
-        return self._deny(request, self.proxy.status(verdict), body, headers)
+            # Kept as aiohttp keeps headers: copied per response at C speed.
+            answer = HttpAnswer(200, CIMultiDictProxy(CIMultiDict(headers)), "")
+        else:
+            body = json.dumps(proxy.deny_body(who, verdict, account), separators=(",", ":"))
+            answer = HttpAnswer(proxy.status(verdict), headers, body)
+        proxy.remember(Kept.AUTHZ, who, method, uri, checked, answer)
+        return answer
 
     def _proxy_refused(self, token: str | None) -> web.Response | None:
         """With tokens configured, the proxy must send an `app` token (as a gRPC caller)."""
         auth = self.rt.auth
         if not auth.enabled:
             return None
-        roles = auth.roles_of(token.strip()) if token else frozenset()
+        roles = auth.token_roles(token) if token else frozenset()
         if "app" in roles:
             return None
         status, error = (403, "proxy_forbidden") if roles else (401, "proxy_unauthenticated")
@@ -140,12 +173,13 @@ class AuthzHandler:
     def _error(self, request: web.Request, status: int, error: str, field: str,
                message: str) -> web.Response:
         body = {"allowed": False, "error": error, "field": field, "message": message}
-        return self._deny(request, status, body, {"cache-control": self.cache_control})
+        return self._deny(request, status, json.dumps(body, separators=(",", ":")),
+                          {"cache-control": self.cache_control})
 
     @staticmethod
-    def _deny(request: web.Request, status: int, body: dict[str, Any],
-              headers: dict[str, str]) -> web.Response:
-        text = json.dumps(body, separators=(",", ":"))
+    def _deny(request: web.Request, status: int, text: str,
+              headers: Mapping[str, str]) -> web.Response:
+        """A denial with its JSON `text` (nginx's mode: as a 403, said in headers)."""
         if request.headers.get(DENY_AS_403):
             headers = {**headers, HEADER_STATUS: str(status), HEADER_BODY: text}
             if status != 401:

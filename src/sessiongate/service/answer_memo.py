@@ -1,4 +1,5 @@
-"""CheckSession's one answer memo: which answers may be remembered, and those remembered.
+"""The one answer memo: which answers may be remembered, and those remembered, for
+CheckSession, Envoy's ext_authz Check and the HTTP forward auth (`/authz`).
 
 A login decided on a near-cache snapshot that `decide` answers alike at any time gets the
 same answer, but for the state's age, for as long as the near-cache holds that snapshot.
@@ -10,18 +11,24 @@ small and free of unknown fields, are remembered too: a request seen before is a
 from them without a parse (`sent`, CheckSession's hot path), a login's with the session it
 opens appended (service/wire.py, `Prebuilt.with_session`).
 
+A proxied request (Envoy's Check, `/authz`: service/proxy_check.py) is answered from its
+identity, its feature, its method and path and the snapshot; which of them an answer depends
+on is `proxy_key`'s rule, and the answer is kept under that key for the same snapshot:
+Envoy's serialized CheckResponse without the state's age (service/wire.py appends it), the
+HTTP status, headers and body of `/authz`.
+
 Bounds (anyone with an app token chooses the ids and bytes): at most MAX_PER_ACCOUNT answers
-per snapshot, and `budget` bytes charged in all (an estimate of what each keeps alive);
-request bytes of at most MAX_RAW_KEY bytes with no unknown field, at most MAX_RAW_KEYS of
-them or MAX_RAW_BYTES charged (RAW_KEY_COST each beyond its bytes): beyond, that table is
-emptied (a burst of distinct requests must not grow it without bound). Snapshots are bounded
-by the near-cache's own entries.
+per snapshot (of every kind), and `budget` bytes charged in all (an estimate of what each
+keeps alive); request bytes of at most MAX_RAW_KEY bytes with no unknown field, at most
+MAX_RAW_KEYS of them or MAX_RAW_BYTES charged (RAW_KEY_COST each beyond its bytes): beyond,
+that table is emptied (a burst of distinct requests must not grow it without bound).
+Snapshots are bounded by the near-cache's own entries.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
@@ -47,14 +54,33 @@ RAW_KEY_COST = 200
 
 
 class Kept(enum.Enum):
-    """What a remembered answer is, in the memo's key (user id, kind)."""
+    """What a remembered answer is, in the memo's keys (user id, kind, ...)."""
+
+    # Hashed by identity (members are singletons; equality already is identity): `Enum`'s
+    # own `__hash__` is a Python call on every look-up of a key holding a member.
+    __hash__ = object.__hash__
 
     ANSWER = "answer"  # the whole answer to a login that opens no session (a denial)
     NO_SESSION = "no_session"  # the whole answer to a check with `no_session`
     BASE = "base"  # an allowed login's answer without its session: opened on each login
+    ENVOY = "envoy"  # Envoy's Check: its CheckResponse's bytes, without the state's age
+    AUTHZ = "authz"  # `/authz`: status, headers and body (`HttpAnswer`)
 
 
 Key = tuple[str, Kept]  # (user id, kind)
+# A proxied request's: (user id, kind, feature, method, path); method and path are None when
+# the answer is the same for every method and path (`proxy_key`).
+ProxyKey = tuple[str, Kept, str, str | None, str | None]
+
+
+class HttpAnswer(NamedTuple):
+    """`/authz`'s answer as remembered: what every request that gets it is sent."""
+    status: int
+    headers: Mapping[str, str]  # the x-sessiongate-* headers, cache-control (read-only)
+    body: str  # a denial's JSON; "" for a 200
+
+
+ProxyAnswer = bytes | HttpAnswer  # Kept.ENVOY's, Kept.AUTHZ's
 
 
 class Remembered(NamedTuple):
@@ -103,6 +129,31 @@ def rememberable(checked: LoginCheck, answered: Verdict, *, feature: bool,
     return Kept.BASE
 
 
+def proxy_key(checked: LoginCheck, kind: Kept, user_id: str, feature: str, method: str,
+              path: str, *, signed_links: bool) -> ProxyKey | None:
+    """The key a proxied request's answer (service/proxy_check.py) may be remembered under
+    for `checked`'s snapshot; None: it may not.
+
+    - As for CheckSession: only a login verdict decided on a fresh near-cache snapshot that
+      `decide` answers alike at any time (no parent, no override that expires).
+    - Not restricted by payment (active, overdue but allowed, closed, unknown, off the
+      roster): the answer depends on the identity and the feature (Envoy's metadata names
+      it) only, the same for every method and path.
+    - Restricted by payment: an open path or the method (READ_ONLY) may change it, so it
+      is kept for this method and path only; not at all when a feature is asked (its
+      answer reads the plan, which the snapshot does not hold), nor when a 402 body would
+      carry a standing-page link (`signed_links`: signed at the time of the request).
+    """
+    account = checked.lookup.account
+    if checked.snapshot is None or not answers_at_any_time(account):
+        return None
+    if account is None or not checked.verdict.restricted_by_payment:
+        return (user_id, kind, feature, None, None)
+    if feature or signed_links:
+        return None
+    return (user_id, kind, feature, method, path)
+
+
 def request_key(request: pb.CheckSessionRequest) -> Key:
     """The memo key of the whole answer to `request` (one without a feature)."""
     return (request.user_id, Kept.NO_SESSION if request.no_session else Kept.ANSWER)
@@ -113,14 +164,23 @@ def answer_cost(user_id: str, value: Remembered) -> int:
             + len(value.verdict.message))
 
 
+def proxy_cost(key: ProxyKey, value: ProxyAnswer) -> int:
+    """Bytes charged for a proxied request's answer: its key's strings and what it keeps."""
+    size = ANSWER_COST + len(key[0]) + len(key[2]) + len(key[3] or "") + len(key[4] or "")
+    if isinstance(value, bytes):
+        return size + len(value)
+    return size + len(value.body) + sum(len(k) + len(v) + 100 for k, v in value.headers.items())
+
+
 class _Slot:
     """The answers remembered for one snapshot, and the bytes charged for them."""
 
-    __slots__ = ("answers", "cost", "snapshot")
+    __slots__ = ("answers", "cost", "proxied", "snapshot")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.answers: dict[Key, Remembered] = {}
+        self.answers: dict[Key, Remembered] = {}  # CheckSession's
+        self.proxied: dict[ProxyKey, ProxyAnswer] = {}  # Envoy's and /authz's
         self.cost = 0
 
 
@@ -193,24 +253,66 @@ class AnswerMemo:
         """Remember `value` under `key` for `snapshot`, charging `size` bytes (`answer_cost`).
         False, keeping nothing, when the near-cache no longer holds the snapshot, or its
         answers or the byte budget are full: the caller answers anew next time."""
-        if not self._cache.held(account_id, snapshot):
+        slot = self._slots.get(account_id)
+        known = slot is not None and slot.snapshot is snapshot and key in slot.answers
+        slot = self._room(snapshot, account_id, known, size)
+        if slot is None:
             return False
+        slot.answers[key] = value
+        return True
+
+    def proxied(self, account_id: str, user_id: str, kind: Kept, feature: str, method: str,
+                path: str) -> tuple[ProxyAnswer, int] | None:
+        """A proxied request's answer remembered (`proxy_key`) while its snapshot is held and
+        fresh, with the snapshot's age in ms (a near-cache hit, counted); None, counting
+        nothing, otherwise (the caller then checks as usual, which counts)."""
+        slot = self._slots.get(account_id)
+        if slot is None:
+            return None
+        answers = slot.proxied
+        value = answers.get((user_id, kind, feature, None, None))
+        if value is None:
+            value = answers.get((user_id, kind, feature, method, path))
+            if value is None:
+                return None
+        age = self._cache.fresh_age(account_id, slot.snapshot)
+        if age is None:
+            return None
+        return value, age
+
+    def keep_proxied(self, snapshot: Snapshot, account_id: str, key: ProxyKey,
+                     value: ProxyAnswer) -> bool:
+        """`keep` for a proxied request's answer (`proxy_key`), charged `proxy_cost`."""
+        slot = self._slots.get(account_id)
+        known = slot is not None and slot.snapshot is snapshot and key in slot.proxied
+        slot = self._room(snapshot, account_id, known, proxy_cost(key, value))
+        if slot is None:
+            return False
+        slot.proxied[key] = value
+        return True
+
+    def _room(self, snapshot: Snapshot, account_id: str, known: bool, size: int
+              ) -> _Slot | None:
+        """The slot of `snapshot` with room for one more answer of `size` bytes (charged),
+        or for a new value under a key it has (`known`: nothing charged); None when the
+        near-cache no longer holds the snapshot, or its answers or the budget are full."""
+        if not self._cache.held(account_id, snapshot):
+            return None
         slot = self._slots.get(account_id)
         if slot is not None and slot.snapshot is not snapshot:  # not reported dropped
             self._dropped(account_id, slot.snapshot)
             slot = None
-        if slot is not None and key in slot.answers:
-            slot.answers[key] = value
-            return True
+        if slot is not None and known:
+            return slot
         if self.bytes + size > self._budget or (
-                slot is not None and len(slot.answers) >= MAX_PER_ACCOUNT):
-            return False
+                slot is not None
+                and len(slot.answers) + len(slot.proxied) >= MAX_PER_ACCOUNT):
+            return None
         if slot is None:
             slot = self._slots[account_id] = _Slot(snapshot)
-        slot.answers[key] = value
         slot.cost += size
         self.bytes += size
-        return True
+        return slot
 
     def remember_request(self, raw: bytes, request: pb.CheckSessionRequest) -> None:
         """Key the answers to `request` (valid ids, no feature) by its bytes, if they are

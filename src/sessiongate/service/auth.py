@@ -37,6 +37,7 @@ class Authenticator:
         self.enabled = bool(self._tokens)
         # Verified header -> its roles (read by the per-RPC wrapper before `check_header`).
         self.verified: dict[str, frozenset[str]] = {}
+        self._verified_tokens: dict[str, frozenset[str]] = {}  # `token_roles`'
 
     def roles_of(self, token: str) -> frozenset[str]:
         """Every role `token` is listed under (empty: unknown token)."""
@@ -46,6 +47,16 @@ class Authenticator:
             if hmac.compare_digest(candidate, given):
                 found.add(role)
         return frozenset(found)
+
+    def token_roles(self, token: str) -> frozenset[str]:
+        """`roles_of` a token given alone (surrounding whitespace ignored: /authz's proxy
+        token header), remembered for valid tokens as `check_header` remembers headers."""
+        roles = self._verified_tokens.get(token)
+        if roles is None:
+            roles = self.roles_of(token.strip())
+            if roles and len(self._verified_tokens) < MAX_REMEMBERED:
+                self._verified_tokens[token] = roles
+        return roles
 
     def check(self, metadata: Iterable[tuple[str, str | bytes]] | None, role: str) -> str:
         """Raise unless the caller's bearer token is listed under `role`; return the role."""

@@ -9,6 +9,10 @@ What a request gets (the login verdict, then an open path or feature, then the m
 rule of a READ_ONLY answer) is `proxy_check.py`'s, shared with the HTTP forward-auth
 endpoint. The mapping (which headers or JWT claims name the account and user, which path
 names the feature) and every HTTP status are documented in docs/proxies.md.
+
+An answer the answer memo may keep (service/answer_memo.py, `proxy_key`) is kept as bytes
+without the state's age, and a request that finds one is answered before the method's
+coroutine (`rpc`'s fast path): those bytes plus the age (service/wire.py, `envoy_age`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sessiongate.config import Settings
 from sessiongate.domain.decision import Verdict
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.validation import check_id
+from sessiongate.service.answer_memo import AnswerMemo, Kept
 from sessiongate.service.proxy_check import (
     ACCESS_VALUE,
     HEADER_SUSPENDS_AT,
@@ -40,9 +45,12 @@ from sessiongate.service.proxy_check import (
 )
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.service.wire import envoy_age
 from sessiongate.usecases.login import LoginCheck
 
 SERVICE_NAME: str = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
+# Served with responses as bytes (app.py, `MethodTable.raw`; service/wire.py).
+CHECK_METHOD = f"/{SERVICE_NAME}/Check"
 JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn"
 _MISSING = "missing"
 
@@ -99,6 +107,20 @@ class RequestMapper:
         account = self._field(http, payload, self.account_claim, self.account_header)
         user = self._field(http, payload, self.user_claim, self.user_header)
         return Identity(account, user, self.feature(http.path))
+
+    def given(self, headers: Mapping[str, str], path: str) -> tuple[str, str, str] | None:
+        """(account, user, feature) as the headers and path give them, unvalidated, to look
+        up a remembered answer (remembered under validated ids only, so bad ones find
+        none); None when a header is absent or the feature malformed. Only for identities
+        read from headers: a caller with a JWT source reads `identity`."""
+        account = headers.get(self.account_header)
+        user = headers.get(self.user_header)
+        if account is None or user is None:
+            return None
+        try:
+            return account, user, self.feature(path)
+        except InvalidArgument:
+            return None
 
     def _field(self, http: Any, payload: dict[str, Any] | None, claim: str, header: str) -> str:
         if claim:
@@ -207,31 +229,59 @@ class EnvoyAuthzServicer(Servicer):
     needs the `Check` attribute.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
         self.mapper = RequestMapper(rt.settings)
-        self.proxy = ProxyCheck(rt)
+        self.proxy = ProxyCheck(rt, answers)
+        self.answers = answers
 
-    @rpc("app")
+    def _remembered(self, request: Any) -> tuple[bytes, bytes] | None:
+        """Check's hot path, tried by the wrapper before the method (no coroutine): the
+        remembered answer's bytes with the state's age; None when there is none, or the
+        identity is bad (the method then answers)."""
+        http = request.attributes.request.http
+        path = http.path
+        if self.mapper.jwt:
+            try:
+                who = self.mapper.identity(request)
+            except InvalidArgument:
+                return None
+            given: tuple[str, str, str] | None = (who.account_id, who.user_id, who.feature)
+        else:
+            given = self.mapper.given(http.headers, path)
+        if given is None:
+            return None
+        got = self.answers.proxied(given[0], given[1], Kept.ENVOY, given[2],
+                                   http.method or "GET", path)
+        if got is None or not isinstance(got[0], bytes):
+            return None
+        wire = got[0] + envoy_age(got[1])
+        return wire, wire
+
+    @rpc("app", fast=_remembered)
     async def Check(self, request: Any, context: Any) -> Any:
         try:
             who = self.mapper.identity(request)
         except InvalidArgument as exc:  # an HTTP 400, not a gRPC error Envoy could fail open on
             return bad_request(exc)
         http = request.attributes.request.http
-        verdict, result = await self.proxy.check(who, http.method or "GET", http.path)
-        return self.respond(who, verdict, result)
+        method, path = http.method or "GET", http.path
+        verdict, result = await self.proxy.check(who, method, path)
+        wire: bytes = self.respond(who, verdict, result).SerializeToString()
+        self.proxy.remember(Kept.ENVOY, who, method, path, result, wire)
+        return wire + envoy_age(result.lookup.age_ms)
 
     def respond(self, who: Identity, verdict: Verdict, result: LoginCheck) -> Any:
+        """The CheckResponse of `verdict`, but for its metadata's `state_age_ms`
+        (`wire.envoy_age` appends it)."""
         found = result.lookup
         account = found.account
         state = verdict.state.value if verdict.state is not None else "UNKNOWN"
         meta = Struct()
         meta.update({
             "decision": verdict.decision.value, "reason": verdict.reason.value, "state": state,
-            "access": ACCESS_VALUE[verdict.access],
-            "source": found.source.value, "state_age_ms": found.age_ms,
+            "access": ACCESS_VALUE[verdict.access], "source": found.source.value,
             "account_id": who.account_id, "user_id": who.user_id, "feature": who.feature,
             "account_version": account.version if account is not None else 0,
         })

@@ -3,6 +3,8 @@ endpoint share (the login check, the rules of domain/restricted.py, the HTTP sta
 headers copied upstream and the JSON body of a denial), so both answer alike.
 
 A check opens no session and takes no seat: there is no logout in HTTP to give it back.
+Both remember their answers in the one answer memo (service/answer_memo.py, `proxy_key`)
+through `remember`, and look them up there (`AnswerMemo.proxied`) before checking.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
 from sessiongate.domain.restricted import proxy_verdict
+from sessiongate.service.answer_memo import AnswerMemo, Kept, ProxyAnswer, proxy_key
 from sessiongate.service.runtime import Runtime
 from sessiongate.usecases.login import LoginCheck
 
@@ -64,8 +67,9 @@ def rfc3339(when: datetime) -> str:
 class ProxyCheck:
     """The check of one proxied request, as the settings say (open paths, payment URL)."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
         self.rt = rt
+        self.answers = answers
         self.plans = rt.plans
         self.logins = rt.logins
         try:
@@ -88,6 +92,14 @@ class ProxyCheck:
             feature = await self._feature(account, who.feature) if who.feature else None
             verdict = proxy_verdict(verdict, method, path, self.open_paths, feature)
         return verdict, checked
+
+    def remember(self, kind: Kept, who: Identity, method: str, path: str,
+                 checked: LoginCheck, answer: ProxyAnswer) -> None:
+        """Keep `answer`, made for this request from `checked`, if `proxy_key` allows."""
+        key = proxy_key(checked, kind, who.user_id, who.feature, method, path,
+                        signed_links=self.links is not None)
+        if key is not None and checked.snapshot is not None:
+            self.answers.keep_proxied(checked.snapshot, who.account_id, key, answer)
 
     async def _feature(self, account: Account, name: str) -> Feature | None:
         """The plan's feature, None when not in the plan or the plan cannot be read (then

@@ -14,7 +14,8 @@ that keeps every method in one dictionary, served by a single generic handler pl
 it records the call's metadata in `call_metadata` (a context variable: each RPC runs in its
 own task) and returns the method's handler. The generated generic handlers are passed
 through behind it (they answer nothing the table does not). A method may be served `raw`:
-its handler gets the request's bytes (CheckSession's hot path, service/wire.py).
+its handler may answer bytes, and gets the request's bytes unless told otherwise
+(CheckSession's and Envoy Check's hot paths, service/wire.py).
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ class MethodTable:
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         self._server.add_generic_rpc_handlers(handlers)
 
-    def raw(self, method: str, serializer: Callable[[Any], bytes]) -> None:
-        """Serve `method` ("/service/method") without deserializing its requests: its
-        handler gets the bytes (service/wire.py); `serializer` writes its responses."""
+    def raw(self, method: str, serializer: Callable[[Any], bytes], *,
+            requests: bool = True) -> None:
+        """Serve `method` ("/service/method") with `serializer` writing its responses (which
+        may be bytes: service/wire.py) and, with `requests`, without deserializing its
+        requests: its handler gets the bytes."""
         handler = self.handlers[method]
         self.handlers[method] = handler._replace(  # grpc's handlers are named tuples
-            request_deserializer=None, response_serializer=serializer)
+            response_serializer=serializer,
+            request_deserializer=None if requests else handler.request_deserializer)
 
     def add_registered_method_handlers(self, service: str,
                                        handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:

@@ -13,13 +13,20 @@ Appending the age is valid protobuf: a parser takes fields in any order, and the
 bytes carry no age of their own (proto3 omits a zero). A login that opens a session differs
 from its remembered answer only by the session: its id and expiry are appended the same way
 (`Prebuilt.with_session`), its records queued on the batch writer by the servicer.
+
+Envoy's ext_authz Check is answered the same way (its requests parsed, its responses bytes
+or messages: `as_wire`): a remembered CheckResponse differs from the last only in the
+`state_age_ms` of its metadata (a Struct), appended as a second `dynamic_metadata`, which a
+parser merges into the first: one more entry of the Struct's map (`envoy_age`).
 """
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from envoy.service.auth.v3 import external_auth_pb2 as ext
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -112,6 +119,27 @@ class Prebuilt(NamedTuple):
         prebuilt bytes carry no session of their own: see `answer_memo.Kept.BASE`)."""
         return (b"".join((self.wire, age_bytes(age_ms), session_fields(session_id, expires))),
                 Answered(self.decision, self.reason, self.source, age_ms))
+
+
+_DOUBLE = struct.Struct("<d")  # a Struct's number: wire type 1, 8 bytes little-endian
+
+
+def _envoy_age_prefix() -> bytes:
+    """A CheckResponse's bytes holding only `dynamic_metadata {state_age_ms: n}`, but n."""
+    probe = ext.CheckResponse()
+    probe.dynamic_metadata.update({"state_age_ms": 1.0})
+    wire: bytes = probe.SerializeToString()
+    assert wire.endswith(_DOUBLE.pack(1.0))
+    return wire[:-_DOUBLE.size]
+
+
+_ENVOY_AGE = _envoy_age_prefix()
+
+
+def envoy_age(ms: int) -> bytes:
+    """`dynamic_metadata.state_age_ms = ms` as CheckResponse bytes, to append to bytes
+    serialized without it (a number, as `Struct.update` stores it)."""
+    return _ENVOY_AGE + _DOUBLE.pack(ms)
 
 
 def parse_check(raw: bytes) -> pb.CheckSessionRequest:
