@@ -31,7 +31,9 @@ from sessiongate.billing.components import billing_components
 from sessiongate.billing.notify.outbox import build_deliverer
 from sessiongate.billing.notify.standing import link_signer
 from sessiongate.config import Settings
+from sessiongate.domain.access import parse_open_paths
 from sessiongate.domain.clock import Clock, SystemClock
+from sessiongate.domain.errors import InvalidArgument
 from sessiongate.http.authz import AuthzHandler
 from sessiongate.http.server import HttpServer
 from sessiongate.http.standing import add_standing_routes
@@ -48,6 +50,7 @@ from sessiongate.service.billing import BillingServicer
 from sessiongate.service.envoy_authz import CHECK_METHOD as ENVOY_CHECK
 from sessiongate.service.envoy_authz import SERVICE_NAME as ENVOY_AUTHZ
 from sessiongate.service.envoy_authz import EnvoyAuthzServicer
+from sessiongate.service.proxy_check import ProxyCheck
 from sessiongate.service.registration import add_services
 from sessiongate.service.rpc import Observer
 from sessiongate.service.runtime import Runtime
@@ -70,6 +73,7 @@ from sessiongate.usecases.account_state import AccountLookup
 from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.entitlements import Entitlements
 from sessiongate.usecases.login import LoginChecker
+from sessiongate.usecases.proxied import ProxiedRequests
 from sessiongate.usecases.sessions import Sessions
 from sessiongate.usecases.usage import UsageRecorder
 
@@ -218,14 +222,20 @@ class Application:
             options=[("grpc.so_reuseport", 1 if s.workers > 1 else 0)],
         )
         answers = self.answers = AnswerMemo(cache)  # CheckSession's, Envoy's, /authz's
+        sessions, entitlements, usage = self._session_usecases(rt)
         session_control = self.session_control = SessionControlServicer(
-            rt, answers, *self._session_usecases(rt))
+            rt, answers, sessions, entitlements, usage)
+        try:
+            open_paths = parse_open_paths(s.authz_open_paths)
+        except ValueError as exc:
+            raise InvalidArgument("SESSIONGATE_AUTHZ_OPEN_PATHS", str(exc)) from None
+        proxy = ProxyCheck(rt, answers, ProxiedRequests(rt.logins, entitlements, open_paths))
         table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
             (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
             (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),
             (external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
-             EnvoyAuthzServicer(rt, answers)),
+             EnvoyAuthzServicer(rt, proxy)),
             (health_pb2_grpc.add_HealthServicer_to_server, self.health),
             # `reflection.enable_server_reflection`, but through the same view: it would
             # pre-register ServerReflectionInfo, a pending call more for every RPC to wait on.
@@ -243,7 +253,7 @@ class Application:
             self.port = server.add_secure_port(s.grpc_addr, creds)
         await server.start()
         if s.http_addr:
-            await self._start_http(rt, answers)
+            await self._start_http(rt, proxy)
         ready = asyncio.Event()
         self.tasks.append(asyncio.create_task(cache.listen(tr, ready)))
         with contextlib.suppress(TimeoutError):
@@ -282,12 +292,12 @@ class Application:
                               rt.lookup, entitlements, self.clock)
         return sessions, entitlements, usage
 
-    async def _start_http(self, rt: Runtime, answers: AnswerMemo) -> None:
+    async def _start_http(self, rt: Runtime, proxy: ProxyCheck) -> None:
         """The HTTP endpoint: /authz for proxies (more routes are added to `self.http.app`
         here, before it starts)."""
         s = self.settings
         http = HttpServer(s.http_addr, drain_timeout=s.drain_timeout, reuse_port=s.workers > 1)
-        http.add_routes(AuthzHandler(rt, answers).routes())
+        http.add_routes(AuthzHandler(rt, proxy).routes())
         links = link_signer(s, self.clock.now)  # None without SESSIONGATE_LINK_SECRET
         if links is not None:  # before start: aiohttp freezes its router then
             add_standing_routes(http.app, accounts=rt.accounts, links=links,

@@ -29,7 +29,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.validation import check_id
 from sessiongate.http.verified_jwt import InvalidToken, JwtVerifier
-from sessiongate.service.answer_memo import AnswerMemo, HttpAnswer, Kept
+from sessiongate.service.answer_memo import HttpAnswer, Kept
 from sessiongate.service.envoy_authz import RequestMapper, claim_value
 from sessiongate.service.proxy_check import HEADER_SUSPENDS_AT, Identity, ProxyCheck
 from sessiongate.service.runtime import Runtime
@@ -45,12 +45,12 @@ METHOD = "HTTP /authz"  # its name in the access log and the RPC metrics
 
 
 class AuthzHandler:
-    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
+    def __init__(self, rt: Runtime, proxy: ProxyCheck) -> None:
         self.rt = rt
         s = rt.settings
         self.mapper = RequestMapper(s)  # header names and the feature pattern, as Envoy's
-        self.proxy = ProxyCheck(rt, answers)
-        self.answers = answers
+        self.proxy = proxy
+        self.answers = proxy.answers
         self.verifier = JwtVerifier.from_settings(s)
         self.cookie = s.jwt_cookie.strip()
         self.account_claim = s.envoy_account_claim.strip() if self.verifier else ""

@@ -36,7 +36,7 @@ from sessiongate.config import Settings
 from sessiongate.domain.decision import Verdict
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.validation import check_id
-from sessiongate.service.answer_memo import AnswerMemo, Kept
+from sessiongate.service.answer_memo import Kept
 from sessiongate.service.proxy_check import (
     ACCESS_VALUE,
     HEADER_SUSPENDS_AT,
@@ -229,12 +229,12 @@ class EnvoyAuthzServicer(Servicer):
     needs the `Check` attribute.
     """
 
-    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
+    def __init__(self, rt: Runtime, proxy: ProxyCheck) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
         self.mapper = RequestMapper(rt.settings)
-        self.proxy = ProxyCheck(rt, answers)
-        self.answers = answers
+        self.proxy = proxy
+        self.answers = proxy.answers
 
     def _remembered(self, request: Any) -> tuple[bytes, bytes] | None:
         """Check's hot path, tried by the wrapper before the method (no coroutine): the

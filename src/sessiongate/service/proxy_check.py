@@ -2,7 +2,7 @@
 endpoint share (the login check, the rules of domain/restricted.py, the HTTP status, the
 headers copied upstream and the JSON body of a denial), so both answer alike.
 
-A check opens no session and takes no seat: there is no logout in HTTP to give it back.
+The check itself is a use-case (usecases/proxied.py): it opens no session and takes no seat.
 Both remember their answers in the one answer memo (service/answer_memo.py, `proxy_key`)
 through `remember`, and look them up there (`AnswerMemo.proxied`) before checking.
 """
@@ -13,20 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from sessiongate.billing.notify.links import pay_url
 from sessiongate.billing.notify.standing import link_signer
-from sessiongate.domain.access import AccessLevel, parse_open_paths
+from sessiongate.domain.access import AccessLevel
 from sessiongate.domain.decision import Reason, Verdict
-from sessiongate.domain.entitlements import Feature, resolve
-from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account, AccountState
 from sessiongate.domain.money import format_money
-from sessiongate.domain.restricted import proxy_verdict
 from sessiongate.service.answer_memo import AnswerMemo, Kept, ProxyAnswer, proxy_key
 from sessiongate.service.runtime import Runtime
 from sessiongate.usecases.login import LoginCheck
+from sessiongate.usecases.proxied import ProxiedRequests
 
 HEADER_STATE = "x-sessiongate-state"
 HEADER_REASON = "x-sessiongate-reason"
@@ -65,17 +61,13 @@ def rfc3339(when: datetime) -> str:
 
 
 class ProxyCheck:
-    """The check of one proxied request, as the settings say (open paths, payment URL)."""
+    """What Envoy's Check and `/authz` share around the use-case (usecases/proxied.py):
+    the memo of their answers, the HTTP status, headers and denial body, as the settings
+    say (payment URL, standing links). Built once by app.py for both."""
 
-    def __init__(self, rt: Runtime, answers: AnswerMemo) -> None:
-        self.rt = rt
+    def __init__(self, rt: Runtime, answers: AnswerMemo, requests: ProxiedRequests) -> None:
         self.answers = answers
-        self.plans = rt.plans
-        self.logins = rt.logins
-        try:
-            self.open_paths = parse_open_paths(rt.settings.authz_open_paths)
-        except ValueError as exc:
-            raise InvalidArgument("SESSIONGATE_AUTHZ_OPEN_PATHS", str(exc)) from None
+        self.requests = requests
         self.payment_url = rt.settings.envoy_payment_url
         self.pay_url_template = rt.settings.pay_url_template
         # The account's standing page (amount, date, "Pay now"): in every 402 body when
@@ -83,15 +75,9 @@ class ProxyCheck:
         self.links = link_signer(rt.settings, rt.clock.now)
 
     async def check(self, who: Identity, method: str, path: str) -> tuple[Verdict, LoginCheck]:
-        """The answer to one request: the login verdict, then (restricted for non-payment
-        only) an open path or feature, and the method rule of a READ_ONLY answer."""
-        checked = await self.logins.check(who.account_id, who.user_id)
-        verdict = checked.verdict
-        account = checked.lookup.account
-        if verdict.restricted_by_payment and account is not None:
-            feature = await self._feature(account, who.feature) if who.feature else None
-            verdict = proxy_verdict(verdict, method, path, self.open_paths, feature)
-        return verdict, checked
+        """The answer to one request (usecases/proxied.py)."""
+        return await self.requests.check(who.account_id, who.user_id, who.feature, method,
+                                         path)
 
     def remember(self, kind: Kept, who: Identity, method: str, path: str,
                  checked: LoginCheck, answer: ProxyAnswer) -> None:
@@ -100,16 +86,6 @@ class ProxyCheck:
                         signed_links=self.links is not None)
         if key is not None and checked.snapshot is not None:
             self.answers.keep_proxied(checked.snapshot, who.account_id, key, answer)
-
-    async def _feature(self, account: Account, name: str) -> Feature | None:
-        """The plan's feature, None when not in the plan or the plan cannot be read (then
-        the restriction stands)."""
-        try:
-            plan = await self.plans.get(account.plan_id) if account.plan_id else None
-        except (RedisError, OSError):
-            return None
-        found = resolve(plan, account.plan_id, name)
-        return found if isinstance(found, Feature) else None
 
     @staticmethod
     def status(verdict: Verdict) -> int:
