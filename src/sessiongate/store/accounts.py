@@ -37,8 +37,11 @@ IDEMPOTENCY_RETENTION_MS = 62 * 24 * 3600 * 1000
 UNSCHEDULE = "-"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CommitResult:
+    """How a commit ended. Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     status: CommitStatus
     version: int
 
@@ -51,9 +54,11 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Change:
-    """What a read-modify-write wants committed (see `AccountStore.update`)."""
+    """What a read-modify-write wants committed (see `AccountStore.update`).
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
 
     account: Account
     ledger_json: str = ""
