@@ -52,8 +52,12 @@ class Snapshot:
         return None if inv is None else inv.due_at
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Ledger:
+    """The events received, by id; a change is a new ledger (`add`, `with_reminder`).
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     currency: str = ""
     events: dict[str, PaymentEvent] = field(default_factory=dict)
     # The last reminder sent: (due date it was about, ordinal). Stored with the ledger so a
