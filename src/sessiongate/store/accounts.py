@@ -93,8 +93,14 @@ def _commit_call(change: Change, expected_version: int, now_ms: int
     return keys.commit_keys(aid), args
 
 
+# The script's statuses by their text: a dict's lookup, not `CommitStatus(text)` (the enum's
+# Python-level `__call__`, ~3k instructions; one per commit of the sweep).
+_STATUSES = {s.value: s for s in CommitStatus}
+
+
 def _result(res: Any) -> CommitResult:
-    return CommitResult(CommitStatus(_text(res[0])), int(res[1]))
+    text = _text(res[0])
+    return CommitResult(_STATUSES.get(text) or CommitStatus(text), int(res[1]))
 
 
 # A read: the account's data, version and ledger, from its hash.
