@@ -83,3 +83,24 @@ def test_kinds_read_back_and_unknown_kinds_pass_through() -> None:
     assert kind_of({"kind": "something_new"}) is None and kind_of({}) is None
     body = {"id": "x", "kind": "something_new", "extra": [1]}
     assert encode(body) == compact(body)  # a foreign body is sent as it is
+
+
+def test_a_dunning_notice_is_jsons_own_text_of_its_wire_body() -> None:
+    """`encode` writes a dunning notice out field by field: byte for byte `json`'s text of
+    `wire()`, whatever the text (quotes, control characters, non-ASCII) and the times."""
+    odd = ["", "a\"b", "back\\slash", "\x00\x1e\x1f\x7f", "ünï ✓ \u2028 😀", "%25"]
+    at = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
+    notices = [
+        DunningNotice("a:1:transition", NotificationKind.TRANSITION, "a", AccountState.GRACE,
+                      AccountState.ACTIVE, 0, "USD", None, "", T0),
+        DunningNotice(odd[1], NotificationKind.REMINDER, odd[4], AccountState.REMINDER,
+                      AccountState.REMINDER, -12000, odd[3], at, odd[2], at, tuple(odd), 3,
+                      odd[4]),
+        DunningNotice("b", NotificationKind.TRANSITION, "b", AccountState.ACTIVE,
+                      AccountState.SUSPENDED, 10**15, "JPY",
+                      datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=9999), "paid", at,
+                      ("x@y.test",), 0, "https://s.test/?a=\"1\""),
+    ]
+    for n in notices:
+        assert encode(n) == compact(n.wire())
+        assert json.loads(encode(n)) == dict(n)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -21,14 +21,23 @@ def later(when: datetime, span: timedelta) -> datetime:
     return when + span
 
 
+@overload
+def to_ms(when: datetime) -> int: ...
+@overload
+def to_ms(when: None) -> None: ...
+@overload
+def to_ms(when: datetime | None) -> int | None: ...
 def to_ms(when: datetime | None) -> int | None:
     """`when` in Unix ms, as the stores keep times and event ids name them; exact (integer
-    arithmetic: through a float, 1.001 s came out as 1000 ms)."""
+    arithmetic: through a float, 1.001 s came out as 1000 ms). From the span's own fields:
+    a timedelta's floor division by 1 ms makes Python ints of both spans' microseconds
+    first (~700 instructions more, ~6 calls per account swept)."""
     if when is None:
         return None
     if when.tzinfo is None:
         return int(when.timestamp() * 1000)
-    return (when - _EPOCH) // _MS
+    span = when - _EPOCH
+    return span.days * 86_400_000 + span.seconds * 1000 + span.microseconds // 1000
 
 
 def from_ms(ms: int | None) -> datetime | None:

@@ -23,8 +23,12 @@ UNSCHEDULE = "-"
 StoredLedger = str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CommitResult:
+    """How a commit ended. Never changed once made, by rule: not `frozen`, whose `__init__`
+    pays an `object.__setattr__` a field (docs/performance.md, row "Sweep: records not
+    frozen")."""
+
     status: CommitStatus
     version: int
 
@@ -33,9 +37,10 @@ class CommitResult:
         return self.status is CommitStatus.OK
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Change:
-    """What a read-modify-write wants committed (see `ports.AccountCommits.update`)."""
+    """What a read-modify-write wants committed (see `ports.AccountCommits.update`). Never
+    changed once made, by rule: not `frozen` (as `CommitResult`)."""
 
     account: Account
     ledger: Ledger | None = None  # the ledger to store; None: the stored one stays

@@ -25,8 +25,12 @@ ACTIVE = AccountState.ACTIVE
 SUSPENDED = AccountState.SUSPENDED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Evaluation:
+    """What `evaluate` derives.
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     state: AccountState
     balance_minor: int
     oldest_due_at: datetime | None
@@ -89,8 +93,12 @@ def _span(d: timedelta) -> str:
     return f"{secs} s"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Outcome:
+    """What `reconsider` derives.
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     account: Account
     ledger: Ledger
     history_entry: HistoryEntry | None

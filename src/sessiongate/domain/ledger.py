@@ -18,17 +18,23 @@ T = PaymentEventType
 _EPOCH_KEY = ""  # sorts before any event id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Invoice:
+    """A live invoice in a snapshot.
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     invoice_id: str
     amount_minor: int
     due_at: datetime
     open_minor: int  # what is left to pay after payments were allocated oldest first
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Snapshot:
-    """What dunning needs: how much is owed, and since when."""
+    """What dunning needs: how much is owed, and since when.
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
 
     currency: str
     balance_minor: int  # owed; 0 when settled (never negative)
@@ -46,8 +52,12 @@ class Snapshot:
         return None if inv is None else inv.due_at
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Ledger:
+    """The events received, by id; a change is a new ledger (`add`, `with_reminder`).
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     currency: str = ""
     events: dict[str, PaymentEvent] = field(default_factory=dict)
     # The last reminder sent: (due date it was about, ordinal). Stored with the ledger so a

@@ -19,6 +19,7 @@ from typing import Any
 from sessiongate.domain.model import AccountState
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_quote = json.JSONEncoder().encode  # a str's JSON text: answered at once, no encoder built
 
 
 class NotificationKind(StrEnum):
@@ -49,11 +50,13 @@ class _Wire(Mapping[str, Any]):
         return len(self.wire())
 
 
-@dataclass(frozen=True, slots=True, eq=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DunningNotice(_Wire):
     """A transition or a reminder, as `dunning.reconsider` makes it. Times go out as ISO text;
     `ordinal` (the reminder's number for this due date) and `standing_url` (added at
-    delivery) only when set."""
+    delivery) only when set.
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
 
     id: str
     kind: NotificationKind
@@ -167,7 +170,30 @@ Notice = DunningNotice | MonthlyReport | Digest
 def encode(notice: Notice | Mapping[str, Any]) -> str:
     """The outbox body: compact JSON of the wire schema. The one serialiser of notifications
     (a plain mapping is a body already on the wire, e.g. one re-sent with a field added)."""
+    if type(notice) is DunningNotice:
+        return _dunning_text(notice)
     return _encode(notice.wire() if isinstance(notice, _Wire) else dict(notice))
+
+
+def _dunning_text(n: DunningNotice) -> str:
+    """`_encode(n.wire())`, written out byte for byte (text through `_quote`, numbers as `int`
+    prints them; tests/unit/test_notification_records.py compares): `JSONEncoder.encode` of
+    a dict builds its C encoder anew, ~8k of a notice's ~38k instructions, and the sweep
+    encodes one per account it moves (docs/performance.md, row "Sweep: account and notice
+    JSON written out")."""
+    q = _quote
+    suspends = "null" if n.suspends_at is None else f'"{n.suspends_at.isoformat()}"'
+    out = [f'{{"id":{q(n.id)},"kind":"{n.kind.value}","account_id":{q(n.account_id)}'
+           f',"state":"{n.state.value}","previous_state":"{n.previous_state.value}"'
+           f',"amount_due_minor":{int(n.amount_due_minor)},"currency":{q(n.currency)}'
+           f',"suspends_at":{suspends},"reason":{q(n.reason)},"at":"{n.at.isoformat()}"'
+           f',"admin_emails":[{",".join([q(e) for e in n.admin_emails])}]']
+    if n.ordinal:
+        out.append(f',"ordinal":{int(n.ordinal)}')
+    if n.standing_url:
+        out.append(f',"standing_url":{q(n.standing_url)}')
+    out.append("}")
+    return "".join(out)
 
 
 def kind_of(body: Mapping[str, Any]) -> NotificationKind | None:

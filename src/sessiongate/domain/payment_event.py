@@ -46,8 +46,12 @@ STREAM_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PaymentEvent:
+    """One event, as `new_payment_event` validated it (or the ledger decoded it).
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
+
     event_id: str
     account_id: str
     type: PaymentEventType

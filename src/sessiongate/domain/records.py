@@ -50,12 +50,14 @@ class FailureMode(StrEnum):
     STATIC = "static"  # the last known state, up to a maximum age; else deny
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class HistoryEntry:
     """One transition of an account's enforced state, with its cause.
 
     Made by the dunning evaluation, an override and UpsertAccount alike; `to_dict` is the one
-    schema it is stored in (`store/record.py` encodes that) and answered from."""
+    schema it is stored in (`store/record.py` encodes that) and answered from.
+    Never changed once made, by rule: not `frozen`, whose `__init__` pays an
+    `object.__setattr__` a field (docs/performance.md, row "Sweep: records not frozen")."""
 
     at: datetime
     from_state: AccountState | None  # None: the account was created

@@ -8,7 +8,7 @@ from typing import Any
 from sessiongate.domain.clock import from_ms as from_ms  # re-exported for the other stores
 from sessiongate.domain.clock import to_ms as to_ms
 from sessiongate.domain.model import Account, AccountKind, AccountState, StateOverride
-from sessiongate.store.jsontext import dumps, loads
+from sessiongate.store.jsontext import dumps, loads, quote
 
 
 def _override_to_dict(o: StateOverride) -> dict[str, Any]:
@@ -41,50 +41,57 @@ def encode_account(a: Account) -> str:
     ~450 for 10 users and an open invoice). The names stay those of the former format, whose
     decoder read every field but `id` with these defaults: replicas of the release before
     read this JSON, so a rolling upgrade with both releases on one Redis is safe.
-    (Written out field by field, in this order: the sweep encodes one per account.)
+
+    Written out as `jsontext.dumps` of that dict would write it, byte for byte (text through
+    `quote`, numbers as `int` prints them; tests/unit/test_codec_and_config.py compares): one
+    `json.JSONEncoder.encode` of a dict builds its C encoder anew, ~8k of its ~30k
+    instructions, and the sweep encodes an account per account it moves (docs/performance.md,
+    row "Sweep: account and notice JSON written out").
     """
-    d: dict[str, Any] = {"id": a.account_id}
+    out = ['{"id":', quote(a.account_id)]
+    add = out.append
     if a.kind is not AccountKind.ENTERPRISE:
-        d["kind"] = a.kind.value
+        add(f',"kind":"{a.kind.value}"')  # an enum's value: ASCII letters
     if a.users:
-        d["users"] = sorted(a.users)
+        add(',"users":[' + ",".join([quote(u) for u in sorted(a.users)]) + "]")
     if a.policy_id != "":
-        d["policy"] = a.policy_id
+        add(',"policy":' + quote(a.policy_id))
     if a.plan_id != "":
-        d["plan"] = a.plan_id
+        add(',"plan":' + quote(a.plan_id))
     if a.exempt:
-        d["exempt"] = a.exempt
+        add(',"exempt":true')
     if a.seat_limit != 0:
-        d["seats"] = a.seat_limit
+        add(f',"seats":{int(a.seat_limit)}')
     if a.parent_id != "":
-        d["parent"] = a.parent_id
+        add(',"parent":' + quote(a.parent_id))
     if a.admin_emails:
-        d["admins"] = list(a.admin_emails)
+        add(',"admins":[' + ",".join([quote(e) for e in a.admin_emails]) + "]")
     if a.time_zone != "UTC":
-        d["tz"] = a.time_zone
+        add(',"tz":' + quote(a.time_zone))
     if a.currency != "USD":
-        d["cur"] = a.currency
+        add(',"cur":' + quote(a.currency))
     if a.report_emails:
-        d["reports"] = list(a.report_emails)
+        add(',"reports":[' + ",".join([quote(e) for e in a.report_emails]) + "]")
     if a.created_at is not None:
-        d["created"] = to_ms(a.created_at)
+        add(f',"created":{to_ms(a.created_at)}')
     if a.derived_state is not AccountState.ACTIVE:
-        d["state"] = a.derived_state.value
+        add(f',"state":"{a.derived_state.value}"')
     if a.state_since is not None:
-        d["since"] = to_ms(a.state_since)
+        add(f',"since":{to_ms(a.state_since)}')
     if a.override is not None:
-        d["override"] = _override_to_dict(a.override)
+        add(',"override":' + dumps(_override_to_dict(a.override)))
     if a.balance_minor != 0:
-        d["balance"] = a.balance_minor
+        add(f',"balance":{int(a.balance_minor)}')
     if a.oldest_due_at is not None:
-        d["due"] = to_ms(a.oldest_due_at)
+        add(f',"due":{to_ms(a.oldest_due_at)}')
     if a.suspends_at is not None:
-        d["suspends"] = to_ms(a.suspends_at)
+        add(f',"suspends":{to_ms(a.suspends_at)}')
     if a.next_evaluation_at is not None:
-        d["next_eval"] = to_ms(a.next_evaluation_at)
+        add(f',"next_eval":{to_ms(a.next_evaluation_at)}')
     if a.extra != {}:
-        d["extra"] = a.extra
-    return dumps(d)
+        add(',"extra":' + dumps(a.extra))
+    add("}")
+    return "".join(out)
 
 
 _KINDS = {k.value: k for k in AccountKind}
