@@ -284,6 +284,13 @@ def test_preview_timeline(srv: ServerThread) -> None:
     ]
 
 
+
+def test_preview_of_an_unknown_account_is_not_found(srv: ServerThread) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        srv.accounts.PreviewDunning(apb.PreviewDunningRequest(account_id="nobody"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (err.value.details() or "").startswith("account_id")
+
 def secs(n: int) -> Duration:
     d = Duration()
     d.FromTimedelta(timedelta(seconds=n))

@@ -8,7 +8,6 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 
 from sessiongate.api.v1 import accounts_pb2 as pb
-from sessiongate.domain.dunning import preview
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import AccountState
 from sessiongate.domain.policy import DunningPolicy, DunningStage, new_policy
@@ -25,7 +24,6 @@ from sessiongate.service.convert import (
 )
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.ledger_codec import decode_ledger
 
 MAX_REASON = 500
 MAX_DURATION_SECONDS = 315_576_000_000  # the proto Duration range
@@ -133,14 +131,8 @@ class PolicyMethods:
         self, request: pb.PreviewDunningRequest, context: Any
     ) -> pb.PreviewDunningResponse:
         aid = check_id("account_id", request.account_id)
-        account, raw = await self.rt.accounts.read(aid)
-        if account is None:
-            raise NotFound(f"account_id: no account {aid!r}")
-        policy = await self.rt.policies.for_account(account.policy_id)
-        snapshot = decode_ledger(raw, aid).snapshot()
-        now = self.rt.clock.now()
-        timeline = preview(snapshot, policy, now, exempt=account.exempt)
+        timeline, balance_minor = await self.rt.engine.preview(aid)
         return pb.PreviewDunningResponse(
             timeline=[pb.TimelineEntry(state=STATE_TO_PB[s], at=ts(at)) for s, at in timeline],
-            balance_minor=snapshot.balance_minor,
+            balance_minor=balance_minor,
         )

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sessiongate.domain.clock import to_ms
 from sessiongate.domain.commits import UNSCHEDULE, Change, CommitResult, StoredLedger
-from sessiongate.domain.dunning import Outcome, reconsider
+from sessiongate.domain.dunning import Outcome, preview, reconsider
 from sessiongate.domain.errors import AlreadyExists, NotFound
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account, AccountState, StateOverride
@@ -291,6 +291,18 @@ class DunningEngine:
         return await self._batch(account_ids, build, lambda res, _change: res,
                                  lambda i: self.evaluate_due(account_ids[i]),
                                  redo_on=(CommitStatus.CONFLICT, CommitStatus.DUPLICATE))
+
+    async def preview(self, account_id: str
+                      ) -> tuple[list[tuple[AccountState, datetime]], int]:
+        """The account's dunning timeline if nothing is paid (domain/dunning.py `preview`)
+        and its balance in minor units; NotFound when there is no such account."""
+        account, raw = await self.accounts.read(account_id)
+        if account is None:
+            raise NotFound(f"account_id: no account {account_id!r}")
+        policy = await self.policies.for_account(account.policy_id)
+        snapshot = self.accounts.ledger_of(raw, account_id).snapshot()
+        return (preview(snapshot, policy, self.now(), exempt=account.exempt),
+                snapshot.balance_minor)
 
     async def override(self, account_id: str, state: AccountState | None, reason: str,
                        expires_at: datetime | None, actor: str) -> Account:
