@@ -70,9 +70,12 @@ from sessiongate.store.stores import Stores
 from sessiongate.store.transport import Transport
 from sessiongate.store.usage import UsageStore
 from sessiongate.usecases.account_state import AccountLookup
+from sessiongate.usecases.accounts import AccountAdmin
 from sessiongate.usecases.dunning import DunningEngine
 from sessiongate.usecases.entitlements import Entitlements
 from sessiongate.usecases.login import LoginChecker
+from sessiongate.usecases.payments import PaymentPushes
+from sessiongate.usecases.policies import PolicyAdmin
 from sessiongate.usecases.proxied import ProxiedRequests
 from sessiongate.usecases.sessions import Sessions
 from sessiongate.usecases.usage import UsageRecorder
@@ -213,7 +216,7 @@ class Application:
             policies=policies, policy_cache=policy_cache, plans=plans,
             engine=DunningEngine(store, policies, self.clock.now),
             lookup=lookup, logins=LoginChecker(lookup, policy_cache, self.clock),
-            children=ChildrenIndex(tr), reports=reports, digest=digest,
+            reports=reports, digest=digest,
         )
         if s.metrics_addr:
             self._start_metrics(transport(url, cluster=s.redis_cluster,
@@ -230,10 +233,12 @@ class Application:
         except ValueError as exc:
             raise InvalidArgument("SESSIONGATE_AUTHZ_OPEN_PATHS", str(exc)) from None
         proxy = ProxyCheck(rt, answers, ProxiedRequests(rt.logins, entitlements, open_paths))
+        admin, policy_admin, payments = self._admin_usecases(rt)
         table = add_services(server, [  # one method table, nothing pre-registered
             (session_control_pb2_grpc.add_SessionControlServicer_to_server, session_control),
-            (accounts_pb2_grpc.add_AccountsServicer_to_server, AccountsServicer(rt)),
-            (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt)),
+            (accounts_pb2_grpc.add_AccountsServicer_to_server,
+             AccountsServicer(rt, admin, policy_admin)),
+            (billing_pb2_grpc.add_BillingServicer_to_server, BillingServicer(rt, payments)),
             (external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
              EnvoyAuthzServicer(rt, proxy)),
             (health_pb2_grpc.add_HealthServicer_to_server, self.health),
@@ -291,6 +296,16 @@ class Application:
         usage = UsageRecorder(events, events if bulk is None else UsageStore(bulk, Scripts(bulk)),
                               rt.lookup, entitlements, self.clock)
         return sessions, entitlements, usage
+
+    def _admin_usecases(self, rt: Runtime
+                        ) -> tuple[AccountAdmin, PolicyAdmin, PaymentPushes]:
+        """The Accounts and Billing servicers' writes, built once: an account's upsert and
+        override, a policy's upsert, a pushed payment event."""
+        admin = AccountAdmin(rt.accounts, rt.accounts, rt.engine, rt.cache,
+                             ChildrenIndex(rt.transport), UsageStore(rt.transport, rt.scripts),
+                             self.clock)
+        return (admin, PolicyAdmin(rt.policies, rt.policy_cache),
+                PaymentPushes(rt.engine, rt.accounts, rt.cache))
 
     async def _start_http(self, rt: Runtime, proxy: ProxyCheck) -> None:
         """The HTTP endpoint: /authz for proxies (more routes are added to `self.http.app`

@@ -1,7 +1,8 @@
 """What the use-cases (usecases/) need from the outside, as Protocols.
 
 The Redis side satisfies them (store/accounts.py, store/nearcache.py, store/policies.py,
-store/sessions.py, store/batch.py, store/plans.py, store/usage.py), app.py hands the real
+store/sessions.py, store/batch.py, store/plans.py, store/usage.py, store/children.py),
+app.py hands the real
 ones in, and the use-cases never import redis or grpc: a use-case
 reads an account through the near-cache port and a policy through the policy port, and
 tells "the backend cannot answer" by the exceptions the port names (`unavailable`). The
@@ -20,6 +21,7 @@ from sessiongate.domain.entitlements import Consumed, Feature, Plan
 from sessiongate.domain.ledger import Ledger
 from sessiongate.domain.model import Account
 from sessiongate.domain.policy import DunningPolicy
+from sessiongate.domain.proration import Seats
 from sessiongate.domain.sessions import SeatResult, SessionRef
 from sessiongate.domain.usage import UsageRecord
 
@@ -61,6 +63,37 @@ class AccountCache(Protocol):
         ...
 
 
+class CacheSeeds(Protocol):
+    """The near-cache's seeding (store/nearcache.py's `NearCache.put`): a version this
+    process just committed is read from here at once, without waiting for the
+    invalidation to come round."""
+
+    def put(self, account: Account) -> None: ...
+
+
+class Children(Protocol):
+    """Which accounts name an account as their parent (store/children.py's
+    `ChildrenIndex`): what the depth rule of parent chains needs to see below an account."""
+
+    async def move(self, account_id: str, old_parent: str, new_parent: str) -> None:
+        """`account_id` now names `new_parent` ("" none) instead of `old_parent`."""
+        ...
+
+    async def height(self, account_id: str, limit: int) -> int:
+        """Levels of descendants under `account_id`, counted up to `limit + 1`."""
+        ...
+
+
+class SeatLog(Protocol):
+    """The seat log behind proration (store/usage.py's `UsageStore.log_seats`)."""
+
+    async def log_seats(self, account_id: str, version: int, seats: Seats, at: datetime,
+                        previous: tuple[int, Seats] | None = None) -> None:
+        """Log the billable seats of `version` as of `at`: what changed since `previous`
+        (the replaced version and its seats), or the whole roster when there is none."""
+        ...
+
+
 class Policies(Protocol):
     """The dunning policy of an account, as login checks read it (store/policies.py's
     `PolicyCache`: never raises, the last known or built-in policy answers)."""
@@ -75,6 +108,19 @@ class StoredPolicies(Policies, Protocol):
     async def for_accounts(self, policy_ids: Iterable[str]) -> dict[str, DunningPolicy]:
         """`for_account` of each policy id (as accounts name them, "" too), in one read."""
         ...
+
+
+class PolicyWrites(Protocol):
+    """Storing a dunning policy (store/policies.py's `PolicyStore.put`)."""
+
+    async def put(self, policy: DunningPolicy) -> None: ...
+
+
+class PolicySeeds(Protocol):
+    """The login checks' policy cache (store/policies.py's `PolicyCache.put`): a policy
+    just stored is seen at once by the accounts naming it."""
+
+    def put(self, policy: DunningPolicy) -> None: ...
 
 
 class AccountCommits(Protocol):

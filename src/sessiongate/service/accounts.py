@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.api.v1 import accounts_pb2_grpc as pb_grpc
-from sessiongate.domain.commits import Change, StoredLedger
 from sessiongate.domain.errors import InvalidArgument, NotFound
 from sessiongate.domain.model import Account, AccountKind, StateOverride
-from sessiongate.domain.parents import MAX_DEPTH, check_ancestry, check_subtree
 from sessiongate.domain.proration import MAX_SEAT_LIMIT
-from sessiongate.domain.records import HistoryEntry
 from sessiongate.domain.validation import (
     check_emails,
     check_id,
@@ -27,6 +23,8 @@ from sessiongate.service.policies import PolicyMethods
 from sessiongate.service.reports import ReportMethods
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.usecases.accounts import AccountAdmin
+from sessiongate.usecases.policies import PolicyAdmin
 
 
 def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverride | None]:
@@ -74,87 +72,23 @@ def parse_account(msg: pb.Account, now: datetime) -> tuple[Account, StateOverrid
     return account, override
 
 
-def merge(current: Account | None, wanted: Account, override: StateOverride | None,
-          now: datetime) -> Account:
-    """Admin-managed fields from the request; derived ones (state, ledger summary) kept."""
-    if current is None:
-        return replace(wanted, state_since=now, created_at=now, override=override)
-    return replace(
-        current,
-        kind=wanted.kind,
-        users=wanted.users,
-        policy_id=wanted.policy_id,
-        plan_id=wanted.plan_id,
-        exempt=wanted.exempt,
-        seat_limit=wanted.seat_limit,
-        parent_id=wanted.parent_id,
-        admin_emails=wanted.admin_emails,
-        time_zone=wanted.time_zone,
-        currency=wanted.currency,
-        report_emails=wanted.report_emails,
-        override=override if override is not None else current.override,
-    )
-
-
 class AccountsServicer(PolicyMethods, PlanMethods, ReportMethods, Servicer,
                        pb_grpc.AccountsServicer):
     """Account CRUD here; policy methods in policies.py, plan/usage methods in plans.py,
-    reports and listing in reports.py."""
+    reports and listing in reports.py. Proto in, a use-case (built once by app.py), proto
+    out."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, admin: AccountAdmin, policies: PolicyAdmin) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
+        self.admin = admin  # UpsertAccount's and OverrideState's rules (usecases/accounts.py)
+        self.policy_admin = policies
 
     @rpc("admin")
     async def UpsertAccount(self, request: pb.UpsertAccountRequest, context: Any) -> pb.Account:
         now = self.rt.clock.now()
         wanted, override = parse_account(request.account, now)
-        if wanted.parent_id:
-            ancestry = await self._ancestry(wanted.parent_id)
-            check_ancestry(wanted.account_id, ancestry, "account.parent_id")
-            height = await self.rt.children.height(wanted.account_id, MAX_DEPTH - len(ancestry))
-            check_subtree(wanted.account_id, len(ancestry), height, "account.parent_id")
-
-        previous: list[Account | None] = [None]
-
-        async def mutate(current: Account | None, ledger: StoredLedger) -> Change:
-            previous[0] = current  # the version this upsert replaced (of its last attempt)
-            account = merge(current, wanted, override, now)
-            entry = None
-            before = None if current is None else current.state_at(now)
-            after = account.state_at(now)
-            if before != after:
-                entry = HistoryEntry(
-                    now, before, after,
-                    "account created" if current is None else "set by UpsertAccount", "admin")
-            # Re-evaluated by the dunning engine when the policy or the exemption changed.
-            return await engine.upsert_change(current, account, ledger, now, entry)
-
-        engine = self.rt.engine
-        result, change = await self.rt.accounts.update(wanted.account_id, mutate, self.rt.clock.now)
-        assert change is not None
-        saved = replace(change.account, version=result.version)
-        self.rt.cache.put(saved)
-        before = previous[0]
-        await self.rt.children.move(saved.account_id,
-                                    before.parent_id if before is not None else "",
-                                    saved.parent_id)
-        # roster / seat-limit intervals for proration (#4)
-        await self.log_seats(saved, now, previous=previous[0])
-        return account_to_pb(saved, now)
-
-    async def _ancestry(self, parent_id: str) -> list[str]:
-        """The stored chain from `parent_id` up (for `check_ancestry`): it ends at an account
-        without a parent or an unknown one, at a repeat, or one past MAX_DEPTH."""
-        chain: list[str] = []
-        current = parent_id
-        while current and len(chain) <= MAX_DEPTH:
-            chain.append(current)
-            if chain.count(current) > 1:
-                break
-            parent = await self.rt.accounts.get(current)
-            current = parent.parent_id if parent is not None else ""
-        return chain
+        return account_to_pb(await self.admin.upsert(wanted, override, now), now)
 
     @rpc("admin")
     async def GetAccount(self, request: pb.GetAccountRequest, context: Any) -> pb.Account:

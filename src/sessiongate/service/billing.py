@@ -15,6 +15,7 @@ from sessiongate.service.convert import STATE_TO_PB
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.usecases.dunning import DunningEngine
+from sessiongate.usecases.payments import PaymentPushes
 
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the proto Timestamp range
 
@@ -50,23 +51,18 @@ def event_from_pb(msg: pb.PaymentEvent) -> PaymentEvent:
 
 
 class BillingServicer(Servicer, pb_grpc.BillingServicer):
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, payments: PaymentPushes) -> None:
         super().__init__(rt.auth, rt.observer)
         self.rt = rt
-        self.engine = rt.engine
+        self.payments = payments
 
     @rpc("billing")
     async def PushPaymentEvent(
         self, request: pb.PaymentEvent, context: Any
     ) -> pb.PushPaymentEventResponse:
-        event = event_from_pb(request)
-        applied = await self.engine.apply_event(event)
-        account = applied.account
-        if account is None:
-            account = await self.rt.accounts.get(event.account_id)
-        else:
-            self.rt.cache.put(account)
-        resp = pb.PushPaymentEventResponse(duplicate=applied.duplicate)
+        pushed = await self.payments.push(event_from_pb(request))
+        account = pushed.account
+        resp = pb.PushPaymentEventResponse(duplicate=pushed.duplicate)
         if account is not None:
             resp.state = STATE_TO_PB[account.state_at(self.rt.clock.now())]
             resp.balance_minor = account.balance_minor

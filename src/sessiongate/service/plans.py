@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.domain.entitlements import Feature, FeatureKind, LimitMode, Plan, check_plan
 from sessiongate.domain.errors import InvalidArgument, NotFound, OutOfRange
-from sessiongate.domain.model import Account
 from sessiongate.domain.periods import ResetPeriod, month_start, months_before, parse_month
-from sessiongate.domain.proration import billable_seats
 from sessiongate.domain.usage_summary import summarize
 from sessiongate.domain.validation import check_id, check_non_negative
 from sessiongate.service.convert import summary_to_pb
@@ -99,18 +97,3 @@ class PlanMethods:
         # worker thread, so that the loop keeps answering logins meanwhile.
         return summary_to_pb(await asyncio.to_thread(
             summarize, account_id, request.period, start, end, now, data, price))
-
-    async def log_seats(self, account: Account, now: datetime, *,
-                        previous: Account | None = None) -> None:
-        """Called after every UpsertAccount commit: the seat log behind proration, what
-        changed since `previous` (the version the commit replaced). Nothing is logged when
-        the billable seats equal those of `previous` (its entry already holds them): an
-        upsert that changes anything else must not grow the log."""
-        seats = billable_seats(account.users, account.seat_limit)
-        before = None
-        if previous is not None:
-            before = (previous.version, billable_seats(previous.users, previous.seat_limit))
-            if before[1] == seats:
-                return
-        await UsageStore(self.rt.transport, self.rt.scripts).log_seats(
-            account.account_id, account.version, seats, now.astimezone(UTC), before)

@@ -24,6 +24,8 @@ from sessiongate.service.convert import (
 )
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
+from sessiongate.usecases.accounts import AccountAdmin
+from sessiongate.usecases.policies import PolicyAdmin
 
 MAX_REASON = 500
 MAX_DURATION_SECONDS = 315_576_000_000  # the proto Duration range
@@ -77,16 +79,16 @@ def _history_to_pb(e: dict[str, Any]) -> pb.Transition:
 
 
 class PolicyMethods:
-    """Mixed into AccountsServicer; `self.rt` is the shared runtime."""
+    """Mixed into AccountsServicer; `self.rt` is the shared runtime, `self.admin` and
+    `self.policy_admin` the use-cases of the writes."""
 
     rt: Runtime
+    admin: AccountAdmin
+    policy_admin: PolicyAdmin
 
     @rpc("admin")
     async def UpsertPolicy(self, request: pb.DunningPolicy, context: Any) -> pb.DunningPolicy:
-        policy = policy_from_pb(request)
-        await self.rt.policies.put(policy)
-        self.rt.policy_cache.put(policy)
-        return policy_to_pb(policy)
+        return policy_to_pb(await self.policy_admin.upsert(policy_from_pb(request)))
 
     @rpc("admin")
     async def GetPolicy(self, request: pb.GetPolicyRequest, context: Any) -> pb.DunningPolicy:
@@ -110,8 +112,7 @@ class PolicyMethods:
         now = self.rt.clock.now()
         if expires_at is not None and expires_at <= now:
             raise InvalidArgument("expires_at", "must be in the future")
-        saved = await self.rt.engine.override(aid, state, reason, expires_at, actor)
-        self.rt.cache.put(saved)
+        saved = await self.admin.override(aid, state, reason, expires_at, actor)
         return account_to_pb(saved, now)
 
     @rpc("admin")

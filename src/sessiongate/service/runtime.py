@@ -11,7 +11,6 @@ from sessiongate.reporting.builder import ReportBuilder
 from sessiongate.reporting.digest import Digest
 from sessiongate.service.auth import Authenticator
 from sessiongate.service.rpc import Observer
-from sessiongate.store.children import ChildrenIndex
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.policies import PolicyCache, PolicyStore
 from sessiongate.store.stores import Stores
@@ -31,6 +30,5 @@ class Runtime(Stores):
     engine: DunningEngine
     lookup: AccountLookup
     logins: LoginChecker
-    children: ChildrenIndex  # who names whom as parent: UpsertAccount's depth rule
     reports: ReportBuilder  # SendReport's, the same as the monthly job's
     digest: Digest  # SendDigest's, the same as the daily job's
