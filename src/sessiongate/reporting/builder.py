@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sessiongate.billing.notify.links import LinkSigner
@@ -12,9 +13,10 @@ from sessiongate.domain.notifications import MonthlyReport
 from sessiongate.domain.periods import parse_month
 from sessiongate.domain.usage_summary import UsageSummary, summarize
 from sessiongate.reporting import content
-from sessiongate.reporting.due import month_before
+from sessiongate.reporting.due import last_month, month_before
 from sessiongate.reporting.model import ReportAccount
 from sessiongate.store.listing import scan_accounts
+from sessiongate.store.outbox_once import enqueue
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.stores import Stores
 from sessiongate.store.usage import UsageStore
@@ -66,3 +68,22 @@ class ReportBuilder:
         kids = await self.children_of(account_id) if children else None
         return await self.build(account, period, now, notification_id=notification_id,
                                 children=kids)
+
+    async def send_now(self, account_id: str, period: str, now: datetime, *,
+                       children: bool = False) -> tuple[str, str]:
+        """`SendReport`: the report of `period` (none: the account's last month in its own
+        time zone) queued to the outbox now, whatever was sent before; returns its
+        notification id and the period. INVALID_ARGUMENT naming `period` for a malformed
+        month or one not yet begun, NOT_FOUND naming `account_id` for an unknown account."""
+        account = await self.stores.accounts.get(account_id)
+        if period:
+            parse_month("period", period, now)
+        elif account is not None:
+            period = last_month(now, account.time_zone)
+        # Unique per call: a resend is a new notification (the done-set is per id).
+        nid = (f"{account_id}:{content.KIND}:{period}:sent-{int(now.timestamp())}"
+               f"-{secrets.token_hex(4)}")
+        body = await self.build_for(account_id, period, now, notification_id=nid,
+                                    children=children)
+        await enqueue(self.stores.transport, account_id, body)
+        return nid, period

@@ -5,22 +5,17 @@ account)."""
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from sessiongate.api.v1 import accounts_pb2 as pb
 from sessiongate.domain.errors import InvalidArgument
 from sessiongate.domain.model import Account
-from sessiongate.domain.periods import parse_month
 from sessiongate.domain.validation import check_id
-from sessiongate.reporting.content import KIND
-from sessiongate.reporting.due import last_month
 from sessiongate.service.billing import timestamp_field
 from sessiongate.service.convert import account_to_pb, state_from_pb
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
 from sessiongate.store.listing import account_ids, read_accounts
-from sessiongate.store.outbox_once import enqueue
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -36,19 +31,9 @@ class ReportMethods:
     async def SendReport(self, request: pb.SendReportRequest,
                          context: Any) -> pb.SendReportResponse:
         account_id = check_id("account_id", request.account_id)
-        now = self.rt.clock.now()
-        account = await self.rt.accounts.get(account_id)
-        period = request.period
-        if period:
-            parse_month("period", period, now)
-        elif account is not None:
-            period = last_month(now, account.time_zone)
-        # Unique per call: a resend is a new notification (the done-set is per id).
-        nid = f"{account_id}:{KIND}:{period}:sent-{int(now.timestamp())}-{secrets.token_hex(4)}"
-        body = await self.rt.reports.build_for(account_id, period, now,
-                                                     notification_id=nid,
+        nid, period = await self.rt.reports.send_now(account_id, request.period,
+                                                     self.rt.clock.now(),
                                                      children=request.children)
-        await enqueue(self.rt.transport, account_id, body)
         return pb.SendReportResponse(notification_id=nid, period=period)
 
     @rpc("admin")
