@@ -1,4 +1,6 @@
-"""Accounts: admin management of accounts (and, later, policies, plans, history)."""
+"""Accounts: the admin service's gRPC face. Requests are parsed here (`parse_account`: the
+InvalidArgument field names are the request's); the writes' rules are use-cases built once
+by app.py (usecases/accounts.py, usecases/policies.py); plain reads read the stores."""
 
 from __future__ import annotations
 
