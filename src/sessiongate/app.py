@@ -200,17 +200,17 @@ class Application:
         policy_cache = PolicyCache(tr, s.near_cache_ttl)
         lookup = AccountLookup(cache, s.failure_mode)
         # The Redis side on its own, for the parts below the servicers (reporting).
+        usage_log = UsageStore(tr, scripts)
         stores = Stores(clock=self.clock, transport=tr, stream_transport=stream_transport,
-                        scripts=scripts,
-                        accounts=store, cache=cache,
+                        scripts=scripts, accounts=store, cache=cache, usage=usage_log,
                         bulk_transport=transport(url, cluster=s.redis_cluster, bulk=True))
         plans = PlanStore(tr, scripts, s.near_cache_ttl)
         reports = ReportBuilder(stores, plans, link_signer(s, self.clock.now))
-        digest = Digest(tr, scripts, s, self.clock)
+        digest = Digest(tr, scripts, store, s, self.clock)
         rt = self.rt = Runtime(
             settings=s, clock=self.clock, transport=tr, stream_transport=stream_transport,
             scripts=scripts,
-            accounts=store, cache=cache, auth=auth,
+            accounts=store, cache=cache, usage=usage_log, auth=auth,
             observer=Observer(access_log=s.access_log, loop=asyncio.get_running_loop()),
             bulk_transport=stores.bulk_transport,
             policies=policies, policy_cache=policy_cache, plans=plans,
@@ -291,7 +291,7 @@ class Application:
         sessions = Sessions(SessionStore(rt.transport, rt.scripts), batch, rt.logins,
                             entitlements, self.clock, ttl=timedelta(seconds=s.session_ttl),
                             timeout=s.login_redis_timeout)
-        events = UsageStore(rt.transport, rt.scripts)
+        events = rt.usage
         bulk = rt.bulk_transport  # bulk uploads' own connection (`client.transport(bulk=True)`)
         usage = UsageRecorder(events, events if bulk is None else UsageStore(bulk, Scripts(bulk)),
                               rt.lookup, entitlements, self.clock)
@@ -302,7 +302,7 @@ class Application:
         """The Accounts and Billing servicers' writes, built once: an account's upsert and
         override, a policy's upsert, a pushed payment event."""
         admin = AccountAdmin(rt.accounts, rt.accounts, rt.engine, rt.cache,
-                             ChildrenIndex(rt.transport), UsageStore(rt.transport, rt.scripts),
+                             ChildrenIndex(rt.transport), rt.usage,
                              self.clock)
         return (admin, PolicyAdmin(rt.policies, rt.policy_cache),
                 PaymentPushes(rt.engine, rt.accounts, rt.cache))

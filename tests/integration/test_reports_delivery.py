@@ -416,7 +416,7 @@ def test_the_digest_lists_changes_reinstatements_suspensions_and_overdue_totals(
         clock.set(T0 + timedelta(hours=12))
         rt = srv.app.rt
         assert rt is not None
-        digest = Digest(rt.transport, rt.scripts, rt.settings, clock)
+        digest = Digest(rt.transport, rt.scripts, rt.accounts, rt.settings, clock)
         body = srv.call(digest.build(clock.now(), "digest:test", "2026-01-01"))
     finally:
         srv.stop()

@@ -19,7 +19,6 @@ from sessiongate.store.listing import scan_accounts
 from sessiongate.store.outbox_once import enqueue
 from sessiongate.store.plans import PlanStore
 from sessiongate.store.stores import Stores
-from sessiongate.store.usage import UsageStore
 
 
 class ReportBuilder:
@@ -31,7 +30,7 @@ class ReportBuilder:
         self.stores = stores
         self.plans = plans
         self.links = links
-        self._usage = UsageStore(stores.transport, stores.scripts)
+        self._usage = stores.usage
 
     async def _summary(self, account_id: str, period: str, now: datetime) -> UsageSummary:
         start, end = parse_month("period", period, now)

@@ -33,11 +33,11 @@ _DUNNED = {"REMINDER", "GRACE", "SUSPENDED"}
 
 
 class Digest:
-    def __init__(self, redis: Transport, scripts: Scripts, settings: Settings,
-                 clock: Clock) -> None:
+    def __init__(self, redis: Transport, scripts: Scripts, accounts: AccountStore,
+                 settings: Settings, clock: Clock) -> None:
         self.redis = redis
         self.scripts = scripts
-        self.accounts = AccountStore(redis, scripts)
+        self.accounts = accounts
         self.clock = clock
         s = settings
         self.recipients = list(s.digest_recipients())

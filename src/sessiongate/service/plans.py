@@ -15,7 +15,7 @@ from sessiongate.domain.validation import check_id, check_non_negative
 from sessiongate.service.convert import summary_to_pb
 from sessiongate.service.rpc import rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.store.usage import SEAT_LOG_MONTHS, UsageStore
+from sessiongate.store.usage import SEAT_LOG_MONTHS
 
 MAX_UNIT_PRICE_MINOR = 10**12
 _KIND = {pb.FEATURE_KIND_BOOLEAN: FeatureKind.BOOLEAN, pb.FEATURE_KIND_METERED: FeatureKind.METERED}
@@ -91,7 +91,7 @@ class PlanMethods:
                              " months whose seats are kept")
         if await self.rt.accounts.get(account_id) is None:
             raise NotFound(f"account_id: no account {account_id!r}")
-        data = await UsageStore(self.rt.transport, self.rt.scripts).month(
+        data = await self.rt.usage.month(
             account_id, request.period, start, end)
         # Decoding the seat log and the proration are pure and grow with the roster: in a
         # worker thread, so that the loop keeps answering logins meanwhile.

@@ -14,6 +14,7 @@ from sessiongate.store.accounts import AccountStore
 from sessiongate.store.nearcache import NearCache
 from sessiongate.store.scripts import Scripts
 from sessiongate.store.transport import Transport
+from sessiongate.store.usage import UsageStore
 
 
 @dataclass
@@ -26,5 +27,6 @@ class Stores:
     scripts: Scripts
     accounts: AccountStore
     cache: NearCache
+    usage: UsageStore  # the usage log, seat logs and month records
     # Bulk writes' own transport (`client.transport(bulk=True)`); None: they use `transport`.
     bulk_transport: Transport | None = None
