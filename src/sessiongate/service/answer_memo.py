@@ -53,6 +53,10 @@ class Kept(enum.Enum):
     NO_SESSION = "no_session"  # the whole answer to a check with `no_session`
     BASE = "base"  # an allowed login's answer without its session: opened on each login
 
+    # Hashed on every memo lookup (in the key): by identity, as members compare, not by
+    # `Enum.__hash__`, a Python call (docs/performance.md, "Memo keys hashed by identity").
+    __hash__ = object.__hash__
+
 
 Key = tuple[str, Kept]  # (user id, kind)
 
