@@ -188,7 +188,7 @@ class BatchWriter:
         # Per account: its records (its first command's list) and its lease set's key.
         first: dict[str, tuple[list[int], str]] = {}
         keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
-        # Names made once a batch, not per record (~30k of a record's ~80k instructions,
+        # Names made once a batch, not per record (~23k of a record's ~82k instructions,
         # docs/performance.md, "Batch writer's names once a batch"): the day's and month's
         # by UTC day number, the usage hash's key by account and month.
         days: dict[int, tuple[str, str]] = {}
