@@ -299,3 +299,43 @@ def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
     fields = redis_client.hkeys(keys.usage("acme", "2026-10"))
     assert sum(f.startswith(b"l:05:") for f in fields) == count
     assert redis_client.zcard(keys.leases("acme")) == 2 * count  # sessions and seats
+
+
+def test_batch_writer_names_each_record_by_its_own_day_month_and_account(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """One batch over midnight at a month's end and two accounts: the names it makes once a
+    batch (day, month, usage key) are each record's own."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from sessiongate.domain.sessions import new_session
+    from sessiongate.store.client import transport
+
+    before = datetime(2026, 10, 31, 23, 59, 59, 900_000, tzinfo=UTC)
+    after = datetime(2026, 11, 1, 0, 0, 0, 100_000, tzinfo=UTC)
+    logins = [(new_session("acme", "alice"), before), (new_session("beta", "bob"), before),
+              (new_session("acme", "carol"), after), (new_session("beta", "bob"), after)]
+
+    async def run() -> int:
+        client = transport(redis_url)
+        try:
+            writer = BatchWriter(client)
+            for ref, at in logins:
+                writer.login(ref, at, at + timedelta(seconds=TTL))
+            return await writer.flush()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == 4
+    (a_oct, b_oct, a_nov, b_nov) = (ref.nonce for ref, _ in logins)
+    assert set(redis_client.hkeys(keys.usage("acme", "2026-10"))) == {
+        f"l:31:{a_oct}".encode(), b"a:31:alice"}
+    assert set(redis_client.hkeys(keys.usage("acme", "2026-11"))) == {
+        f"l:01:{a_nov}".encode(), b"a:01:carol"}
+    assert set(redis_client.hkeys(keys.usage("beta", "2026-10"))) == {
+        f"l:31:{b_oct}".encode(), b"a:31:bob"}
+    assert set(redis_client.hkeys(keys.usage("beta", "2026-11"))) == {
+        f"l:01:{b_nov}".encode(), b"a:01:bob"}
+    assert redis_client.zcard(keys.leases("acme")) == 4  # two sessions, two seats
+    assert redis_client.zcard(keys.leases("beta")) == 3  # two sessions, bob's seat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import string
 from datetime import UTC, datetime
 
 import pytest
@@ -94,12 +95,19 @@ def test_check_plan() -> None:
     assert err.value.field == "features[0].quota"
 
 
+_URLSAFE = set(string.ascii_letters + string.digits + "-_")
+
+
 def test_session_id_round_trip_and_rejects() -> None:
     ref = new_session("acme corp", "alice@acme")
     back = parse_session_id("session_id", ref.session_id)
     assert back == ref
     assert ref.session_id.isascii() and "=" not in ref.session_id
     assert new_session("a", "b").session_id != new_session("a", "b").session_id
+    # The nonce: 12 random bytes as 16 URL-safe base64 characters, no padding.
+    nonces = {new_session("a", "b").nonce for _ in range(200)}
+    assert len(nonces) == 200
+    assert all(len(n) == 16 and set(n) <= _URLSAFE for n in nonces)
     two_parts = base64.urlsafe_b64encode(b"acme\x1falice").decode()
     ctrl = base64.urlsafe_b64encode(b"acme\x1fal\x07ice\x1fn").decode()
     for bad in ("", "!!!", "YWJj", "x" * 600, two_parts, ctrl):

@@ -66,6 +66,10 @@ class Kept(enum.Enum):
     ENVOY = "envoy"  # Envoy's Check: its CheckResponse's bytes, without the state's age
     AUTHZ = "authz"  # `/authz`: status, headers and body (`HttpAnswer`)
 
+    # Hashed on every memo lookup (in the key): by identity, as members compare, not by
+    # `Enum.__hash__`, a Python call (docs/performance.md, "Memo keys hashed by identity").
+    __hash__ = object.__hash__
+
 
 Key = tuple[str, Kept]  # (user id, kind)
 # A proxied request's: (user id, kind, feature, method, path); method and path are None when

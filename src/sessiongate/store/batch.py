@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from redis.exceptions import (
@@ -48,6 +47,7 @@ MAX_QUEUED = 200_000  # beyond this (Redis down for long), the oldest records ar
 MAX_BATCH = 2_000  # records per pipeline
 DEAD_LETTER_MAXLEN = 100_000  # the dead-letter stream keeps about this many, newest
 STOP_TIMEOUT = 10.0  # seconds a stop waits for the last flush
+_DAY_MS = 86_400_000  # a UTC day in Unix ms
 
 # Reply errors that say Redis cannot write now, not that the record is bad: retried later.
 _NOT_NOW = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError, MasterDownError,
@@ -60,12 +60,14 @@ def _not_now(exc: Exception) -> bool:
     return isinstance(exc, _NOT_NOW) or str(exc).startswith(_NOT_NOW_CODES)
 
 
-@dataclass(frozen=True, slots=True)
-class LoginRecord:
+class LoginRecord(NamedTuple):
+    """Queued on every login: a named tuple (docs/performance.md, "Session opened with fewer
+    objects")."""
+
     ref: SessionRef
     at: datetime
     expires: datetime  # the session's lease (seat-limited logins are written by take_seat.lua)
-    queued: float = field(default_factory=time.monotonic)  # for the queue's age metric
+    queued: float  # `time.monotonic()` when queued, for the queue's age metric
 
 
 class _Outage(Exception):
@@ -110,7 +112,7 @@ class BatchWriter:
         if len(self._queue) >= MAX_QUEUED:
             self._queue.pop(0)
             self._lose(1, "queue full")
-        self._queue.append(LoginRecord(ref, at, expires))
+        self._queue.append(LoginRecord(ref, at, expires, time.monotonic()))
 
     def _lose(self, n: int, why: str, **kw: object) -> None:
         before, self.lost = self.lost, self.lost + n
@@ -183,36 +185,49 @@ class BatchWriter:
         (nothing known about it: its writes are idempotent, so it is retried whole)."""
         commands: list[tuple[Any, ...]] = []
         owners: list[list[int]] = []  # per command: the positions of the records it serves
-        first: dict[str, list[int]] = {}  # account -> its records (its first command's list)
+        # Per account: its records (its first command's list) and its lease set's key.
+        first: dict[str, tuple[list[int], str]] = {}
         keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
+        # Names made once a batch, not per record (~23k of a record's ~82k instructions,
+        # docs/performance.md, "Batch writer's names once a batch"): the day's and month's
+        # by UTC day number, the usage hash's key by account and month.
+        days: dict[int, tuple[str, str]] = {}
+        usage_keys: dict[tuple[str, str], str] = {}
         for i, rec in enumerate(batch):
-            aid, uid = rec.ref.account_id, rec.ref.user_id
-            mine = first.get(aid)
-            if mine is None:
+            ref = rec.ref
+            aid, uid = ref.account_id, ref.user_id
+            at = int(rec.at.timestamp() * 1000)
+            exp = int(rec.expires.timestamp() * 1000)
+            got = first.get(aid)
+            if got is None:
                 # Leases that ended before this login: nothing else removes them for an
                 # account without a seat limit (its logins never run take_seat.lua), so
                 # without this its lease set would grow by every session ever opened. (Seats
                 # of take_seat.lua score above any time: see keys.leases.)
-                mine = first[aid] = []
-                at = int(rec.at.timestamp() * 1000)
-                commands.append(("ZREMRANGEBYSCORE", keys.leases(aid), "-inf", f"({at}"))
-                owners.append(mine)
+                got = first[aid] = ([], keys.leases(aid))
+                commands.append(("ZREMRANGEBYSCORE", got[1], "-inf", f"({at}"))
+                owners.append(got[0])
+            mine, leases = got
             mine.append(i)
-            exp = int(rec.expires.timestamp() * 1000)
-            keep[aid] = max(keep.get(aid, 0),
-                            exp - int(rec.at.timestamp() * 1000) + LEASE_KEYS_MARGIN_MS)
+            keep[aid] = max(keep.get(aid, 0), exp - at + LEASE_KEYS_MARGIN_MS)
             # The session and its user's seat (unshifted: unlimited accounts count no seats).
-            commands.append(("ZADD", keys.leases(aid), "GT", exp, uid, exp, rec.ref.member))
-            day = day_name(rec.at)
+            commands.append(("ZADD", leases, "GT", exp, uid, exp, ref.member))
+            names = days.get(at // _DAY_MS)
+            if names is None:
+                names = days[at // _DAY_MS] = (day_name(rec.at), month_name(rec.at))
+            day, month = names
+            usage = usage_keys.get((aid, month))
+            if usage is None:
+                usage = usage_keys[(aid, month)] = keys.usage(aid, month)
             # Fields, not counters: a retried batch (the outcome of a failed pipeline is
             # unknown) rewrites the same fields and counts nothing twice. One small hash per
             # account and month holds them (compact in Redis, see store/activity.py).
-            commands.append(("HSET", keys.usage(aid, month_name(rec.at)),
-                             login_field(day, rec.ref.nonce), 1, active_field(day, uid), 1))
+            commands.append(("HSET", usage, login_field(day, ref.nonce), 1,
+                             active_field(day, uid), 1))
             owners += ([i], [i])
         for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
-            commands.append(("PEXPIRE", keys.leases(aid), ms))  # leases vanish a day after
-            owners.append(first[aid])
+            commands.append(("PEXPIRE", first[aid][1], ms))  # leases vanish a day after
+            owners.append(first[aid][0])
         try:
             replies = await self._redis.many(commands)
         except (RedisError, OSError) as exc:
