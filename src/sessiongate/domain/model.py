@@ -60,7 +60,7 @@ class Account:
 
     Never changed once made: a change is a new account (`replace`, `with_derived`). Not
     `frozen`: its `__init__` would pay an `object.__setattr__` per field, and the sweep builds
-    two per account it moves (docs/performance.md, row "Sweep: `Account` not `frozen`"). Unhashable
+    two per account it moves (docs/performance.md, row "Sweep: records not frozen"). Unhashable
     either way (`extra` is a dict).
     """
 
