@@ -56,10 +56,6 @@ RAW_KEY_COST = 200
 class Kept(enum.Enum):
     """What a remembered answer is, in the memo's keys (user id, kind, ...)."""
 
-    # Hashed by identity (members are singletons; equality already is identity): `Enum`'s
-    # own `__hash__` is a Python call on every look-up of a key holding a member.
-    __hash__ = object.__hash__
-
     ANSWER = "answer"  # the whole answer to a login that opens no session (a denial)
     NO_SESSION = "no_session"  # the whole answer to a check with `no_session`
     BASE = "base"  # an allowed login's answer without its session: opened on each login
