@@ -124,15 +124,13 @@ def main() -> None:
                 print(f"pair {pair} {name}: serve CPU {r['cpu']:.2f} s, Redis"
                       f" {r['redis_cpu']:.2f} s, {r['events_per_s']:,.0f} events/s",
                       flush=True)
+    from bench.pairs import paired, spread  # here: a child runs in a tree without it
+
     first = trees[0][0]
     for name, _ in trees:
-        cpu = [r["cpu"] for r in runs[name]]
-        rate = [r["events_per_s"] for r in runs[name]]
-        ratio = [a["cpu"] / b["cpu"] for a, b in zip(runs[name], runs[first], strict=True)]
-        print(f"{name}: serve CPU {statistics.median(cpu):.2f} s ({min(cpu):.2f}-"
-              f"{max(cpu):.2f}), {statistics.median(rate):,.0f} events/s; paired CPU /"
-              f" {first}: {statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})")
-
+        rate = statistics.median(r["events_per_s"] for r in runs[name])
+        print(f"{name}: serve CPU {spread([r['cpu'] for r in runs[name]])} s, {rate:,.0f}"
+              f" events/s; paired CPU / {first}: {paired(runs[name], runs[first], 'cpu')}")
 
 if __name__ == "__main__":
     main()

@@ -134,15 +134,13 @@ def main() -> None:
                 per = sum(r["calls"].values()) / n
                 print(f"pair {pair} {name}: CPU {r['cpu']:.2f} s, Redis {r['redis_cpu']:.2f}"
                       f" s, {per:.2f} commands per account", flush=True)
+    from bench.pairs import paired, spread  # here: a child runs in a tree without it
+
     first = trees[0][0]
     for name, _ in trees:
-        cpu = [r["cpu"] for r in runs[name]]
-        red = [r["redis_cpu"] for r in runs[name]]
-        ratio = [a["cpu"] / b["cpu"] for a, b in zip(runs[name], runs[first], strict=True)]
-        print(f"{name}: CPU {statistics.median(cpu):.2f} s ({min(cpu):.2f}-{max(cpu):.2f}),"
-              f" Redis {statistics.median(red):.2f} s; paired CPU / {first}:"
-              f" {statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})")
-
+        red = statistics.median(r["redis_cpu"] for r in runs[name])
+        print(f"{name}: CPU {spread([r['cpu'] for r in runs[name]])} s, Redis {red:.2f} s;"
+              f" paired CPU / {first}: {paired(runs[name], runs[first], 'cpu')}")
 
 if __name__ == "__main__":
     main()

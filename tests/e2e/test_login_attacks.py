@@ -28,6 +28,7 @@ from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.client import AsyncClient, ClientConfig
 from sessiongate.service.session_control import RAW_METHOD
+from sessiongate.service.wire import varint
 from sessiongate.store.embedded import EmbeddedRedis, free_port
 from tests.e2e.sidecar import poll
 from tests.e2e.test_process import wait_serving
@@ -86,15 +87,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def test_requests_with_large_distinct_unknown_fields_do_not_grow_memory(
