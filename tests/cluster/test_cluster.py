@@ -12,8 +12,10 @@ from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.billing.consumer import PaymentConsumer
+from sessiongate.domain.sessions import parse_session_id
 from sessiongate.service.billing import engine_for
 from sessiongate.store import keys
+from sessiongate.store.batch import BatchWriter
 from sessiongate.store.client import cluster_url
 from sessiongate.store.slots import key_slot
 from tests.cluster.cluster import LocalCluster
@@ -85,6 +87,38 @@ def test_login_on_every_master(cluster_server: ServerThread, cluster: LocalClust
     assert check(cluster_server, "nobody", "alice").reason == cpb.REASON_UNKNOWN_ACCOUNT
     got = cluster_server.accounts.GetAccount(apb.GetAccountRequest(account_id=ACCOUNTS[0]))
     assert sorted(got.users) == ["alice", "bob"]
+
+
+def test_login_records_reach_every_master(cluster_server: ServerThread,
+                                         cluster: LocalCluster) -> None:
+    """The batch writer's one script call per account and day (`record_logins.lua`) names
+    both of the account's keys, on its slot, wherever that slot lives."""
+    cluster.flush()
+    for aid in ACCOUNTS:
+        upsert(cluster_server, account_id=aid, users=["alice", "bob"])
+    sessions = {aid: [check(cluster_server, aid, user).session_id
+                      for user in ("alice", "bob", "alice")] for aid in ACCOUNTS}
+    writer = next(c for c in cluster_server.app.components if isinstance(c, BatchWriter))
+    cluster_server.call(writer.flush())
+    assert (writer.written, writer.dead, writer.lost) == (3 * len(ACCOUNTS), 0, 0)
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    try:
+        month = cluster_server.clock.now().strftime("%Y-%m")
+        for aid in ACCOUNTS:
+            leases = {m.decode() for m in client.zrange(keys.leases(aid), 0, -1)}
+            assert leases == {"alice", "bob"} | {
+                member_of(sid) for sid in sessions[aid]}, aid  # sessions and seats
+            fields = client.hkeys(keys.usage(aid, month))
+            assert sum(f.startswith(b"l:") for f in fields) == 3
+            assert sum(f.startswith(b"a:") for f in fields) == 2
+            assert client.pttl(keys.leases(aid)) > 0
+    finally:
+        client.close()
+    assert masters_holding(cluster, ACCOUNTS) == set(cluster.ports)
+
+
+def member_of(session_id: str) -> str:
+    return parse_session_id("session_id", session_id).member
 
 
 def test_invalidation_reaches_another_replica(cluster: LocalCluster) -> None:

@@ -339,3 +339,44 @@ def test_batch_writer_names_each_record_by_its_own_day_month_and_account(
         f"l:01:{b_nov}".encode(), b"a:01:bob"}
     assert redis_client.zcard(keys.leases("acme")) == 4  # two sessions, two seats
     assert redis_client.zcard(keys.leases("beta")) == 3  # two sessions, bob's seat
+
+
+def test_batch_writer_drops_ended_leases_and_never_shortens_the_lease_sets_life(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """`record_logins.lua`'s housekeeping, as take_seat.lua's: leases that ended before the
+    batch's first login go; the set lives a day past its longest lease, a longer TTL stays;
+    a user's seat keeps its latest expiry (GT) whatever the order of the logins."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from sessiongate.domain.sessions import new_session
+    from sessiongate.store.client import transport
+    from sessiongate.store.sessions import LEASE_KEYS_MARGIN_MS
+
+    at = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    leases = keys.leases("acme")
+    redis_client.zadd(leases, {"ghost\x1fold": 1_000})  # ended long ago
+    late, early = new_session("acme", "alice"), new_session("acme", "alice")
+
+    async def run(ttl: timedelta) -> int:
+        client = transport(redis_url)
+        try:
+            writer = BatchWriter(client)
+            writer.login(late, at, at + 2 * ttl)
+            writer.login(early, at, at + ttl)
+            return await writer.flush()
+        finally:
+            await client.aclose()
+
+    ttl = timedelta(seconds=TTL)
+    assert asyncio.run(run(ttl)) == 2
+    members = dict(redis_client.zrange(leases, 0, -1, withscores=True))
+    end = int((at + 2 * ttl).timestamp() * 1000)
+    assert members == {late.member.encode(): end, early.member.encode(): end - int(TTL * 1000),
+                       b"alice": end}
+    keep = int(2 * TTL * 1000) + LEASE_KEYS_MARGIN_MS
+    assert keep - 5_000 < redis_client.pttl(leases) <= keep
+    redis_client.pexpire(leases, 10 * keep)
+    assert asyncio.run(run(ttl)) == 2
+    assert redis_client.pttl(leases) > 9 * keep

@@ -1,10 +1,11 @@
 """The batch writer: session and login records of hot-path logins, written off the hot path.
 
 A login that needs no atomic write (no seat limit, no metered feature) must not wait for
-Redis. Its records are queued in memory and written by this component in pipelined batches,
-at least every `interval` seconds (default 50 ms; the hot path never awaits it). The price is
-a loss window: records queued when the process dies are lost (at most `interval` plus one
-round trip of logins; see docs/billing.md).
+Redis. Its records are queued in memory and written by this component in batches (one round
+trip, one `record_logins.lua` call per account and day), at least every `interval` seconds
+(default 50 ms; the hot path never awaits it). The price is a loss window: records queued
+when the process dies are lost (at most `interval` plus one round trip of logins; see
+docs/billing.md).
 
 One bad record must not hold back the others. A batch whose pipeline cannot reach Redis
 (or that Redis refuses for now: read-only replica, out of memory, loading) is retried whole,
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import structlog
 from redis.exceptions import (
@@ -37,9 +38,9 @@ from redis.exceptions import (
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
-from sessiongate.store.activity import active_field, login_field
+from sessiongate.store.activity import SEP, active_field, login_field
 from sessiongate.store.sessions import LEASE_KEYS_MARGIN_MS
-from sessiongate.store.transport import Transport
+from sessiongate.store.transport import Call, Transport, script
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,7 @@ MAX_BATCH = 2_000  # records per pipeline
 DEAD_LETTER_MAXLEN = 100_000  # the dead-letter stream keeps about this many, newest
 STOP_TIMEOUT = 10.0  # seconds a stop waits for the last flush
 _DAY_MS = 86_400_000  # a UTC day in Unix ms
+RECORD_LOGINS = script("record_logins")
 
 # Reply errors that say Redis cannot write now, not that the record is bad: retried later.
 _NOT_NOW = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError, MasterDownError,
@@ -68,6 +70,19 @@ class LoginRecord(NamedTuple):
     at: datetime
     expires: datetime  # the session's lease (seat-limited logins are written by take_seat.lua)
     queued: float  # `time.monotonic()` when queued, for the queue's age metric
+
+
+class _Group:
+    """One account's records of one UTC day in a batch: one `record_logins.lua` call."""
+
+    __slots__ = ("day", "lease", "logins", "members", "since")
+
+    def __init__(self, day: datetime, at: int) -> None:
+        self.day = day  # a login's time on that day (its names: `day_name`, `month_name`)
+        self.since = at  # the earliest login (ms)
+        self.lease = 0  # the longest lease from its login (ms)
+        self.members: list[int] = []  # the records' positions in the batch
+        self.logins: list[str] = []  # the script's argument of each
 
 
 class _Outage(Exception):
@@ -180,66 +195,51 @@ class BatchWriter:
                         failures=self.failures, error=error)
 
     async def _pipeline(self, batch: list[LoginRecord]) -> set[int] | None:
-        """One pipeline of `batch`'s commands: the positions of the records one of whose
-        commands Redis refused; None if the pipeline failed whole or Redis cannot write now
-        (nothing known about it: its writes are idempotent, so it is retried whole)."""
-        commands: list[tuple[Any, ...]] = []
-        owners: list[list[int]] = []  # per command: the positions of the records it serves
-        # Per account: its records (its first command's list) and its lease set's key.
-        first: dict[str, tuple[list[int], str]] = {}
-        keep: dict[str, int] = {}  # account -> how long its lease sets must last (ms)
-        # Names made once a batch, not per record (~23k of a record's ~82k instructions,
-        # docs/performance.md, "Batch writer's names once a batch"): the day's and month's
-        # by UTC day number, the usage hash's key by account and month.
-        days: dict[int, tuple[str, str]] = {}
-        usage_keys: dict[tuple[str, str], str] = {}
+        """`batch`'s records in one round trip: one `record_logins.lua` call per account and
+        day, each login one argument (two commands a login cost ~35k instructions of
+        encoding: docs/performance.md, "Login records: one script call per account and
+        day"). The positions of the records whose call Redis refused; None if the round trip
+        failed whole or Redis cannot write now (nothing known about it: its writes are
+        idempotent, so it is retried whole)."""
+        groups: dict[tuple[str, int], _Group] = {}
         for i, rec in enumerate(batch):
             ref = rec.ref
-            aid, uid = ref.account_id, ref.user_id
             at = int(rec.at.timestamp() * 1000)
             exp = int(rec.expires.timestamp() * 1000)
-            got = first.get(aid)
-            if got is None:
-                # Leases that ended before this login: nothing else removes them for an
-                # account without a seat limit (its logins never run take_seat.lua), so
-                # without this its lease set would grow by every session ever opened. (Seats
-                # of take_seat.lua score above any time: see keys.leases.)
-                got = first[aid] = ([], keys.leases(aid))
-                commands.append(("ZREMRANGEBYSCORE", got[1], "-inf", f"({at}"))
-                owners.append(got[0])
-            mine, leases = got
-            mine.append(i)
-            keep[aid] = max(keep.get(aid, 0), exp - at + LEASE_KEYS_MARGIN_MS)
-            # The session and its user's seat (unshifted: unlimited accounts count no seats).
-            commands.append(("ZADD", leases, "GT", exp, uid, exp, ref.member))
-            names = days.get(at // _DAY_MS)
+            key = (ref.account_id, at // _DAY_MS)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(rec.at, at)
+            group.members.append(i)
+            group.logins.append(f"{exp}{SEP}{ref.user_id}{SEP}{ref.nonce}")
+            if at < group.since:
+                group.since = at
+            if exp - at > group.lease:
+                group.lease = exp - at
+        months: dict[int, tuple[str, str, str]] = {}  # UTC day number -> its field prefixes
+        calls: list[Call] = []
+        for (aid, day_no), group in groups.items():
+            names = months.get(day_no)
             if names is None:
-                names = days[at // _DAY_MS] = (day_name(rec.at), month_name(rec.at))
-            day, month = names
-            usage = usage_keys.get((aid, month))
-            if usage is None:
-                usage = usage_keys[(aid, month)] = keys.usage(aid, month)
-            # Fields, not counters: a retried batch (the outcome of a failed pipeline is
-            # unknown) rewrites the same fields and counts nothing twice. One small hash per
-            # account and month holds them (compact in Redis, see store/activity.py).
-            commands.append(("HSET", usage, login_field(day, ref.nonce), 1,
-                             active_field(day, uid), 1))
-            owners += ([i], [i])
-        for aid, ms in keep.items():  # housekeeping, as in take_seat.lua: an idle account's
-            commands.append(("PEXPIRE", first[aid][1], ms))  # leases vanish a day after
-            owners.append(first[aid][0])
+                day = day_name(group.day)
+                names = months[day_no] = (month_name(group.day), login_field(day, ""),
+                                          active_field(day, ""))
+            month, logins, active = names
+            calls.append(((keys.leases(aid), keys.usage(aid, month)),
+                          (group.since, group.lease + LEASE_KEYS_MARGIN_MS, logins, active,
+                           *group.logins)))
         try:
-            replies = await self._redis.many(commands)
+            replies = await self._redis.evalsha_many(RECORD_LOGINS, calls)
         except (RedisError, OSError) as exc:
             self._last_error = str(exc)
             return None
         refused: set[int] = set()
-        for reply, served in zip(replies, owners, strict=True):
+        for reply, group in zip(replies, groups.values(), strict=True):
             if isinstance(reply, Exception):
                 if _not_now(reply):
                     self._last_error = str(reply)
                     return None
-                refused.update(served)
+                refused.update(group.members)  # each retried alone (`_pipeline_one`)
         return refused
 
     async def _pipeline_one(self, rec: LoginRecord) -> str | None:
