@@ -138,3 +138,26 @@ def test_console_format_goes_through_structlog(monkeypatch: pytest.MonkeyPatch) 
         logs.configure("warning", "json")
     (line,) = written
     assert not line.startswith("{") and "rpc" in line and "req-7" in line
+
+
+def test_ms_is_written_as_the_repr_of_its_rounding() -> None:
+    """`access_line` writes `ms` from `%.3f` (cheaper): the text `repr(round(ms, 3))` gives."""
+    import random
+
+    rng = random.Random(7)
+    values = [0.0, 0.0005, 0.0015, 1.5, 2.0, 123.4565, 1e-9, 999.9995, 1e14 + 0.25, 1e16,
+              *(rng.random() * rng.choice((1, 10, 1_000, 100_000)) for _ in range(20_000))]
+    for ms in values:
+        line = logs.access_line("CheckSession", "OK", ms, "ipv4:1", "r", 0, "")
+        assert line.split('"ms": ')[1].split(",")[0] == repr(round(ms, 3)), ms
+
+
+def test_peers_are_quoted_each_time_they_are_new_and_the_table_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "MAX_PEERS", 3)
+    monkeypatch.setattr(logs, "_peers", {})
+    peers = [f'ipv4:10.0.0.{i}:"{i}"' for i in range(7)]
+    for peer in (*peers, *peers):
+        line = logs.access_line("CheckSession", "OK", 1.0, peer, "r", 0, "")
+        assert json.loads(line.split('"peer": ')[1].split(', "request_id"')[0]) == peer
+    assert len(logs._peers) <= 3

@@ -11,8 +11,9 @@ from envoy.service.auth.v3 import external_auth_pb2 as ext
 
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
+from sessiongate.domain.clock import to_ms
 from sessiongate.domain.errors import InvalidArgument
-from sessiongate.service.convert import ts
+from sessiongate.service.convert import lease_ts
 from sessiongate.service.wire import (
     Prebuilt,
     age_bytes,
@@ -82,14 +83,22 @@ def test_a_negative_age_is_written_as_no_age_never_as_other_bytes() -> None:
     datetime(2026, 12, 7, 3, 4, 5, tzinfo=UTC),  # no nanos: proto3 omits them
     datetime(2026, 12, 7, 4, 4, 5, 1, tzinfo=timezone(timedelta(hours=1))),  # other zone
     datetime(2026, 12, 7, 3, 4, 5, 999999),  # naive: UTC, as convert.ts reads it
+    datetime(2026, 12, 7, 3, 4, 5, 999),  # under a ms: no nanos
+    datetime(1970, 1, 1, 0, 0, 0, 5000, tzinfo=UTC),  # second 0: no seconds field
+    datetime(1969, 12, 31, 23, 59, 59, 250000, tzinfo=UTC),  # before 1970
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
 ])
 def test_a_session_appended_to_prebuilt_bytes_is_what_protobuf_serializes(
         session_id: str, expires: datetime) -> None:
     """The raw login answer's session fields, byte for byte as the message's (field 5, then
-    field 14 with `convert.ts`'s Timestamp), and parsed back into the same message."""
+    field 14 with `convert.lease_ts`'s Timestamp: whole ms, the lease as Redis scores it),
+    and parsed back into the same message."""
     built = pb.CheckSessionResponse(session_id=session_id)
-    built.session_expires_at.CopyFrom(ts(expires))
-    assert session_fields(session_id, expires) == built.SerializeToString()
+    built.session_expires_at.CopyFrom(lease_ts(expires))
+    for _ in range(2):  # the seconds field made, then reused
+        assert session_fields(session_id, expires) == built.SerializeToString()
+    assert built.session_expires_at.ToMilliseconds() == to_ms(expires if expires.tzinfo
+                                                              else expires.replace(tzinfo=UTC))
     kept = Prebuilt.of(answer())
     wire, answered = kept.with_session(1234, session_id, expires)
     expected = answer()

@@ -85,6 +85,14 @@ def ts(when: datetime | None) -> Timestamp | None:
                      nanos=delta.microseconds * 1000)
 
 
+def lease_ts(when: datetime) -> Timestamp:
+    """A session's expiry as answered: in whole ms, the lease as Redis scores it (`to_ms`),
+    as `wire.session_fields` writes it on the remembered path."""
+    delta = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)) - _EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds,
+                     nanos=delta.microseconds // 1000 * 1_000_000)
+
+
 def from_ts(t: Timestamp) -> datetime:
     return t.ToDatetime(tzinfo=UTC)
 

@@ -36,6 +36,7 @@ from sessiongate.service.convert import (
     REASON_TO_PB,
     STATE_TO_PB,
     from_ts,
+    lease_ts,
     ts,
 )
 from sessiongate.service.rpc import Servicer, rpc
@@ -132,7 +133,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         resp.state_age_ms = age_ms
         session_id, expires = opened.session
         resp.session_id = session_id
-        resp.session_expires_at.CopyFrom(ts(expires))
+        resp.session_expires_at.CopyFrom(lease_ts(expires))
         return resp
 
     async def _check_session(self, request: pb.CheckSessionRequest
@@ -146,7 +147,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         if got.session is not None:
             session_id, expires = got.session
             resp.session_id = session_id
-            resp.session_expires_at.CopyFrom(ts(expires))
+            resp.session_expires_at.CopyFrom(lease_ts(expires))
         ent = got.entitlement
         if ent is not None and ent.remaining >= 0:
             resp.quota_remaining = ent.remaining
@@ -220,7 +221,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             reason=REASON_TO_PB[verdict.reason], message=verdict.message,
             access=ACCESS_TO_PB[verdict.access])
         if expires is not None:
-            resp.expires_at.CopyFrom(ts(expires))
+            resp.expires_at.CopyFrom(lease_ts(expires))
         if account is not None and account.suspends_at is not None and verdict.state in _OVERDUE:
             resp.suspends_at.CopyFrom(ts(account.suspends_at))
         return resp

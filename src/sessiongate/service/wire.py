@@ -60,15 +60,42 @@ def age_field(ms: int) -> bytes:
 
 # Length prefixes of up to 127 bytes: one byte each (a session id, a Timestamp).
 _LENGTHS = [bytes((n,)) for n in range(0x80)]
+# A Timestamp's fields (google/protobuf/timestamp.proto): seconds (1), nanos (2), varints.
+_SECONDS_TAG, _NANOS_TAG = b"\x08", b"\x10"
+# The nanos field of each whole ms (proto3 writes no field for 0).
+_MS_NANOS = [_NANOS_TAG + varint(ms * 1_000_000) if ms else b"" for ms in range(1000)]
+
+
+class _Second(NamedTuple):
+    """The seconds field last written, and its second: expiries of one second share it."""
+    second: int
+    field: bytes
+
+
+_last_second = _Second(-1, b"")
 
 
 def session_fields(session_id: str, expires: datetime) -> bytes:
-    """`session_id` and `session_expires_at` as serialized bytes, as `convert.ts` stamps the
-    expiry (an aware time, or naive UTC)."""
+    """`session_id` and `session_expires_at` as serialized bytes, the expiry in whole ms:
+    the session's lease as Redis scores it (`to_ms`; `convert.lease_ts`, the parsed path's).
+    The Timestamp written by hand, byte for byte what `SerializeToString` writes (a upb
+    message per login was 3 % of the server's time: docs/performance.md, "Session fields
+    written by hand")."""
+    global _last_second
     sid = session_id.encode()
     delta = (expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)) - _EPOCH
-    stamp = Timestamp(seconds=delta.days * 86400 + delta.seconds,
-                      nanos=delta.microseconds * 1000).SerializeToString()
+    second = delta.days * 86400 + delta.seconds
+    last = _last_second
+    if last.second != second:
+        if second <= 0:  # before 1970 (never a lease): the message's own encoding
+            stamp = Timestamp(seconds=second, nanos=delta.microseconds // 1000 * 1_000_000
+                              ).SerializeToString()
+            return _with_stamp(sid, stamp)
+        last = _last_second = _Second(second, _SECONDS_TAG + varint(second))
+    return _with_stamp(sid, last.field + _MS_NANOS[delta.microseconds // 1000])
+
+
+def _with_stamp(sid: bytes, stamp: bytes) -> bytes:
     n = len(sid)
     return b"".join((_SESSION_ID_TAG, _LENGTHS[n] if n < 0x80 else varint(n), sid,
                      _EXPIRES_TAG, _LENGTHS[len(stamp)], stamp))

@@ -35,6 +35,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from sessiongate.domain.clock import to_ms
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
@@ -204,8 +205,7 @@ class BatchWriter:
         groups: dict[tuple[str, int], _Group] = {}
         for i, rec in enumerate(batch):
             ref = rec.ref
-            at = int(rec.at.timestamp() * 1000)
-            exp = int(rec.expires.timestamp() * 1000)
+            at, exp = to_ms(rec.at), to_ms(rec.expires)  # as answered (`convert.lease_ts`)
             key = (ref.account_id, at // _DAY_MS)
             group = groups.get(key)
             if group is None:
@@ -245,7 +245,7 @@ class BatchWriter:
     async def _pipeline_one(self, rec: LoginRecord) -> str | None:
         """`rec` written alone: None once written, else the reason Redis refused it."""
         aid, uid = rec.ref.account_id, rec.ref.user_id
-        exp = int(rec.expires.timestamp() * 1000)
+        exp = to_ms(rec.expires)
         day = day_name(rec.at)
         try:
             replies = await self._redis.many([
