@@ -68,7 +68,7 @@ def access_line(method: str, code: str, ms: float, peer: str, request_id: str,
     `log.info("rpc", method=, code=, ms=round(ms, 3), peer=, request_id=)`: the call's keys,
     `event`, the bound context variables (`bind_contextvars`), `level`, then the ISO UTC
     `timestamp` of `ns` (Unix time in ns; now if None). `tail`: `_tail()`, when the caller
-    made it already. `ms` is written as `repr(round(ms, 3))` writes it, from `%.3f`'s text
+    made it already. `ms` is written as `repr(round(ms, 3))` writes it, from `:.3f`'s text
     (a third of the time: docs/performance.md, "Access line: ms and peers")."""
     prefix = _prefixes.get((method, code))
     if prefix is None:
@@ -81,8 +81,8 @@ def access_line(method: str, code: str, ms: float, peer: str, request_id: str,
         quoted = _peers[peer] = _quote(peer)
     if tail is None:
         tail = _tail()
-    if ms < 1e15:  # `%.3f` rounds as `round` does; only `repr` writes exponents
-        text = ("%.3f" % ms).rstrip("0")
+    if ms < 1e15:  # `:.3f` rounds as `round` does; only `repr` writes exponents
+        text = f"{ms:.3f}".rstrip("0")
         if text[-1] == ".":
             text += "0"
     else:
