@@ -141,7 +141,7 @@ def test_console_format_goes_through_structlog(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_ms_is_written_as_the_repr_of_its_rounding() -> None:
-    """`access_line` writes `ms` from `%.3f` (cheaper): the text `repr(round(ms, 3))` gives."""
+    """`access_line` writes `ms` from `:.3f` (cheaper): the text `repr(round(ms, 3))` gives."""
     import random
 
     rng = random.Random(7)
