@@ -93,6 +93,25 @@ def test_rpc_decision_and_cache_metrics(metered: ServerThread) -> None:
     assert value(m, "sessiongate_accounts", state="ACTIVE") == 1
 
 
+def test_seat_limited_logins_answered_from_their_bytes_are_counted(
+        metered: ServerThread) -> None:
+    """A seat-limited login seen before is answered as bytes by the method (`wire.Sent`):
+    the metrics count its decision and its state's age as for any answer."""
+    assert metered.app.metrics is not None
+    metered.accounts.UpsertAccount(apb.UpsertAccountRequest(
+        account=apb.Account(account_id="seats", users=["alice"], seat_limit=5)))
+    for _ in range(4):
+        got = metered.sessions.CheckSession(
+            spb.CheckSessionRequest(account_id="seats", user_id="alice"))
+        assert got.decision == cpb.DECISION_ALLOW and got.session_id
+    m = scrape_counting(metered.app.metrics.port, 4)
+    assert value(m, "sessiongate_rpc_duration_seconds_count", method="CheckSession",
+                 code="OK") == 4
+    assert value(m, "sessiongate_decisions_total", decision="ALLOW", reason="OK",
+                 source="NEAR_CACHE") == 4  # the upsert warmed the near-cache
+    assert value(m, "sessiongate_decision_state_age_seconds_count") == 4
+
+
 def test_payment_queue_dead_letters_and_accounts_by_state(
     metered: ServerThread, redis_client: redis.Redis
 ) -> None:

@@ -225,6 +225,16 @@ class AnswerMemo:
             return None
         return value.answer.with_session(age, *opened)
 
+    def base_login(self, raw: bytes) -> tuple[RawRequest, Remembered, int, Snapshot] | None:
+        """For the bytes of a login seen before whose session `sent` could not open without
+        awaiting (a seat to take): what they ask, and `remembered`'s answer without its
+        session; None, counting nothing, when there is none."""
+        request = self.raw_keys.get(raw)
+        if request is None or request.base is None:
+            return None
+        got = self.remembered(request.account_id, request.base)
+        return None if got is None else (request, *got)
+
     def remembered(self, account_id: str, key: Key
                    ) -> tuple[Remembered, int, Snapshot] | None:
         """The answer remembered under `key` while its snapshot is held and fresh, with the

@@ -28,6 +28,7 @@ import structlog
 from sessiongate import logs
 from sessiongate.domain import errors
 from sessiongate.service.registration import call_metadata
+from sessiongate.service.wire import Sent
 from sessiongate.store.transport import RedisError
 
 log = structlog.get_logger("sessiongate.rpc")
@@ -210,7 +211,8 @@ def rpc(role: str, fast: Fast | None = None) -> Callable[[H], H]:
 
     `fast(servicer, request)`, if given, is tried first: a plain function that answers the
     common case without a coroutine of its own: (what to send, what to record as the
-    response), or None: the method answers."""
+    response), or None: the method answers. The method may answer the same pair as a
+    `wire.Sent`."""
 
     def wrap(fn: H) -> H:
         method = fn.__name__
@@ -241,6 +243,9 @@ def rpc(role: str, fast: Fast | None = None) -> Callable[[H], H]:
                         response = got[1]
                         return got[0]
                 response = await fn(self, request, context)
+                if response.__class__ is Sent:  # bytes, and what the metrics read of them
+                    sent, response = response, response.answered
+                    return sent.wire
                 return response
             except grpc.aio.AbortError:  # the handler aborted with its own status
                 code = getattr(context.code(), "name", "ABORTED")

@@ -41,7 +41,7 @@ from sessiongate.service.convert import (
 )
 from sessiongate.service.rpc import Servicer, rpc
 from sessiongate.service.runtime import Runtime
-from sessiongate.service.wire import Answered, Prebuilt, parse_check
+from sessiongate.service.wire import Answered, Prebuilt, Sent, parse_check
 from sessiongate.usecases.account_state import Lookup
 from sessiongate.usecases.entitlements import Entitlements
 from sessiongate.usecases.login import LoginCheck
@@ -98,43 +98,43 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
         return self.answers.sent(raw, self._opener) if raw.__class__ is bytes else None
 
     @rpc("app", fast=_remembered_answer)
-    async def CheckSession(
+    async def CheckSession(  # type: ignore[override]  # served raw: bytes in, `Sent` out
         self, request: pb.CheckSessionRequest | bytes, context: Any
-    ) -> pb.CheckSessionResponse:
+    ) -> pb.CheckSessionResponse | Sent:
         raw = None
-        if request.__class__ is bytes:  # served raw (app.py): parsed here
+        if request.__class__ is bytes:  # served raw (app.py): parsed here, unless seen before
             raw = request
+            known = self.answers.base_login(raw)
+            if known is not None:  # a seat-limited login (the fast path opens the others')
+                asked, base, age_ms, snapshot = known
+                return await self._open_remembered(asked.account_id, asked.user_id, base,
+                                                   age_ms, snapshot)
             request = parse_check(raw)
         assert isinstance(request, pb.CheckSessionRequest)
         if not request.feature and not request.no_session:  # an allowed login remembered
             got = self.answers.remembered(request.account_id, (request.user_id, Kept.BASE))
             if got is not None:
-                return await self._open_remembered(request, *got)
+                return await self._open_remembered(request.account_id, request.user_id, *got)
         resp = await self._check_session(request)
         if raw is not None and not request.feature:  # the ids were valid: remember the bytes
             self.answers.remember_request(raw, request)
         return resp
 
-    async def _open_remembered(self, request: pb.CheckSessionRequest, base: Remembered,
-                               age_ms: int, snapshot: Snapshot) -> pb.CheckSessionResponse:
+    async def _open_remembered(self, account_id: str, user_id: str, base: Remembered,
+                               age_ms: int, snapshot: Snapshot
+                               ) -> pb.CheckSessionResponse | Sent:
         """A login whose answer without its session is remembered (`base`): only the
-        session to open."""
+        session to open, its fields appended to the remembered bytes (`Sent`: no message
+        built, none serialized: docs/performance.md, "Seat-limited login answered raw")."""
         account = snapshot.account
         assert account is not None  # an allowed verdict is of a known account
-        opened = await self.sessions.reopen(account, request.account_id, request.user_id,
-                                            base.verdict)
+        opened = await self.sessions.reopen(account, account_id, user_id, base.verdict)
         if opened.session is None:
             if opened.failed:
                 return self._failure_response(opened.verdict)
             return self._build_response(opened.verdict,  # all seats taken
                                         Lookup(account, StateSource.NEAR_CACHE, age_ms))
-        resp = pb.CheckSessionResponse()
-        resp.CopyFrom(base.answer.message)
-        resp.state_age_ms = age_ms
-        session_id, expires = opened.session
-        resp.session_id = session_id
-        resp.session_expires_at.CopyFrom(lease_ts(expires))
-        return resp
+        return Sent(*base.answer.with_session(age_ms, *opened.session))
 
     async def _check_session(self, request: pb.CheckSessionRequest
                              ) -> pb.CheckSessionResponse:

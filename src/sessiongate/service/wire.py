@@ -119,6 +119,14 @@ class Answered(NamedTuple):
     state_age_ms: int
 
 
+class Sent(NamedTuple):
+    """An answer a servicer method gives as bytes (a raw method's: `as_wire` sends them as
+    they are), with what the metrics read of them; the `rpc` wrapper sends `wire` and
+    records `answered` (its fast path's (bytes, Answered) pairs are plain tuples)."""
+    wire: bytes
+    answered: Answered
+
+
 class Prebuilt(NamedTuple):
     """An answer kept in the answer memo (service/answer_memo.py): the message (its age
     cleared), its bytes, and the fields the metrics read."""
