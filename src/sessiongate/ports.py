@@ -181,8 +181,9 @@ class LoginRecords(Protocol):
     @property
     def pending(self) -> int: ...  # records queued, not yet written
 
-    def login(self, ref: SessionRef, at: datetime, expires: datetime) -> None:
-        """Queue the login record and the session's lease until `expires`."""
+    def login(self, ref: SessionRef, at_ms: int, expires_ms: int) -> None:
+        """Queue the login record (at `at_ms`, Unix ms) and the session's lease until
+        `expires_ms`."""
         ...
 
     async def flush(self) -> int:

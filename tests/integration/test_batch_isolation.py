@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.clock import to_ms
 from sessiongate.domain.sessions import new_session
 from sessiongate.store import keys
 from sessiongate.store.batch import BatchWriter
@@ -127,7 +128,8 @@ def test_a_stop_with_redis_unreachable_reports_exactly_what_it_could_not_write()
         writer = BatchWriter(client)
         await writer.start()
         for i in range(37):
-            writer.login(new_session(f"acct{i % 3}", f"u{i}"), NOW, NOW + timedelta(minutes=5))
+            writer.login(new_session(f"acct{i % 3}", f"u{i}"), to_ms(NOW),
+                         to_ms(NOW + timedelta(minutes=5)))
         with capture_logs() as logs:
             await writer.stop()
         await client.aclose()

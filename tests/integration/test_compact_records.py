@@ -11,6 +11,7 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.clock import to_ms
 from sessiongate.service.convert import ts
 from sessiongate.store import keys
 from tests.support import ServerThread
@@ -72,10 +73,10 @@ def test_batch_writes_drop_the_ended_leases_of_an_account_without_seat_limit(
         client = transport(redis_url)
         try:
             writer = BatchWriter(client)
-            writer.login(old, t0, t0 + lease)
-            writer.login(live, t0, t0 + 3 * lease)
+            writer.login(old, to_ms(t0), to_ms(t0 + lease))
+            writer.login(live, to_ms(t0), to_ms(t0 + 3 * lease))
             await writer.flush()
-            writer.login(new, t0 + 2 * lease, t0 + 3 * lease)
+            writer.login(new, to_ms(t0 + 2 * lease), to_ms(t0 + 3 * lease))
             await writer.flush()
         finally:
             await client.aclose()

@@ -14,6 +14,7 @@ import redis
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.domain.clock import to_ms
 from sessiongate.domain.sessions import parse_session_id
 from sessiongate.store import keys
 from sessiongate.store.batch import BatchWriter
@@ -251,7 +252,7 @@ def test_batch_writer_retries_while_redis_cannot_write_without_counting_twice(
         client = transport(redis_url)
         try:
             writer = BatchWriter(client)
-            writer.login(ref, at, at + timedelta(seconds=TTL))
+            writer.login(ref, to_ms(at), to_ms(at + timedelta(seconds=TTL)))
             redis_client.config_set("maxmemory", 1)
             try:
                 first = await writer.flush()
@@ -290,7 +291,8 @@ def test_batch_writer_writes_a_backlog_in_bounded_pipelines(
         try:
             writer = BatchWriter(client)
             for i in range(count):
-                writer.login(new_session("acme", f"u{i}"), at, at + timedelta(seconds=TTL))
+                writer.login(new_session("acme", f"u{i}"), to_ms(at),
+                             to_ms(at + timedelta(seconds=TTL)))
             return await writer.flush()
         finally:
             await client.aclose()
@@ -322,7 +324,7 @@ def test_batch_writer_names_each_record_by_its_own_day_month_and_account(
         try:
             writer = BatchWriter(client)
             for ref, at in logins:
-                writer.login(ref, at, at + timedelta(seconds=TTL))
+                writer.login(ref, to_ms(at), to_ms(at + timedelta(seconds=TTL)))
             return await writer.flush()
         finally:
             await client.aclose()
@@ -363,8 +365,8 @@ def test_batch_writer_drops_ended_leases_and_never_shortens_the_lease_sets_life(
         client = transport(redis_url)
         try:
             writer = BatchWriter(client)
-            writer.login(late, at, at + 2 * ttl)
-            writer.login(early, at, at + ttl)
+            writer.login(late, to_ms(at), to_ms(at + 2 * ttl))
+            writer.login(early, to_ms(at), to_ms(at + ttl))
             return await writer.flush()
         finally:
             await client.aclose()

@@ -94,13 +94,13 @@ def test_a_session_appended_to_prebuilt_bytes_is_what_protobuf_serializes(
     field 14 with `convert.lease_ts`'s Timestamp: whole ms, the lease as Redis scores it),
     and parsed back into the same message."""
     built = pb.CheckSessionResponse(session_id=session_id)
-    built.session_expires_at.CopyFrom(lease_ts(expires))
+    ms = to_ms(expires if expires.tzinfo else expires.replace(tzinfo=UTC))
+    built.session_expires_at.CopyFrom(lease_ts(ms))
     for _ in range(2):  # the seconds field made, then reused
-        assert session_fields(session_id, expires) == built.SerializeToString()
-    assert built.session_expires_at.ToMilliseconds() == to_ms(expires if expires.tzinfo
-                                                              else expires.replace(tzinfo=UTC))
+        assert session_fields(session_id, ms) == built.SerializeToString()
+    assert built.session_expires_at.ToMilliseconds() == ms
     kept = Prebuilt.of(answer())
-    wire, answered = kept.with_session(1234, session_id, expires)
+    wire, answered = kept.with_session(1234, session_id, ms)
     expected = answer()
     expected.MergeFrom(built)
     assert pb.CheckSessionResponse.FromString(wire) == expected

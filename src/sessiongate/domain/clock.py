@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, overload
 
@@ -40,6 +41,12 @@ def to_ms(when: datetime | None) -> int | None:
     return span.days * 86_400_000 + span.seconds * 1000 + span.microseconds // 1000
 
 
+@overload
+def from_ms(ms: int) -> datetime: ...
+@overload
+def from_ms(ms: None) -> None: ...
+@overload
+def from_ms(ms: int | None) -> datetime | None: ...
 def from_ms(ms: int | None) -> datetime | None:
     """The aware UTC datetime of `ms` (exact: a timedelta times an int; ~0.4 us less than
     `timedelta(milliseconds=ms)`, whose keywords are parsed per call)."""
@@ -53,10 +60,18 @@ class Clock(Protocol):
         """The current time, timezone-aware UTC."""
         ...
 
+    def now_ms(self) -> int:
+        """The current time in Unix ms (`to_ms(now())`): a login's lease, as Redis scores
+        it, without a datetime (docs/performance.md, "A login's times in ms")."""
+        ...
+
 
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
 
 
 class ManualClock:
@@ -69,6 +84,9 @@ class ManualClock:
     def now(self) -> datetime:
         with self._lock:
             return self._now
+
+    def now_ms(self) -> int:
+        return to_ms(self.now())
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:

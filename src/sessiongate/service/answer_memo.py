@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import NamedTuple
 
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -98,8 +97,9 @@ class RawRequest(NamedTuple):
 
 
 # Opens the session of an allowed login answered from the memo: (account, account id, user
-# id) -> (session id, expiry), or None when it cannot be opened without awaiting (a seat).
-Opener = Callable[[Account, str, str], "tuple[str, datetime] | None"]
+# id) -> (session id, expiry in Unix ms), or None when it cannot be opened without awaiting
+# (a seat).
+Opener = Callable[[Account, str, str], "tuple[str, int] | None"]
 
 
 def rememberable(checked: LoginCheck, answered: Verdict, *, feature: bool,

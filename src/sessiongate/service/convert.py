@@ -85,12 +85,10 @@ def ts(when: datetime | None) -> Timestamp | None:
                      nanos=delta.microseconds * 1000)
 
 
-def lease_ts(when: datetime) -> Timestamp:
-    """A session's expiry as answered: in whole ms, the lease as Redis scores it (`to_ms`),
-    as `wire.session_fields` writes it on the remembered path."""
-    delta = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)) - _EPOCH
-    return Timestamp(seconds=delta.days * 86400 + delta.seconds,
-                     nanos=delta.microseconds // 1000 * 1_000_000)
+def lease_ts(ms: int) -> Timestamp:
+    """A session's expiry (Unix ms) as answered: the lease as Redis scores it, as
+    `wire.session_fields` writes it on the remembered path."""
+    return Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000)
 
 
 def from_ts(t: Timestamp) -> datetime:

@@ -17,6 +17,7 @@ from typing import Any
 from sessiongate.api.v1 import common_pb2 as cpb
 from sessiongate.api.v1 import session_control_pb2 as pb
 from sessiongate.api.v1 import session_control_pb2_grpc as pb_grpc
+from sessiongate.domain.clock import to_ms
 from sessiongate.domain.decision import Verdict
 from sessiongate.domain.entitlements import Entitlement
 from sessiongate.domain.model import AccountState
@@ -221,7 +222,7 @@ class SessionControlServicer(Servicer, pb_grpc.SessionControlServicer):
             reason=REASON_TO_PB[verdict.reason], message=verdict.message,
             access=ACCESS_TO_PB[verdict.access])
         if expires is not None:
-            resp.expires_at.CopyFrom(lease_ts(expires))
+            resp.expires_at.CopyFrom(lease_ts(to_ms(expires)))
         if account is not None and account.suspends_at is not None and verdict.state in _OVERDUE:
             resp.suspends_at.CopyFrom(ts(account.suspends_at))
         return resp

@@ -23,7 +23,6 @@ parser merges into the first: one more entry of the Struct's map (`envoy_age`).
 from __future__ import annotations
 
 import struct
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from envoy.service.auth.v3 import external_auth_pb2 as ext
@@ -38,7 +37,6 @@ _AGE_TAG = (_FIELDS["state_age_ms"].number << 3) | 0  # wire type 0: varint
 # Wire type 2 (length-delimited): a string, an embedded message.
 _SESSION_ID_TAG = bytes(((_FIELDS["session_id"].number << 3) | 2,))
 _EXPIRES_TAG = bytes(((_FIELDS["session_expires_at"].number << 3) | 2,))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def varint(n: int) -> bytes:
@@ -75,24 +73,22 @@ class _Second(NamedTuple):
 _last_second = _Second(-1, b"")
 
 
-def session_fields(session_id: str, expires: datetime) -> bytes:
-    """`session_id` and `session_expires_at` as serialized bytes, the expiry in whole ms:
-    the session's lease as Redis scores it (`to_ms`; `convert.lease_ts`, the parsed path's).
-    The Timestamp written by hand, byte for byte what `SerializeToString` writes (a upb
-    message per login was 3 % of the server's time: docs/performance.md, "Session fields
-    written by hand")."""
+def session_fields(session_id: str, expires_ms: int) -> bytes:
+    """`session_id` and `session_expires_at` as serialized bytes, the expiry in Unix ms (the
+    session's lease as Redis scores it; `convert.lease_ts`, the parsed path's). The
+    Timestamp written by hand, byte for byte what `SerializeToString` writes (a upb message
+    per login was 3 % of the server's time: docs/performance.md, "Session fields written by
+    hand")."""
     global _last_second
     sid = session_id.encode()
-    delta = (expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)) - _EPOCH
-    second = delta.days * 86400 + delta.seconds
+    second, ms = divmod(expires_ms, 1000)
     last = _last_second
     if last.second != second:
         if second <= 0:  # before 1970 (never a lease): the message's own encoding
-            stamp = Timestamp(seconds=second, nanos=delta.microseconds // 1000 * 1_000_000
-                              ).SerializeToString()
+            stamp = Timestamp(seconds=second, nanos=ms * 1_000_000).SerializeToString()
             return _with_stamp(sid, stamp)
         last = _last_second = _Second(second, _SECONDS_TAG + varint(second))
-    return _with_stamp(sid, last.field + _MS_NANOS[delta.microseconds // 1000])
+    return _with_stamp(sid, last.field + _MS_NANOS[ms])
 
 
 def _with_stamp(sid: bytes, stamp: bytes) -> bytes:
@@ -148,11 +144,11 @@ class Prebuilt(NamedTuple):
         return (self.wire + age_bytes(age_ms),
                 Answered(self.decision, self.reason, self.source, age_ms))
 
-    def with_session(self, age_ms: int, session_id: str, expires: datetime
+    def with_session(self, age_ms: int, session_id: str, expires_ms: int
                      ) -> tuple[bytes, Answered]:
         """`answer(age_ms)` of a login that opened a session: with its id and expiry (the
         prebuilt bytes carry no session of their own: see `answer_memo.Kept.BASE`)."""
-        return (b"".join((self.wire, age_bytes(age_ms), session_fields(session_id, expires))),
+        return (b"".join((self.wire, age_bytes(age_ms), session_fields(session_id, expires_ms))),
                 Answered(self.decision, self.reason, self.source, age_ms))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import datetime
 from typing import NamedTuple
 
 import structlog
@@ -35,7 +34,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from sessiongate.domain.clock import to_ms
+from sessiongate.domain.clock import from_ms
 from sessiongate.domain.periods import day_name, month_name
 from sessiongate.domain.sessions import SessionRef
 from sessiongate.store import keys
@@ -68,8 +67,8 @@ class LoginRecord(NamedTuple):
     objects")."""
 
     ref: SessionRef
-    at: datetime
-    expires: datetime  # the session's lease (seat-limited logins are written by take_seat.lua)
+    at: int  # Unix ms
+    expires: int  # the session's lease, Unix ms (seat-limited logins': take_seat.lua's)
     queued: float  # `time.monotonic()` when queued, for the queue's age metric
 
 
@@ -78,9 +77,8 @@ class _Group:
 
     __slots__ = ("day", "lease", "logins", "members", "since")
 
-    def __init__(self, day: datetime, at: int) -> None:
-        self.day = day  # a login's time on that day (its names: `day_name`, `month_name`)
-        self.since = at  # the earliest login (ms)
+    def __init__(self, at: int) -> None:
+        self.since = at  # the earliest login (ms), on that day
         self.lease = 0  # the longest lease from its login (ms)
         self.members: list[int] = []  # the records' positions in the batch
         self.logins: list[str] = []  # the script's argument of each
@@ -123,8 +121,8 @@ class BatchWriter:
             return 0.0
         return max(time.monotonic() - head.queued, 0.0)
 
-    def login(self, ref: SessionRef, at: datetime, expires: datetime) -> None:
-        """Queue a login record and the session lease until `expires`."""
+    def login(self, ref: SessionRef, at: int, expires: int) -> None:
+        """Queue a login record (at `at`, Unix ms) and the session lease until `expires`."""
         if len(self._queue) >= MAX_QUEUED:
             self._queue.pop(0)
             self._lose(1, "queue full")
@@ -205,11 +203,11 @@ class BatchWriter:
         groups: dict[tuple[str, int], _Group] = {}
         for i, rec in enumerate(batch):
             ref = rec.ref
-            at, exp = to_ms(rec.at), to_ms(rec.expires)  # as answered (`convert.lease_ts`)
+            at, exp = rec.at, rec.expires
             key = (ref.account_id, at // _DAY_MS)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(rec.at, at)
+                group = groups[key] = _Group(at)
             group.members.append(i)
             group.logins.append(f"{exp}{SEP}{ref.user_id}{SEP}{ref.nonce}")
             if at < group.since:
@@ -221,8 +219,9 @@ class BatchWriter:
         for (aid, day_no), group in groups.items():
             names = months.get(day_no)
             if names is None:
-                day = day_name(group.day)
-                names = months[day_no] = (month_name(group.day), login_field(day, ""),
+                when = from_ms(group.since)
+                day = day_name(when)
+                names = months[day_no] = (month_name(when), login_field(day, ""),
                                           active_field(day, ""))
             month, logins, active = names
             calls.append(((keys.leases(aid), keys.usage(aid, month)),
@@ -245,19 +244,19 @@ class BatchWriter:
     async def _pipeline_one(self, rec: LoginRecord) -> str | None:
         """`rec` written alone: None once written, else the reason Redis refused it."""
         aid, uid = rec.ref.account_id, rec.ref.user_id
-        exp = to_ms(rec.expires)
-        day = day_name(rec.at)
+        exp, at = rec.expires, from_ms(rec.at)
+        day = day_name(at)
         try:
             replies = await self._redis.many([
                 ("ZADD", keys.leases(aid), "GT", exp, uid, exp, rec.ref.member),
-                ("HSET", keys.usage(aid, month_name(rec.at)),
+                ("HSET", keys.usage(aid, month_name(at)),
                  login_field(day, rec.ref.nonce), 1, active_field(day, uid), 1)])
         except (RedisError, OSError) as exc:
             self._last_error = str(exc)
             self._failed(1, self._last_error)
             raise _Outage from exc
         errors = [(what, r) for what, r in zip(
-            (f"ZADD {keys.leases(aid)}", f"HSET {keys.usage(aid, month_name(rec.at))}"),
+            (f"ZADD {keys.leases(aid)}", f"HSET {keys.usage(aid, month_name(at))}"),
             replies, strict=True) if isinstance(r, Exception)]
         if not errors:
             return None
@@ -272,7 +271,8 @@ class BatchWriter:
         fails, counted as lost and logged with the record's content."""
         content: dict[str, str] = {
             "account_id": rec.ref.account_id, "user_id": rec.ref.user_id,
-            "nonce": rec.ref.nonce, "at": rec.at.isoformat(), "expires": rec.expires.isoformat()}
+            "nonce": rec.ref.nonce, "at": from_ms(rec.at).isoformat(),
+            "expires": from_ms(rec.expires).isoformat()}
         try:
             fields = [x for kv in {**content, "reason": reason}.items() for x in kv]
             await self._redis.call("XADD", keys.BATCH_DEAD_LETTER, "MAXLEN", "~",

@@ -13,7 +13,7 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sessiongate.domain.clock import Clock
+from sessiongate.domain.clock import Clock, to_ms
 from sessiongate.domain.decision import Decision, Reason, Verdict
 from sessiongate.domain.entitlements import Entitlement
 from sessiongate.domain.model import Account
@@ -24,7 +24,8 @@ from sessiongate.ports import LoginRecords, SessionLeases
 from sessiongate.usecases.entitlements import Entitlements, known_state
 from sessiongate.usecases.login import LoginCheck, LoginChecker, failure_verdict
 
-Session = tuple[str, datetime]  # an opened session: its id, its expiry
+# An opened session: its id, its expiry in Unix ms (the lease as Redis scores it: whole ms).
+Session = tuple[str, int]
 
 
 class Login(NamedTuple):
@@ -59,6 +60,7 @@ class Sessions:
         self.entitlements = entitlements
         self.clock = clock
         self.ttl = ttl
+        self._ttl_ms = ttl // timedelta(milliseconds=1)
         self.timeout = timeout  # a login's entitlement read, at most (seconds)
         # What a login answers by failure mode: the ports' outages, the timeout above.
         self._unavailable: tuple[type[Exception], ...] = (
@@ -70,27 +72,27 @@ class Sessions:
         for a seat-limited account (its seat is awaited: `open`)."""
         if account.seat_limit > 0:
             return None
-        return self._queue(account_id, user_id, self.clock.now())
+        return self._queue(account_id, user_id, self.clock.now_ms())
 
-    def _queue(self, account_id: str, user_id: str, now: datetime) -> Session:
+    def _queue(self, account_id: str, user_id: str, now_ms: int) -> Session:
         ref = new_session(account_id, user_id)
-        expires = now + self.ttl
-        self.records.login(ref, now, expires)
+        expires = now_ms + self._ttl_ms
+        self.records.login(ref, now_ms, expires)
         return ref.session_id, expires
 
     async def open(self, account: Account, account_id: str, user_id: str, now: datetime
-                   ) -> tuple[str | None, datetime]:
+                   ) -> tuple[str | None, int]:
         """Open a session of an allowed login: (its id, None if every seat is taken; its
-        expiry). Raises one of the leases' `unavailable`."""
+        expiry in Unix ms). Raises one of the leases' `unavailable`."""
         if account.seat_limit <= 0:
-            return self._queue(account_id, user_id, now)
+            return self._queue(account_id, user_id, to_ms(now))
         ref = new_session(account_id, user_id)
         expires = now + self.ttl
         seat = await self.leases.take(ref, now, expires, account.seat_limit,
                                       login=True)  # its records too, if admitted
         if not seat.admitted:
-            return None, expires
-        return ref.session_id, expires
+            return None, to_ms(expires)
+        return ref.session_id, to_ms(expires)
 
     async def login(self, account_id: str, user_id: str, feature: str,
                     no_session: bool) -> Login:
