@@ -75,7 +75,7 @@ class LoginRecord(NamedTuple):
 class _Group:
     """One account's records of one UTC day in a batch: one `record_logins.lua` call."""
 
-    __slots__ = ("day", "lease", "logins", "members", "since")
+    __slots__ = ("lease", "logins", "members", "since")
 
     def __init__(self, at: int) -> None:
         self.since = at  # the earliest login (ms), on that day
@@ -214,15 +214,16 @@ class BatchWriter:
                 group.since = at
             if exp - at > group.lease:
                 group.lease = exp - at
-        months: dict[int, tuple[str, str, str]] = {}  # UTC day number -> its field prefixes
+        # By UTC day number: its month's name and its fields' prefixes, made once a batch.
+        days: dict[int, tuple[str, str, str]] = {}
         calls: list[Call] = []
         for (aid, day_no), group in groups.items():
-            names = months.get(day_no)
+            names = days.get(day_no)
             if names is None:
                 when = from_ms(group.since)
                 day = day_name(when)
-                names = months[day_no] = (month_name(when), login_field(day, ""),
-                                          active_field(day, ""))
+                names = days[day_no] = (month_name(when), login_field(day, ""),
+                                        active_field(day, ""))
             month, logins, active = names
             calls.append(((keys.leases(aid), keys.usage(aid, month)),
                           (group.since, group.lease + LEASE_KEYS_MARGIN_MS, logins, active,
