@@ -42,6 +42,7 @@ HEADER_BODY = "x-sessiongate-body"
 
 
 METHOD = "HTTP /authz"  # its name in the access log and the RPC metrics
+_CODES = {code: str(code) for code in (200, 400, 401, 402, 403, 503)}  # the `code` label
 
 
 class AuthzHandler:
@@ -65,32 +66,39 @@ class AuthzHandler:
         the latency metric `sessiongate_rpc_duration_seconds{method="HTTP /authz"}`, its
         `code` the HTTP status."""
         started = perf_counter()
-        response = await self._answer(request)
+        h = request.headers
+        response = self._proxy_refused(h.get(TOKEN_HEADER))
+        if response is None:
+            method = (h.get("x-forwarded-method") or h.get("x-original-method")
+                      or request.method)
+            uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or "/"
+            answer = self._remembered(h, method, uri)
+            # A remembered answer is sent without a coroutine of its own (docs/performance.md,
+            # "/authz: a remembered answer without a coroutine").
+            response = (self._send(request, answer) if answer is not None
+                        else await self._answer(request, method, uri))
         observer = self.rt.observer
         if observer.active:
-            observer.record(METHOD, str(response.status), perf_counter() - started,
-                            request.remote or "", None, request.headers.get("x-request-id"))
+            status = response.status
+            observer.record(METHOD, _CODES.get(status) or str(status), perf_counter() - started,
+                            request.remote or "", None, h.get("x-request-id"))
         return response
 
-    async def _answer(self, request: web.Request) -> web.Response:
-        h = request.headers
-        refused = self._proxy_refused(h.get(TOKEN_HEADER))
-        if refused is not None:
-            return refused
-        method = h.get("x-forwarded-method") or h.get("x-original-method") or request.method
-        uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or "/"
-        answer = self._remembered(h, method, uri)
-        if answer is None:
-            try:
-                who = self._identity(request, uri)
-            except InvalidToken as exc:
-                return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
-            except InvalidArgument as exc:
-                kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
-                        else "bad_request")
-                return self._error(request, 401 if exc.field != "path" else 400, kind,
-                                   exc.field, str(exc))
-            answer = await self._check(who, method, uri)
+    async def _answer(self, request: web.Request, method: str, uri: str) -> web.Response:
+        """A request with no remembered answer: its identity read and checked."""
+        try:
+            who = self._identity(request, uri)
+        except InvalidToken as exc:
+            return self._error(request, 401, "invalid_token", "JWT", f"JWT: {exc}")
+        except InvalidArgument as exc:
+            kind = ("missing_identity" if exc.problem in ("missing", "must not be empty")
+                    else "bad_request")
+            return self._error(request, 401 if exc.field != "path" else 400, kind,
+                               exc.field, str(exc))
+        return self._send(request, await self._check(who, method, uri))
+
+    def _send(self, request: web.Request, answer: HttpAnswer) -> web.Response:
+        """The response of `answer` (remembered or just checked)."""
         headers = answer.headers
         if answer.status == 200:
             # A copy of the kept (read-only) multidict: aiohttp adds its own to the one given.

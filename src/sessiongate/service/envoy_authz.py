@@ -117,6 +117,8 @@ class RequestMapper:
         user = headers.get(self.user_header)
         if account is None or user is None:
             return None
+        if self.feature_re is None:  # no feature from paths: no call (every proxied request)
+            return account, user, ""
         try:
             return account, user, self.feature(path)
         except InvalidArgument:
