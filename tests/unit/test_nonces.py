@@ -45,3 +45,11 @@ def test_a_forked_child_draws_its_own_nonces() -> None:
     os.waitpid(pid, 0)
     drawn = [child[i:i + 16] for i in range(0, 48, 16)]
     assert len(drawn) == 3 and not set(drawn) & set(kept)
+
+
+def test_session_ids_are_url_safe_base64_of_account_user_and_nonce() -> None:
+    for account, user in (("a", "b"), ("acme corp", "alice@acme"), ("\u00e9t\u00e9", "?>~"),
+                          ("x" * 61, "y" * 7)):
+        ref = new_session(account, user)
+        raw = f"{account}\x1f{user}\x1f{ref.nonce}".encode()
+        assert ref.session_id == base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
