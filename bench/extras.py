@@ -147,6 +147,40 @@ def freshness(redis: EmbeddedRedis, work: Path, cycles: int) -> dict[str, Any]:
 PAYMENT_EVENTS_PER_ACCOUNT = 10
 
 
+def push_payments(client: Any, ids: list[str], events: int, due: str) -> bytes:
+    """XADD `events` to the payment stream, ten per account (`ids` in turn): invoices due at
+    `due` and payments alternating, 1,000 per pipeline. The last entry's id."""
+    last_id = b""
+    pipe = client.pipeline(transaction=False)
+    for n in range(events):
+        aid = ids[n % len(ids)]
+        if (n // len(ids)) % 2 == 0:
+            fields = {"event_id": f"e{n}", "account_id": aid, "type": "INVOICE_ISSUED",
+                      "invoice_id": f"i{n}", "amount_minor": "1000", "due_at": due}
+        else:
+            fields = {"event_id": f"e{n}", "account_id": aid,
+                      "type": "PAYMENT_SUCCEEDED", "amount_minor": "1000"}
+        pipe.xadd(keys.PAYMENT_STREAM, fields)
+        if len(pipe) >= 1000:
+            last_id = pipe.execute()[-1]
+    if len(pipe):
+        last_id = pipe.execute()[-1]
+    return last_id
+
+
+def wait_applied(client: Any, last_id: bytes, timeout: float, poll: float = 0.02) -> None:
+    """Until the consumer group has been handed `last_id` and acknowledged everything."""
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = client.xinfo_groups(keys.PAYMENT_STREAM)
+        g = groups[0] if groups else {}
+        if g.get("last-delivered-id") == last_id and g.get("pending") == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not all events applied in time: {g}")
+        time.sleep(poll)
+
+
 def _payment_run(redis: EmbeddedRedis, work: Path, events: int, workers: int) -> dict[str, Any]:
     client = sync_redis.Redis.from_url(redis.url)
     client.delete(keys.PAYMENT_STREAM, keys.PAYMENT_DEAD_LETTER)
@@ -161,32 +195,9 @@ def _payment_run(redis: EmbeddedRedis, work: Path, events: int, workers: int) ->
         asyncio.run(setup())
         due = (datetime.now(UTC) + timedelta(days=20)).isoformat()
         t0 = time.perf_counter()
-        last_id = b""
-        pipe = client.pipeline(transaction=False)
-        for n in range(events):
-            aid = ids[n % len(ids)]
-            k = n // len(ids)
-            if k % 2 == 0:
-                fields = {"event_id": f"e{n}", "account_id": aid, "type": "INVOICE_ISSUED",
-                          "invoice_id": f"i{n}", "amount_minor": "1000", "due_at": due}
-            else:
-                fields = {"event_id": f"e{n}", "account_id": aid,
-                          "type": "PAYMENT_SUCCEEDED", "amount_minor": "1000"}
-            pipe.xadd(keys.PAYMENT_STREAM, fields)  # type: ignore[arg-type]
-            if len(pipe) >= 1000:
-                last_id = pipe.execute()[-1]
-        if len(pipe):
-            last_id = pipe.execute()[-1]
+        last_id = push_payments(client, ids, events, due)
         added = time.perf_counter() - t0
-        deadline = time.monotonic() + max(120.0, events / 200)
-        while True:
-            groups = client.xinfo_groups(keys.PAYMENT_STREAM)
-            g = groups[0] if groups else {}
-            if g.get("last-delivered-id") == last_id and g.get("pending") == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not all events applied in time: {g}")
-            time.sleep(0.02)
+        wait_applied(client, last_id, timeout=max(120.0, events / 200))
         elapsed = time.perf_counter() - t0
         dead = client.xlen(keys.PAYMENT_DEAD_LETTER)
         rate = events / elapsed

@@ -22,13 +22,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import grpc
 import redis as sync_redis
 
 from bench import procs
-from bench.extras import PAYMENT_EVENTS_PER_ACCOUNT, upsert_many
+from bench.extras import PAYMENT_EVENTS_PER_ACCOUNT, push_payments, upsert_many, wait_applied
 from bench.icount import _totals
 from bench.scenarios import USERS
 from sessiongate.store import keys
@@ -75,26 +74,7 @@ def run(redis: EmbeddedRedis, work: Path, kind: str, events: int, icount: bool
         if icount:
             control("-i", "on")
         t0 = time.perf_counter()
-        pipe = client.pipeline(transaction=False)
-        last_id = b""
-        for n in range(events):
-            aid, k = ids[n % len(ids)], n // len(ids)
-            fields = ({"event_id": f"e{n}", "account_id": aid, "type": "INVOICE_ISSUED",
-                       "invoice_id": f"i{n}", "amount_minor": "1000", "due_at": due}
-                      if k % 2 == 0 else
-                      {"event_id": f"e{n}", "account_id": aid, "type": "PAYMENT_SUCCEEDED",
-                       "amount_minor": "1000"})
-            pipe.xadd(keys.PAYMENT_STREAM, fields)  # type: ignore[arg-type]
-        last_id = pipe.execute()[-1]
-        deadline = time.monotonic() + 600
-        while True:
-            groups: Any = client.xinfo_groups(keys.PAYMENT_STREAM)
-            g = groups[0] if groups else {}
-            if g.get("last-delivered-id") == last_id and g.get("pending") == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind}: not all events applied in time: {g}")
-            time.sleep(0.01)
+        wait_applied(client, push_payments(client, ids, events, due), timeout=600, poll=0.01)
         elapsed = time.perf_counter() - t0
         if client.xlen(keys.PAYMENT_DEAD_LETTER):
             raise RuntimeError(f"{kind}: events dead-lettered")
