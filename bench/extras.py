@@ -470,16 +470,3 @@ def workers(redis: EmbeddedRedis, work: Path, h2: str, quick: bool) -> dict[str,
         " us per worker)" for n in sizes) + (
         f"; default login saturated, server pinned to {cores - 1} core(s), h2load to its own")
     return out
-
-
-def parts(redis: EmbeddedRedis, work: Path, *, quick: bool, events: int, sweep: list[int],
-          h2: str) -> Iterator[Part]:
-    yield "freshness", lambda: freshness(redis, work, 20 if quick else 200)
-    yield "payment_stream", lambda: payment_stream(redis, work, events)
-    yield "usage_stream", lambda: usage_stream(redis, work, 10_000 if quick else 100_000)
-    from bench import sweep as sweep_part  # it imports this module
-
-    for n in sweep:
-        yield f"sweep_{n}", lambda n=n: sweep_part.timed_sweep(redis, n)
-    yield "memory", lambda: memory(redis, 200 if quick else 2000)
-    yield "workers", lambda: workers(redis, work, h2, quick)

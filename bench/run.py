@@ -17,17 +17,30 @@ import platform
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import extras, h2load, report
+from bench import extras, h2load, report, sweep
 from bench.scenarios import SCENARIOS, TARGETS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+
+def parts(redis: EmbeddedRedis, work: Path, *, quick: bool, events: int, sizes: list[int],
+          h2: str) -> Iterator[extras.Part]:
+    """The measurements beyond the login check, by name, in the order they run."""
+    yield "freshness", lambda: extras.freshness(redis, work, 20 if quick else 200)
+    yield "payment_stream", lambda: extras.payment_stream(redis, work, events)
+    yield "usage_stream", lambda: extras.usage_stream(redis, work,
+                                                      10_000 if quick else 100_000)
+    for n in sizes:
+        yield f"sweep_{n}", lambda n=n: sweep.timed_sweep(redis, n)
+    yield "memory", lambda: extras.memory(redis, 200 if quick else 2000)
+    yield "workers", lambda: extras.workers(redis, work, h2, quick)
 
 
 def machine() -> dict[str, Any]:
@@ -192,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     quick: bool = args.quick
     only = {s for s in args.only.split(",") if s}
     events = args.events or (2000 if quick else 100_000)
-    sweep = [int(n) for n in args.sweep.split(",") if n] or ([1000] if quick else [10_000, 100_000])
+    sizes = [int(n) for n in args.sweep.split(",") if n] or ([1000] if quick else [10_000, 100_000])
 
     def wanted(name: str) -> bool:
         return not only or name in only
@@ -227,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                     proc.stop()
             if "error" not in result["latency"].get("floor", {"error": ""}):
                 result["ratios"] = ratios(result["latency"])
-            for name, fn in extras.parts(redis, work, quick=quick, events=events, sweep=sweep,
-                                         h2=h2):
+            for name, fn in parts(redis, work, quick=quick, events=events, sizes=sizes,
+                                  h2=h2):
                 if wanted(name):
                     result["extras"][name] = guarded(name, fn)
         finally:
