@@ -382,3 +382,35 @@ def test_batch_writer_drops_ended_leases_and_never_shortens_the_lease_sets_life(
     redis_client.pexpire(leases, 10 * keep)
     assert asyncio.run(run(ttl)) == 2
     assert redis_client.pttl(leases) > 9 * keep
+
+
+def test_batch_writer_loads_its_script_again_after_a_script_flush(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """A restarted Redis (or SCRIPT FLUSH) knows no `record_logins.lua`: the batch is written
+    all the same (NOSCRIPT: loaded, called again), nothing dead-lettered or lost."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from sessiongate.domain.sessions import new_session
+    from sessiongate.store.client import transport
+
+    at = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    refs = [new_session("acme", "alice"), new_session("beta", "bob")]
+
+    async def run() -> tuple[int, int, int, int]:
+        client = transport(redis_url)
+        try:
+            writer = BatchWriter(client)
+            writer.login(refs[0], to_ms(at), to_ms(at + timedelta(seconds=TTL)))
+            first = await writer.flush()
+            redis_client.script_flush()
+            writer.login(refs[1], to_ms(at), to_ms(at + timedelta(seconds=TTL)))
+            second = await writer.flush()
+            return first, second, writer.dead, writer.lost
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (1, 1, 0, 0)
+    assert redis_client.zcard(keys.leases("beta")) == 2  # the session and its seat
+    assert f"l:05:{refs[1].nonce}".encode() in redis_client.hkeys(keys.usage("beta", "2026-10"))
