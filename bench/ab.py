@@ -31,10 +31,10 @@ from sessiongate.store.embedded import EmbeddedRedis
 
 def measure(redis: EmbeddedRedis, work: Path, name: str, variant: dict[str, Any], h2: str,
             body: Path | None, load: h2load.Load, scenario: Scenario
-            ) -> tuple[float, float, float, float, float, float]:
+            ) -> tuple[float, float, float, float, float, float, float]:
     """(server CPU us per request, requests/s, p99, p99.9 and max ms, Redis's CPU us per
-    request) of one run of `variant` on `scenario`'s request (its settings under the
-    variant's)."""
+    request, the event loop thread's CPU us per request) of one run of `variant` on
+    `scenario`'s request (its settings under the variant's)."""
     redis_url = redis.url
     settings = {**scenario.settings,
                 **{k: v for k, v in variant.items() if k not in ("env", "floor")}}
@@ -51,14 +51,16 @@ def measure(redis: EmbeddedRedis, work: Path, name: str, variant: dict[str, Any]
         if not variant.get("floor"):  # the floor answers an empty response
             scenario.verify(srv)
         before, redis_before = srv.cpu_seconds(), procs.cpu_of(redis.pid)
+        loop_before = srv.loop_cpu_seconds()
         out = h2load.run(h2, scenario.url(srv), body, load, work, scenario.headers(),
                          h1=scenario.http)
         cpu = srv.cpu_seconds() - before
+        loop_cpu = srv.loop_cpu_seconds() - loop_before
         redis_cpu = procs.cpu_of(redis.pid) - redis_before
         # CPU covers the warm-up too: count its requests at the measured rate.
         sent = out.requests * (load.duration + load.warmup) / load.duration
         return (cpu / sent * 1e6, out.rps, out.p99_ms, out.p999_ms, out.max_ms,
-                redis_cpu / sent * 1e6)
+                redis_cpu / sent * 1e6, loop_cpu / sent * 1e6)
     finally:
         srv.stop()
 
@@ -83,7 +85,7 @@ def main() -> None:
     body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
-    runs: dict[str, list[tuple[float, float, float, float, float, float]]] = {
+    runs: dict[str, list[tuple[float, float, float, float, float, float, float]]] = {
         name: [] for name in variants}
     try:
         for _ in range(args.rounds):
@@ -93,9 +95,11 @@ def main() -> None:
     finally:
         redis.stop()
     for name, got in runs.items():
-        cpu = [g[0] for g in got]
+        cpu, loop = [g[0] for g in got], [g[6] for g in got]
         print(f"{name}: CPU per request median {statistics.median(cpu):.0f} us"
               f" (runs {', '.join(f'{c:.0f}' for c in cpu)});"
+              f" event loop thread's median {statistics.median(loop):.0f} us"
+              f" (runs {', '.join(f'{c:.0f}' for c in loop)});"
               f" req/s {', '.join(f'{g[1]:,.0f}' for g in got)};"
               f" p99 ms {', '.join(f'{g[2]:.2f}' for g in got)};"
               f" p99.9 ms {', '.join(f'{g[3]:.2f}' for g in got)};"

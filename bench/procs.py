@@ -52,16 +52,18 @@ def wait_http(port: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def _stat(pid: int) -> list[str] | None:
+def _stat(pid: int, thread: int | None = None) -> list[str] | None:
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
 
 
-def cpu_of(pid: int | None) -> float:
-    """User + system CPU seconds of process `pid` (0 if gone or unknown)."""
-    stat = None if pid is None else _stat(pid)
+def cpu_of(pid: int | None, thread: int | None = None) -> float:
+    """User + system CPU seconds of process `pid` (0 if gone or unknown); of one of its
+    threads with `thread` (its id; the process's own id: its main thread)."""
+    stat = None if pid is None else _stat(pid, thread)
     if stat is None:
         return 0.0
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
@@ -87,6 +89,12 @@ class Proc:
     def cpu_seconds(self) -> float:
         """User + system CPU of the process, all threads (Linux /proc), 0 elsewhere."""
         return cpu_of(self.pid)
+
+    def loop_cpu_seconds(self) -> float:
+        """CPU of the main thread alone: the event loop's, where every handler, the access
+        log and the batch writer run; saturated, it is what bounds the throughput (grpc's
+        own threads add CPU beside it, not to its time)."""
+        return cpu_of(self.pid, self.pid)
 
     def tree_cpu_seconds(self) -> dict[int, float]:
         """CPU seconds of the process and of each of its children (`serve --workers N`'
