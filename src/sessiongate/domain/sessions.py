@@ -27,16 +27,23 @@ class SessionRef(NamedTuple):
     account_id: str
     user_id: str
     nonce: str
+    session_id: str  # base64url, no padding, of account, user and nonce (`session_id`)
 
     @property
     def member(self) -> str:
         """How the session is stored in the account's session set: the user, then the nonce."""
         return f"{self.user_id}{_SEP}{self.nonce}"
 
-    @property
-    def session_id(self) -> str:
-        raw = f"{self.account_id}{_SEP}{self.user_id}{_SEP}{self.nonce}".encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+def session_id(account_id: str, user_id: str, nonce: str) -> str:
+    """The session id of these parts: base64url of account, user and nonce, unpadded."""
+    raw = f"{account_id}{_SEP}{user_id}{_SEP}{nonce}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def session_ref(account_id: str, user_id: str, nonce: str) -> SessionRef:
+    """A session of these parts (a given nonce: tests, tools)."""
+    return SessionRef(account_id, user_id, nonce, session_id(account_id, user_id, nonce))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,29 +55,62 @@ class SeatResult:
 
 
 def new_session(account_id: str, user_id: str) -> SessionRef:
-    """A new session of `user_id`: a nonce of 12 random bytes, URL-safe base64 (16 characters,
-    no padding: `secrets.token_urlsafe(12)`'s text)."""
+    """A new session of `user_id`: its nonce a fixed filler of 0-2 characters, then 18
+    random URL-safe base64 characters (108 bits), and its id made without encoding on
+    each login (below)."""
+    prefix = _prefixes.get((account_id, user_id))
+    if prefix is None:
+        prefix = _prefix(account_id, user_id)
     try:
-        nonce = _nonces.popleft()
+        core, encoded = _nonces.popleft()
     except IndexError:
-        nonce = _refill()
-    return SessionRef(account_id, user_id, nonce)
+        core, encoded = _refill()
+    return SessionRef(account_id, user_id, prefix[1] + core, prefix[0] + encoded)
+
+
+# A session id is base64 of `account US user US nonce`: encoding it on each login was ~4 us
+# of it in the loaded server (docs/performance.md, "Session ids from encoded parts"). base64
+# of text whose first part is a multiple of 3 bytes long is the two parts' base64 joined; so
+# the nonce starts with a filler that makes `account US user US filler` such a part, whose
+# base64 is kept per account and user (`_prefixes`), and its random rest (18 characters, a
+# multiple of 3 too) comes with its base64 made at once for NONCES_PER_READ nonces
+# (`_nonces`). The id is the same text as `session_id`'s, so ids made before parse alike.
+_FILLER = "_"
+_PREFIX_SEP = _SEP.encode()
+MAX_PREFIXES = 50_000  # (account, user) pairs kept; beyond, the table is emptied
+_prefixes: dict[tuple[str, str], tuple[str, str]] = {}  # -> (base64 of the part, filler)
+
+
+def _prefix(account_id: str, user_id: str) -> tuple[str, str]:
+    part = account_id.encode() + _PREFIX_SEP + user_id.encode() + _PREFIX_SEP
+    filler = _FILLER * (-len(part) % 3)
+    prefix = (base64.urlsafe_b64encode(part + filler.encode()).decode(), filler)
+    if len(_prefixes) >= MAX_PREFIXES:
+        _prefixes.clear()
+    _prefixes[(account_id, user_id)] = prefix
+    return prefix
 
 
 # Nonces cut from one `os.urandom` read of NONCES_PER_READ: a getrandom(2) call and a base64
 # encoding per login were ~2 us of its time in the server (docs/performance.md, "Nonces cut
-# from one read"). 12 bytes are 16 base64 characters, so the read's text is cut, not each
-# nonce encoded. A deque: `popleft` is atomic, so threads never share a nonce (two that
-# refill at once both add fresh ones). A forked child draws its own.
+# from one read"). The read's text is cut, not each nonce encoded, and so is the base64 of
+# that text (each nonce 18 characters, so 24 of it). A deque: `popleft` is atomic, so
+# threads never share a nonce (two that refill at once both add fresh ones). A forked child
+# draws its own.
 NONCES_PER_READ = 256
-_NONCE_TEXT = 16
-_nonces: deque[str] = deque()
+_NONCE_TEXT = 18  # characters: 108 random bits
+_NONCE_B64 = _NONCE_TEXT * 4 // 3
+_nonces: deque[tuple[str, str]] = deque()  # (random characters, their base64)
 
 
-def _refill() -> str:
-    text = base64.urlsafe_b64encode(os.urandom(12 * NONCES_PER_READ)).decode()
-    _nonces.extend([text[i:i + _NONCE_TEXT] for i in range(_NONCE_TEXT, len(text), _NONCE_TEXT)])
-    return text[:_NONCE_TEXT]
+def _refill() -> tuple[str, str]:
+    text = base64.urlsafe_b64encode(os.urandom(_NONCE_TEXT * NONCES_PER_READ * 3 // 4))
+    encoded = base64.urlsafe_b64encode(text).decode()
+    cores = text.decode()
+    _nonces.extend([(cores[i * _NONCE_TEXT:(i + 1) * _NONCE_TEXT],
+                     encoded[i * _NONCE_B64:(i + 1) * _NONCE_B64])
+                    for i in range(1, NONCES_PER_READ)])
+    return cores[:_NONCE_TEXT], encoded[:_NONCE_B64]
 
 
 os.register_at_fork(after_in_child=_nonces.clear)
@@ -94,4 +134,4 @@ def parse_session_id(field: str, value: str) -> SessionRef:
         check_id(field, parts[1])
     except InvalidArgument:
         raise InvalidArgument(field, "is not a session id") from None
-    return SessionRef(parts[0], parts[1], parts[2])
+    return SessionRef(parts[0], parts[1], parts[2], value)
