@@ -305,8 +305,8 @@ def test_a_login_seen_before_opens_its_session_on_the_raw_path_as_the_parsed_pat
         assert got.session_id not in ids
         ids.add(got.session_id)
         ref = parse_session_id("session_id", got.session_id)
-        # "acme US alice US" is 11 bytes: one filler to 12, then 18 random characters
-        assert (ref.account_id, ref.user_id, len(ref.nonce)) == ("acme", "alice", 19)
+        # "acme US alice US" is 11 bytes: one filler to 12, then 15 random characters
+        assert (ref.account_id, ref.user_id, len(ref.nonce)) == ("acme", "alice", 16)
     for got in answers:
         beat = srv.sessions.Heartbeat(spb.HeartbeatRequest(session_id=got.session_id))
         assert beat.decision == cpb.DECISION_ALLOW and beat.expires_at == expires

@@ -104,11 +104,11 @@ def test_session_id_round_trip_and_rejects() -> None:
     assert back == ref
     assert ref.session_id.isascii() and "=" not in ref.session_id
     assert new_session("a", "b").session_id != new_session("a", "b").session_id
-    # The nonce: a filler to a multiple of 3 bytes ("a US b US" is 4: "__"), then 18 random
-    # URL-safe base64 characters (108 bits), no padding.
+    # The nonce: a filler to a multiple of 3 bytes ("a US b US" is 4: "__"), then 15 random
+    # URL-safe base64 characters (90 bits), no padding.
     nonces = {new_session("a", "b").nonce for _ in range(200)}
     assert len(nonces) == 200
-    assert all(len(n) == 20 and n[:2] == "__" and set(n) <= _URLSAFE for n in nonces)
+    assert all(len(n) == 17 and n[:2] == "__" and set(n) <= _URLSAFE for n in nonces)
     two_parts = base64.urlsafe_b64encode(b"acme\x1falice").decode()
     ctrl = base64.urlsafe_b64encode(b"acme\x1fal\x07ice\x1fn").decode()
     for bad in ("", "!!!", "YWJj", "x" * 600, two_parts, ctrl):

@@ -1,4 +1,4 @@
-"""Session nonces cut from one random read: a filler, then 18 random URL-safe base64
+"""Session nonces cut from one random read: a filler, then 15 random URL-safe base64
 characters, never one twice (across reads, threads and a fork); session ids made from encoded
 parts, the same text as the whole encoded at once."""
 
@@ -18,15 +18,15 @@ from sessiongate.domain.sessions import (
 )
 
 
-def test_nonces_are_108_random_bits_as_url_safe_text_across_reads() -> None:
+def test_nonces_are_90_random_bits_as_url_safe_text_across_reads() -> None:
     nonces = [new_session("a", "b").nonce for _ in range(3 * NONCES_PER_READ + 5)]
     assert len(set(nonces)) == len(nonces)
     for nonce in nonces:  # "a US b US": 4 bytes, so 2 filler characters make 6
-        assert re.fullmatch(r"__[A-Za-z0-9_-]{18}", nonce)
-        assert len(base64.urlsafe_b64decode(nonce[2:] + "==")) == 13  # 108 bits, 4 spare
+        assert re.fullmatch(r"__[A-Za-z0-9_-]{15}", nonce)
+        assert len(base64.urlsafe_b64decode(nonce[2:] + "=")) == 11  # 90 bits, 2 spare
     cores = {n[2:] for n in nonces}
     # Every character of the alphabet turns up in every position: random, not a pattern.
-    for i in range(18):
+    for i in range(15):
         assert len({c[i] for c in cores}) > 50
 
 
@@ -53,7 +53,7 @@ def test_a_forked_child_draws_its_own_nonces() -> None:
     with os.fdopen(read) as got:
         child = got.read()
     os.waitpid(pid, 0)
-    drawn = [child[i:i + 20] for i in range(0, 60, 20)]
+    drawn = [child[i:i + 17] for i in range(0, 51, 17)]
     assert len(drawn) == 3 and not set(drawn) & set(kept)
 
 

@@ -55,9 +55,9 @@ class SeatResult:
 
 
 def new_session(account_id: str, user_id: str) -> SessionRef:
-    """A new session of `user_id`: its nonce a fixed filler of 0-2 characters, then 18
-    random URL-safe base64 characters (108 bits), and its id made without encoding on
-    each login (below)."""
+    """A new session of `user_id`: its nonce a fixed filler of 0-2 characters, then 15
+    random URL-safe base64 characters (90 bits), and its id made without encoding on each
+    login (below)."""
     prefix = _prefixes.get((account_id, user_id))
     if prefix is None:
         prefix = _prefix(account_id, user_id)
@@ -72,12 +72,15 @@ def new_session(account_id: str, user_id: str) -> SessionRef:
 # of it in the loaded server (docs/performance.md, "Session ids from encoded parts"). base64
 # of text whose first part is a multiple of 3 bytes long is the two parts' base64 joined; so
 # the nonce starts with a filler that makes `account US user US filler` such a part, whose
-# base64 is kept per account and user (`_prefixes`), and its random rest (18 characters, a
-# multiple of 3 too) comes with its base64 made at once for NONCES_PER_READ nonces
+# base64 is kept per account and user (`_prefixes`), and its random rest (15 characters, a
+# multiple of 3 too: as long on average as the 16 before, so the session set and the usage
+# hash keep their size) comes with its base64 made at once for NONCES_PER_READ nonces
 # (`_nonces`). The id is the same text as `session_id`'s, so ids made before parse alike.
 _FILLER = "_"
 _PREFIX_SEP = _SEP.encode()
-MAX_PREFIXES = 50_000  # (account, user) pairs kept; beyond, the table is emptied
+# (account, user) pairs kept (callers choose user ids: ~0.7 KB each at most, so ~7 MB);
+# beyond, the table is emptied and refills with the users logging in (a miss encodes once).
+MAX_PREFIXES = 10_000
 _prefixes: dict[tuple[str, str], tuple[str, str]] = {}  # -> (base64 of the part, filler)
 
 
@@ -94,11 +97,11 @@ def _prefix(account_id: str, user_id: str) -> tuple[str, str]:
 # Nonces cut from one `os.urandom` read of NONCES_PER_READ: a getrandom(2) call and a base64
 # encoding per login were ~2 us of its time in the server (docs/performance.md, "Nonces cut
 # from one read"). The read's text is cut, not each nonce encoded, and so is the base64 of
-# that text (each nonce 18 characters, so 24 of it). A deque: `popleft` is atomic, so
+# that text (each nonce 15 characters, so 20 of it). A deque: `popleft` is atomic, so
 # threads never share a nonce (two that refill at once both add fresh ones). A forked child
 # draws its own.
 NONCES_PER_READ = 256
-_NONCE_TEXT = 18  # characters: 108 random bits
+_NONCE_TEXT = 15  # characters: 90 random bits
 _NONCE_B64 = _NONCE_TEXT * 4 // 3
 _nonces: deque[tuple[str, str]] = deque()  # (random characters, their base64)
 
