@@ -89,13 +89,16 @@ def _show(name: str, load: str, res: h2load.Result) -> None:
 def loaded(proc_: Any, sc: Scenario, h2: str, body: Path | None, load: h2load.Load,
            work: Path) -> h2load.Result:
     """One h2load run of `sc`'s request on `proc_`, plus the server's CPU per request over
-    it (warm-up included): a cost that the other tenants of a shared machine disturb much
-    less than throughput."""
-    c0 = proc_.cpu_seconds()
+    it (warm-up included), all threads and the event loop thread alone (which bounds a
+    saturated server's throughput): costs that the other tenants of a shared machine disturb
+    much less than throughput."""
+    c0, loop0 = proc_.cpu_seconds(), proc_.loop_cpu_seconds()
     res = h2load.run(h2, sc.url(proc_), body, load, work, headers=sc.headers(), h1=sc.http)
     sent = res.rps * (load.duration + load.warmup)
     res.load["server_cpu_us_per_request"] = (
         (proc_.cpu_seconds() - c0) / sent * 1e6 if sent else float("nan"))
+    res.load["loop_cpu_us_per_request"] = (
+        (proc_.loop_cpu_seconds() - loop0) / sent * 1e6 if sent else float("nan"))
     return res
 
 
@@ -133,7 +136,9 @@ def run_scenario(sc: Scenario, h2: str, redis_url: str, work: Path, quick: bool,
                     "ratio": r, "floor_rps": rf.rps if rf else None, "rps": rr.rps,
                     "floor_p99_ms": rf.p99_ms if rf else None, "p99_ms": rr.p99_ms,
                     "floor_cpu_us": rf.load["server_cpu_us_per_request"] if rf else None,
-                    "cpu_us": rr.load["server_cpu_us_per_request"]} for r, rf, rr in rounds]
+                    "cpu_us": rr.load["server_cpu_us_per_request"],
+                    "floor_loop_cpu_us": rf.load["loop_cpu_us_per_request"] if rf else None,
+                    "loop_cpu_us": rr.load["loop_cpu_us_per_request"]} for r, rf, rr in rounds]
                 what = "throughput" if saturated else "p99"
                 print(f"  {sc.name} {name}: {what} ratios"
                       f" {', '.join(f'{r:.2f}' for r, _, _ in rounds)}; median {ratio:.2f}",
@@ -160,6 +165,10 @@ def ratios(latency: dict[str, Any]) -> dict[str, Any]:
         floor_cpu = base["saturated"].get("load", {}).get("server_cpu_us_per_request")
         if cpu and floor_cpu:  # floor's CPU per request over ours: 1.0 = as cheap as the floor
             r["cpu_efficiency"] = floor_cpu / cpu
+        loop = res["saturated"].get("load", {}).get("loop_cpu_us_per_request")
+        floor_loop = base["saturated"].get("load", {}).get("loop_cpu_us_per_request")
+        if loop and floor_loop:  # the same, of the event loop thread alone
+            r["loop_efficiency"] = floor_loop / loop
         for rate in ("rate_1000", "rate_2000"):
             for q in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
                 if q in res[rate] and q in base[rate]:
