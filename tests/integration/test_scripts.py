@@ -66,14 +66,15 @@ def test_ended_leases_are_dropped_now_and_then_and_never_count(
     """take_seat.lua drops ended leases on the calls whose nonce's last byte is 0 mod 8
     ('H': 72), not on the others ('A': 65); an ended seat left in the set is not held: its
     user must take a seat again, under the limit."""
-    from sessiongate.domain.sessions import SessionRef, session_ref
+    from sessiongate.domain.sessions import SessionRef
 
     t0 = datetime(2026, 10, 10, tzinfo=UTC)
     lease = timedelta(minutes=5)
     later = t0 + 2 * lease  # every lease of t0 has ended
 
     def ref(user: str, last: str) -> SessionRef:
-        return session_ref("acme", user, f"nonce-{user}-{last}")
+        nonce = f"nonce-{user}-{last}"
+        return SessionRef("acme", user, nonce, f"id-{user}-{last}")  # the id is not read
 
     async def main() -> list[tuple[bool, int]]:
         client = connect(redis_url)

@@ -27,23 +27,12 @@ class SessionRef(NamedTuple):
     account_id: str
     user_id: str
     nonce: str
-    session_id: str  # base64url, no padding, of account, user and nonce (`session_id`)
+    session_id: str  # base64url, no padding, of `account US user US nonce`
 
     @property
     def member(self) -> str:
         """How the session is stored in the account's session set: the user, then the nonce."""
         return f"{self.user_id}{_SEP}{self.nonce}"
-
-
-def session_id(account_id: str, user_id: str, nonce: str) -> str:
-    """The session id of these parts: base64url of account, user and nonce, unpadded."""
-    raw = f"{account_id}{_SEP}{user_id}{_SEP}{nonce}".encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def session_ref(account_id: str, user_id: str, nonce: str) -> SessionRef:
-    """A session of these parts (a given nonce: tests, tools)."""
-    return SessionRef(account_id, user_id, nonce, session_id(account_id, user_id, nonce))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +64,8 @@ def new_session(account_id: str, user_id: str) -> SessionRef:
 # base64 is kept per account and user (`_prefixes`), and its random rest (15 characters, a
 # multiple of 3 too: as long on average as the 16 before, so the session set and the usage
 # hash keep their size) comes with its base64 made at once for NONCES_PER_READ nonces
-# (`_nonces`). The id is the same text as `session_id`'s, so ids made before parse alike.
+# (`_nonces`). The id is the same text as the whole encoded at once, so ids made before
+# parse alike.
 _FILLER = "_"
 _PREFIX_SEP = _SEP.encode()
 # (account, user) pairs kept (callers choose user ids: ~0.7 KB each at most, so ~7 MB);
