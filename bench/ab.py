@@ -28,10 +28,11 @@ from bench import h2load, procs
 from bench.scenarios import SCENARIOS, Scenario
 from sessiongate.store.embedded import EmbeddedRedis
 
+Run = tuple[float, float, float, float, float, float, float]  # one run: `measure`
+
 
 def measure(redis: EmbeddedRedis, work: Path, name: str, variant: dict[str, Any], h2: str,
-            body: Path | None, load: h2load.Load, scenario: Scenario
-            ) -> tuple[float, float, float, float, float, float, float]:
+            body: Path | None, load: h2load.Load, scenario: Scenario) -> Run:
     """(server CPU us per request, requests/s, p99, p99.9 and max ms, Redis's CPU us per
     request, the event loop thread's CPU us per request) of one run of `variant` on
     `scenario`'s request (its settings under the variant's)."""
@@ -65,6 +66,28 @@ def measure(redis: EmbeddedRedis, work: Path, name: str, variant: dict[str, Any]
         srv.stop()
 
 
+def paired(variants: dict[str, dict[str, Any]], scenario: Scenario, rounds: int,
+           seconds: float = 6.0, rate: int = 0) -> dict[str, list[Run]]:
+    """Each variant measured in turn (`measure`), `rounds` times, against one Redis:
+    saturated (8 x 8 streams), or `rate` requests/s from 10 connections."""
+    load = (h2load.Load(clients=10, streams=1, duration=seconds, warmup=1.0, rate=rate)
+            if rate else h2load.Load(clients=8, streams=8, duration=seconds, warmup=1.0))
+    h2 = h2load.ensure_h2load()
+    work = Path(tempfile.mkdtemp(prefix="sg-ab-"))
+    body = scenario.body(work)
+    redis = EmbeddedRedis(work / "redis", persistent=False)
+    redis.start()
+    runs: dict[str, list[Run]] = {name: [] for name in variants}
+    try:
+        for _ in range(rounds):
+            for name, variant in variants.items():
+                runs[name].append(measure(redis, work, name, variant, h2, body, load,
+                                         scenario))
+    finally:
+        redis.stop()
+    return runs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,23 +100,7 @@ def main() -> None:
     args = p.parse_args()
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
     variants: dict[str, dict[str, Any]] = json.loads(args.variants)
-    load = (h2load.Load(clients=10, streams=1, duration=args.seconds, warmup=1.0,
-                        rate=args.rate) if args.rate else
-            h2load.Load(clients=8, streams=8, duration=args.seconds, warmup=1.0))
-    h2 = h2load.ensure_h2load()
-    work = Path(tempfile.mkdtemp(prefix="sg-ab-"))
-    body = scenario.body(work)
-    redis = EmbeddedRedis(work / "redis", persistent=False)
-    redis.start()
-    runs: dict[str, list[tuple[float, float, float, float, float, float, float]]] = {
-        name: [] for name in variants}
-    try:
-        for _ in range(args.rounds):
-            for name, variant in variants.items():
-                runs[name].append(measure(redis, work, name, variant, h2, body, load,
-                                         scenario))
-    finally:
-        redis.stop()
+    runs = paired(variants, scenario, args.rounds, args.seconds, args.rate)
     for name, got in runs.items():
         cpu, loop = [g[0] for g in got], [g[6] for g in got]
         print(f"{name}: CPU per request median {statistics.median(cpu):.0f} us"
