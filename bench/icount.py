@@ -128,20 +128,28 @@ def main() -> None:
     args = p.parse_args()
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
     variants: dict[str, dict[str, Any]] = json.loads(args.variants)
+    count_all(variants, scenario, args.requests, args.annotate, args.idle)
+
+
+def count_all(variants: dict[str, dict[str, Any]], scenario: Scenario, requests: int = 2000,
+              annotate: bool = False, idle: float = 5.0) -> dict[str, Count]:
+    """`count` of each variant in turn against one Redis, each printed as it comes."""
     h2load.ensure_tool("valgrind", "valgrind")
     h2 = h2load.ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="sg-icount-"))
     body = scenario.body(work)
     redis = EmbeddedRedis(work / "redis", persistent=False)
     redis.start()
+    counts: dict[str, Count] = {}
     try:
         for name, variant in variants.items():
-            got = count(redis.url, work, name, variant, h2, body, scenario, args.requests,
-                        args.annotate, args.idle)
+            got = counts[name] = count(redis.url, work, name, variant, h2, body, scenario,
+                                       requests, annotate, idle)
             print(f"{name}: {got.net:,.0f} instructions per request net of the background"
                   f" ({got.raw:,.0f} counted; background {got.background:,.0f} per second)")
     finally:
         redis.stop()
+    return counts
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ rounds (`bench.ab`), and prints each part's share:
 - the whole request: the call recorded too (its access line and metrics).
 
     python -m bench.stages [--scenario login] [--rounds 3]
+    python -m bench.stages --icount     # the same stages' instructions (bench.icount)
+
+Under valgrind the call record's 5 ms flush gathers ~50x fewer calls than at full speed, so
+its per-flush costs weigh more a request there than they do in time.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ab import paired
+from bench.icount import count_all
 from bench.scenarios import SCENARIOS
 
 SITE = Path(__file__).resolve().parent / "stages_site"
@@ -56,24 +61,37 @@ def main() -> None:
                    choices=[s.name for s in SCENARIOS if not s.floor and not s.http])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--icount", action="store_true",
+                   help="instructions per request (bench.icount) instead of CPU time")
     args = p.parse_args()
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
+    if args.icount:
+        counts = count_all(variants(), scenario)
+        table(f"{scenario.name}: instructions per request, net of the background (k)",
+              {name: got.net / 1000 for name, got in counts.items()})
+        return
     runs = paired(variants(), scenario, args.rounds, args.seconds)
-    loop = {name: statistics.median(r[6] for r in got) for name, got in runs.items()}
-    floor = loop["floor"]
-    print(f"{scenario.name}: event loop thread's CPU per request, median of {args.rounds}"
-          " paired rounds (us)")
-    print("| stage | us | step | over the floor | floor / stage | what the step adds |")
-    print("|---|---:|---:|---:|---:|---|")
-    before = None
-    for name, what in STAGES:
-        us = loop[name]
-        step = "" if before is None else f"{us - before:+.0f}"
-        print(f"| {name} | {us:.0f} | {step} | {us - floor:+.0f} | {floor / us:.2f} | {what} |")
-        before = us
+    table(f"{scenario.name}: event loop thread's CPU per request, median of {args.rounds}"
+          " paired rounds (us)",
+          {name: statistics.median(r[6] for r in got) for name, got in runs.items()})
     for name, got in runs.items():
         print(f"  {name}: loop thread {', '.join(f'{r[6]:.0f}' for r in got)} us;"
               f" req/s {', '.join(f'{r[1]:,.0f}' for r in got)}")
+
+
+def table(title: str, cost: dict[str, float]) -> None:
+    """Each stage's cost, its step from the stage before, and its ratio to the floor."""
+    floor = cost["floor"]
+    print(title)
+    print("| stage | cost | step | over the floor | floor / stage | what the step adds |")
+    print("|---|---:|---:|---:|---:|---|")
+    before = None
+    for name, what in STAGES:
+        got = cost[name]
+        step = "" if before is None else f"{got - before:+.0f}"
+        print(f"| {name} | {got:.0f} | {step} | {got - floor:+.0f} | {floor / got:.2f}"
+              f" | {what} |")
+        before = got
 
 
 if __name__ == "__main__":
