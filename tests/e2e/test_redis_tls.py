@@ -12,7 +12,6 @@ certificate answers by its failure mode (closed: deny) and says why in its log.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,63 +34,32 @@ from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store import keys
 from sessiongate.store.embedded import free_port
-from tests import system_packages
+from tests import tls_redis
 from tests.e2e.sidecar import poll, sidecar
 
 
 @dataclass
 class TlsRedis:
     port: int
-    ca: Path  # the CA that signed the server's certificate
-    client_cert: Path  # a client certificate (and key) signed by the same CA
-    client_key: Path
+    certs: tls_redis.Certs
 
     def url(self, ca: Path | None = None, client: bool = False) -> str:
-        url = f"rediss://localhost:{self.port}/0?ssl_ca_certs={ca or self.ca}"
-        if client:
-            url += f"&ssl_certfile={self.client_cert}&ssl_keyfile={self.client_key}"
-        return url
+        return f"rediss://localhost:{self.port}/0?{self.certs.query(ca, client)}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url(client=True))
+        return tls_redis.client(self.port, self.certs)
 
 
 @contextmanager
-def tls_redis(tmp: Path, *, client_certs: bool) -> Iterator[TlsRedis]:
+def tls_server(tmp: Path, *, client_certs: bool) -> Iterator[TlsRedis]:
     """A redis-server listening on TLS only; `client_certs`: clients must present one."""
-    binary = system_packages.ensure("redis-server", "redis-server")
-    ca = trustme.CA()
-    server, client = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("sidecar")
-    paths = {name: tmp / f"{name}.pem" for name in
-             ("ca", "cert", "key", "client-cert", "client-key")}
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    server.cert_chain_pems[0].write_to_path(str(paths["cert"]))
-    server.private_key_pem.write_to_path(str(paths["key"]))
-    client.cert_chain_pems[0].write_to_path(str(paths["client-cert"]))
-    client.private_key_pem.write_to_path(str(paths["client-key"]))
+    certs = tls_redis.make_certs(tmp)
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(paths["cert"]), "--tls-key-file", str(paths["key"]),
-         "--tls-ca-cert-file", str(paths["ca"]),
-         "--tls-auth-clients", "yes" if client_certs else "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp),
-         "--hash-max-ziplist-value", "1024"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    got = TlsRedis(port, paths["ca"], paths["client-cert"], paths["client-key"])
+    proc = tls_redis.start(certs, port, tmp / "redis", client_certs=client_certs)
     try:
-        poll("redis-server on TLS", lambda: _pings(got))
-        yield got
+        yield TlsRedis(port, certs)
     finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def _pings(r: TlsRedis) -> bool:
-    try:
-        return bool(r.client().ping())
-    except redis.ConnectionError:
-        return False
+        tls_redis.stop(proc)
 
 
 def stamp(when: datetime) -> Timestamp:
@@ -108,7 +76,7 @@ def login(ch: grpc.Channel, account: str) -> spb.CheckSessionResponse:
 
 @pytest.mark.parametrize("client_certs", [False, True], ids=["server-cert", "mutual"])
 def test_the_sidecar_runs_on_redis_over_tls(tmp_path: Path, client_certs: bool) -> None:
-    with tls_redis(tmp_path, client_certs=client_certs) as r, sidecar(
+    with tls_server(tmp_path, client_certs=client_certs) as r, sidecar(
             r.url(client=client_certs), tmp_path, SESSIONGATE_SCHEDULER="1") as (_, addr), \
             grpc.insecure_channel(addr) as ch:
         apb_grpc.AccountsStub(ch).UpsertAccount(apb.UpsertAccountRequest(
@@ -142,7 +110,7 @@ def test_the_sidecar_runs_on_redis_over_tls(tmp_path: Path, client_certs: bool) 
 def test_a_sidecar_that_does_not_trust_redis_denies_and_says_why(tmp_path: Path) -> None:
     rogue = trustme.CA()
     rogue.cert_pem.write_to_path(str(tmp_path / "rogue.pem"))
-    with tls_redis(tmp_path, client_certs=False) as r, sidecar(
+    with tls_server(tmp_path, client_certs=False) as r, sidecar(
             r.url(ca=tmp_path / "rogue.pem"), tmp_path) as (_, addr), \
             grpc.insecure_channel(addr) as ch:
         answer = login(ch, "acme")

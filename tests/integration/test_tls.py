@@ -2,7 +2,8 @@
 
 Redis TLS (`rediss://`) is tested elsewhere: the transport's TLS with the URL's CA in
 test_transport_single.py, the whole sidecar on a redis-server listening on TLS only (with and
-without client certificates, and a CA it does not trust) in tests/e2e/test_redis_tls.py.
+without client certificates, and a CA it does not trust) in tests/e2e/test_redis_tls.py, on a
+Redis Cluster on TLS in tests/cluster/test_cluster_tls.py.
 """
 
 from __future__ import annotations
