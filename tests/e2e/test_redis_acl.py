@@ -27,6 +27,8 @@ from sessiongate.store.embedded import free_port
 from tests.e2e.sidecar import poll, sidecar
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
+# What deploy/README.md adds to the rule on a Redis Cluster (tests/cluster/test_cluster_acl.py).
+CLUSTER_RULE = ("+cluster|slots",)
 
 
 def documented_rule() -> list[str]:

@@ -54,8 +54,12 @@ class ClusterTransport:
     sharded = True
 
     def __init__(self, url: str, **options: Any) -> None:
-        # RESP2 unless the URL asks (as `mux.Mux`): redis-py's own default may be RESP3.
-        self.client = RedisCluster.from_url(url, **{"protocol": 2, **options})
+        # RESP2 unless the URL asks (as `mux.Mux`): redis-py's own default may be RESP3. No
+        # CLIENT SETINFO on each connection (`driver_info=None`), as `mux.Mux` sends none:
+        # Redis before 7.2 has no such command and refuses it to the least-privilege user of
+        # deploy/README.md (its ACL LOG fills with it; tests/cluster/test_cluster_acl.py).
+        self.client = RedisCluster.from_url(
+            url, **{"protocol": 2, "driver_info": None, **options})
         for name in list(self.client.response_callbacks):
             if name.split(" ", 1)[0].upper() not in _OWN:
                 self.client.set_response_callback(name, _as_read)
