@@ -13,28 +13,18 @@ from pathlib import Path
 
 import grpc
 import redis
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
 from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
 from sessiongate.api.v1 import common_pb2 as cpb
-from sessiongate.api.v1 import session_control_pb2 as spb
-from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store.embedded import free_port
 from tests.cluster.cluster import LocalCluster
-from tests.e2e.sidecar import poll, sidecar
+from tests.e2e.sidecar import login, poll, sidecar, stamp
 from tests.e2e.test_redis_acl import CLUSTER_RULE, DEPLOY, documented_rule, refusals
 
 ACCOUNTS = [f"acl-{i}" for i in range(6)]  # spread over the masters by their buckets
-
-
-def login(ch: grpc.Channel, account: str) -> spb.CheckSessionResponse:
-    answer: spb.CheckSessionResponse = spb_grpc.SessionControlStub(ch).CheckSession(
-        spb.CheckSessionRequest(account_id=account, user_id="alice"), timeout=10)
-    return answer
-
 
 def test_the_documented_redis_user_is_enough_on_a_cluster(
         tmp_path: Path, cluster: LocalCluster) -> None:
@@ -57,8 +47,7 @@ def test_the_documented_redis_user_is_enough_on_a_cluster(
                     account_id=aid, users=["alice"], seat_limit=i % 2)), timeout=10)
             for aid in ACCOUNTS:
                 assert login(ch, aid).decision == cpb.DECISION_ALLOW
-            due = Timestamp()
-            due.FromDatetime(datetime.now(UTC) - timedelta(days=40))
+            due = stamp(datetime.now(UTC) - timedelta(days=40))
             billing = bpb_grpc.BillingStub(ch)
             billing.PushPaymentEvent(bpb.PaymentEvent(
                 event_id="inv-1-issued", account_id=ACCOUNTS[0], invoice_id="inv-1",

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from redis.cluster import RedisCluster
 
 from sessiongate.api.v1 import accounts_pb2 as apb
@@ -23,12 +22,10 @@ from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
 from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
 from sessiongate.api.v1 import common_pb2 as cpb
-from sessiongate.api.v1 import session_control_pb2 as spb
-from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store import keys
 from tests import system_packages, tls_redis
 from tests.cluster.cluster import cluster_port
-from tests.e2e.sidecar import poll, sidecar
+from tests.e2e.sidecar import login, poll, sidecar, stamp
 
 ACCOUNTS = [f"tls-{i}" for i in range(6)]  # spread over the masters by their buckets
 
@@ -61,20 +58,6 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory
     finally:
         for proc in procs:
             tls_redis.stop(proc)
-
-
-def stamp(when: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(when)
-    return t
-
-
-def login(ch: grpc.Channel, account: str) -> spb.CheckSessionResponse:
-    answer: spb.CheckSessionResponse = spb_grpc.SessionControlStub(ch).CheckSession(
-        spb.CheckSessionRequest(account_id=account, user_id="alice"), timeout=10)
-    return answer
-
-
 def test_the_sidecar_runs_on_a_cluster_over_tls(
         tmp_path: Path, tls_cluster: tuple[list[int], tls_redis.Certs]) -> None:
     ports, certs = tls_cluster

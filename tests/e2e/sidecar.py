@@ -10,8 +10,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sessiongate.api.v1 import session_control_pb2 as spb
+from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store.embedded import free_port
 from tests.e2e.test_process import wait_serving
 
@@ -55,3 +61,16 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def login(ch: grpc.Channel, account: str, user: str = "alice") -> spb.CheckSessionResponse:
+    """A login of `user` of `account` through `ch` (a session opened when allowed)."""
+    answer: spb.CheckSessionResponse = spb_grpc.SessionControlStub(ch).CheckSession(
+        spb.CheckSessionRequest(account_id=account, user_id=user), timeout=10)
+    return answer
+
+
+def stamp(when: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(when)
+    return t

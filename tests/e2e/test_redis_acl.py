@@ -24,7 +24,7 @@ from sessiongate.api.v1 import session_control_pb2 as spb
 from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store import keys
 from sessiongate.store.embedded import free_port
-from tests.e2e.sidecar import poll, sidecar
+from tests.e2e.sidecar import login, poll, sidecar
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
 # What deploy/README.md adds to the rule on a Redis Cluster (tests/cluster/test_cluster_acl.py).
@@ -43,13 +43,6 @@ def refusals(r: redis.Redis, user: str) -> list[dict[str, object]]:
     """What Redis refused `user` (its ACL LOG entries)."""
     entries: list[dict[str, object]] = r.acl_log()
     return [e for e in entries if e.get("username") == user]
-
-
-def login(ch: grpc.Channel, account: str, user: str) -> spb.CheckSessionResponse:
-    answer: spb.CheckSessionResponse = spb_grpc.SessionControlStub(ch).CheckSession(
-        spb.CheckSessionRequest(account_id=account, user_id=user), timeout=10)
-    return answer
-
 
 @pytest.mark.parametrize("scripting", [True, False], ids=["documented", "without-scripting"])
 def test_the_documented_redis_user_is_enough(tmp_path: Path, redis_url: str,

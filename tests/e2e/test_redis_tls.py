@@ -23,19 +23,16 @@ import grpc
 import pytest
 import redis
 import trustme
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from sessiongate.api.v1 import accounts_pb2 as apb
 from sessiongate.api.v1 import accounts_pb2_grpc as apb_grpc
 from sessiongate.api.v1 import billing_pb2 as bpb
 from sessiongate.api.v1 import billing_pb2_grpc as bpb_grpc
 from sessiongate.api.v1 import common_pb2 as cpb
-from sessiongate.api.v1 import session_control_pb2 as spb
-from sessiongate.api.v1 import session_control_pb2_grpc as spb_grpc
 from sessiongate.store import keys
 from sessiongate.store.embedded import free_port
 from tests import tls_redis
-from tests.e2e.sidecar import poll, sidecar
+from tests.e2e.sidecar import login, poll, sidecar, stamp
 
 
 @dataclass
@@ -60,20 +57,6 @@ def tls_server(tmp: Path, *, client_certs: bool) -> Iterator[TlsRedis]:
         yield TlsRedis(port, certs)
     finally:
         tls_redis.stop(proc)
-
-
-def stamp(when: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(when)
-    return t
-
-
-def login(ch: grpc.Channel, account: str) -> spb.CheckSessionResponse:
-    answer: spb.CheckSessionResponse = spb_grpc.SessionControlStub(ch).CheckSession(
-        spb.CheckSessionRequest(account_id=account, user_id="alice"), timeout=10)
-    return answer
-
-
 @pytest.mark.parametrize("client_certs", [False, True], ids=["server-cert", "mutual"])
 def test_the_sidecar_runs_on_redis_over_tls(tmp_path: Path, client_certs: bool) -> None:
     with tls_server(tmp_path, client_certs=client_certs) as r, sidecar(
